@@ -1,0 +1,2 @@
+pub mod chunked;
+pub mod parse;
