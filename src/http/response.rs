@@ -1,0 +1,145 @@
+//! Responses as plain values, and their serialization to bytes.
+//!
+//! The registry builds a [`Response`] without knowing about sockets; the HTTP side writes it. Every
+//! response closes its connection (`Connection: close`, SPEC §4 allows it) and forbids caching:
+//! relay bodies are one-time secrets that no proxy should keep.
+
+use std::sync::Arc;
+
+/// A response to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header lines besides the ones the serializer adds (`Content-Length`, `Connection`,
+    /// `Cache-Control`). Names are fixed by the relay; values never hold CR or LF.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body bytes, shared: one stored message may be sent to several waiters.
+    pub body: Arc<[u8]>,
+}
+
+impl Response {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Arc::from(&b""[..]) }
+    }
+
+    /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
+    pub fn text(status: u16, text: impl std::fmt::Display) -> Response {
+        let body = format!("{text}\n");
+        Response::new(status)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(body.into_bytes())
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Arc<[u8]>>) -> Response {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name`, if set (case-insensitive).
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        values.next().map(|(_, v)| v.as_str())
+    }
+
+    /// Serializes status line, headers and (unless `head_only`, for HEAD requests) the body.
+    pub fn write_to(&self, head_only: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            // A value with a line break would let a client inject headers; none is built, and
+            // should one ever be, it is dropped rather than sent.
+            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                continue;
+            }
+            push_header(out, name, value);
+        }
+        push_header(out, "Content-Length", &self.body.len().to_string());
+        push_header(out, "Cache-Control", "no-store");
+        push_header(out, "Connection", "close");
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The reason phrase of the statuses the relay sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(response: &Response, head_only: bool) -> String {
+        let mut out = Vec::new();
+        response.write_to(head_only, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_response_bytes() {
+        let response = Response::text(404, "No such route.");
+        assert_eq!(
+            render(&response, false),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 15\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n\
+             No such route.\n"
+        );
+    }
+
+    #[test]
+    fn head_only_keeps_length_drops_body() {
+        let response = Response::new(200).body(b"secret".to_vec());
+        assert_eq!(
+            render(&response, true),
+            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nCache-Control: no-store\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_with_line_break_is_dropped() {
+        let response = Response::new(200).header("X-Test", "a\r\nInjected: 1");
+        assert!(!render(&response, false).contains("Injected"));
+    }
+}

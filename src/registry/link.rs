@@ -1,0 +1,356 @@
+//! `/link/{id}`: the httprelay.io link method, a synchronous one-to-one hand-off (SPEC §2).
+//!
+//! ```text
+//!  GET (receiver) ──► receivers FIFO ──┐
+//!                                      ├─► pair ──► delivery in flight ──Written ok──► sender 200
+//!  POST (sender) ───► messages FIFO ───┘                     │
+//!                                                            └─Written failed──► message back at
+//!                                                               the head of the FIFO, next receiver
+//! ```
+//!
+//! A receiver waits `--link-timeout`, then 408. A message waits as long from its POST, whether or
+//! not its sender is still connected (a fully received body is meant to be delivered); its
+//! sender, if still there, is answered 200 only once the receiver's response was written. The
+//! first non-empty `wsecret` claims the id for senders until it has been idle for [`CLAIM_IDLE`].
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{full, ConnId, Parked, Registry, Reply, Request, Role, Timer, CLAIM_IDLE};
+use crate::http::response::Response;
+use crate::wheel::TimerId;
+
+/// One `/link` id: who waits on it and whether a sender claimed it.
+#[derive(Debug, Default)]
+pub(super) struct Channel {
+    receivers: VecDeque<ConnId>,
+    messages: VecDeque<Message>,
+    in_flight: usize,
+    claim: Option<Vec<u8>>,
+    idle_timer: Option<TimerId>,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.receivers.is_empty() && self.messages.is_empty() && self.in_flight == 0
+    }
+}
+
+/// One side of a hand-off, as its counterpart sees it in the `HttpRelay-*` / `X-Real-*` headers.
+#[derive(Clone, Debug)]
+pub(super) struct Party {
+    ip: IpAddr,
+    port: u16,
+    arrived_ms: u64,
+    method: &'static str,
+    /// The query without `wsecret` and `seqid`, keys sorted, re-encoded.
+    query: String,
+}
+
+impl Party {
+    fn of(request: &Request, method: &'static str) -> Party {
+        Party {
+            ip: request.client.ip(),
+            port: request.client.port(),
+            arrived_ms: request.arrived_ms,
+            method,
+            query: relay_query(&request.query),
+        }
+    }
+}
+
+/// A sender's message waiting for a receiver. `ticket` is the sender's connection id.
+#[derive(Debug)]
+pub(super) struct Message {
+    ticket: ConnId,
+    sender: Party,
+    content_type: Option<String>,
+    body: Arc<[u8]>,
+    deadline: Instant,
+    timer: Option<TimerId>,
+}
+
+/// A message being written to a receiver, waiting for [`super::Event::Written`].
+#[derive(Debug)]
+pub(super) struct Delivery {
+    id: Vec<u8>,
+    message: Message,
+    receiver: Party,
+}
+
+impl Registry {
+    pub(super) fn link_receive(&mut self, now: Instant, conn: ConnId, request: Request, out: &mut Vec<Reply>) {
+        let party = Party::of(&request, "GET");
+        let may_park = self.may_park();
+        let channel = self.links.entry(request.id.clone()).or_default();
+        if let Some(timer) = channel.idle_timer.take() {
+            self.wheel.cancel(timer);
+        }
+        if channel.messages.is_empty() && !may_park {
+            out.push(full(conn, self.settings.max_parked));
+            return self.link_settle(now, &request.id);
+        }
+        channel.receivers.push_back(conn);
+        let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
+        let role = Role::LinkReceiver(party);
+        self.parked.insert(conn, Parked { id: request.id.clone(), role, timer: Some(timer) });
+        self.link_pair(&request.id, out);
+    }
+
+    pub(super) fn link_send(&mut self, now: Instant, conn: ConnId, request: Request, out: &mut Vec<Reply>) {
+        let secret = wsecret(&request.query, request.wsecret.as_deref());
+        let may_park = self.may_park();
+        let channel = self.links.entry(request.id.clone()).or_default();
+        if let Some(claim) = &channel.claim {
+            if !secret.as_deref().is_some_and(|s| same_secret(claim, s)) {
+                out.push(Reply { conn, response: unauthorized(), confirm: false });
+                return self.link_settle(now, &request.id);
+            }
+        }
+        if channel.receivers.is_empty() && !may_park {
+            out.push(full(conn, self.settings.max_parked));
+            return self.link_settle(now, &request.id);
+        }
+        if channel.claim.is_none() {
+            channel.claim = secret;
+        }
+        if let Some(timer) = channel.idle_timer.take() {
+            self.wheel.cancel(timer);
+        }
+        let deadline = now + self.settings.link_timeout;
+        let timer = self.wheel.insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
+        self.counts.messages += 1;
+        self.counts.bytes += request.body.len();
+        channel.messages.push_back(Message {
+            ticket: conn,
+            sender: Party::of(&request, "POST"),
+            content_type: request.content_type,
+            body: Arc::from(request.body),
+            deadline,
+            timer: Some(timer),
+        });
+        self.parked.insert(conn, Parked { id: request.id.clone(), role: Role::LinkSender, timer: None });
+        self.link_pair(&request.id, out);
+    }
+
+    /// Hands waiting messages to waiting receivers, first come first served.
+    fn link_pair(&mut self, id: &[u8], out: &mut Vec<Reply>) {
+        let Some(channel) = self.links.get_mut(id) else { return };
+        while !channel.messages.is_empty() {
+            let Some(conn) = channel.receivers.pop_front() else { break };
+            let Some(parked) = self.parked.remove(&conn) else { continue };
+            let Role::LinkReceiver(receiver) = parked.role else { continue };
+            if let Some(timer) = parked.timer {
+                self.wheel.cancel(timer);
+            }
+            let Some(mut message) = channel.messages.pop_front() else { break };
+            if let Some(timer) = message.timer.take() {
+                self.wheel.cancel(timer);
+            }
+            let mut response = Response::new(200).body(message.body.clone());
+            if let Some(content_type) = &message.content_type {
+                response = response.header("Content-Type", content_type.clone());
+            }
+            let response = with_metadata(response, &receiver, &message.sender);
+            out.push(Reply { conn, response, confirm: true });
+            channel.in_flight += 1;
+            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
+        }
+    }
+
+    /// A delivery was written (the sender hears 200) or failed (the message goes to the next receiver).
+    pub(super) fn link_written(&mut self, now: Instant, conn: ConnId, ok: bool, out: &mut Vec<Reply>) {
+        let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else { return };
+        let channel = self.links.entry(id.clone()).or_default();
+        channel.in_flight = channel.in_flight.saturating_sub(1);
+        if ok {
+            self.counts.messages -= 1;
+            self.counts.bytes -= message.body.len();
+            if self.parked.remove(&message.ticket).is_some() {
+                let response = with_metadata(Response::new(200), &message.sender, &receiver);
+                out.push(Reply { conn: message.ticket, response, confirm: false });
+            }
+            return self.link_settle(now, &id);
+        }
+        let timer = Timer::LinkMessage { id: id.clone(), ticket: message.ticket };
+        message.timer = Some(self.wheel.insert(message.deadline, timer));
+        channel.messages.push_front(message);
+        self.link_pair(&id, out);
+    }
+
+    pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &[u8]) {
+        if let Some(channel) = self.links.get_mut(id) {
+            channel.receivers.retain(|&c| c != conn);
+        }
+        self.link_settle(now, id);
+    }
+
+    pub(super) fn link_message_expired(&mut self, now: Instant, id: &[u8], ticket: ConnId, out: &mut Vec<Reply>) {
+        let Some(channel) = self.links.get_mut(id) else { return };
+        let Some(at) = channel.messages.iter().position(|m| m.ticket == ticket) else { return };
+        if let Some(message) = channel.messages.remove(at) {
+            self.counts.messages -= 1;
+            self.counts.bytes -= message.body.len();
+        }
+        if self.parked.remove(&ticket).is_some() {
+            out.push(timed_out(ticket, self.settings.link_timeout));
+        }
+        self.link_settle(now, id);
+    }
+
+    pub(super) fn link_claim_expired(&mut self, id: &[u8]) {
+        if self.links.get(id).is_some_and(Channel::is_idle) {
+            self.links.remove(id);
+        }
+    }
+
+    /// Forgets an idle channel, or, if a sender claimed it, starts the claim's idle countdown.
+    fn link_settle(&mut self, now: Instant, id: &[u8]) {
+        let Some(channel) = self.links.get_mut(id) else { return };
+        if !channel.is_idle() {
+            return;
+        }
+        if channel.claim.is_none() {
+            self.links.remove(id);
+        } else if channel.idle_timer.is_none() {
+            channel.idle_timer = Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
+        }
+    }
+}
+
+/// The 408 a `/link` waiter gets when no counterpart came in time.
+pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
+    let text = format!(
+        "Request timed out: no counterpart arrived within {} s (--link-timeout).",
+        timeout.as_secs_f64()
+    );
+    Reply { conn, response: Response::text(408, text), confirm: false }
+}
+
+fn unauthorized() -> Response {
+    Response::text(
+        401,
+        "This id is claimed by another sender; send its secret in ?wsecret= or HttpRelay-WSecret.",
+    )
+}
+
+/// Adds what `own` may know of its counterpart `other` (httprelay.io's metadata headers).
+fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
+    let response = response
+        .header("X-Real-IP", other.ip.to_string())
+        .header("X-Real-Port", other.port.to_string())
+        .header("HttpRelay-Time", other.arrived_ms.to_string())
+        .header("HttpRelay-Your-Time", own.arrived_ms.to_string())
+        .header("HttpRelay-Method", other.method);
+    if other.query.is_empty() {
+        response
+    } else {
+        response.header("HttpRelay-Query", other.query.clone())
+    }
+}
+
+/// The sender's write secret: the query's `wsecret` wins over the `HttpRelay-WSecret` header.
+fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
+    let from_query = query_pairs(query).find(|(k, _)| k == b"wsecret").map(|(_, v)| v);
+    from_query
+        .filter(|v| !v.is_empty())
+        .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
+}
+
+/// Compares two secrets in time that depends only on their lengths, not on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+/// `HttpRelay-Query`: the query minus `wsecret` and `seqid`, keys sorted (stable), each pair
+/// re-encoded as `application/x-www-form-urlencoded`, as httprelay.io renders it.
+fn relay_query(query: &str) -> String {
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        query_pairs(query).filter(|(k, _)| k != b"wsecret" && k != b"seqid").collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (key, value) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        form_encode(&key, &mut out);
+        out.push('=');
+        form_encode(&value, &mut out);
+    }
+    out
+}
+
+/// Decoded `key=value` pairs of a query; empty and undecodable pairs are skipped.
+fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((form_decode(key)?, form_decode(value)?))
+    })
+}
+
+fn form_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = (bytes.next()? as char).to_digit(16)?;
+                let lo = (bytes.next()? as char).to_digit(16)?;
+                (hi * 16 + lo) as u8
+            }
+            _ => b,
+        });
+    }
+    Some(out)
+}
+
+fn form_encode(bytes: &[u8], out: &mut String) {
+    for &b in bytes {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_query_drops_secrets_and_sorts() {
+        assert_eq!(relay_query("b=2&wsecret=s&a=1&seqid=9"), "a=1&b=2");
+        assert_eq!(relay_query("z=1&a=x+y&a=%2F"), "a=x+y&a=%2F&z=1");
+        assert_eq!(relay_query("flag&&=v"), "=v&flag=");
+        assert_eq!(relay_query("bad=%zz&ok=1"), "ok=1");
+        assert_eq!(relay_query(""), "");
+        assert_eq!(relay_query("k=%0D%0A"), "k=%0D%0A");
+    }
+
+    #[test]
+    fn wsecret_query_wins_over_header() {
+        assert_eq!(wsecret("wsecret=q", Some("h")), Some(b"q".to_vec()));
+        assert_eq!(wsecret("x=1", Some("h")), Some(b"h".to_vec()));
+        assert_eq!(wsecret("wsecret=", Some("h")), Some(b"h".to_vec()));
+        assert_eq!(wsecret("wsecret=", Some("")), None);
+        assert_eq!(wsecret("", None), None);
+    }
+
+    #[test]
+    fn same_secret_compares_whole_values() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+        assert!(!same_secret(b"", b"a"));
+        assert!(same_secret(b"", b""));
+    }
+}

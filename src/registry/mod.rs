@@ -1,0 +1,227 @@
+//! The relay's state machine: every channel, every parked request, every deadline (SPEC §2, §8).
+//!
+//! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
+//! It never sees a socket; `run.rs` is the thin loop that owns the connections, feeds events in
+//! and hands replies to the writer threads. The `/link` rules live in `link.rs`.
+//!
+//! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
+//! on the timer wheel, and no thread. A delivery is a reply with `confirm` set: the loop checks the
+//! connection is still open, writes, and reports back with [`Event::Written`]; only then is the
+//! sender told its message was delivered.
+
+mod link;
+pub mod run;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::http::response::Response;
+use crate::wheel::{TimerId, TimerWheel};
+
+/// Identifies one client connection for its whole life; never reused.
+pub type ConnId = u64;
+
+/// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (SPEC §2).
+pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
+
+/// Width of one timer-wheel tick: deadlines fire at most this late.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What a request asks of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `GET /link/{id}`: wait for a sender's message.
+    LinkReceive,
+    /// `POST /link/{id}`: hand the body to one receiver.
+    LinkSend,
+}
+
+/// A validated relay request, as the HTTP side hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The channel id (percent-decoded path segment).
+    pub id: Vec<u8>,
+    /// What the request asks.
+    pub action: Action,
+    /// The client's address (after trusted-proxy resolution).
+    pub client: SocketAddr,
+    /// Arrival time, Unix milliseconds (for the `HttpRelay-*` headers).
+    pub arrived_ms: u64,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// The request's `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// The `HttpRelay-WSecret` header, if any.
+    pub wsecret: Option<String>,
+    /// The body, read in full.
+    pub body: Vec<u8>,
+}
+
+/// Something that happened, for the registry to act on.
+#[derive(Debug)]
+pub enum Event {
+    /// A request arrived on connection `conn`.
+    Arrived { conn: ConnId, request: Request },
+    /// The client of a parked request closed its connection.
+    Gone { conn: ConnId },
+    /// A confirmed reply to `conn` was written in full (`ok`) or could not be.
+    Written { conn: ConnId, ok: bool },
+    /// Time passed: fire what is due.
+    Tick,
+}
+
+/// A response for the loop to send on connection `conn`, closing it after.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The connection to answer.
+    pub conn: ConnId,
+    /// What to send.
+    pub response: Response,
+    /// Check the connection is open first, and report the outcome as [`Event::Written`].
+    pub confirm: bool,
+}
+
+/// Settings the registry needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Longest wait of either side of `/link` (`--link-timeout`).
+    pub link_timeout: Duration,
+    /// Most parked requests over all ids (`--max-parked`); `None` for no limit.
+    pub max_parked: Option<usize>,
+}
+
+/// Live counts, for `/health` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Parked requests (waiting receivers and senders).
+    pub parked: usize,
+    /// Messages held for delivery.
+    pub messages: usize,
+    /// Bytes of message bodies held.
+    pub bytes: usize,
+}
+
+/// What a parked connection waits for.
+#[derive(Debug)]
+struct Parked {
+    id: Vec<u8>,
+    role: Role,
+    /// The waiter's own deadline; senders have theirs on their message instead.
+    timer: Option<TimerId>,
+}
+
+#[derive(Debug)]
+enum Role {
+    LinkReceiver(link::Party),
+    LinkSender,
+}
+
+/// What a timer-wheel entry stands for.
+#[derive(Debug)]
+enum Timer {
+    /// A parked receiver's deadline.
+    Waiter(ConnId),
+    /// A `/link` message's deadline; `ticket` is its sender's connection id.
+    LinkMessage { id: Vec<u8>, ticket: ConnId },
+    /// The end of an idle write claim.
+    LinkClaim(Vec<u8>),
+}
+
+/// All relay state. See the module docs.
+pub struct Registry {
+    settings: Settings,
+    links: HashMap<Vec<u8>, link::Channel>,
+    parked: HashMap<ConnId, Parked>,
+    deliveries: HashMap<ConnId, link::Delivery>,
+    wheel: TimerWheel<Timer>,
+    counts: Counts,
+}
+
+impl Registry {
+    /// An empty registry whose clock starts at `now`.
+    pub fn new(settings: Settings, now: Instant) -> Registry {
+        Registry {
+            settings,
+            links: HashMap::new(),
+            parked: HashMap::new(),
+            deliveries: HashMap::new(),
+            wheel: TimerWheel::new(now, TICK, 1024),
+            counts: Counts::default(),
+        }
+    }
+
+    /// Acts on one event at time `now`, appending the replies to send to `out`.
+    pub fn handle(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
+        match event {
+            Event::Arrived { conn, request } => match request.action {
+                Action::LinkReceive => self.link_receive(now, conn, request, out),
+                Action::LinkSend => self.link_send(now, conn, request, out),
+            },
+            Event::Gone { conn } => self.gone(now, conn),
+            Event::Written { conn, ok } => self.link_written(now, conn, ok, out),
+            Event::Tick => self.tick(now, out),
+        }
+    }
+
+    /// Live counts.
+    pub fn counts(&self) -> Counts {
+        Counts { parked: self.parked.len(), ..self.counts }
+    }
+
+    /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
+    pub fn is_idle(&self) -> bool {
+        self.wheel.is_empty()
+    }
+
+    /// Whether one more request may park (`--max-parked`).
+    fn may_park(&self) -> bool {
+        self.settings.max_parked.map_or(true, |max| self.parked.len() < max)
+    }
+
+    fn gone(&mut self, now: Instant, conn: ConnId) {
+        let Some(parked) = self.parked.remove(&conn) else { return };
+        if let Some(timer) = parked.timer {
+            self.wheel.cancel(timer);
+        }
+        match parked.role {
+            Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
+            // The message stays deliverable (SPEC §2); only the confirmation has nobody to go to.
+            Role::LinkSender => {}
+        }
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Reply>) {
+        let mut expired = Vec::new();
+        self.wheel.advance(now, &mut expired);
+        for timer in expired {
+            match timer {
+                Timer::Waiter(conn) => self.waiter_expired(now, conn, out),
+                Timer::LinkMessage { id, ticket } => self.link_message_expired(now, &id, ticket, out),
+                Timer::LinkClaim(id) => self.link_claim_expired(&id),
+            }
+        }
+    }
+
+    fn waiter_expired(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Reply>) {
+        let Some(parked) = self.parked.remove(&conn) else { return };
+        match parked.role {
+            Role::LinkReceiver(_) => {
+                self.link_receiver_gone(now, conn, &parked.id);
+                out.push(link::timed_out(conn, self.settings.link_timeout));
+            }
+            Role::LinkSender => {}
+        }
+    }
+}
+
+/// A refusal answered by the registry itself: the waiting room is full.
+fn full(conn: ConnId, limit: Option<usize>) -> Reply {
+    let limit = limit.unwrap_or(0);
+    let response = Response::text(
+        503,
+        format_args!("The relay is full: {limit} requests are waiting (--max-parked); retry shortly."),
+    )
+    .header("Retry-After", "1");
+    Reply { conn, response, confirm: false }
+}
