@@ -225,3 +225,6 @@ fn full(conn: ConnId, limit: Option<usize>) -> Reply {
     .header("Retry-After", "1");
     Reply { conn, response, confirm: false }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! Registry scenarios as event sequences; the replies are rendered to text and compared.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A registry on a fake clock, recording every reply as one line of text.
+struct Scenario {
+    registry: Registry,
+    start: Instant,
+    now: Instant,
+}
+
+impl Scenario {
+    fn new() -> Scenario {
+        Scenario::with_max_parked(None)
+    }
+
+    fn with_max_parked(max_parked: Option<usize>) -> Scenario {
+        let start = Instant::now();
+        let settings = Settings { link_timeout: TIMEOUT, max_parked };
+        Scenario { registry: Registry::new(settings, start), start, now: start }
+    }
+
+    fn event(&mut self, event: Event) -> Vec<String> {
+        let mut out = Vec::new();
+        self.registry.handle(self.now, event, &mut out);
+        out.iter().map(render).collect()
+    }
+
+    fn get(&mut self, conn: ConnId, id: &str) -> Vec<String> {
+        self.event(Event::Arrived { conn, request: request(id, Action::LinkReceive, "", "") })
+    }
+
+    fn post(&mut self, conn: ConnId, id: &str, query: &str, body: &str) -> Vec<String> {
+        self.event(Event::Arrived { conn, request: request(id, Action::LinkSend, query, body) })
+    }
+
+    fn written(&mut self, conn: ConnId, ok: bool) -> Vec<String> {
+        self.event(Event::Written { conn, ok })
+    }
+
+    /// Moves the clock to `at` after the start and ticks.
+    fn at(&mut self, at: Duration) -> Vec<String> {
+        self.now = self.start + at;
+        self.event(Event::Tick)
+    }
+}
+
+fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
+    Request {
+        id: id.as_bytes().to_vec(),
+        action,
+        client: "127.0.0.1:4000".parse().unwrap(),
+        arrived_ms: 1_700_000_000_000,
+        query: query.into(),
+        content_type: None,
+        wsecret: None,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn render(reply: &Reply) -> String {
+    let body = String::from_utf8_lossy(&reply.response.body);
+    let body = body.trim_end();
+    let confirm = if reply.confirm { " (confirm)" } else { "" };
+    format!("{} <- {} {body:?}{confirm}", reply.conn, reply.response.status)
+}
+
+#[test]
+fn receiver_first_then_sender_is_told_after_the_write() {
+    let mut s = Scenario::new();
+    assert!(s.get(1, "a").is_empty());
+    assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
+    assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
+    assert_eq!(s.registry.counts(), Counts::default());
+}
+
+#[test]
+fn sender_first_then_receiver() {
+    let mut s = Scenario::new();
+    assert!(s.post(1, "a", "", "token").is_empty());
+    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 1, bytes: 5 });
+    assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
+    assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
+}
+
+#[test]
+fn receivers_and_senders_are_served_first_come_first_served() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.get(2, "a");
+    assert_eq!(s.post(3, "a", "", "m1"), ["1 <- 200 \"m1\" (confirm)"]);
+    assert_eq!(s.post(4, "a", "", "m2"), ["2 <- 200 \"m2\" (confirm)"]);
+    let mut s = Scenario::new();
+    s.post(1, "a", "", "m1");
+    s.post(2, "a", "", "m2");
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm)"]);
+    assert_eq!(s.get(4, "a"), ["4 <- 200 \"m2\" (confirm)"]);
+}
+
+#[test]
+fn failed_write_hands_the_message_to_the_next_receiver() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.get(2, "a");
+    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(1, false), ["2 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(2, true), ["3 <- 200 \"\""]);
+}
+
+#[test]
+fn failed_write_with_no_other_receiver_keeps_the_message() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.post(2, "a", "", "m");
+    assert!(s.written(1, false).is_empty());
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["2 <- 200 \"\""]);
+}
+
+#[test]
+fn receiver_gone_while_waiting_does_not_take_the_message() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.event(Event::Gone { conn: 1 });
+    assert_eq!(s.registry.counts().parked, 0);
+    assert!(s.post(2, "a", "", "m").is_empty());
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm)"]);
+}
+
+#[test]
+fn message_of_a_sender_that_left_is_still_delivered() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "", "m");
+    s.event(Event::Gone { conn: 1 });
+    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 1 });
+    assert_eq!(s.get(2, "a"), ["2 <- 200 \"m\" (confirm)"]);
+    assert!(s.written(2, true).is_empty());
+    assert_eq!(s.registry.counts(), Counts::default());
+}
+
+#[test]
+fn waiters_time_out_at_the_link_timeout_never_before() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.post(2, "b", "", "m");
+    assert!(s.at(TIMEOUT - Duration::from_millis(1)).is_empty());
+    let mut expired = s.at(TIMEOUT + TICK);
+    expired.sort();
+    assert_eq!(expired.len(), 2);
+    assert!(expired[0].starts_with("1 <- 408 \"Request timed out"), "{expired:?}");
+    assert!(expired[1].starts_with("2 <- 408 \"Request timed out"), "{expired:?}");
+    assert_eq!(s.registry.counts(), Counts::default());
+    assert!(s.registry.is_idle());
+}
+
+#[test]
+fn message_whose_sender_left_expires_silently() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "", "m");
+    s.event(Event::Gone { conn: 1 });
+    assert!(s.at(TIMEOUT + TICK).is_empty());
+    assert_eq!(s.registry.counts(), Counts::default());
+}
+
+#[test]
+fn wsecret_claims_the_id_for_senders_only() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "wsecret=s1", "m1");
+    let refused = s.post(2, "a", "", "m2");
+    assert!(refused[0].starts_with("2 <- 401"), "{refused:?}");
+    let refused = s.post(3, "a", "wsecret=other", "m3");
+    assert!(refused[0].starts_with("3 <- 401"), "{refused:?}");
+    assert!(s.post(4, "a", "wsecret=s1", "m4").is_empty());
+    assert_eq!(s.get(5, "a"), ["5 <- 200 \"m1\" (confirm)"]);
+}
+
+#[test]
+fn wsecret_claim_is_forgotten_after_twenty_idle_minutes() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "wsecret=s1", "m");
+    s.get(2, "a");
+    s.written(2, true);
+    // Idle from here: the claim holds until CLAIM_IDLE has passed.
+    s.at(CLAIM_IDLE - Duration::from_secs(1));
+    assert!(s.post(3, "a", "wsecret=other", "x")[0].starts_with("3 <- 401"));
+    s.at(CLAIM_IDLE + TICK);
+    assert!(s.post(4, "a", "wsecret=other", "x").is_empty());
+}
+
+#[test]
+fn activity_keeps_a_claim() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "wsecret=s1", "m");
+    s.get(2, "a");
+    s.written(2, true);
+    s.at(CLAIM_IDLE / 2);
+    s.get(3, "a"); // someone waiting: the id is not idle
+    s.at(CLAIM_IDLE + CLAIM_IDLE / 4);
+    assert!(s.post(4, "a", "wsecret=other", "x")[0].starts_with("4 <- 401"));
+}
+
+#[test]
+fn max_parked_refuses_with_503_but_pairs_still_complete() {
+    let mut s = Scenario::with_max_parked(Some(1));
+    s.get(1, "a");
+    let refused = s.get(2, "b");
+    assert!(refused[0].starts_with("2 <- 503"), "{refused:?}");
+    // A sender for the waiting receiver does not park, so it is served.
+    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm)"]);
+}
+
+#[test]
+fn ids_are_separate_channels() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    assert!(s.post(2, "b", "", "m").is_empty());
+    assert_eq!(s.registry.counts().parked, 2);
+}
+
+#[test]
+fn metadata_names_the_counterpart() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    let mut out = Vec::new();
+    let mut sender = request("a", Action::LinkSend, "b=2&wsecret=x&a=1", "m");
+    sender.client = "10.0.0.9:5555".parse().unwrap();
+    sender.arrived_ms = 42;
+    sender.content_type = Some("application/json".into());
+    s.registry.handle(s.now, Event::Arrived { conn: 2, request: sender }, &mut out);
+    let response = &out[0].response;
+    assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
+    assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
+    assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
+    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("1700000000000"));
+    assert_eq!(response.header_value("HttpRelay-Method"), Some("POST"));
+    assert_eq!(response.header_value("HttpRelay-Query"), Some("a=1&b=2"));
+    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
+    out.clear();
+    s.registry.handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
+    let response = &out[0].response;
+    assert_eq!(response.header_value("HttpRelay-Method"), Some("GET"));
+    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("42"));
+    assert_eq!(response.header_value("HttpRelay-Query"), None);
+}
