@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod cors;
 mod http;
 mod logging;
 mod metrics;
@@ -57,20 +58,37 @@ fn run(config: config::Config) -> Result<(), String> {
     let gauges = Arc::new(metrics::Gauges::default());
     let (registry_tx, registry_rx) = unbounded();
     let (writer_tx, writer_rx) = unbounded();
-    let settings = Settings { link_timeout: config.timeouts.link, max_parked: config.limits.max_parked };
+    let settings = Settings {
+        link_timeout: config.timeouts.link,
+        inbox_timeout: config.timeouts.inbox,
+        inbox_ttl: config.timeouts.inbox_ttl,
+        max_parked: config.limits.max_parked,
+    };
     let registry = Registry::new(settings, Instant::now());
     let registry_gauges = Arc::clone(&gauges);
     server::spawn("registry".into(), move || {
         registry::run::run(registry, registry_rx, writer_tx, registry_gauges)
     })
     .map_err(spawn_failed)?;
-    server::spawn_writers(config.workers.div_ceil(4).max(2), writer_rx, registry_tx.clone()).map_err(spawn_failed)?;
+    server::spawn_writers(
+        config.workers.div_ceil(4).max(2),
+        writer_rx,
+        registry_tx.clone(),
+    )
+    .map_err(spawn_failed)?;
 
     let max_connections = config.limits.max_connections;
     let workers = config.workers;
-    let front = Arc::new(Front { config: Arc::new(config), registry: registry_tx, gauges: Arc::clone(&gauges) });
+    let front = Arc::new(Front {
+        config: Arc::new(config),
+        registry: registry_tx,
+        gauges: Arc::clone(&gauges),
+    });
     let queue = server::spawn_workers(workers, front).map_err(spawn_failed)?;
-    info!("handoff {} listening on {address}", env!("CARGO_PKG_VERSION"));
+    info!(
+        "handoff {} listening on {address}",
+        env!("CARGO_PKG_VERSION")
+    );
     server::accept_loop(listener, queue, gauges, max_connections);
     Ok(())
 }

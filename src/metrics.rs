@@ -46,7 +46,8 @@ impl Gauges {
         let parked = self.parked.load(Relaxed);
         let connections = self.connections();
         let at_limit = |value: usize, limit: Option<usize>| limit.is_some_and(|l| value >= l);
-        let full = at_limit(parked, limits.max_parked) || at_limit(connections, limits.max_connections);
+        let full =
+            at_limit(parked, limits.max_parked) || at_limit(connections, limits.max_connections);
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
         let json = format!(
             "{{\"status\":\"{}\",\"sessions\":{parked},\"parked\":{parked},\"messages\":{},\

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::http::response::Response;
+use crate::registry::Action;
 
 /// A route of the relay, with its channel id where it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,8 +16,10 @@ pub enum Route {
     Root,
     /// `GET /health`: live counts and limits as JSON.
     Health,
-    /// `/link/{id}`: the synchronous one-to-one hand-off (SPEC §2).
-    Link { id: Vec<u8>, send: bool },
+    /// `OPTIONS` on any route: a CORS preflight, answered without touching relay state.
+    Preflight { allow: &'static str },
+    /// A `/link` or `/inbox` request, for the registry.
+    Relay { id: Vec<u8>, action: Action },
 }
 
 impl Route {
@@ -25,7 +28,8 @@ impl Route {
         match self {
             Route::Root => "root",
             Route::Health => "health",
-            Route::Link { .. } => "link",
+            Route::Preflight { .. } => "preflight",
+            Route::Relay { action, .. } => action.protocol(),
         }
     }
 }
@@ -51,7 +55,9 @@ impl RouteError {
         match self {
             RouteError::NotFound => 404,
             RouteError::MethodNotAllowed { .. } => 405,
-            RouteError::BadTarget | RouteError::BadPercentEncoding | RouteError::IdTooLong { .. } => 400,
+            RouteError::BadTarget
+            | RouteError::BadPercentEncoding
+            | RouteError::IdTooLong { .. } => 400,
         }
     }
 }
@@ -68,7 +74,10 @@ impl fmt::Display for RouteError {
                 f.write_str("Channel id has a % that is not followed by two hex digits.")
             }
             RouteError::IdTooLong { limit } => {
-                write!(f, "Channel id is longer than the {limit}-byte limit (--max-id).")
+                write!(
+                    f,
+                    "Channel id is longer than the {limit}-byte limit (--max-id)."
+                )
             }
         }
     }
@@ -78,12 +87,19 @@ impl fmt::Display for RouteError {
 pub fn usage() -> Response {
     let text = format!(
         "handoff {} - a relay for login hand-offs\n\n\
-         GET  /link/{{id}}   wait for the message a sender posts to {{id}} (httprelay.io link)\n\
-         POST /link/{{id}}   hand the body to one waiting receiver; 200 once delivered\n\
-         GET  /health       live counts and limits as JSON\n",
+         GET    /link/{{id}}         wait for the message a sender posts to {{id}} (httprelay.io link)\n\
+         POST   /link/{{id}}         hand the body to one waiting receiver; 200 once delivered\n\
+         POST   /inbox/{{id}}        store a message (Pubky inbox); 200 at once\n\
+         GET    /inbox/{{id}}        the stored message, or wait for one (408: poll again)\n\
+         DELETE /inbox/{{id}}        acknowledge the message\n\
+         GET    /inbox/{{id}}/ack    true or false: was it acknowledged\n\
+         GET    /inbox/{{id}}/await  wait for the acknowledgement\n\
+         GET    /health             live counts and limits as JSON\n",
         env!("CARGO_PKG_VERSION")
     );
-    Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.into_bytes())
+    Response::new(200)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(text.into_bytes())
 }
 
 /// Splits a request target into path and query (without `?`), accepting origin-form and, as
@@ -107,28 +123,74 @@ pub fn split_target(target: &str) -> Result<(&str, &str), RouteError> {
 
 /// Finds the route of `method` on `path` (already split from its query).
 pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteError> {
-    const READ: &str = "GET, HEAD";
-    const LINK: &str = "GET, POST";
-    let allow = |allowed: &'static str| {
-        if allowed.split(", ").any(|m| m == method) {
-            Ok(())
-        } else {
-            Err(RouteError::MethodNotAllowed { allow: allowed })
-        }
+    let (kind, segment) = match path {
+        "/" => (PathKind::Root, ""),
+        "/health" => (PathKind::Health, ""),
+        _ => relay_path(path).ok_or(RouteError::NotFound)?,
     };
-    match path {
-        "/" => allow(READ).map(|()| Route::Root),
-        "/health" => allow(READ).map(|()| Route::Health),
-        _ => {
-            let segment = path.strip_prefix("/link/").ok_or(RouteError::NotFound)?;
-            if segment.is_empty() || segment.contains('/') {
-                return Err(RouteError::NotFound);
+    let allow = kind.allow();
+    if method == "OPTIONS" {
+        return Ok(Route::Preflight { allow });
+    }
+    if !allow.split(", ").any(|m| m == method) {
+        return Err(RouteError::MethodNotAllowed { allow });
+    }
+    let action = match (kind, method) {
+        (PathKind::Root, _) => return Ok(Route::Root),
+        (PathKind::Health, _) => return Ok(Route::Health),
+        (PathKind::Link, "POST") => Action::LinkSend,
+        (PathKind::Link, _) => Action::LinkReceive,
+        (PathKind::Inbox, "POST") => Action::InboxPost,
+        (PathKind::Inbox, "DELETE") => Action::InboxDelete,
+        (PathKind::Inbox, _) => Action::InboxGet,
+        (PathKind::InboxAck, _) => Action::InboxAck,
+        (PathKind::InboxAwait, _) => Action::InboxAwait,
+    };
+    Ok(Route::Relay {
+        id: channel_id(segment, max_id)?,
+        action,
+    })
+}
+
+/// The shapes of path the relay knows.
+#[derive(Clone, Copy)]
+enum PathKind {
+    Root,
+    Health,
+    Link,
+    Inbox,
+    InboxAck,
+    InboxAwait,
+}
+
+impl PathKind {
+    /// The methods allowed on the path, as the `Allow` header lists them.
+    fn allow(self) -> &'static str {
+        match self {
+            PathKind::Root | PathKind::Health | PathKind::InboxAck | PathKind::InboxAwait => {
+                "GET, HEAD, OPTIONS"
             }
-            allow(LINK)?;
-            let id = channel_id(segment, max_id)?;
-            Ok(Route::Link { id, send: method == "POST" })
+            PathKind::Link => "GET, POST, OPTIONS",
+            PathKind::Inbox => "GET, HEAD, POST, DELETE, OPTIONS",
         }
     }
+}
+
+/// Splits `/link/{id}`, `/inbox/{id}`, `/inbox/{id}/ack` and `/inbox/{id}/await` into their kind
+/// and id segment; the segment is exactly one non-empty path segment.
+fn relay_path(path: &str) -> Option<(PathKind, &str)> {
+    let (kind, segment) = if let Some(segment) = path.strip_prefix("/link/") {
+        (PathKind::Link, segment)
+    } else {
+        let rest = path.strip_prefix("/inbox/")?;
+        match rest.split_once('/') {
+            None => (PathKind::Inbox, rest),
+            Some((segment, "ack")) => (PathKind::InboxAck, segment),
+            Some((segment, "await")) => (PathKind::InboxAwait, segment),
+            Some(_) => return None,
+        }
+    };
+    (!segment.is_empty() && !segment.contains('/')).then_some((kind, segment))
 }
 
 /// Percent-decodes one path segment into a channel id of 1 to `max_id` bytes.
@@ -162,22 +224,31 @@ fn hex_value(b: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
-    fn link(id: &[u8], send: bool) -> Result<Route, RouteError> {
-        Ok(Route::Link { id: id.to_vec(), send })
+    fn relay(id: &[u8], action: Action) -> Result<Route, RouteError> {
+        Ok(Route::Relay {
+            id: id.to_vec(),
+            action,
+        })
     }
 
     #[test]
     fn routes_and_methods() {
+        use Action::*;
+        const LINK: &str = "GET, POST, OPTIONS";
+        const INBOX: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+        const READ: &str = "GET, HEAD, OPTIONS";
+        let not_allowed = |allow| Err(RouteError::MethodNotAllowed { allow });
         let cases: &[(&str, &str, Result<Route, RouteError>)] = &[
             ("GET", "/", Ok(Route::Root)),
             ("HEAD", "/", Ok(Route::Root)),
             ("GET", "/health", Ok(Route::Health)),
-            ("POST", "/health", Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })),
-            ("GET", "/link/abc", link(b"abc", false)),
-            ("POST", "/link/abc", link(b"abc", true)),
-            ("HEAD", "/link/abc", Err(RouteError::MethodNotAllowed { allow: "GET, POST" })),
-            ("PUT", "/link/abc", Err(RouteError::MethodNotAllowed { allow: "GET, POST" })),
-            ("GET", "/link/a%2Fb%20c", link(b"a/b c", false)),
+            ("POST", "/health", not_allowed(READ)),
+            ("GET", "/link/abc", relay(b"abc", LinkReceive)),
+            ("POST", "/link/abc", relay(b"abc", LinkSend)),
+            ("HEAD", "/link/abc", not_allowed(LINK)),
+            ("PUT", "/link/abc", not_allowed(LINK)),
+            ("OPTIONS", "/link/abc", Ok(Route::Preflight { allow: LINK })),
+            ("GET", "/link/a%2Fb%20c", relay(b"a/b c", LinkReceive)),
             ("GET", "/link/%zz", Err(RouteError::BadPercentEncoding)),
             ("GET", "/link/%4", Err(RouteError::BadPercentEncoding)),
             ("GET", "/link/%", Err(RouteError::BadPercentEncoding)),
@@ -187,6 +258,29 @@ mod tests {
             ("GET", "/link/a/", Err(RouteError::NotFound)),
             ("GET", "/nope", Err(RouteError::NotFound)),
             ("GET", "/healthz", Err(RouteError::NotFound)),
+            ("GET", "/inbox/x", relay(b"x", InboxGet)),
+            ("HEAD", "/inbox/x", relay(b"x", InboxGet)),
+            ("POST", "/inbox/x", relay(b"x", InboxPost)),
+            ("DELETE", "/inbox/x", relay(b"x", InboxDelete)),
+            ("PUT", "/inbox/x", not_allowed(INBOX)),
+            ("GET", "/inbox/x/ack", relay(b"x", InboxAck)),
+            ("GET", "/inbox/ack", relay(b"ack", InboxGet)),
+            ("GET", "/inbox/await", relay(b"await", InboxGet)),
+            ("GET", "/link/ack", relay(b"ack", LinkReceive)),
+            ("HEAD", "/inbox/x/await", relay(b"x", InboxAwait)),
+            ("POST", "/inbox/x/ack", not_allowed(READ)),
+            (
+                "OPTIONS",
+                "/inbox/x/await",
+                Ok(Route::Preflight { allow: READ }),
+            ),
+            ("OPTIONS", "/health", Ok(Route::Preflight { allow: READ })),
+            ("GET", "/inbox/", Err(RouteError::NotFound)),
+            ("GET", "/inbox/x/", Err(RouteError::NotFound)),
+            ("GET", "/inbox//ack", Err(RouteError::NotFound)),
+            ("GET", "/inbox/x/other", Err(RouteError::NotFound)),
+            ("GET", "/inbox/x/ack/more", Err(RouteError::NotFound)),
+            ("OPTIONS", "/nope", Err(RouteError::NotFound)),
         ];
         for (method, path, expected) in cases {
             assert_eq!(&route(method, path, 256), expected, "{method} {path}");
@@ -195,17 +289,25 @@ mod tests {
 
     #[test]
     fn id_length_limit_counts_decoded_bytes() {
-        assert_eq!(route("GET", "/link/abcd", 4), link(b"abcd", false));
-        assert_eq!(route("GET", "/link/abcde", 4), Err(RouteError::IdTooLong { limit: 4 }));
-        assert_eq!(route("GET", "/link/%41%42%43%44", 4), link(b"ABCD", false));
-        assert_eq!(route("GET", "/link/%41%42%43%44%45", 4), Err(RouteError::IdTooLong { limit: 4 }));
+        let get = Action::LinkReceive;
+        assert_eq!(route("GET", "/link/abcd", 4), relay(b"abcd", get));
+        assert_eq!(
+            route("GET", "/link/abcde", 4),
+            Err(RouteError::IdTooLong { limit: 4 })
+        );
+        assert_eq!(route("GET", "/link/%41%42%43%44", 4), relay(b"ABCD", get));
+        let long = route("GET", "/link/%41%42%43%44%45", 4);
+        assert_eq!(long, Err(RouteError::IdTooLong { limit: 4 }));
     }
 
     #[test]
     fn targets() {
         assert_eq!(split_target("/link/a?x=1&y"), Ok(("/link/a", "x=1&y")));
         assert_eq!(split_target("/link/a"), Ok(("/link/a", "")));
-        assert_eq!(split_target("http://relay.example/link/a?q"), Ok(("/link/a", "q")));
+        assert_eq!(
+            split_target("http://relay.example/link/a?q"),
+            Ok(("/link/a", "q"))
+        );
         assert_eq!(split_target("https://relay.example"), Ok(("/", "")));
         assert_eq!(split_target("http://relay.example?q"), Ok(("/", "")));
         assert_eq!(split_target("*"), Err(RouteError::BadTarget));

@@ -172,11 +172,6 @@ impl<T> TimerWheel<T> {
         self.len() == 0
     }
 
-    /// The width of one tick.
-    pub fn tick(&self) -> Duration {
-        self.tick
-    }
-
     /// Number of buckets on the wheel (the overdue bucket aside).
     fn slot_count(&self) -> u64 {
         self.overdue_bucket() as u64
@@ -497,7 +492,6 @@ mod tests {
         advance(&mut wheel, clock.ticks(3));
         assert_eq!(wheel.len(), 0);
         assert!(wheel.is_empty());
-        assert_eq!(wheel.tick(), TICK);
     }
 
     #[test]

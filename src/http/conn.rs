@@ -18,10 +18,11 @@ use super::chunked::{ChunkError, ChunkedDecoder};
 use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, Status, Version};
 use super::response::Response;
 use crate::config::Config;
+use crate::cors;
 use crate::logging::id_tag;
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
-use crate::registry::{Action, ConnId, Request};
+use crate::registry::{ConnId, Request};
 use crate::routes::{route, split_target, usage, Route, RouteError};
 
 /// How long a response may take to write before the client is given up on.
@@ -43,7 +44,12 @@ pub struct Connection {
 impl Connection {
     /// Wraps an accepted stream; the caller has counted it with [`Gauges::connection_opened`].
     pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, gauges: Arc<Gauges>) -> Connection {
-        Connection { stream, peer, id, gauges }
+        Connection {
+            stream,
+            peer,
+            id,
+            gauges,
+        }
     }
 
     /// The connection's id, unique for the life of the process.
@@ -77,12 +83,20 @@ pub struct Exchange {
     method: String,
     route: &'static str,
     id_tag: Option<String>,
+    /// The browser origin allowed to read the response (SPEC §5), if any.
+    cors_origin: Option<String>,
     started: Instant,
 }
 
 impl Exchange {
     fn new(started: Instant) -> Exchange {
-        Exchange { method: "-".into(), route: "-", id_tag: None, started }
+        Exchange {
+            method: "-".into(),
+            route: "-",
+            id_tag: None,
+            cors_origin: None,
+            started,
+        }
     }
 
     fn head_only(&self) -> bool {
@@ -118,9 +132,15 @@ enum Refusal {
     Head(HeadError),
     Route(RouteError),
     Chunk(ChunkError),
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     Expectation,
-    TimedOut { phase: &'static str, flag: &'static str, limit: Duration },
+    TimedOut {
+        phase: &'static str,
+        flag: &'static str,
+        limit: Duration,
+    },
     /// The client closed the connection or it failed: nobody to answer.
     Gone,
 }
@@ -131,18 +151,25 @@ impl Refusal {
             Refusal::Head(e) => (e.status(), e.to_string()),
             Refusal::Route(e) => (e.status(), e.to_string()),
             Refusal::Chunk(e) => (e.status(), e.to_string()),
-            Refusal::BodyTooLarge { limit } => {
-                (413, format!("Body is larger than the {limit}-byte limit (--max-body)."))
-            }
+            Refusal::BodyTooLarge { limit } => (
+                413,
+                format!("Body is larger than the {limit}-byte limit (--max-body)."),
+            ),
             Refusal::Expectation => (417, "Only Expect: 100-continue is supported.".into()),
-            Refusal::TimedOut { phase, flag, limit } => {
-                (408, format!("The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64()))
-            }
+            Refusal::TimedOut { phase, flag, limit } => (
+                408,
+                format!(
+                    "The {phase} did not arrive within {} s ({flag}).",
+                    limit.as_secs_f64()
+                ),
+            ),
             Refusal::Gone => return None,
         };
         let response = Response::text(status, text);
         Some(match self {
-            Refusal::Route(RouteError::MethodNotAllowed { allow }) => response.header("Allow", *allow),
+            Refusal::Route(RouteError::MethodNotAllowed { allow }) => {
+                response.header("Allow", *allow)
+            }
             _ => response,
         })
     }
@@ -179,7 +206,11 @@ pub fn serve(mut connection: Connection, front: &Front) {
     let mut exchange = Exchange::new(Instant::now());
     match read_request(&mut connection, &mut exchange, front) {
         Ok(Outcome::Relay(request)) => {
-            let _ = front.registry.send(Inbound::Request { connection, exchange, request });
+            let _ = front.registry.send(Inbound::Request {
+                connection,
+                exchange,
+                request,
+            });
         }
         Ok(Outcome::Local(response)) => {
             write_response(&mut connection, &exchange, &response);
@@ -190,27 +221,49 @@ pub fn serve(mut connection: Connection, front: &Front) {
                 write_response(&mut connection, &exchange, &response);
                 close(connection, true);
             }
-            None => debug!("{} {}: client left before its request was complete", exchange.method, exchange.route),
+            None => debug!(
+                "{} {}: client left before its request was complete",
+                exchange.method, exchange.route
+            ),
         },
     }
 }
 
 /// Writes a registry reply on a writer thread; tells the registry how it went when asked to.
 pub fn write_job(job: WriteJob, registry: &Sender<Inbound>) {
-    let WriteJob { mut connection, exchange, response, report } = job;
+    let WriteJob {
+        mut connection,
+        exchange,
+        response,
+        report,
+    } = job;
     let ok = write_response(&mut connection, &exchange, &response);
     if report {
-        let _ = registry.send(Inbound::Written { conn: connection.id(), ok });
+        let _ = registry.send(Inbound::Written {
+            conn: connection.id(),
+            ok,
+        });
     }
     close(connection, false);
 }
 
-fn read_request(conn: &mut Connection, exchange: &mut Exchange, front: &Front) -> Result<Outcome, Refusal> {
+fn read_request(
+    conn: &mut Connection,
+    exchange: &mut Exchange,
+    front: &Front,
+) -> Result<Outcome, Refusal> {
     let limits = &front.config.limits;
     let timeouts = &front.config.timeouts;
-    let head_limits = HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers };
+    let head_limits = HeadLimits {
+        max_head: limits.max_head,
+        max_headers: limits.max_headers,
+    };
     let head_deadline = exchange.started + timeouts.head;
-    let head_timeout = Refusal::TimedOut { phase: "request head", flag: "--head-timeout", limit: timeouts.head };
+    let head_timeout = Refusal::TimedOut {
+        phase: "request head",
+        flag: "--head-timeout",
+        limit: timeouts.head,
+    };
     let mut buf = Vec::with_capacity(1024);
     while let Status::Partial = parse_head(&buf, &head_limits)? {
         let cap = limits.max_head;
@@ -221,7 +274,12 @@ fn read_request(conn: &mut Connection, exchange: &mut Exchange, front: &Front) -
     let Ok(Status::Complete(head)) = parse_head(&buf, &head_limits) else {
         return Err(Refusal::Gone); // unreachable: the same bytes parsed Complete just above
     };
-    exchange.method = if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
+    exchange.method = if head.method.len() <= 16 {
+        head.method.to_string()
+    } else {
+        "?".into()
+    };
+    exchange.cors_origin = cors::allowed_origin(&front.config.cors, head.header("origin"));
     let framing = validate(&head)?;
     let (path, query) = split_target(head.target)?;
     let route = route(head.method, path, limits.max_id)?;
@@ -229,12 +287,22 @@ fn read_request(conn: &mut Connection, exchange: &mut Exchange, front: &Front) -
     let (id, action) = match route {
         Route::Root => return Ok(Outcome::Local(usage())),
         Route::Health => return Ok(Outcome::Local(front.gauges.health(limits))),
-        Route::Link { id, send } => (id, if send { Action::LinkSend } else { Action::LinkReceive }),
+        Route::Preflight { allow } => {
+            let requested = head.header("access-control-request-headers");
+            let response = cors::preflight(allow, exchange.cors_origin.is_some(), requested);
+            return Ok(Outcome::Local(response));
+        }
+        Route::Relay { id, action } => (id, action),
     };
     exchange.id_tag = Some(id_tag(&id));
-    let arrived_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let arrived_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let body = read_body(conn, &head, framing, &buf[head.len..], front)?;
-    let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+    let text = |name: &str| {
+        head.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
     Ok(Outcome::Relay(Request {
         id,
         action,
@@ -248,13 +316,24 @@ fn read_request(conn: &mut Connection, exchange: &mut Exchange, front: &Front) -
 }
 
 /// Reads the body announced by `framing`; `early` holds the bytes that came with the head.
-fn read_body(conn: &mut Connection, head: &Head<'_>, framing: Framing, early: &[u8], front: &Front) -> Result<Vec<u8>, Refusal> {
+fn read_body(
+    conn: &mut Connection,
+    head: &Head<'_>,
+    framing: Framing,
+    early: &[u8],
+    front: &Front,
+) -> Result<Vec<u8>, Refusal> {
     let max_body = front.config.limits.max_body;
     let timeout = front.config.timeouts.body;
     let too_large = Refusal::BodyTooLarge { limit: max_body };
     let length = match framing {
         Framing::None => return Ok(Vec::new()),
-        Framing::Length(n) => Some(usize::try_from(n).ok().filter(|&n| n <= max_body).ok_or(too_large)?),
+        Framing::Length(n) => Some(
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= max_body)
+                .ok_or(too_large)?,
+        ),
         Framing::Chunked => None,
     };
     if let Some(expect) = head.header("expect") {
@@ -263,12 +342,20 @@ fn read_body(conn: &mut Connection, head: &Head<'_>, framing: Framing, early: &[
         }
         let complete = length.is_some_and(|n| early.len() >= n);
         if head.version == Version::Http11 && !complete {
-            conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(|_| Refusal::Gone)?;
-            conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").map_err(|_| Refusal::Gone)?;
+            conn.stream
+                .set_write_timeout(Some(WRITE_TIMEOUT))
+                .map_err(|_| Refusal::Gone)?;
+            conn.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .map_err(|_| Refusal::Gone)?;
         }
     }
     let deadline = Instant::now() + timeout;
-    let body_timeout = || Refusal::TimedOut { phase: "request body", flag: "--body-timeout", limit: timeout };
+    let body_timeout = || Refusal::TimedOut {
+        phase: "request body",
+        flag: "--body-timeout",
+        limit: timeout,
+    };
     if let Some(length) = length {
         let mut body = Vec::with_capacity(length);
         body.extend_from_slice(&early[..length.min(early.len())]);
@@ -297,7 +384,12 @@ fn read_body(conn: &mut Connection, head: &Head<'_>, framing: Framing, early: &[
 
 /// Appends what the socket has (up to `cap` bytes in `buf`) before `deadline`. `Ok(false)` when
 /// the deadline passed first; `Err(Gone)` when the client closed or the connection failed.
-fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize, deadline: Instant) -> Result<bool, Refusal> {
+fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    deadline: Instant,
+) -> Result<bool, Refusal> {
     let start = buf.len();
     let want = cap.saturating_sub(start).min(READ_CHUNK);
     if want == 0 {
@@ -308,7 +400,9 @@ fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize, deadline: In
         if remaining.is_zero() {
             return Ok(false);
         }
-        stream.set_read_timeout(Some(remaining)).map_err(|_| Refusal::Gone)?;
+        stream
+            .set_read_timeout(Some(remaining))
+            .map_err(|_| Refusal::Gone)?;
         buf.resize(start + want, 0);
         let result = stream.read(&mut buf[start..]);
         buf.truncate(start + *result.as_ref().unwrap_or(&0));
@@ -324,13 +418,28 @@ fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, cap: usize, deadline: In
 
 /// Writes `response` in full and logs the request; `true` when every byte was written.
 fn write_response(conn: &mut Connection, exchange: &Exchange, response: &Response) -> bool {
-    let mut out = Vec::with_capacity(256 + response.body.len());
-    response.write_to(exchange.head_only(), &mut out);
-    let written = conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)).and_then(|()| conn.stream.write_all(&out));
+    let mut out = Vec::with_capacity(512 + response.body.len());
+    match &exchange.cors_origin {
+        Some(origin) => {
+            cors::add_headers(response.clone(), origin).write_to(exchange.head_only(), &mut out)
+        }
+        None => response.write_to(exchange.head_only(), &mut out),
+    }
+    let written = conn
+        .stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .and_then(|()| conn.stream.write_all(&out));
     let tag = exchange.id_tag.as_deref().unwrap_or("-");
     let took = exchange.started.elapsed().as_secs_f64() * 1000.0;
-    let failed = if written.is_ok() { "" } else { " (write failed)" };
-    info!("{} {} {tag} {} {took:.1}ms{failed}", exchange.method, exchange.route, response.status);
+    let failed = if written.is_ok() {
+        ""
+    } else {
+        " (write failed)"
+    };
+    info!(
+        "{} {} {tag} {} {took:.1}ms{failed}",
+        exchange.method, exchange.route, response.status
+    );
     written.is_ok()
 }
 
@@ -357,4 +466,3 @@ fn close(conn: Connection, linger: bool) {
         }
     }
 }
-

@@ -21,7 +21,11 @@ pub struct Response {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Arc::from(&b""[..]) }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Arc::from(&b""[..]),
+        }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
@@ -45,8 +49,12 @@ impl Response {
     }
 
     /// The first value of header `name`, if set (case-insensitive).
+    #[cfg(test)]
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
         values.next().map(|(_, v)| v.as_str())
     }
 
@@ -65,7 +73,10 @@ impl Response {
             }
             push_header(out, name, value);
         }
-        push_header(out, "Content-Length", &self.body.len().to_string());
+        // RFC 9110 §8.6: no Content-Length on 1xx and 204 responses.
+        if self.status >= 200 && self.status != 204 {
+            push_header(out, "Content-Length", &self.body.len().to_string());
+        }
         push_header(out, "Cache-Control", "no-store");
         push_header(out, "Connection", "close");
         out.extend_from_slice(b"\r\n");
@@ -135,6 +146,12 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nCache-Control: no-store\r\n\
              Connection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn no_content_has_no_length() {
+        let rendered = render(&Response::new(204).header("Allow", "GET"), false);
+        assert_eq!(rendered, "HTTP/1.1 204 No Content\r\nAllow: GET\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
     }
 
     #[test]

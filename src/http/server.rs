@@ -43,7 +43,11 @@ pub fn spawn_workers(count: usize, front: Arc<Front>) -> io::Result<Sender<Conne
 }
 
 /// Starts `count` writer threads for the registry's replies.
-pub fn spawn_writers(count: usize, jobs: Receiver<WriteJob>, registry: Sender<Inbound>) -> io::Result<()> {
+pub fn spawn_writers(
+    count: usize,
+    jobs: Receiver<WriteJob>,
+    registry: Sender<Inbound>,
+) -> io::Result<()> {
     for n in 0..count {
         let jobs = jobs.clone();
         let registry = registry.clone();
@@ -57,13 +61,25 @@ pub fn spawn_writers(count: usize, jobs: Receiver<WriteJob>, registry: Sender<In
 }
 
 /// Accepts connections for ever, closing at once those beyond `max_connections`.
-pub fn accept_loop(listener: TcpListener, workers: Sender<Connection>, gauges: Arc<Gauges>, max_connections: Option<usize>) {
+pub fn accept_loop(
+    listener: TcpListener,
+    workers: Sender<Connection>,
+    gauges: Arc<Gauges>,
+    max_connections: Option<usize>,
+) {
     let mut next_id = 0u64;
     let mut backoff = BACKOFF_MIN;
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
                 thread::sleep(backoff);
@@ -85,6 +101,12 @@ pub fn accept_loop(listener: TcpListener, workers: Sender<Connection>, gauges: A
 }
 
 /// Spawns a named thread with the relay's stack size.
-pub fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body)
+pub fn spawn(
+    name: String,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name)
+        .stack_size(THREAD_STACK)
+        .spawn(body)
 }

@@ -81,7 +81,13 @@ pub(super) struct Delivery {
 }
 
 impl Registry {
-    pub(super) fn link_receive(&mut self, now: Instant, conn: ConnId, request: Request, out: &mut Vec<Reply>) {
+    pub(super) fn link_receive(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request: Request,
+        out: &mut Vec<Reply>,
+    ) {
         let party = Party::of(&request, "GET");
         let may_park = self.may_park();
         let channel = self.links.entry(request.id.clone()).or_default();
@@ -93,19 +99,38 @@ impl Registry {
             return self.link_settle(now, &request.id);
         }
         channel.receivers.push_back(conn);
-        let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
+        let timer = self
+            .wheel
+            .insert(now + self.settings.link_timeout, Timer::Waiter(conn));
         let role = Role::LinkReceiver(party);
-        self.parked.insert(conn, Parked { id: request.id.clone(), role, timer: Some(timer) });
+        self.parked.insert(
+            conn,
+            Parked {
+                id: request.id.clone(),
+                role,
+                timer: Some(timer),
+            },
+        );
         self.link_pair(&request.id, out);
     }
 
-    pub(super) fn link_send(&mut self, now: Instant, conn: ConnId, request: Request, out: &mut Vec<Reply>) {
+    pub(super) fn link_send(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request: Request,
+        out: &mut Vec<Reply>,
+    ) {
         let secret = wsecret(&request.query, request.wsecret.as_deref());
         let may_park = self.may_park();
         let channel = self.links.entry(request.id.clone()).or_default();
         if let Some(claim) = &channel.claim {
             if !secret.as_deref().is_some_and(|s| same_secret(claim, s)) {
-                out.push(Reply { conn, response: unauthorized(), confirm: false });
+                out.push(Reply {
+                    conn,
+                    response: unauthorized(),
+                    confirm: false,
+                });
                 return self.link_settle(now, &request.id);
             }
         }
@@ -120,7 +145,13 @@ impl Registry {
             self.wheel.cancel(timer);
         }
         let deadline = now + self.settings.link_timeout;
-        let timer = self.wheel.insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
+        let timer = self.wheel.insert(
+            deadline,
+            Timer::LinkMessage {
+                id: request.id.clone(),
+                ticket: conn,
+            },
+        );
         self.counts.messages += 1;
         self.counts.bytes += request.body.len();
         channel.messages.push_back(Message {
@@ -131,21 +162,38 @@ impl Registry {
             deadline,
             timer: Some(timer),
         });
-        self.parked.insert(conn, Parked { id: request.id.clone(), role: Role::LinkSender, timer: None });
+        self.parked.insert(
+            conn,
+            Parked {
+                id: request.id.clone(),
+                role: Role::LinkSender,
+                timer: None,
+            },
+        );
         self.link_pair(&request.id, out);
     }
 
     /// Hands waiting messages to waiting receivers, first come first served.
     fn link_pair(&mut self, id: &[u8], out: &mut Vec<Reply>) {
-        let Some(channel) = self.links.get_mut(id) else { return };
+        let Some(channel) = self.links.get_mut(id) else {
+            return;
+        };
         while !channel.messages.is_empty() {
-            let Some(conn) = channel.receivers.pop_front() else { break };
-            let Some(parked) = self.parked.remove(&conn) else { continue };
-            let Role::LinkReceiver(receiver) = parked.role else { continue };
+            let Some(conn) = channel.receivers.pop_front() else {
+                break;
+            };
+            let Some(parked) = self.parked.remove(&conn) else {
+                continue;
+            };
+            let Role::LinkReceiver(receiver) = parked.role else {
+                continue;
+            };
             if let Some(timer) = parked.timer {
                 self.wheel.cancel(timer);
             }
-            let Some(mut message) = channel.messages.pop_front() else { break };
+            let Some(mut message) = channel.messages.pop_front() else {
+                break;
+            };
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
             }
@@ -154,15 +202,39 @@ impl Registry {
                 response = response.header("Content-Type", content_type.clone());
             }
             let response = with_metadata(response, &receiver, &message.sender);
-            out.push(Reply { conn, response, confirm: true });
+            out.push(Reply {
+                conn,
+                response,
+                confirm: true,
+            });
             channel.in_flight += 1;
-            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
+            self.deliveries.insert(
+                conn,
+                Delivery {
+                    id: id.to_vec(),
+                    message,
+                    receiver,
+                },
+            );
         }
     }
 
     /// A delivery was written (the sender hears 200) or failed (the message goes to the next receiver).
-    pub(super) fn link_written(&mut self, now: Instant, conn: ConnId, ok: bool, out: &mut Vec<Reply>) {
-        let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else { return };
+    pub(super) fn link_written(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        ok: bool,
+        out: &mut Vec<Reply>,
+    ) {
+        let Some(Delivery {
+            id,
+            mut message,
+            receiver,
+        }) = self.deliveries.remove(&conn)
+        else {
+            return;
+        };
         let channel = self.links.entry(id.clone()).or_default();
         channel.in_flight = channel.in_flight.saturating_sub(1);
         if ok {
@@ -170,11 +242,18 @@ impl Registry {
             self.counts.bytes -= message.body.len();
             if self.parked.remove(&message.ticket).is_some() {
                 let response = with_metadata(Response::new(200), &message.sender, &receiver);
-                out.push(Reply { conn: message.ticket, response, confirm: false });
+                out.push(Reply {
+                    conn: message.ticket,
+                    response,
+                    confirm: false,
+                });
             }
             return self.link_settle(now, &id);
         }
-        let timer = Timer::LinkMessage { id: id.clone(), ticket: message.ticket };
+        let timer = Timer::LinkMessage {
+            id: id.clone(),
+            ticket: message.ticket,
+        };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
         channel.messages.push_front(message);
         self.link_pair(&id, out);
@@ -187,9 +266,19 @@ impl Registry {
         self.link_settle(now, id);
     }
 
-    pub(super) fn link_message_expired(&mut self, now: Instant, id: &[u8], ticket: ConnId, out: &mut Vec<Reply>) {
-        let Some(channel) = self.links.get_mut(id) else { return };
-        let Some(at) = channel.messages.iter().position(|m| m.ticket == ticket) else { return };
+    pub(super) fn link_message_expired(
+        &mut self,
+        now: Instant,
+        id: &[u8],
+        ticket: ConnId,
+        out: &mut Vec<Reply>,
+    ) {
+        let Some(channel) = self.links.get_mut(id) else {
+            return;
+        };
+        let Some(at) = channel.messages.iter().position(|m| m.ticket == ticket) else {
+            return;
+        };
         if let Some(message) = channel.messages.remove(at) {
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
@@ -208,14 +297,19 @@ impl Registry {
 
     /// Forgets an idle channel, or, if a sender claimed it, starts the claim's idle countdown.
     fn link_settle(&mut self, now: Instant, id: &[u8]) {
-        let Some(channel) = self.links.get_mut(id) else { return };
+        let Some(channel) = self.links.get_mut(id) else {
+            return;
+        };
         if !channel.is_idle() {
             return;
         }
         if channel.claim.is_none() {
             self.links.remove(id);
         } else if channel.idle_timer.is_none() {
-            channel.idle_timer = Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
+            channel.idle_timer = Some(
+                self.wheel
+                    .insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())),
+            );
         }
     }
 }
@@ -226,7 +320,11 @@ pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
         "Request timed out: no counterpart arrived within {} s (--link-timeout).",
         timeout.as_secs_f64()
     );
-    Reply { conn, response: Response::text(408, text), confirm: false }
+    Reply {
+        conn,
+        response: Response::text(408, text),
+        confirm: false,
+    }
 }
 
 fn unauthorized() -> Response {
@@ -253,17 +351,24 @@ fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
 
 /// The sender's write secret: the query's `wsecret` wins over the `HttpRelay-WSecret` header.
 fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
-    let from_query = query_pairs(query).find(|(k, _)| k == b"wsecret").map(|(_, v)| v);
-    from_query
-        .filter(|v| !v.is_empty())
-        .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
+    let from_query = query_pairs(query)
+        .find(|(k, _)| k == b"wsecret")
+        .map(|(_, v)| v);
+    from_query.filter(|v| !v.is_empty()).or_else(|| {
+        header
+            .map(|h| h.as_bytes().to_vec())
+            .filter(|h| !h.is_empty())
+    })
 }
 
 /// Compares two secrets in time that depends only on their lengths, not on where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         diff |= usize::from(x ^ y);
     }
     diff == 0
@@ -272,8 +377,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// `HttpRelay-Query`: the query minus `wsecret` and `seqid`, keys sorted (stable), each pair
 /// re-encoded as `application/x-www-form-urlencoded`, as httprelay.io renders it.
 fn relay_query(query: &str) -> String {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
-        query_pairs(query).filter(|(k, _)| k != b"wsecret" && k != b"seqid").collect();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query_pairs(query)
+        .filter(|(k, _)| k != b"wsecret" && k != b"seqid")
+        .collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
     for (key, value) in pairs {
@@ -289,10 +395,13 @@ fn relay_query(query: &str) -> String {
 
 /// Decoded `key=value` pairs of a query; empty and undecodable pairs are skipped.
 fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        Some((form_decode(key)?, form_decode(value)?))
-    })
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((form_decode(key)?, form_decode(value)?))
+        })
 }
 
 fn form_decode(text: &str) -> Option<Vec<u8>> {
@@ -315,7 +424,9 @@ fn form_decode(text: &str) -> Option<Vec<u8>> {
 fn form_encode(bytes: &[u8], out: &mut String) {
     for &b in bytes {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }

@@ -2,13 +2,15 @@
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
 //! It never sees a socket; `run.rs` is the thin loop that owns the connections, feeds events in
-//! and hands replies to the writer threads. The `/link` rules live in `link.rs`.
+//! and hands replies to the writer threads. The `/link` rules live in `link.rs`, the `/inbox`
+//! rules in `inbox.rs`.
 //!
 //! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
 //! on the timer wheel, and no thread. A delivery is a reply with `confirm` set: the loop checks the
 //! connection is still open, writes, and reports back with [`Event::Written`]; only then is the
 //! sender told its message was delivered.
 
+mod inbox;
 mod link;
 pub mod run;
 
@@ -35,6 +37,26 @@ pub enum Action {
     LinkReceive,
     /// `POST /link/{id}`: hand the body to one receiver.
     LinkSend,
+    /// `GET`/`HEAD /inbox/{id}`: the stored message, or wait for one.
+    InboxGet,
+    /// `POST /inbox/{id}`: store the body, replacing any earlier message.
+    InboxPost,
+    /// `DELETE /inbox/{id}`: acknowledge the message.
+    InboxDelete,
+    /// `GET /inbox/{id}/ack`: whether the message was acknowledged.
+    InboxAck,
+    /// `GET /inbox/{id}/await`: wait for the acknowledgement.
+    InboxAwait,
+}
+
+impl Action {
+    /// The protocol the action belongs to, for logs.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Action::LinkReceive | Action::LinkSend => "link",
+            _ => "inbox",
+        }
+    }
 }
 
 /// A validated relay request, as the HTTP side hands it over.
@@ -87,6 +109,10 @@ pub struct Reply {
 pub struct Settings {
     /// Longest wait of either side of `/link` (`--link-timeout`).
     pub link_timeout: Duration,
+    /// Longest wait of an `/inbox` GET or `/await` (`--inbox-timeout`).
+    pub inbox_timeout: Duration,
+    /// Life of a stored `/inbox` message from its POST (`--inbox-ttl`).
+    pub inbox_ttl: Duration,
     /// Most parked requests over all ids (`--max-parked`); `None` for no limit.
     pub max_parked: Option<usize>,
 }
@@ -115,6 +141,7 @@ struct Parked {
 enum Role {
     LinkReceiver(link::Party),
     LinkSender,
+    Inbox(inbox::Waiting),
 }
 
 /// What a timer-wheel entry stands for.
@@ -126,12 +153,15 @@ enum Timer {
     LinkMessage { id: Vec<u8>, ticket: ConnId },
     /// The end of an idle write claim.
     LinkClaim(Vec<u8>),
+    /// The end of an `/inbox` message's life.
+    InboxMessage(Vec<u8>),
 }
 
 /// All relay state. See the module docs.
 pub struct Registry {
     settings: Settings,
     links: HashMap<Vec<u8>, link::Channel>,
+    inboxes: HashMap<Vec<u8>, inbox::Inbox>,
     parked: HashMap<ConnId, Parked>,
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
@@ -144,6 +174,7 @@ impl Registry {
         Registry {
             settings,
             links: HashMap::new(),
+            inboxes: HashMap::new(),
             parked: HashMap::new(),
             deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
@@ -157,6 +188,7 @@ impl Registry {
             Event::Arrived { conn, request } => match request.action {
                 Action::LinkReceive => self.link_receive(now, conn, request, out),
                 Action::LinkSend => self.link_send(now, conn, request, out),
+                _ => self.inbox(now, conn, request, out),
             },
             Event::Gone { conn } => self.gone(now, conn),
             Event::Written { conn, ok } => self.link_written(now, conn, ok, out),
@@ -166,7 +198,10 @@ impl Registry {
 
     /// Live counts.
     pub fn counts(&self) -> Counts {
-        Counts { parked: self.parked.len(), ..self.counts }
+        Counts {
+            parked: self.parked.len(),
+            ..self.counts
+        }
     }
 
     /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
@@ -176,11 +211,15 @@ impl Registry {
 
     /// Whether one more request may park (`--max-parked`).
     fn may_park(&self) -> bool {
-        self.settings.max_parked.map_or(true, |max| self.parked.len() < max)
+        self.settings
+            .max_parked
+            .map_or(true, |max| self.parked.len() < max)
     }
 
     fn gone(&mut self, now: Instant, conn: ConnId) {
-        let Some(parked) = self.parked.remove(&conn) else { return };
+        let Some(parked) = self.parked.remove(&conn) else {
+            return;
+        };
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
@@ -188,6 +227,7 @@ impl Registry {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
             // The message stays deliverable (SPEC §2); only the confirmation has nobody to go to.
             Role::LinkSender => {}
+            Role::Inbox(kind) => self.inbox_waiter_gone(conn, &parked.id, kind),
         }
     }
 
@@ -197,18 +237,27 @@ impl Registry {
         for timer in expired {
             match timer {
                 Timer::Waiter(conn) => self.waiter_expired(now, conn, out),
-                Timer::LinkMessage { id, ticket } => self.link_message_expired(now, &id, ticket, out),
+                Timer::LinkMessage { id, ticket } => {
+                    self.link_message_expired(now, &id, ticket, out)
+                }
                 Timer::LinkClaim(id) => self.link_claim_expired(&id),
+                Timer::InboxMessage(id) => self.inbox_message_expired(&id, out),
             }
         }
     }
 
     fn waiter_expired(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Reply>) {
-        let Some(parked) = self.parked.remove(&conn) else { return };
+        let Some(parked) = self.parked.remove(&conn) else {
+            return;
+        };
         match parked.role {
             Role::LinkReceiver(_) => {
                 self.link_receiver_gone(now, conn, &parked.id);
                 out.push(link::timed_out(conn, self.settings.link_timeout));
+            }
+            Role::Inbox(kind) => {
+                self.inbox_waiter_gone(conn, &parked.id, kind);
+                out.push(inbox::timed_out(conn, self.settings.inbox_timeout));
             }
             Role::LinkSender => {}
         }
@@ -220,10 +269,16 @@ fn full(conn: ConnId, limit: Option<usize>) -> Reply {
     let limit = limit.unwrap_or(0);
     let response = Response::text(
         503,
-        format_args!("The relay is full: {limit} requests are waiting (--max-parked); retry shortly."),
+        format_args!(
+            "The relay is full: {limit} requests are waiting (--max-parked); retry shortly."
+        ),
     )
     .header("Retry-After", "1");
-    Reply { conn, response, confirm: false }
+    Reply {
+        conn,
+        response,
+        confirm: false,
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,11 @@ const PROBE_ROUND_TICKS: usize = 10;
 /// What reaches the registry thread.
 pub enum Inbound {
     /// A worker read and validated a relay request.
-    Request { connection: Connection, exchange: Exchange, request: Request },
+    Request {
+        connection: Connection,
+        exchange: Exchange,
+        request: Request,
+    },
     /// A writer finished a confirmed reply.
     Written { conn: ConnId, ok: bool },
 }
@@ -34,7 +38,12 @@ struct Waiting {
 }
 
 /// Runs the registry until every sender of `inbound` is gone.
-pub fn run(mut registry: Registry, inbound: Receiver<Inbound>, writers: Sender<WriteJob>, gauges: Arc<Gauges>) {
+pub fn run(
+    mut registry: Registry,
+    inbound: Receiver<Inbound>,
+    writers: Sender<WriteJob>,
+    gauges: Arc<Gauges>,
+) {
     let mut waiting: HashMap<ConnId, Waiting> = HashMap::new();
     let mut probe_order: VecDeque<ConnId> = VecDeque::new();
     let mut events: VecDeque<Event> = VecDeque::new();
@@ -47,9 +56,19 @@ pub fn run(mut registry: Registry, inbound: Receiver<Inbound>, writers: Sender<W
             inbound.recv_deadline(next_tick)
         };
         match received {
-            Ok(Inbound::Request { connection, exchange, request }) => {
+            Ok(Inbound::Request {
+                connection,
+                exchange,
+                request,
+            }) => {
                 let conn = connection.id();
-                waiting.insert(conn, Waiting { connection, exchange });
+                waiting.insert(
+                    conn,
+                    Waiting {
+                        connection,
+                        exchange,
+                    },
+                );
                 probe_order.push_back(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
@@ -74,9 +93,22 @@ pub fn run(mut registry: Registry, inbound: Receiver<Inbound>, writers: Sender<W
 }
 
 /// Hands one reply to the writers, or turns a delivery to a vanished client into a failed write.
-fn send_reply(reply: Reply, waiting: &mut HashMap<ConnId, Waiting>, writers: &Sender<WriteJob>, events: &mut VecDeque<Event>) {
-    let Reply { conn, response, confirm } = reply;
-    let Some(Waiting { connection, exchange }) = waiting.remove(&conn) else {
+fn send_reply(
+    reply: Reply,
+    waiting: &mut HashMap<ConnId, Waiting>,
+    writers: &Sender<WriteJob>,
+    events: &mut VecDeque<Event>,
+) {
+    let Reply {
+        conn,
+        response,
+        confirm,
+    } = reply;
+    let Some(Waiting {
+        connection,
+        exchange,
+    }) = waiting.remove(&conn)
+    else {
         if confirm {
             events.push_back(Event::Written { conn, ok: false });
         }
@@ -86,7 +118,12 @@ fn send_reply(reply: Reply, waiting: &mut HashMap<ConnId, Waiting>, writers: &Se
         events.push_back(Event::Written { conn, ok: false });
         return;
     }
-    let job = WriteJob { connection, exchange, response, report: confirm };
+    let job = WriteJob {
+        connection,
+        exchange,
+        response,
+        report: confirm,
+    };
     if let Err(failed) = writers.send(job) {
         if failed.0.report {
             events.push_back(Event::Written { conn, ok: false });
@@ -95,11 +132,17 @@ fn send_reply(reply: Reply, waiting: &mut HashMap<ConnId, Waiting>, writers: &Se
 }
 
 /// Peeks at the next share of parked connections; the ones whose clients left become `Gone`.
-fn probe_some(waiting: &mut HashMap<ConnId, Waiting>, order: &mut VecDeque<ConnId>, events: &mut VecDeque<Event>) {
+fn probe_some(
+    waiting: &mut HashMap<ConnId, Waiting>,
+    order: &mut VecDeque<ConnId>,
+    events: &mut VecDeque<Event>,
+) {
     let share = order.len().div_ceil(PROBE_ROUND_TICKS);
     for _ in 0..share {
         let Some(conn) = order.pop_front() else { break };
-        let Some(entry) = waiting.get(&conn) else { continue };
+        let Some(entry) = waiting.get(&conn) else {
+            continue;
+        };
         if entry.connection.is_open() {
             order.push_back(conn);
         } else {

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+const INBOX_TIMEOUT: Duration = Duration::from_secs(25);
+const INBOX_TTL: Duration = Duration::from_secs(300);
 
 /// A registry on a fake clock, recording every reply as one line of text.
 struct Scenario {
@@ -20,8 +22,17 @@ impl Scenario {
 
     fn with_max_parked(max_parked: Option<usize>) -> Scenario {
         let start = Instant::now();
-        let settings = Settings { link_timeout: TIMEOUT, max_parked };
-        Scenario { registry: Registry::new(settings, start), start, now: start }
+        let settings = Settings {
+            link_timeout: TIMEOUT,
+            inbox_timeout: INBOX_TIMEOUT,
+            inbox_ttl: INBOX_TTL,
+            max_parked,
+        };
+        Scenario {
+            registry: Registry::new(settings, start),
+            start,
+            now: start,
+        }
     }
 
     fn event(&mut self, event: Event) -> Vec<String> {
@@ -31,11 +42,17 @@ impl Scenario {
     }
 
     fn get(&mut self, conn: ConnId, id: &str) -> Vec<String> {
-        self.event(Event::Arrived { conn, request: request(id, Action::LinkReceive, "", "") })
+        self.event(Event::Arrived {
+            conn,
+            request: request(id, Action::LinkReceive, "", ""),
+        })
     }
 
     fn post(&mut self, conn: ConnId, id: &str, query: &str, body: &str) -> Vec<String> {
-        self.event(Event::Arrived { conn, request: request(id, Action::LinkSend, query, body) })
+        self.event(Event::Arrived {
+            conn,
+            request: request(id, Action::LinkSend, query, body),
+        })
     }
 
     fn written(&mut self, conn: ConnId, ok: bool) -> Vec<String> {
@@ -66,14 +83,20 @@ fn render(reply: &Reply) -> String {
     let body = String::from_utf8_lossy(&reply.response.body);
     let body = body.trim_end();
     let confirm = if reply.confirm { " (confirm)" } else { "" };
-    format!("{} <- {} {body:?}{confirm}", reply.conn, reply.response.status)
+    format!(
+        "{} <- {} {body:?}{confirm}",
+        reply.conn, reply.response.status
+    )
 }
 
 #[test]
 fn receiver_first_then_sender_is_told_after_the_write() {
     let mut s = Scenario::new();
     assert!(s.get(1, "a").is_empty());
-    assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
+    assert_eq!(
+        s.post(2, "a", "", "token"),
+        ["1 <- 200 \"token\" (confirm)"]
+    );
     assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
     assert_eq!(s.registry.counts(), Counts::default());
 }
@@ -82,7 +105,14 @@ fn receiver_first_then_sender_is_told_after_the_write() {
 fn sender_first_then_receiver() {
     let mut s = Scenario::new();
     assert!(s.post(1, "a", "", "token").is_empty());
-    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 1, bytes: 5 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts {
+            parked: 1,
+            messages: 1,
+            bytes: 5
+        }
+    );
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
 }
@@ -136,7 +166,14 @@ fn message_of_a_sender_that_left_is_still_delivered() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m");
     s.event(Event::Gone { conn: 1 });
-    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 1 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts {
+            parked: 0,
+            messages: 1,
+            bytes: 1
+        }
+    );
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"m\" (confirm)"]);
     assert!(s.written(2, true).is_empty());
     assert_eq!(s.registry.counts(), Counts::default());
@@ -151,8 +188,14 @@ fn waiters_time_out_at_the_link_timeout_never_before() {
     let mut expired = s.at(TIMEOUT + TICK);
     expired.sort();
     assert_eq!(expired.len(), 2);
-    assert!(expired[0].starts_with("1 <- 408 \"Request timed out"), "{expired:?}");
-    assert!(expired[1].starts_with("2 <- 408 \"Request timed out"), "{expired:?}");
+    assert!(
+        expired[0].starts_with("1 <- 408 \"Request timed out"),
+        "{expired:?}"
+    );
+    assert!(
+        expired[1].starts_with("2 <- 408 \"Request timed out"),
+        "{expired:?}"
+    );
     assert_eq!(s.registry.counts(), Counts::default());
     assert!(s.registry.is_idle());
 }
@@ -230,17 +273,31 @@ fn metadata_names_the_counterpart() {
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
     sender.content_type = Some("application/json".into());
-    s.registry.handle(s.now, Event::Arrived { conn: 2, request: sender }, &mut out);
+    s.registry.handle(
+        s.now,
+        Event::Arrived {
+            conn: 2,
+            request: sender,
+        },
+        &mut out,
+    );
     let response = &out[0].response;
     assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
     assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
     assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
-    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("1700000000000"));
+    assert_eq!(
+        response.header_value("HttpRelay-Your-Time"),
+        Some("1700000000000")
+    );
     assert_eq!(response.header_value("HttpRelay-Method"), Some("POST"));
     assert_eq!(response.header_value("HttpRelay-Query"), Some("a=1&b=2"));
-    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
+    assert_eq!(
+        response.header_value("Content-Type"),
+        Some("application/json")
+    );
     out.clear();
-    s.registry.handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
+    s.registry
+        .handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
     let response = &out[0].response;
     assert_eq!(response.header_value("HttpRelay-Method"), Some("GET"));
     assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("42"));

@@ -1,0 +1,292 @@
+//! `/inbox/{id}`: Pubky http-relay 0.7's store-and-forward inbox with acknowledgement (SPEC §3).
+//!
+//! ```text
+//!            POST (store, wake GET waiters 200, /await waiters 404)
+//!   empty ───────────────────────────────► stored ──DELETE──► acked ──┐
+//!     ▲            ▲  POST (replace)         │                   │    │ /await waiters 200
+//!     │            └─────────────────────────┴───────────────────┘    │
+//!     └──────────── --inbox-ttl after the POST (an ack does not extend it)
+//! ```
+//!
+//! A stored, unacknowledged message answers every GET at once and stays; GETs on an empty or
+//! acknowledged inbox wait up to `--inbox-timeout` and get 408. At most [`MAX_WAITERS`] live
+//! waiters per id and kind; a waiter whose client left is removed at once and does not count.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{full, Action, ConnId, Parked, Registry, Reply, Request, Role, Timer};
+use crate::http::response::Response;
+use crate::wheel::TimerId;
+
+/// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
+pub const MAX_WAITERS: usize = 10;
+
+/// One `/inbox` id.
+#[derive(Debug, Default)]
+pub(super) struct Inbox {
+    message: Option<Stored>,
+    getters: Vec<ConnId>,
+    awaiters: Vec<ConnId>,
+}
+
+/// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
+#[derive(Debug)]
+struct Stored {
+    content_type: Option<String>,
+    body: Arc<[u8]>,
+    acked: bool,
+    timer: TimerId,
+}
+
+/// Which list of an inbox a parked request waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// A GET or HEAD waiting for a message.
+    Message,
+    /// A `/await` waiting for the acknowledgement.
+    Ack,
+}
+
+impl Registry {
+    pub(super) fn inbox(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request: Request,
+        out: &mut Vec<Reply>,
+    ) {
+        let id = request.id;
+        let reply = |response| Reply {
+            conn,
+            response,
+            confirm: false,
+        };
+        match request.action {
+            Action::InboxPost => {
+                let body: Arc<[u8]> = Arc::from(request.body);
+                let timer = self.wheel.insert(
+                    now + self.settings.inbox_ttl,
+                    Timer::InboxMessage(id.clone()),
+                );
+                self.inbox_drop_message(&id);
+                self.counts.messages += 1;
+                self.counts.bytes += body.len();
+                let inbox = self.inboxes.entry(id.clone()).or_default();
+                let stored = Stored {
+                    content_type: request.content_type,
+                    body,
+                    acked: false,
+                    timer,
+                };
+                let message = message_response(&stored);
+                inbox.message = Some(stored);
+                let getters = std::mem::take(&mut inbox.getters);
+                let awaiters = std::mem::take(&mut inbox.awaiters);
+                out.push(reply(Response::new(200)));
+                for waiter in getters {
+                    self.unpark(waiter);
+                    out.push(Reply {
+                        conn: waiter,
+                        response: message.clone(),
+                        confirm: false,
+                    });
+                }
+                for waiter in awaiters {
+                    self.unpark(waiter);
+                    out.push(Reply {
+                        conn: waiter,
+                        response: replaced(),
+                        confirm: false,
+                    });
+                }
+            }
+            Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
+                Some(stored) if !stored.acked => out.push(reply(message_response(stored))),
+                _ => self.inbox_park(now, conn, id, Waiting::Message, out),
+            },
+            Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())
+            {
+                Some(stored) => {
+                    if !stored.acked {
+                        stored.acked = true;
+                        self.counts.messages -= 1;
+                        self.counts.bytes -= stored.body.len();
+                        stored.body = Arc::from(&b""[..]);
+                    }
+                    out.push(reply(Response::new(200)));
+                    let awaiters = self
+                        .inboxes
+                        .get_mut(&id)
+                        .map(|i| std::mem::take(&mut i.awaiters));
+                    for waiter in awaiters.unwrap_or_default() {
+                        self.unpark(waiter);
+                        out.push(Reply {
+                            conn: waiter,
+                            response: Response::new(200),
+                            confirm: false,
+                        });
+                    }
+                }
+                None => out.push(reply(no_message())),
+            },
+            Action::InboxAck => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
+                Some(stored) => out.push(reply(plain(if stored.acked { "true" } else { "false" }))),
+                None => out.push(reply(no_message())),
+            },
+            Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
+                Some(stored) if stored.acked => out.push(reply(Response::new(200))),
+                Some(_) => self.inbox_park(now, conn, id, Waiting::Ack, out),
+                None => out.push(reply(no_message())),
+            },
+            Action::LinkReceive | Action::LinkSend => {}
+        }
+    }
+
+    fn inbox_park(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: Vec<u8>,
+        kind: Waiting,
+        out: &mut Vec<Reply>,
+    ) {
+        let may_park = self.may_park();
+        let inbox = self.inboxes.entry(id.clone()).or_default();
+        let list = match kind {
+            Waiting::Message => &mut inbox.getters,
+            Waiting::Ack => &mut inbox.awaiters,
+        };
+        if list.len() >= MAX_WAITERS {
+            let text = format!("{MAX_WAITERS} requests already wait on this inbox; retry shortly.");
+            let response = Response::text(503, text).header("Retry-After", "1");
+            out.push(Reply {
+                conn,
+                response,
+                confirm: false,
+            });
+            return self.inbox_settle(&id);
+        }
+        if !may_park {
+            out.push(full(conn, self.settings.max_parked));
+            return self.inbox_settle(&id);
+        }
+        list.push(conn);
+        let timer = self
+            .wheel
+            .insert(now + self.settings.inbox_timeout, Timer::Waiter(conn));
+        self.parked.insert(
+            conn,
+            Parked {
+                id,
+                role: Role::Inbox(kind),
+                timer: Some(timer),
+            },
+        );
+    }
+
+    /// Takes a waiter off the parked list (it is being answered) and cancels its deadline.
+    fn unpark(&mut self, conn: ConnId) {
+        if let Some(timer) = self.parked.remove(&conn).and_then(|p| p.timer) {
+            self.wheel.cancel(timer);
+        }
+    }
+
+    /// Removes a waiter that left or timed out from its inbox's list.
+    pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: Waiting) {
+        if let Some(inbox) = self.inboxes.get_mut(id) {
+            match kind {
+                Waiting::Message => inbox.getters.retain(|&c| c != conn),
+                Waiting::Ack => inbox.awaiters.retain(|&c| c != conn),
+            }
+        }
+        self.inbox_settle(id);
+    }
+
+    /// The message's TTL ran out: it is gone, and those awaiting its acknowledgement hear 404.
+    pub(super) fn inbox_message_expired(&mut self, id: &[u8], out: &mut Vec<Reply>) {
+        let Some(inbox) = self.inboxes.get_mut(id) else {
+            return;
+        };
+        let Some(stored) = inbox.message.take() else {
+            return;
+        };
+        let awaiters = std::mem::take(&mut inbox.awaiters);
+        if !stored.acked {
+            self.counts.messages -= 1;
+            self.counts.bytes -= stored.body.len();
+        }
+        for waiter in awaiters {
+            self.unpark(waiter);
+            out.push(Reply {
+                conn: waiter,
+                response: no_message(),
+                confirm: false,
+            });
+        }
+        self.inbox_settle(id);
+    }
+
+    /// Drops the stored message of `id`, if any, before it is replaced.
+    fn inbox_drop_message(&mut self, id: &[u8]) {
+        let Some(stored) = self.inboxes.get_mut(id).and_then(|i| i.message.take()) else {
+            return;
+        };
+        self.wheel.cancel(stored.timer);
+        if !stored.acked {
+            self.counts.messages -= 1;
+            self.counts.bytes -= stored.body.len();
+        }
+    }
+
+    /// Forgets an inbox with no message and nobody waiting.
+    fn inbox_settle(&mut self, id: &[u8]) {
+        let idle = |i: &Inbox| i.message.is_none() && i.getters.is_empty() && i.awaiters.is_empty();
+        if self.inboxes.get(id).is_some_and(idle) {
+            self.inboxes.remove(id);
+        }
+    }
+}
+
+fn message_response(stored: &Stored) -> Response {
+    let content_type = stored
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    Response::new(200)
+        .header("Content-Type", content_type)
+        .body(Arc::clone(&stored.body))
+}
+
+fn plain(text: &'static str) -> Response {
+    Response::new(200)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(text.as_bytes())
+}
+
+fn no_message() -> Response {
+    Response::text(
+        404,
+        "No message in this inbox: none was posted, or it expired (--inbox-ttl).",
+    )
+}
+
+fn replaced() -> Response {
+    Response::text(
+        404,
+        "The message was replaced by a newer one before it was acknowledged.",
+    )
+}
+
+/// The 408 an `/inbox` waiter gets when its wait ends; clients simply poll again.
+pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
+    let text = format!(
+        "Request timed out: nothing arrived within {} s (--inbox-timeout); poll again.",
+        timeout.as_secs_f64()
+    );
+    Reply {
+        conn,
+        response: Response::text(408, text),
+        confirm: false,
+    }
+}
