@@ -303,3 +303,136 @@ fn metadata_names_the_counterpart() {
     assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("42"));
     assert_eq!(response.header_value("HttpRelay-Query"), None);
 }
+
+impl Scenario {
+    fn inbox(&mut self, conn: ConnId, id: &str, action: Action, body: &str) -> Vec<String> {
+        self.event(Event::Arrived { conn, request: request(id, action, "", body) })
+    }
+}
+
+#[test]
+fn inbox_post_answers_at_once_and_get_does_not_consume() {
+    let mut s = Scenario::new();
+    assert_eq!(s.inbox(1, "i", Action::InboxPost, "tok"), ["1 <- 200 \"\""]);
+    assert_eq!(s.inbox(2, "i", Action::InboxGet, ""), ["2 <- 200 \"tok\""]);
+    assert_eq!(s.inbox(3, "i", Action::InboxGet, ""), ["3 <- 200 \"tok\""]);
+    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 3 });
+}
+
+#[test]
+fn inbox_waiters_all_receive_the_post() {
+    let mut s = Scenario::new();
+    assert!(s.inbox(1, "i", Action::InboxGet, "").is_empty());
+    assert!(s.inbox(2, "i", Action::InboxGet, "").is_empty());
+    assert_eq!(s.registry.counts().parked, 2);
+    let mut out = s.inbox(3, "i", Action::InboxPost, "tok");
+    out.sort();
+    assert_eq!(out, ["1 <- 200 \"tok\"", "2 <- 200 \"tok\"", "3 <- 200 \"\""]);
+    assert_eq!(s.registry.counts().parked, 0);
+}
+
+#[test]
+fn inbox_ack_lifecycle() {
+    let mut s = Scenario::new();
+    assert!(s.inbox(1, "i", Action::InboxDelete, "")[0].starts_with("1 <- 404"));
+    assert!(s.inbox(2, "i", Action::InboxAck, "")[0].starts_with("2 <- 404"));
+    assert!(s.inbox(3, "i", Action::InboxAwait, "")[0].starts_with("3 <- 404"));
+    s.inbox(4, "i", Action::InboxPost, "tok");
+    assert_eq!(s.inbox(5, "i", Action::InboxAck, ""), ["5 <- 200 \"false\""]);
+    assert!(s.inbox(6, "i", Action::InboxAwait, "").is_empty());
+    assert_eq!(s.inbox(7, "i", Action::InboxDelete, ""), ["7 <- 200 \"\"", "6 <- 200 \"\""]);
+    assert_eq!(s.inbox(8, "i", Action::InboxAck, ""), ["8 <- 200 \"true\""]);
+    assert_eq!(s.inbox(9, "i", Action::InboxAwait, ""), ["9 <- 200 \"\""]);
+    assert_eq!(s.inbox(10, "i", Action::InboxDelete, ""), ["10 <- 200 \"\""]);
+    // Acknowledged: the body is gone, so a GET waits.
+    assert!(s.inbox(11, "i", Action::InboxGet, "").is_empty());
+    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 0, bytes: 0 });
+    // A new POST resets the ack and wakes the waiting GET.
+    let mut out = s.inbox(12, "i", Action::InboxPost, "new");
+    out.sort();
+    assert_eq!(out, ["11 <- 200 \"new\"", "12 <- 200 \"\""]);
+    assert_eq!(s.inbox(13, "i", Action::InboxAck, ""), ["13 <- 200 \"false\""]);
+}
+
+#[test]
+fn inbox_await_hears_404_when_the_message_is_replaced() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxPost, "old");
+    s.inbox(2, "i", Action::InboxAwait, "");
+    let out = s.inbox(3, "i", Action::InboxPost, "new");
+    assert_eq!(out[0], "3 <- 200 \"\"");
+    assert!(out[1].starts_with("2 <- 404 \"The message was replaced"), "{out:?}");
+    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 3 });
+}
+
+#[test]
+fn inbox_message_lives_its_ttl_from_the_post_even_when_acked() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxPost, "tok");
+    s.at(INBOX_TTL / 2);
+    s.inbox(2, "i", Action::InboxDelete, "");
+    s.at(INBOX_TTL - Duration::from_millis(1));
+    assert_eq!(s.inbox(3, "i", Action::InboxAck, ""), ["3 <- 200 \"true\""]);
+    s.at(INBOX_TTL + TICK);
+    assert!(s.inbox(4, "i", Action::InboxAck, "")[0].starts_with("4 <- 404"));
+    assert_eq!(s.registry.counts(), Counts::default());
+}
+
+#[test]
+fn inbox_expiry_answers_awaiters_404() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxPost, "tok");
+    s.at(INBOX_TTL - Duration::from_secs(10));
+    assert!(s.inbox(2, "i", Action::InboxAwait, "").is_empty());
+    let out = s.at(INBOX_TTL + TICK);
+    assert!(out[0].starts_with("2 <- 404"), "{out:?}");
+    assert_eq!(s.registry.counts(), Counts::default());
+}
+
+#[test]
+fn inbox_expiry_keeps_get_waiters_waiting() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxPost, "tok");
+    s.inbox(2, "i", Action::InboxDelete, "");
+    s.at(INBOX_TTL - Duration::from_secs(10));
+    assert!(s.inbox(3, "i", Action::InboxGet, "").is_empty());
+    assert!(s.at(INBOX_TTL + TICK).is_empty());
+    assert_eq!(s.registry.counts().parked, 1);
+    assert_eq!(s.inbox(4, "i", Action::InboxPost, "again")[1], "3 <- 200 \"again\"");
+}
+
+#[test]
+fn inbox_waiters_time_out_with_408() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxGet, "");
+    assert!(s.at(INBOX_TIMEOUT - Duration::from_millis(1)).is_empty());
+    let out = s.at(INBOX_TIMEOUT + TICK);
+    assert!(out[0].starts_with("1 <- 408 \"Request timed out"), "{out:?}");
+    assert_eq!(s.registry.counts(), Counts::default());
+    assert!(s.registry.is_idle());
+}
+
+#[test]
+fn inbox_allows_ten_live_waiters_per_kind_and_gone_ones_do_not_count() {
+    let mut s = Scenario::new();
+    for conn in 1..=10 {
+        assert!(s.inbox(conn, "i", Action::InboxGet, "").is_empty());
+    }
+    let refused = s.inbox(11, "i", Action::InboxGet, "");
+    assert!(refused[0].starts_with("11 <- 503"), "{refused:?}");
+    // Another id, and the other kind, have their own allowance.
+    assert!(s.inbox(12, "j", Action::InboxGet, "").is_empty());
+    for conn in 1..=10 {
+        s.event(Event::Gone { conn });
+    }
+    assert!(s.inbox(13, "i", Action::InboxGet, "").is_empty());
+    assert_eq!(s.registry.counts().parked, 2);
+}
+
+#[test]
+fn inbox_and_link_ids_are_separate() {
+    let mut s = Scenario::new();
+    s.inbox(1, "x", Action::InboxPost, "inbox");
+    assert!(s.get(2, "x").is_empty());
+    assert_eq!(s.inbox(3, "x", Action::InboxGet, ""), ["3 <- 200 \"inbox\""]);
+}
