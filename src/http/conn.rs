@@ -6,7 +6,7 @@
 //! connection; an answer sent before the request was read in full (a 413, a bad head) lingers,
 //! bounded, so the client reads it instead of a reset.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,6 +38,8 @@ pub struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     id: ConnId,
+    /// Whether the socket is in non-blocking mode, as it stays while parked (to be probed).
+    nonblocking: bool,
     gauges: Arc<Gauges>,
 }
 
@@ -48,6 +50,7 @@ impl Connection {
             stream,
             peer,
             id,
+            nonblocking: false,
             gauges,
         }
     }
@@ -59,16 +62,28 @@ impl Connection {
 
     /// Whether the client still holds the connection open, asked without blocking (ureq's
     /// `is_open`, with `peek` so that bytes a client pipelined are not eaten): a read that would
-    /// block means open; end of stream or an error means gone.
-    pub fn is_open(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
+    /// block means open; end of stream or an error means gone. The socket stays non-blocking
+    /// until the next write, so probing a parked connection again costs one system call.
+    pub fn is_open(&mut self) -> bool {
+        if !self.nonblocking {
+            if self.stream.set_nonblocking(true).is_err() {
+                return false;
+            }
+            self.nonblocking = true;
         }
-        let open = match self.stream.peek(&mut [0u8; 1]) {
+        match self.stream.peek(&mut [0u8; 1]) {
             Ok(n) => n > 0,
             Err(e) => e.kind() == ErrorKind::WouldBlock,
-        };
-        open && self.stream.set_nonblocking(false).is_ok()
+        }
+    }
+
+    /// Puts the socket back in blocking mode, for a write under a timeout.
+    fn set_blocking(&mut self) -> io::Result<()> {
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        Ok(())
     }
 }
 
@@ -426,8 +441,8 @@ fn write_response(conn: &mut Connection, exchange: &Exchange, response: &Respons
         None => response.write_to(exchange.head_only(), &mut out),
     }
     let written = conn
-        .stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .set_blocking()
+        .and_then(|()| conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)))
         .and_then(|()| conn.stream.write_all(&out));
     let tag = exchange.id_tag.as_deref().unwrap_or("-");
     let took = exchange.started.elapsed().as_secs_f64() * 1000.0;

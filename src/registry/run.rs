@@ -45,7 +45,7 @@ pub fn run(
     gauges: Arc<Gauges>,
 ) {
     let mut waiting: HashMap<ConnId, Waiting> = HashMap::new();
-    let mut probe_order: VecDeque<ConnId> = VecDeque::new();
+    let mut prober = Prober::default();
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
     let mut next_tick = Instant::now() + TICK;
@@ -69,7 +69,7 @@ pub fn run(
                         exchange,
                     },
                 );
-                probe_order.push_back(conn);
+                prober.order.push_back(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
             Ok(Inbound::Written { conn, ok }) => events.push_back(Event::Written { conn, ok }),
@@ -80,7 +80,7 @@ pub fn run(
         if now >= next_tick {
             next_tick = now + TICK;
             events.push_back(Event::Tick);
-            probe_some(&mut waiting, &mut probe_order, &mut events);
+            prober.probe_some(&mut waiting, &mut events);
         }
         while let Some(event) = events.pop_front() {
             registry.handle(now, event, &mut replies);
@@ -105,7 +105,7 @@ fn send_reply(
         confirm,
     } = reply;
     let Some(Waiting {
-        connection,
+        mut connection,
         exchange,
     }) = waiting.remove(&conn)
     else {
@@ -131,23 +131,35 @@ fn send_reply(
     }
 }
 
-/// Peeks at the next share of parked connections; the ones whose clients left become `Gone`.
-fn probe_some(
-    waiting: &mut HashMap<ConnId, Waiting>,
-    order: &mut VecDeque<ConnId>,
-    events: &mut VecDeque<Event>,
-) {
-    let share = order.len().div_ceil(PROBE_ROUND_TICKS);
-    for _ in 0..share {
-        let Some(conn) = order.pop_front() else { break };
-        let Some(entry) = waiting.get(&conn) else {
-            continue;
-        };
-        if entry.connection.is_open() {
-            order.push_back(conn);
-        } else {
-            waiting.remove(&conn);
-            events.push_back(Event::Gone { conn });
+/// Round-robin liveness probes of parked connections: each round lasts [`PROBE_ROUND_TICKS`]
+/// ticks and probes every connection that was parked when it began, an equal share per tick.
+#[derive(Default)]
+struct Prober {
+    /// Connections in probe order; ids of connections answered meanwhile are dropped when met.
+    order: VecDeque<ConnId>,
+    /// Connections to probe per tick in this round.
+    share: usize,
+    /// Ticks left in this round.
+    ticks_left: usize,
+}
+
+impl Prober {
+    /// Peeks at this tick's share; the connections whose clients left become `Gone` events.
+    fn probe_some(&mut self, waiting: &mut HashMap<ConnId, Waiting>, events: &mut VecDeque<Event>) {
+        if self.ticks_left == 0 {
+            self.ticks_left = PROBE_ROUND_TICKS;
+            self.share = self.order.len().div_ceil(PROBE_ROUND_TICKS);
+        }
+        self.ticks_left -= 1;
+        for _ in 0..self.share {
+            let Some(conn) = self.order.pop_front() else { break };
+            let Some(entry) = waiting.get_mut(&conn) else { continue };
+            if entry.connection.is_open() {
+                self.order.push_back(conn);
+            } else {
+                waiting.remove(&conn);
+                events.push_back(Event::Gone { conn });
+            }
         }
     }
 }
