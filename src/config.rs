@@ -123,22 +123,12 @@ pub enum Command {
 pub enum ConfigError {
     /// An argument starting with `-` names no flag (`flag` as typed, `=value` included).
     /// `suggestion` is the closest flag name, if one is within two edits or starts with it.
-    UnknownFlag {
-        flag: String,
-        suggestion: Option<String>,
-    },
+    UnknownFlag { flag: String, suggestion: Option<String> },
     /// A flag that takes a value was last, or followed by another flag.
-    MissingValue {
-        flag: String,
-        placeholder: &'static str,
-    },
+    MissingValue { flag: String, placeholder: &'static str },
     /// A value was refused. `setting` is where it came from: the flag (`--max-body`) or the
     /// environment variable (`HANDOFF_MAX_BODY`, `PORT`, `HOST`); `expected` the accepted form.
-    InvalidValue {
-        setting: String,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidValue { setting: String, value: String, expected: &'static str },
     /// A positional argument: handoff takes flags only.
     UnexpectedArgument { arg: String },
 }
@@ -146,26 +136,19 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::UnknownFlag {
-                flag,
-                suggestion: Some(name),
-            } => write!(f, "unknown flag {flag} (did you mean {name}?)"),
+            ConfigError::UnknownFlag { flag, suggestion: Some(name) } => {
+                write!(f, "unknown flag {flag} (did you mean {name}?)")
+            }
             ConfigError::UnknownFlag { flag, .. } => write!(f, "unknown flag {flag} (see --help)"),
             ConfigError::MissingValue { flag, placeholder } => {
                 write!(f, "missing value for {flag}: expected {flag} {placeholder}")
             }
-            ConfigError::InvalidValue {
-                setting,
-                value,
-                expected,
-            } => write!(
-                f,
-                "invalid value {value:?} for {setting}: expected {expected}"
-            ),
-            ConfigError::UnexpectedArgument { arg } => write!(
-                f,
-                "unexpected argument {arg:?}: handoff takes only flags (see --help)"
-            ),
+            ConfigError::InvalidValue { setting, value, expected } => {
+                write!(f, "invalid value {value:?} for {setting}: expected {expected}")
+            }
+            ConfigError::UnexpectedArgument { arg } => {
+                write!(f, "unexpected argument {arg:?}: handoff takes only flags (see --help)")
+            }
         }
     }
 }
@@ -297,10 +280,7 @@ where
         }
         let Some(body) = arg.strip_prefix("--") else {
             return Err(if arg.starts_with('-') && arg.len() > 1 {
-                ConfigError::UnknownFlag {
-                    flag: arg,
-                    suggestion: None,
-                }
+                ConfigError::UnknownFlag { flag: arg, suggestion: None }
             } else {
                 ConfigError::UnexpectedArgument { arg }
             });
@@ -311,10 +291,7 @@ where
         };
         let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
             let suggestion = suggest(name);
-            return Err(ConfigError::UnknownFlag {
-                flag: arg,
-                suggestion,
-            });
+            return Err(ConfigError::UnknownFlag { flag: arg, suggestion });
         };
         // No value starts with `--`, so a following long flag means the value is missing; `-1`
         // is taken as a value, to be refused as one.
@@ -380,11 +357,7 @@ fn apply(
 }
 
 fn invalid(setting: &str, value: &str, expected: Expected) -> ConfigError {
-    ConfigError::InvalidValue {
-        setting: setting.to_string(),
-        value: value.to_string(),
-        expected,
-    }
+    ConfigError::InvalidValue { setting: setting.to_string(), value: value.to_string(), expected }
 }
 
 /// The closest flag name to `typed` (as `--name`), if within two edits or `typed` starts it.
@@ -459,10 +432,7 @@ fn size(value: &str) -> Result<usize, Expected> {
 /// The largest unit that divides `n` exactly: `65536` → `64K`, `256` → `256`.
 fn show_size(n: usize) -> String {
     let units = [(30, "G"), (20, "M"), (10, "K")];
-    match units
-        .iter()
-        .find(|&&(shift, _)| n != 0 && n.is_multiple_of(1 << shift))
-    {
+    match units.iter().find(|&&(shift, _)| n != 0 && n.is_multiple_of(1 << shift)) {
         Some(&(shift, unit)) => format!("{}{unit}", n >> shift),
         None => n.to_string(),
     }
@@ -472,11 +442,7 @@ fn show_size(n: usize) -> String {
 fn duration(value: &str) -> Result<Duration, Expected> {
     let (number, unit) = split_digits(value);
     let n: u64 = digits(number).ok_or(DURATION)?;
-    let seconds = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or(DURATION)
-    };
+    let seconds = |factor: u64| n.checked_mul(factor).map(Duration::from_secs).ok_or(DURATION);
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => seconds(1),
@@ -498,10 +464,7 @@ fn timeout(value: &str) -> Result<Duration, Expected> {
 fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     let units = [(3_600_000, "h"), (60_000, "m"), (1000, "s")];
-    match units
-        .iter()
-        .find(|&&(per, _)| ms != 0 && ms.is_multiple_of(per))
-    {
+    match units.iter().find(|&&(per, _)| ms != 0 && ms.is_multiple_of(per)) {
         Some(&(per, unit)) => format!("{}{unit}", ms / per),
         None => format!("{ms}ms"),
     }
@@ -531,9 +494,7 @@ fn is_origin(origin: &str) -> bool {
         return false;
     };
     let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     // A bracketed IPv6 host may hold colons; otherwise the first colon starts the port.
     let (host, port) = match authority.find(']') {
         Some(end) if authority.starts_with('[') => authority.split_at(end + 1),
@@ -542,10 +503,7 @@ fn is_origin(origin: &str) -> bool {
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => {
-            !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
         }
     };
     let port_ok = port.is_empty() || port.strip_prefix(':').and_then(digits::<u16>).is_some();
@@ -592,13 +550,9 @@ mod tests {
     use std::fmt::Debug;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        parse(args.iter().map(|a| a.to_string()), |name| {
-            env.get(name).cloned()
-        })
+        let env: HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        parse(args.iter().map(|a| a.to_string()), |name| env.get(name).cloned())
     }
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -628,11 +582,7 @@ mod tests {
         assert_eq!(get(&config), want, "{flag} {good}");
         let joined = format!("{flag}={good}");
         assert_eq!(run(&[&joined], &[]), Ok(config.clone()), "{joined}");
-        assert_eq!(
-            run(&[], &[(&env, good)]),
-            Ok(config.clone()),
-            "{env}={good}"
-        );
+        assert_eq!(run(&[], &[(&env, good)]), Ok(config.clone()), "{env}={good}");
         // The flag wins over its env var, which is then not even checked.
         assert_eq!(run(&[&flag, good], &[(&env, bad)]), Ok(config));
         assert_eq!(run(&[&flag, bad], &[]), Err(invalid(&flag, bad, expected)));
@@ -652,10 +602,7 @@ mod tests {
             [10, 10, 600, 25, 300]
         );
         let l = &c.limits;
-        assert_eq!(
-            [l.max_body, l.max_id, l.max_head, l.max_headers],
-            [65536, 256, 8192, 100]
-        );
+        assert_eq!([l.max_body, l.max_id, l.max_head, l.max_headers], [65536, 256, 8192, 100]);
         assert_eq!(l.max_connections, Some(10_000));
         assert_eq!(l.max_parked, Some(50_000));
         assert_eq!(c.cors, Cors::Mirror);
@@ -678,14 +625,7 @@ mod tests {
     fn flag_listen() {
         let v6: SocketAddr = "[::]:9000".parse().unwrap();
         let expected = "a socket address such as 127.0.0.1:8080 or [::]:8080";
-        check(
-            "listen",
-            |c| c.listen,
-            "[::]:9000",
-            v6,
-            "localhost",
-            expected,
-        );
+        check("listen", |c| c.listen, "[::]:9000", v6, "localhost", expected);
         let v4 = run(&["--listen", "0.0.0.0:80"], &[]).unwrap().listen;
         assert_eq!(v4, "0.0.0.0:80".parse().unwrap());
     }
@@ -697,75 +637,37 @@ mod tests {
         assert_eq!(run(&["--workers", "1024"], &[]).unwrap().workers, 1024);
         let err = invalid("--workers", "1025", expected);
         assert_eq!(run(&["--workers", "1025"], &[]), Err(err));
-        assert_eq!(
-            run(&["--workers", "four"], &[]),
-            Err(invalid("--workers", "four", COUNT))
-        );
+        assert_eq!(run(&["--workers", "four"], &[]), Err(invalid("--workers", "four", COUNT)));
     }
 
     #[test]
     fn flag_head_timeout() {
         let want = Duration::from_millis(500);
-        check(
-            "head-timeout",
-            |c| c.timeouts.head,
-            "500ms",
-            want,
-            "5x",
-            DURATION,
-        );
+        check("head-timeout", |c| c.timeouts.head, "500ms", want, "5x", DURATION);
     }
 
     #[test]
     fn flag_body_timeout() {
         let want = Duration::from_secs(30);
-        check(
-            "body-timeout",
-            |c| c.timeouts.body,
-            "30",
-            want,
-            "-1",
-            DURATION,
-        );
+        check("body-timeout", |c| c.timeouts.body, "30", want, "-1", DURATION);
     }
 
     #[test]
     fn flag_link_timeout() {
         let want = Duration::from_secs(3600);
-        check(
-            "link-timeout",
-            |c| c.timeouts.link,
-            "1h",
-            want,
-            "10x",
-            DURATION,
-        );
+        check("link-timeout", |c| c.timeouts.link, "1h", want, "10x", DURATION);
     }
 
     #[test]
     fn flag_inbox_timeout() {
         let want = Duration::from_secs(30);
-        check(
-            "inbox-timeout",
-            |c| c.timeouts.inbox,
-            "30s",
-            want,
-            "30 s",
-            DURATION,
-        );
+        check("inbox-timeout", |c| c.timeouts.inbox, "30s", want, "30 s", DURATION);
     }
 
     #[test]
     fn flag_inbox_ttl() {
         let want = Duration::from_secs(600);
-        check(
-            "inbox-ttl",
-            |c| c.timeouts.inbox_ttl,
-            "10m",
-            want,
-            "10min",
-            DURATION,
-        );
+        check("inbox-ttl", |c| c.timeouts.inbox_ttl, "10m", want, "10min", DURATION);
     }
 
     #[test]
@@ -781,14 +683,7 @@ mod tests {
 
     #[test]
     fn flag_max_body() {
-        check(
-            "max-body",
-            |c| c.limits.max_body,
-            "1M",
-            1 << 20,
-            "1.5M",
-            SIZE,
-        );
+        check("max-body", |c| c.limits.max_body, "1M", 1 << 20, "1.5M", SIZE);
         let expected = "a size of at least 1 byte";
         let err = invalid("--max-body", "0", expected);
         assert_eq!(run(&["--max-body", "0"], &[]), Err(err));
@@ -798,58 +693,29 @@ mod tests {
     fn flag_max_id() {
         let expected = "a size from 1 to 65535 bytes";
         check("max-id", |c| c.limits.max_id, "64", 64, "64K", expected);
-        assert_eq!(
-            run(&["--max-id", "65535"], &[]).unwrap().limits.max_id,
-            65535
-        );
-        assert_eq!(
-            run(&["--max-id", "0"], &[]),
-            Err(invalid("--max-id", "0", expected))
-        );
+        assert_eq!(run(&["--max-id", "65535"], &[]).unwrap().limits.max_id, 65535);
+        assert_eq!(run(&["--max-id", "0"], &[]), Err(invalid("--max-id", "0", expected)));
     }
 
     #[test]
     fn flag_max_head() {
         let expected = "a size of at least 256 bytes";
-        check(
-            "max-head",
-            |c| c.limits.max_head,
-            "16KiB",
-            16384,
-            "255",
-            expected,
-        );
-        assert_eq!(
-            run(&["--max-head", "256"], &[]).unwrap().limits.max_head,
-            256
-        );
+        check("max-head", |c| c.limits.max_head, "16KiB", 16384, "255", expected);
+        assert_eq!(run(&["--max-head", "256"], &[]).unwrap().limits.max_head, 256);
     }
 
     #[test]
     fn flag_max_headers() {
         let expected = "a number of at least 1";
-        check(
-            "max-headers",
-            |c| c.limits.max_headers,
-            "50",
-            50,
-            "0",
-            expected,
-        );
-        assert_eq!(
-            run(&["--max-headers", "5K"], &[]),
-            Err(invalid("--max-headers", "5K", COUNT))
-        );
+        check("max-headers", |c| c.limits.max_headers, "50", 50, "0", expected);
+        assert_eq!(run(&["--max-headers", "5K"], &[]), Err(invalid("--max-headers", "5K", COUNT)));
     }
 
     #[test]
     fn flag_max_connections() {
         let get = |c: &Config| c.limits.max_connections;
         check("max-connections", get, "500", Some(500), "lots", COUNT);
-        assert_eq!(
-            run(&["--max-connections", "0"], &[]).map(|c| get(&c)),
-            Ok(None)
-        );
+        assert_eq!(run(&["--max-connections", "0"], &[]).map(|c| get(&c)), Ok(None));
     }
 
     #[test]
@@ -866,22 +732,11 @@ mod tests {
         let list = |o: &[&str]| Cors::List(o.iter().map(|s| s.to_string()).collect());
         let want = list(&["https://app.example", "http://localhost:3000"]);
         let good = "https://app.example, http://localhost:3000";
-        check(
-            "cors",
-            |c| c.cors.clone(),
-            good,
-            want,
-            "https://app.example/",
-            expected,
-        );
+        check("cors", |c| c.cors.clone(), good, want, "https://app.example/", expected);
         assert_eq!(run(&["--cors", "off"], &[]).unwrap().cors, Cors::Off);
         assert_eq!(run(&["--cors=MIRROR"], &[]).unwrap().cors, Cors::Mirror);
         let odd = "HTTPS://App.Example:8443,http://[::1]:3000,app+x://a-b.c";
-        let want = list(&[
-            "https://app.example:8443",
-            "http://[::1]:3000",
-            "app+x://a-b.c",
-        ]);
+        let want = list(&["https://app.example:8443", "http://[::1]:3000", "app+x://a-b.c"]);
         assert_eq!(run(&["--cors", odd], &[]).unwrap().cors, want);
         for bad in [
             "",
@@ -920,10 +775,7 @@ mod tests {
         let env = [ignored[0], ignored[1], ("HANDOFF_LISTEN", "10.0.0.2:2")];
         assert_eq!(listen(&env), Ok("10.0.0.2:2".into()));
         // Empty counts as unset.
-        assert_eq!(
-            listen(&[("PORT", ""), ("HOST", "")]),
-            Ok("127.0.0.1:8080".into())
-        );
+        assert_eq!(listen(&[("PORT", ""), ("HOST", "")]), Ok("127.0.0.1:8080".into()));
         for bad in ["65536", "+80", "http"] {
             assert_eq!(listen(&[("PORT", bad)]), Err(invalid("PORT", bad, PORT)));
         }
@@ -967,16 +819,10 @@ mod tests {
             assert_eq!(duration(bad), Err(DURATION), "{bad:?}");
         }
         // Both sides of overflow.
-        assert_eq!(
-            duration(&u64::MAX.to_string()),
-            Ok(Duration::from_secs(u64::MAX))
-        );
+        assert_eq!(duration(&u64::MAX.to_string()), Ok(Duration::from_secs(u64::MAX)));
         assert_eq!(duration(&format!("{}0", u64::MAX)), Err(DURATION));
         let most = u64::MAX / 3600;
-        assert_eq!(
-            duration(&format!("{most}h")),
-            Ok(Duration::from_secs(most * 3600))
-        );
+        assert_eq!(duration(&format!("{most}h")), Ok(Duration::from_secs(most * 3600)));
         assert_eq!(duration(&format!("{}h", most + 1)), Err(DURATION));
         assert_eq!(show_duration(Duration::from_secs(600)), "10m");
         assert_eq!(show_duration(Duration::from_secs(25)), "25s");
@@ -997,10 +843,7 @@ mod tests {
         assert_eq!(message, "unknown flag --max-bdy (did you mean --max-body?)");
         let err = parse_with(&["--max-conn=5"], &[]);
         assert_eq!(err, unknown("--max-conn=5", Some("--max-connections")));
-        assert_eq!(
-            parse_with(&["--hepl"], &[]),
-            unknown("--hepl", Some("--help"))
-        );
+        assert_eq!(parse_with(&["--hepl"], &[]), unknown("--hepl", Some("--help")));
         let err = parse_with(&["--frobnicate"], &[]);
         assert_eq!(err, unknown("--frobnicate", None));
         let message = err.unwrap_err().to_string();
@@ -1014,10 +857,7 @@ mod tests {
             let flag = flag.to_string();
             Err(ConfigError::MissingValue { flag, placeholder })
         };
-        assert_eq!(
-            parse_with(&["--max-body"], &[]),
-            missing("--max-body", "SIZE")
-        );
+        assert_eq!(parse_with(&["--max-body"], &[]), missing("--max-body", "SIZE"));
         let err = parse_with(&["--workers", "--max-body", "1"], &[]);
         assert_eq!(err, missing("--workers", "N"));
         let message = err.unwrap_err().to_string();
@@ -1036,15 +876,11 @@ mod tests {
 
     #[test]
     fn invalid_value_messages() {
-        let err = run(&["--link-timeout", "10x"], &[])
-            .unwrap_err()
-            .to_string();
+        let err = run(&["--link-timeout", "10x"], &[]).unwrap_err().to_string();
         let want = "invalid value \"10x\" for --link-timeout: \
                     expected a duration such as 500ms, 25s, 10m or 1h";
         assert_eq!(err, want);
-        let err = run(&[], &[("HANDOFF_MAX_BODY", "abc")])
-            .unwrap_err()
-            .to_string();
+        let err = run(&[], &[("HANDOFF_MAX_BODY", "abc")]).unwrap_err().to_string();
         let want = "invalid value \"abc\" for HANDOFF_MAX_BODY: \
                     expected a size such as 65536, 64K or 1M";
         assert_eq!(err, want);
@@ -1070,13 +906,7 @@ mod tests {
                 let tail = format!("[default: {default}] [env: {}]\n", flag.env);
                 assert!(text.contains(&tail), "{tail:?}");
             }
-            for needle in [
-                "[default: 64K]",
-                "[default: 10m]",
-                "PORT",
-                "HOST",
-                "RUST_LOG",
-            ] {
+            for needle in ["[default: 64K]", "[default: 10m]", "PORT", "HOST", "RUST_LOG"] {
                 assert!(text.contains(needle), "{needle}");
             }
         }

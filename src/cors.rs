@@ -48,19 +48,11 @@ pub fn preflight(allow: &'static str, origin_allowed: bool, requested: Option<&[
         return response;
     }
     let mut headers = ALLOWED_HEADERS.to_string();
-    let requested = requested
-        .and_then(|r| std::str::from_utf8(r).ok())
-        .unwrap_or("");
+    let requested = requested.and_then(|r| std::str::from_utf8(r).ok()).unwrap_or("");
     for name in requested.split(',').map(str::trim) {
         let is_token = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-        if is_token
-            && !ALLOWED_HEADERS
-                .split(", ")
-                .any(|known| known.eq_ignore_ascii_case(name))
-        {
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if is_token && !ALLOWED_HEADERS.split(", ").any(|known| known.eq_ignore_ascii_case(name)) {
             headers.push_str(", ");
             headers.push_str(&name.to_ascii_lowercase());
         }
@@ -81,26 +73,17 @@ mod tests {
         let list = Cors::List(vec!["https://app.example".into()]);
         let app = Some(&b"https://app.example"[..]);
         let other = Some(&b"https://evil.example"[..]);
-        assert_eq!(
-            allowed_origin(&Cors::Mirror, other).as_deref(),
-            Some("https://evil.example")
-        );
+        assert_eq!(allowed_origin(&Cors::Mirror, other).as_deref(), Some("https://evil.example"));
         assert_eq!(allowed_origin(&Cors::Mirror, None), None);
-        assert_eq!(
-            allowed_origin(&list, app).as_deref(),
-            Some("https://app.example")
-        );
+        assert_eq!(allowed_origin(&list, app).as_deref(), Some("https://app.example"));
         assert_eq!(allowed_origin(&list, other), None);
         assert_eq!(allowed_origin(&Cors::Off, app), None);
     }
 
     #[test]
     fn preflight_grants_methods_and_headers() {
-        let response = preflight(
-            "GET, POST, OPTIONS",
-            true,
-            Some(b"Content-Type, X-Custom, bad header"),
-        );
+        let response =
+            preflight("GET, POST, OPTIONS", true, Some(b"Content-Type, X-Custom, bad header"));
         assert_eq!(response.status, 204);
         assert_eq!(
             response.header_value("Access-Control-Allow-Methods"),
@@ -110,14 +93,8 @@ mod tests {
             response.header_value("Access-Control-Allow-Headers"),
             Some("content-type, user-agent, authorization, httprelay-wsecret, x-custom")
         );
-        assert_eq!(
-            response.header_value("Access-Control-Allow-Private-Network"),
-            Some("true")
-        );
+        assert_eq!(response.header_value("Access-Control-Allow-Private-Network"), Some("true"));
         let refused = preflight("GET, POST, OPTIONS", false, None);
-        assert_eq!(
-            refused.headers,
-            vec![("Allow", "GET, POST, OPTIONS".to_string())]
-        );
+        assert_eq!(refused.headers, vec![("Allow", "GET, POST, OPTIONS".to_string())]);
     }
 }

@@ -1,6 +1,6 @@
 //! handoff: a small self-hosted HTTP relay for login hand-offs (see README.md and SPEC).
 //!
-//! Wiring only: configuration → listener → threads → wait. Workers read requests and hand relay
+//! Wiring only: configuration → listener → threads → serve. Workers read requests and hand relay
 //! requests to the one registry thread, which pairs them and hands replies to the writers.
 
 #![deny(unsafe_code)]
@@ -12,6 +12,7 @@ mod logging;
 mod metrics;
 mod registry;
 mod routes;
+mod sys;
 mod wheel;
 
 use std::net::TcpListener;
@@ -23,8 +24,7 @@ use crossbeam_channel::unbounded;
 use log::{error, info};
 
 use config::Command;
-use http::conn::Front;
-use http::server;
+use http::server::{self, Front};
 use registry::{Registry, Settings};
 
 fn main() -> ExitCode {
@@ -70,25 +70,12 @@ fn run(config: config::Config) -> Result<(), String> {
         registry::run::run(registry, registry_rx, writer_tx, registry_gauges)
     })
     .map_err(spawn_failed)?;
-    server::spawn_writers(
-        config.workers.div_ceil(4).max(2),
-        writer_rx,
-        registry_tx.clone(),
-    )
-    .map_err(spawn_failed)?;
+    server::spawn_writers(config.workers.div_ceil(4).max(2), writer_rx, registry_tx.clone())
+        .map_err(spawn_failed)?;
 
-    let max_connections = config.limits.max_connections;
     let workers = config.workers;
-    let front = Arc::new(Front {
-        config: Arc::new(config),
-        registry: registry_tx,
-        gauges: Arc::clone(&gauges),
-    });
-    let queue = server::spawn_workers(workers, front).map_err(spawn_failed)?;
-    info!(
-        "handoff {} listening on {address}",
-        env!("CARGO_PKG_VERSION")
-    );
-    server::accept_loop(listener, queue, gauges, max_connections);
+    let front = Front { config: Arc::new(config), registry: registry_tx, gauges };
+    info!("handoff {} listening on {address}", env!("CARGO_PKG_VERSION"));
+    server::serve(listener, front, workers).map_err(|e| format!("the poller failed: {e}"))?;
     Ok(())
 }

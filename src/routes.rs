@@ -74,10 +74,7 @@ impl fmt::Display for RouteError {
                 f.write_str("Channel id has a % that is not followed by two hex digits.")
             }
             RouteError::IdTooLong { limit } => {
-                write!(
-                    f,
-                    "Channel id is longer than the {limit}-byte limit (--max-id)."
-                )
+                write!(f, "Channel id is longer than the {limit}-byte limit (--max-id).")
             }
         }
     }
@@ -97,9 +94,7 @@ pub fn usage() -> Response {
          GET    /health             live counts and limits as JSON\n",
         env!("CARGO_PKG_VERSION")
     );
-    Response::new(200)
-        .header("Content-Type", "text/plain; charset=utf-8")
-        .body(text.into_bytes())
+    Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.into_bytes())
 }
 
 /// Splits a request target into path and query (without `?`), accepting origin-form and, as
@@ -146,10 +141,7 @@ pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteErro
         (PathKind::InboxAck, _) => Action::InboxAck,
         (PathKind::InboxAwait, _) => Action::InboxAwait,
     };
-    Ok(Route::Relay {
-        id: channel_id(segment, max_id)?,
-        action,
-    })
+    Ok(Route::Relay { id: channel_id(segment, max_id)?, action })
 }
 
 /// The shapes of path the relay knows.
@@ -225,10 +217,7 @@ mod tests {
     use super::*;
 
     fn relay(id: &[u8], action: Action) -> Result<Route, RouteError> {
-        Ok(Route::Relay {
-            id: id.to_vec(),
-            action,
-        })
+        Ok(Route::Relay { id: id.to_vec(), action })
     }
 
     #[test]
@@ -269,11 +258,7 @@ mod tests {
             ("GET", "/link/ack", relay(b"ack", LinkReceive)),
             ("HEAD", "/inbox/x/await", relay(b"x", InboxAwait)),
             ("POST", "/inbox/x/ack", not_allowed(READ)),
-            (
-                "OPTIONS",
-                "/inbox/x/await",
-                Ok(Route::Preflight { allow: READ }),
-            ),
+            ("OPTIONS", "/inbox/x/await", Ok(Route::Preflight { allow: READ })),
             ("OPTIONS", "/health", Ok(Route::Preflight { allow: READ })),
             ("GET", "/inbox/", Err(RouteError::NotFound)),
             ("GET", "/inbox/x/", Err(RouteError::NotFound)),
@@ -291,10 +276,7 @@ mod tests {
     fn id_length_limit_counts_decoded_bytes() {
         let get = Action::LinkReceive;
         assert_eq!(route("GET", "/link/abcd", 4), relay(b"abcd", get));
-        assert_eq!(
-            route("GET", "/link/abcde", 4),
-            Err(RouteError::IdTooLong { limit: 4 })
-        );
+        assert_eq!(route("GET", "/link/abcde", 4), Err(RouteError::IdTooLong { limit: 4 }));
         assert_eq!(route("GET", "/link/%41%42%43%44", 4), relay(b"ABCD", get));
         let long = route("GET", "/link/%41%42%43%44%45", 4);
         assert_eq!(long, Err(RouteError::IdTooLong { limit: 4 }));
@@ -304,10 +286,7 @@ mod tests {
     fn targets() {
         assert_eq!(split_target("/link/a?x=1&y"), Ok(("/link/a", "x=1&y")));
         assert_eq!(split_target("/link/a"), Ok(("/link/a", "")));
-        assert_eq!(
-            split_target("http://relay.example/link/a?q"),
-            Ok(("/link/a", "q"))
-        );
+        assert_eq!(split_target("http://relay.example/link/a?q"), Ok(("/link/a", "q")));
         assert_eq!(split_target("https://relay.example"), Ok(("/", "")));
         assert_eq!(split_target("http://relay.example?q"), Ok(("/", "")));
         assert_eq!(split_target("*"), Err(RouteError::BadTarget));

@@ -97,26 +97,15 @@ impl<T> TimerWheel<T> {
             None => {
                 let index = u32::try_from(self.entries.len())
                     .expect("fewer than u32::MAX timers wait at once");
-                self.entries.push(Entry {
-                    generation: 0,
-                    timer: None,
-                });
+                self.entries.push(Entry { generation: 0, timer: None });
                 index
             }
         };
         let position = self.buckets[bucket].len();
         self.buckets[bucket].push(index);
         let entry = &mut self.entries[index as usize];
-        entry.timer = Some(Timer {
-            due,
-            bucket,
-            position,
-            value,
-        });
-        TimerId {
-            index,
-            generation: entry.generation,
-        }
+        entry.timer = Some(Timer { due, bucket, position, value });
+        TimerId { index, generation: entry.generation }
     }
 
     /// Removes an entry before it fires and gives its value back; `None` if it is gone already.
@@ -246,10 +235,7 @@ mod tests {
     impl Clock {
         fn new() -> Self {
             let epoch = Instant::now();
-            Clock {
-                epoch,
-                start: epoch + Duration::from_secs(1),
-            }
+            Clock { epoch, start: epoch + Duration::from_secs(1) }
         }
 
         /// `start` plus `n` whole ticks.
@@ -296,9 +282,8 @@ mod tests {
         let clock = Clock::new();
         let mut wheel = clock.wheel();
         // Deadlines every 3 ms across several turns, fired by advancing on every tick boundary.
-        let deadlines: Vec<Instant> = (0..100u32)
-            .map(|i| clock.start + Duration::from_millis(3) * i)
-            .collect();
+        let deadlines: Vec<Instant> =
+            (0..100u32).map(|i| clock.start + Duration::from_millis(3) * i).collect();
         for (i, &deadline) in deadlines.iter().enumerate() {
             wheel.insert(deadline, i);
         }
@@ -382,10 +367,7 @@ mod tests {
         wheel.insert(clock.ticks(far), "far");
         wheel.insert(clock.ticks(far + 3), "farther");
         for n in 0..far {
-            assert!(
-                advance(&mut wheel, clock.ticks(n)).is_empty(),
-                "fired at {n}"
-            );
+            assert!(advance(&mut wheel, clock.ticks(n)).is_empty(), "fired at {n}");
         }
         assert_eq!(advance(&mut wheel, clock.ticks(far)), ["far"]);
         assert!(advance(&mut wheel, clock.ticks(far + 2)).is_empty());
@@ -418,13 +400,7 @@ mod tests {
         let clock = Clock::new();
         let mut wheel = clock.wheel();
         let turns = 1000 * SLOTS as u32;
-        let due_ticks = [
-            turns,
-            turns - 1,
-            1,
-            3 * SLOTS as u32 + 5,
-            500 * SLOTS as u32 + 2,
-        ];
+        let due_ticks = [turns, turns - 1, 1, 3 * SLOTS as u32 + 5, 500 * SLOTS as u32 + 2];
         let later_ticks = [turns + 1, turns + SLOTS as u32, 2 * turns];
         for n in due_ticks.into_iter().chain(later_ticks) {
             wheel.insert(clock.ticks(n), n);

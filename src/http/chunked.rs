@@ -47,10 +47,7 @@ impl fmt::Display for ChunkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ChunkError::TooLarge { limit } => {
-                write!(
-                    f,
-                    "Body is larger than the {limit}-byte limit (--max-body)."
-                )
+                write!(f, "Body is larger than the {limit}-byte limit (--max-body).")
             }
             ChunkError::BadChunkSize => {
                 f.write_str("Chunked body has a malformed chunk-size line.")
@@ -112,11 +109,7 @@ impl ChunkedDecoder {
     /// A decoder that refuses bodies over `max_body` decoded bytes.
     pub fn new(max_body: usize) -> Self {
         let state = State::Size { size: 0, digits: 0 };
-        ChunkedDecoder {
-            state,
-            received: 0,
-            max_body,
-        }
+        ChunkedDecoder { state, received: 0, max_body }
     }
 
     /// Decodes as much of `input` as it can, appending data to `body`; returns the bytes of
@@ -163,10 +156,7 @@ impl ChunkedDecoder {
                     return Err(ChunkError::BadChunkSize);
                 }
                 let digit = char::from(byte).to_digit(16).map_or(0, u64::from);
-                Size {
-                    size: (size << 4) | digit,
-                    digits: digits + 1,
-                }
+                Size { size: (size << 4) | digit, digits: digits + 1 }
             }
             (Size { digits: 0, .. }, _) => return Err(ChunkError::BadChunkSize),
             (Size { size, .. }, b'\r') => SizeLf { size },
@@ -179,9 +169,7 @@ impl ChunkedDecoder {
             (SizeLf { size }, b'\n') => {
                 let max = u64::try_from(self.max_body).unwrap_or(u64::MAX);
                 if size > max.saturating_sub(self.received) {
-                    return Err(ChunkError::TooLarge {
-                        limit: self.max_body,
-                    });
+                    return Err(ChunkError::TooLarge { limit: self.max_body });
                 }
                 Data { left: size }
             }
@@ -191,19 +179,12 @@ impl ChunkedDecoder {
             (Trailer { total, .. } | TrailerLf { total, .. }, _) if total >= MAX_TRAILERS => {
                 return Err(ChunkError::TooLong)
             }
-            (Trailer { line, total }, b'\r') => TrailerLf {
-                line,
-                total: total + 1,
-            },
-            (Trailer { line, total }, b) if b != b'\n' => Trailer {
-                line: line + 1,
-                total: total + 1,
-            },
+            (Trailer { line, total }, b'\r') => TrailerLf { line, total: total + 1 },
+            (Trailer { line, total }, b) if b != b'\n' => {
+                Trailer { line: line + 1, total: total + 1 }
+            }
             (TrailerLf { line: 0, .. }, b'\n') => Done,
-            (TrailerLf { total, .. }, b'\n') => Trailer {
-                line: 0,
-                total: total + 1,
-            },
+            (TrailerLf { total, .. }, b'\n') => Trailer { line: 0, total: total + 1 },
             (DataCr | DataLf | Trailer { .. } | TrailerLf { .. }, _) => {
                 return Err(ChunkError::BadChunkEnd)
             }
@@ -272,12 +253,7 @@ mod tests {
         b"5\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n",
         (Ok(36), b"hello 0123456789", true)
     );
-    chunked!(
-        lowercase_hex,
-        MAX,
-        b"a\r\n0123456789\r\n0\r\n\r\n",
-        (Ok(20), b"0123456789", true)
-    );
+    chunked!(lowercase_hex, MAX, b"a\r\n0123456789\r\n0\r\n\r\n", (Ok(20), b"0123456789", true));
     chunked!(
         extensions,
         MAX,
@@ -290,18 +266,8 @@ mod tests {
         b"5 ;a\r\nhello\r\n0\t\r\n\r\n",
         (Ok(19), b"hello", true)
     );
-    chunked!(
-        trailers,
-        MAX,
-        b"2\r\nhi\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
-        (Ok(28), b"hi", true)
-    );
-    chunked!(
-        last_chunk_leading_zeros,
-        MAX,
-        b"000\r\n\r\n",
-        (Ok(7), b"", true)
-    );
+    chunked!(trailers, MAX, b"2\r\nhi\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n", (Ok(28), b"hi", true));
+    chunked!(last_chunk_leading_zeros, MAX, b"000\r\n\r\n", (Ok(7), b"", true));
     chunked!(
         fifteen_hex_digits,
         MAX,
@@ -320,12 +286,7 @@ mod tests {
         b"0000000000000005\r\nhello\r\n0\r\n\r\n",
         (Err(ChunkError::BadChunkSize), b"", false)
     );
-    chunked!(
-        empty_chunk_size,
-        MAX,
-        b"\r\nhello\r\n",
-        (Err(ChunkError::BadChunkSize), b"", false)
-    );
+    chunked!(empty_chunk_size, MAX, b"\r\nhello\r\n", (Err(ChunkError::BadChunkSize), b"", false));
     chunked!(
         non_hex_chunk_size,
         MAX,
@@ -380,18 +341,8 @@ mod tests {
         b"0\r\nX: 1\n\r\n",
         (Err(ChunkError::BadChunkEnd), b"", false)
     );
-    chunked!(
-        bare_lf_final_line,
-        MAX,
-        b"0\r\n\n",
-        (Err(ChunkError::BadChunkEnd), b"", false)
-    );
-    chunked!(
-        too_large,
-        4,
-        HELLO,
-        (Err(ChunkError::TooLarge { limit: 4 }), b"", false)
-    );
+    chunked!(bare_lf_final_line, MAX, b"0\r\n\n", (Err(ChunkError::BadChunkEnd), b"", false));
+    chunked!(too_large, 4, HELLO, (Err(ChunkError::TooLarge { limit: 4 }), b"", false));
     chunked!(
         too_large_before_data_arrives,
         4,
@@ -412,33 +363,19 @@ mod tests {
     );
     chunked!(exact_limit, 5, HELLO, (Ok(HELLO.len()), b"hello", true));
     chunked!(empty_body_zero_limit, 0, b"0\r\n\r\n", (Ok(5), b"", true));
-    chunked!(
-        bytes_after_end_not_consumed,
-        MAX,
-        b"0\r\n\r\nGET / HTTP/1.1\r\n",
-        (Ok(5), b"", true)
-    );
+    chunked!(bytes_after_end_not_consumed, MAX, b"0\r\n\r\nGET / HTTP/1.1\r\n", (Ok(5), b"", true));
 
     #[test]
     fn too_long() {
-        let ext = |n: usize| {
-            [
-                b"5;".as_slice(),
-                &b"x".repeat(n - 1),
-                b"\r\nhello\r\n0\r\n\r\n",
-            ]
-            .concat()
-        };
+        let ext =
+            |n: usize| [b"5;".as_slice(), &b"x".repeat(n - 1), b"\r\nhello\r\n0\r\n\r\n"].concat();
         assert_eq!(decode_once(MAX, &ext(1024)).0, Ok(ext(1024).len()));
         assert_eq!(decode_once(MAX, &ext(1025)).0, Err(ChunkError::TooLong));
         // Trailer section: the field lines and the final CRLF, 8192 bytes at most.
         let trailers =
             |n: usize| [b"0\r\nX: ".as_slice(), &b"y".repeat(n - 7), b"\r\n\r\n"].concat();
         assert_eq!(decode_once(MAX, &trailers(8192)).0, Ok(8192 + 3));
-        assert_eq!(
-            decode_once(MAX, &trailers(8193)).0,
-            Err(ChunkError::TooLong)
-        );
+        assert_eq!(decode_once(MAX, &trailers(8193)).0, Err(ChunkError::TooLong));
         let many = [b"0\r\n".as_slice(), &b"X: 1\r\n".repeat(2000), b"\r\n"].concat();
         assert_eq!(decode_once(MAX, &many).0, Err(ChunkError::TooLong));
     }
@@ -469,10 +406,7 @@ mod tests {
     fn split_at_every_byte_boundary() {
         let input = b"5;a=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX: 1\r\n\r\nnext";
         let whole = decode_once(MAX, input);
-        assert_eq!(
-            whole,
-            (Ok(input.len() - 4), b"hello0123456789".to_vec(), true)
-        );
+        assert_eq!(whole, (Ok(input.len() - 4), b"hello0123456789".to_vec(), true));
         for i in 0..=input.len() {
             for j in i..=input.len() {
                 let pieces = [&input[..i], &input[i..j], &input[j..]];
@@ -487,10 +421,7 @@ mod tests {
     fn status_and_messages() {
         let too_large = ChunkError::TooLarge { limit: 65536 };
         assert_eq!(too_large.status(), 413);
-        assert_eq!(
-            too_large.to_string(),
-            "Body is larger than the 65536-byte limit (--max-body)."
-        );
+        assert_eq!(too_large.to_string(), "Body is larger than the 65536-byte limit (--max-body).");
         assert_eq!(ChunkError::BadChunkSize.status(), 400);
         assert_eq!(
             ChunkError::BadChunkSize.to_string(),
@@ -529,14 +460,9 @@ mod tests {
                 1 => v.insert(at, b"\r\n\0;0f\xff"[rng.below(7)]),
                 2 => v.truncate(at),
                 3 => {
-                    let start = v[..at]
-                        .iter()
-                        .rposition(|&b| b == b'\n')
-                        .map_or(0, |i| i + 1);
-                    let end = v[at..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(v.len(), |i| at + i + 1);
+                    let start = v[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let end =
+                        v[at..].iter().position(|&b| b == b'\n').map_or(v.len(), |i| at + i + 1);
                     let line = v[start..end].to_vec();
                     v.splice(end..end, line);
                 }
@@ -562,9 +488,7 @@ mod tests {
         for round in 0..200_000 {
             let input: Vec<u8> = match round % 4 {
                 0 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
-                1 => (0..rng.below(40))
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect(),
+                1 => (0..rng.below(40)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect(),
                 _ => {
                     let seed = SEEDS[rng.below(SEEDS.len())];
                     mutate(&mut rng, seed)

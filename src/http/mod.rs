@@ -1,9 +1,11 @@
 //! The HTTP/1.1 front (SPEC §4, §8): a pure parser and serializer over bytes (`parse`, `chunked`,
-//! `response`), the only socket code (`conn`), and the accept loop with its thread pools
-//! (`server`). It holds no relay state: relay requests go to the registry over a channel.
+//! `response`), the connection and its writes (`conn`), the resumable request reader (`read`),
+//! and the poller with its thread pools (`server`). It holds no relay state: relay requests go
+//! to the registry over a channel.
 
 pub mod chunked;
 pub mod conn;
 pub mod parse;
+pub mod read;
 pub mod response;
 pub mod server;

@@ -71,10 +71,7 @@ pub struct Head<'a> {
 impl<'a> Head<'a> {
     /// The first value of the header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 }
 
@@ -149,10 +146,7 @@ impl fmt::Display for HeadError {
                 )
             }
             TooManyHeaders { limit } => {
-                return write!(
-                    f,
-                    "Request has more than {limit} header lines (--max-headers)."
-                )
+                return write!(f, "Request has more than {limit} header lines (--max-headers).")
             }
             BadRequestLine => {
                 "Request line must be a method, a target and HTTP/1.x, one space apart."
@@ -234,10 +228,7 @@ fn is_token(bytes: &[u8]) -> bool {
 fn trim_ows(bytes: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
+    let end = bytes.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
     bytes.get(start..end).unwrap_or_default()
 }
 
@@ -287,10 +278,7 @@ fn parse_header(line: &[u8]) -> Result<Header<'_>, HeadError> {
     if let [b' ' | b'\t', ..] = line {
         return Err(HeadError::ObsFold);
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(HeadError::BadHeader)?;
+    let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::BadHeader)?;
     let (name, value) = line.split_at(colon);
     if !is_token(name) {
         return Err(HeadError::BadHeader);
@@ -315,9 +303,7 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
         if buf.len() < limits.max_head {
             Ok(Status::Partial)
         } else {
-            Err(HeadError::TooLarge {
-                limit: limits.max_head,
-            })
+            Err(HeadError::TooLarge { limit: limits.max_head })
         }
     };
     let mut rest = window;
@@ -337,9 +323,7 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
             Some(line) => {
                 let header = parse_header(line)?;
                 if headers.len() >= limits.max_headers {
-                    return Err(HeadError::TooManyHeaders {
-                        limit: limits.max_headers,
-                    });
+                    return Err(HeadError::TooManyHeaders { limit: limits.max_headers });
                 }
                 headers.push(header);
             }
@@ -347,13 +331,7 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
     }
     // `rest` is always a suffix of `window`.
     let len = window.len() - rest.len();
-    Ok(Status::Complete(Head {
-        method,
-        target,
-        version,
-        headers,
-        len,
-    }))
+    Ok(Status::Complete(Head { method, target, version, headers, len }))
 }
 
 /// Applies the framing and Host rules to a parsed head and says how its body is framed.
@@ -363,10 +341,7 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
 /// Transfer-Encoding value.
 pub fn validate(head: &Head<'_>) -> Result<Framing, HeadError> {
     let named = |name: &'static str| {
-        head.headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        head.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     };
     let hosts = named("host").count();
     if hosts > 1 || (hosts == 0 && head.version == Version::Http11) {
@@ -435,10 +410,7 @@ mod tests {
     use super::Version::{Http10, Http11};
     use super::*;
 
-    const LIMITS: HeadLimits = HeadLimits {
-        max_head: 8192,
-        max_headers: 100,
-    };
+    const LIMITS: HeadLimits = HeadLimits { max_head: 8192, max_headers: 100 };
 
     /// A `Complete` head, for the expected side of a table row.
     fn head<'a>(
@@ -448,17 +420,8 @@ mod tests {
         headers: &[(&'a str, &'a [u8])],
         len: usize,
     ) -> Result<Status<Head<'a>>, HeadError> {
-        let headers = headers
-            .iter()
-            .map(|&(name, value)| Header { name, value })
-            .collect();
-        Ok(Status::Complete(Head {
-            method,
-            target,
-            version,
-            headers,
-            len,
-        }))
+        let headers = headers.iter().map(|&(name, value)| Header { name, value }).collect();
+        Ok(Status::Complete(Head { method, target, version, headers, len }))
     }
 
     /// The framing of a head that must parse completely.
@@ -511,36 +474,29 @@ mod tests {
             "POST",
             "/link/abc",
             Http11,
-            &[
-                ("Host", b"relay"),
-                ("Content-Length", b"5"),
-                ("X-Tab", b"v"),
-                ("X-Empty", b"")
-            ],
+            &[("Host", b"relay"), ("Content-Length", b"5"), ("X-Tab", b"v"), ("X-Empty", b"")],
             len
         )
     );
     parse!(
         absolute_form_target,
         b"GET http://example.com:80/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        |len| head(
-            "GET",
-            "http://example.com:80/x?y",
-            Http11,
-            &[("Host", b"example.com")],
-            len
-        )
+        |len| head("GET", "http://example.com:80/x?y", Http11, &[("Host", b"example.com")], len)
     );
-    parse!(
-        query_string,
-        b"GET /link/id?a=1&b=%20 HTTP/1.1\r\nHost: a\r\n\r\n",
-        |len| head("GET", "/link/id?a=1&b=%20", Http11, &[("Host", b"a")], len)
-    );
-    parse!(
-        leading_crlfs,
-        b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-        |len| head("GET", "/", Http11, &[("Host", b"a")], len)
-    );
+    parse!(query_string, b"GET /link/id?a=1&b=%20 HTTP/1.1\r\nHost: a\r\n\r\n", |len| head(
+        "GET",
+        "/link/id?a=1&b=%20",
+        Http11,
+        &[("Host", b"a")],
+        len
+    ));
+    parse!(leading_crlfs, b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", |len| head(
+        "GET",
+        "/",
+        Http11,
+        &[("Host", b"a")],
+        len
+    ));
     parse!(http10_without_host, b"GET / HTTP/1.0\r\n\r\n", |len| head(
         "GET",
         "/",
@@ -548,155 +504,82 @@ mod tests {
         &[],
         len
     ));
-    parse!(
-        obs_text_value_allowed,
-        b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\xff\r\n\r\n",
-        |len| head("GET", "/", Http11, &[("X", b"caf\xc3\xa9\xff")], len)
-    );
-    parse!(
-        body_not_in_len,
-        b"POST / HTTP/1.1\r\nHost: a\r\n\r\nhello",
-        |len| head("POST", "/", Http11, &[("Host", b"a")], len - 5)
-    );
+    parse!(obs_text_value_allowed, b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\xff\r\n\r\n", |len| head(
+        "GET",
+        "/",
+        Http11,
+        &[("X", b"caf\xc3\xa9\xff")],
+        len
+    ));
+    parse!(body_not_in_len, b"POST / HTTP/1.1\r\nHost: a\r\n\r\nhello", |len| head(
+        "POST",
+        "/",
+        Http11,
+        &[("Host", b"a")],
+        len - 5
+    ));
     parse!(
         pipelined_request_not_in_len,
         b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
         |len| head("GET", "/a", Http11, &[], len / 2)
     );
     parse!(empty_is_partial, b"", |_| Ok(Status::Partial));
-    parse!(only_crlfs_is_partial, b"\r\n\r\n\r\n", |_| Ok(
-        Status::Partial
-    ));
+    parse!(only_crlfs_is_partial, b"\r\n\r\n\r\n", |_| Ok(Status::Partial));
 
     // Request line.
-    parse!(bad_request_line, b"GET /\r\nHost: a\r\n\r\n", |_| Err(
+    parse!(bad_request_line, b"GET /\r\nHost: a\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(two_spaces, b"GET  / HTTP/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(trailing_space, b"GET / HTTP/1.1 \r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(tab_separator, b"GET\t/ HTTP/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(empty_method, b" / HTTP/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(non_ascii_method, b"G\xc3\x89T / HTTP/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(non_ascii_target, b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", |_| Err(
         HeadError::BadRequestLine
     ));
-    parse!(two_spaces, b"GET  / HTTP/1.1\r\n\r\n", |_| Err(
+    parse!(control_byte_in_target, b"GET /\x7f HTTP/1.1\r\n\r\n", |_| Err(
         HeadError::BadRequestLine
     ));
-    parse!(trailing_space, b"GET / HTTP/1.1 \r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(tab_separator, b"GET\t/ HTTP/1.1\r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(empty_method, b" / HTTP/1.1\r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(non_ascii_method, b"G\xc3\x89T / HTTP/1.1\r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(
-        non_ascii_target,
-        b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
-        |_| Err(HeadError::BadRequestLine)
-    );
-    parse!(
-        control_byte_in_target,
-        b"GET /\x7f HTTP/1.1\r\n\r\n",
-        |_| Err(HeadError::BadRequestLine)
-    );
     parse!(lone_cr_in_request_line, b"GET /\r HTTP/1.1\r\n\r\n", |_| {
         Err(HeadError::BadRequestLine)
     });
-    parse!(lowercase_version, b"GET / http/1.1\r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(httx_version, b"GET / HTTX/1.1\r\n\r\n", |_| Err(
-        HeadError::BadRequestLine
-    ));
-    parse!(
-        two_digit_minor_version,
-        b"GET / HTTP/1.10\r\n\r\n",
-        |_| Err(HeadError::BadRequestLine)
-    );
-    parse!(unsupported_version, b"GET / HTTP/2.0\r\n\r\n", |_| Err(
-        HeadError::UnsupportedVersion
-    ));
-    parse!(http12_unsupported, b"GET / HTTP/1.2\r\n\r\n", |_| Err(
-        HeadError::UnsupportedVersion
-    ));
-    parse!(http09_unsupported, b"GET / HTTP/0.9\r\n\r\n", |_| Err(
-        HeadError::UnsupportedVersion
-    ));
+    parse!(lowercase_version, b"GET / http/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(httx_version, b"GET / HTTX/1.1\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(two_digit_minor_version, b"GET / HTTP/1.10\r\n\r\n", |_| Err(HeadError::BadRequestLine));
+    parse!(unsupported_version, b"GET / HTTP/2.0\r\n\r\n", |_| Err(HeadError::UnsupportedVersion));
+    parse!(http12_unsupported, b"GET / HTTP/1.2\r\n\r\n", |_| Err(HeadError::UnsupportedVersion));
+    parse!(http09_unsupported, b"GET / HTTP/0.9\r\n\r\n", |_| Err(HeadError::UnsupportedVersion));
 
     // Header lines.
-    parse!(bad_header, b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", |_| Err(
+    parse!(bad_header, b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", |_| Err(HeadError::BadHeader));
+    parse!(space_before_colon, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", |_| Err(
         HeadError::BadHeader
     ));
-    parse!(
-        space_before_colon,
-        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
-        |_| Err(HeadError::BadHeader)
-    );
-    parse!(
-        empty_header_name,
-        b"GET / HTTP/1.1\r\n: a\r\n\r\n",
-        |_| Err(HeadError::BadHeader)
-    );
-    parse!(
-        lone_cr_in_header_name,
-        b"GET / HTTP/1.1\r\nX\r: a\r\n\r\n",
-        |_| Err(HeadError::BadHeader)
-    );
-    parse!(
-        bad_header_value,
-        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-        |_| Err(HeadError::BadHeaderValue)
-    );
-    parse!(
-        del_in_value,
-        b"GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n",
-        |_| Err(HeadError::BadHeaderValue)
-    );
-    parse!(
-        lone_cr_in_value,
-        b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
-        |_| Err(HeadError::BadHeaderValue)
-    );
-    parse!(obs_fold, b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", |_| Err(
-        HeadError::ObsFold
+    parse!(empty_header_name, b"GET / HTTP/1.1\r\n: a\r\n\r\n", |_| Err(HeadError::BadHeader));
+    parse!(lone_cr_in_header_name, b"GET / HTTP/1.1\r\nX\r: a\r\n\r\n", |_| Err(
+        HeadError::BadHeader
     ));
-    parse!(obs_fold_tab, b"GET / HTTP/1.1\r\n\tX: a\r\n\r\n", |_| Err(
-        HeadError::ObsFold
+    parse!(bad_header_value, b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", |_| Err(
+        HeadError::BadHeaderValue
     ));
-    parse!(bare_lf, b"GET / HTTP/1.1\r\nHost: a\n\r\n", |_| Err(
-        HeadError::BareLf
+    parse!(del_in_value, b"GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", |_| Err(HeadError::BadHeaderValue));
+    parse!(lone_cr_in_value, b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", |_| Err(
+        HeadError::BadHeaderValue
     ));
-    parse!(
-        bare_lf_request_line,
-        b"GET / HTTP/1.1\nHost: a\r\n\r\n",
-        |_| Err(HeadError::BareLf)
-    );
-    parse!(
-        bare_lf_final_line,
-        b"GET / HTTP/1.1\r\nHost: a\r\n\n",
-        |_| Err(HeadError::BareLf)
-    );
-    parse!(bare_lf_leading, b"\nGET / HTTP/1.1\r\n\r\n", |_| Err(
-        HeadError::BareLf
-    ));
-    parse!(
-        error_waits_for_line_end,
-        b"GET / HTTP/1.1\r\nBad Header",
-        |_| Ok(Status::Partial)
-    );
+    parse!(obs_fold, b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", |_| Err(HeadError::ObsFold));
+    parse!(obs_fold_tab, b"GET / HTTP/1.1\r\n\tX: a\r\n\r\n", |_| Err(HeadError::ObsFold));
+    parse!(bare_lf, b"GET / HTTP/1.1\r\nHost: a\n\r\n", |_| Err(HeadError::BareLf));
+    parse!(bare_lf_request_line, b"GET / HTTP/1.1\nHost: a\r\n\r\n", |_| Err(HeadError::BareLf));
+    parse!(bare_lf_final_line, b"GET / HTTP/1.1\r\nHost: a\r\n\n", |_| Err(HeadError::BareLf));
+    parse!(bare_lf_leading, b"\nGET / HTTP/1.1\r\n\r\n", |_| Err(HeadError::BareLf));
+    parse!(error_waits_for_line_end, b"GET / HTTP/1.1\r\nBad Header", |_| Ok(Status::Partial));
 
     #[test]
     fn every_strict_prefix_is_partial() {
         for valid in VALID {
-            assert!(matches!(
-                parse_head(valid, &LIMITS),
-                Ok(Status::Complete(_))
-            ));
+            assert!(matches!(parse_head(valid, &LIMITS), Ok(Status::Complete(_))));
             for i in 0..valid.len() {
                 let prefix = &valid[..i];
-                assert_eq!(
-                    parse_head(prefix, &LIMITS),
-                    Ok(Status::Partial),
-                    "{prefix:?}"
-                );
+                assert_eq!(parse_head(prefix, &LIMITS), Ok(Status::Partial), "{prefix:?}");
             }
         }
     }
@@ -725,34 +608,20 @@ mod tests {
 
     #[test]
     fn exactly_max_head_is_complete() {
-        let limits = HeadLimits {
-            max_head: SMALL.len(),
-            ..LIMITS
-        };
+        let limits = HeadLimits { max_head: SMALL.len(), ..LIMITS };
         let expected = head("GET", "/", Http11, &[("Host", b"a")], SMALL.len());
         assert_eq!(parse_head(SMALL, &limits), expected);
         assert_eq!(parse_head(&[SMALL, b"more"].concat(), &limits), expected);
-        assert_eq!(
-            parse_head(&SMALL[..SMALL.len() - 1], &limits),
-            Ok(Status::Partial)
-        );
+        assert_eq!(parse_head(&SMALL[..SMALL.len() - 1], &limits), Ok(Status::Partial));
     }
 
     #[test]
     fn too_large() {
-        let limits = HeadLimits {
-            max_head: SMALL.len() - 1,
-            ..LIMITS
-        };
-        let err = Err(HeadError::TooLarge {
-            limit: SMALL.len() - 1,
-        });
+        let limits = HeadLimits { max_head: SMALL.len() - 1, ..LIMITS };
+        let err = Err(HeadError::TooLarge { limit: SMALL.len() - 1 });
         assert_eq!(parse_head(SMALL, &limits), err);
         assert_eq!(parse_head(&SMALL[..SMALL.len() - 1], &limits), err);
-        assert_eq!(
-            parse_head(&SMALL[..SMALL.len() - 2], &limits),
-            Ok(Status::Partial)
-        );
+        assert_eq!(parse_head(&SMALL[..SMALL.len() - 2], &limits), Ok(Status::Partial));
     }
 
     #[test]
@@ -777,10 +646,7 @@ mod tests {
 
     #[test]
     fn exactly_max_headers_is_complete() {
-        let limits = HeadLimits {
-            max_headers: 2,
-            ..LIMITS
-        };
+        let limits = HeadLimits { max_headers: 2, ..LIMITS };
         let input = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n";
         let expected = head("GET", "/", Http11, &[("A", b"1"), ("B", b"2")], input.len());
         assert_eq!(parse_head(input, &limits), expected);
@@ -788,10 +654,7 @@ mod tests {
 
     #[test]
     fn too_many_headers() {
-        let limits = HeadLimits {
-            max_headers: 2,
-            ..LIMITS
-        };
+        let limits = HeadLimits { max_headers: 2, ..LIMITS };
         let input = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
         let err = Err(HeadError::TooManyHeaders { limit: 2 });
         assert_eq!(parse_head(input, &limits), err);
@@ -812,16 +675,8 @@ mod tests {
     }
 
     // Framing and Host.
-    framing!(
-        no_body,
-        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-        Ok(Framing::None)
-    );
-    framing!(
-        http10_without_host_is_valid,
-        b"GET / HTTP/1.0\r\n\r\n",
-        Ok(Framing::None)
-    );
+    framing!(no_body, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Framing::None));
+    framing!(http10_without_host_is_valid, b"GET / HTTP/1.0\r\n\r\n", Ok(Framing::None));
     framing!(
         content_length,
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
@@ -949,11 +804,7 @@ mod tests {
         Err(HeadError::BadTransferEncoding)
     );
     framing!(bad_host, b"GET / HTTP/1.1\r\n\r\n", Err(HeadError::BadHost));
-    framing!(
-        two_hosts,
-        b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
-        Err(HeadError::BadHost)
-    );
+    framing!(two_hosts, b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", Err(HeadError::BadHost));
     framing!(
         two_hosts_http10,
         b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -1019,14 +870,9 @@ mod tests {
                 1 => v.insert(at, b"\r\n\0: \xff"[rng.below(6)]),
                 2 => v.truncate(at),
                 3 => {
-                    let start = v[..at]
-                        .iter()
-                        .rposition(|&b| b == b'\n')
-                        .map_or(0, |i| i + 1);
-                    let end = v[at..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(v.len(), |i| at + i + 1);
+                    let start = v[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let end =
+                        v[at..].iter().position(|&b| b == b'\n').map_or(v.len(), |i| at + i + 1);
                     let line = v[start..end].to_vec();
                     v.splice(end..end, line);
                 }
@@ -1052,9 +898,7 @@ mod tests {
         for round in 0..200_000 {
             let input = match round % 4 {
                 0 => (0..rng.below(48)).map(|_| rng.next() as u8).collect(),
-                1 => (0..rng.below(48))
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect(),
+                1 => (0..rng.below(48)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect(),
                 _ => {
                     let seed = seeds[rng.below(seeds.len())];
                     mutate(&mut rng, seed)
@@ -1084,10 +928,7 @@ mod tests {
                 }
             }
             let prefix = parse_head(&input[..rng.below(input.len() + 1)], &limits);
-            assert!(
-                prefix == Ok(Status::Partial) || prefix == whole,
-                "{input:?}"
-            );
+            assert!(prefix == Ok(Status::Partial) || prefix == whole, "{input:?}");
         }
         // Every outcome comes up often, so the invariants above were really exercised.
         assert!(seen.iter().all(|&n| n > 5_000), "{seen:?}");

@@ -21,11 +21,7 @@ pub struct Response {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Arc::from(&b""[..]),
-        }
+        Response { status, headers: Vec::new(), body: Arc::from(&b""[..]) }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
@@ -51,10 +47,7 @@ impl Response {
     /// The first value of header `name`, if set (case-insensitive).
     #[cfg(test)]
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
         values.next().map(|(_, v)| v.as_str())
     }
 

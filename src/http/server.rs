@@ -1,45 +1,239 @@
-//! The accept loop and the thread pools (SPEC §8).
+//! The reader's poller, the worker pool and the writer pool (SPEC §4, §8).
 //!
-//! One accept thread that never gives up: an `accept()` error (too many open files, say) is
-//! logged and retried after a growing pause, and the listener is kept. A bounded queue feeds a
-//! fixed pool of workers; when it is full the accept thread waits and new clients wait in the
-//! kernel's backlog. A second small pool writes the registry's replies, so a slow reader never
-//! delays a delivery.
+//! One poller thread accepts connections and watches, with epoll, every connection whose request
+//! is not complete yet; when one has bytes, it goes to a worker, which reads what is there and
+//! either finishes the request or gives it back. The poller also enforces each reading's deadline
+//! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
+//! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
+//! meanwhile. A second small pool writes the registry's replies.
 
-use std::io;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
-use log::warn;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use log::{debug, warn};
 
-use super::conn::{serve, write_job, Connection, Front, WriteJob};
+use super::conn::{write_job, Connection, WriteJob};
+use super::read::{self, Reading};
+use crate::config::Config;
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
+use crate::sys::{self, Interest, Poller};
+use crate::wheel::{TimerId, TimerWheel};
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
 pub const THREAD_STACK: usize = 128 * 1024;
-/// Accepted connections that may wait for a free worker.
-const QUEUE_PER_WORKER: usize = 64;
+/// Largest single read from a socket.
+const READ_CHUNK: usize = 16 * 1024;
+/// Poller tokens that are not connections (connection ids start above them).
+const LISTENER: u64 = 0;
+const WAKER: u64 = 1;
+/// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
+const BACKLOG: i32 = 4096;
+/// Width of the poller's deadline tick.
+const TICK: Duration = Duration::from_millis(100);
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Starts `count` worker threads serving connections from the returned queue.
-pub fn spawn_workers(count: usize, front: Arc<Front>) -> io::Result<Sender<Connection>> {
-    let (queue, connections) = bounded::<Connection>(count * QUEUE_PER_WORKER);
-    for n in 0..count {
-        let front = Arc::clone(&front);
-        let connections = connections.clone();
+/// What workers share.
+pub struct Front {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Where relay requests go.
+    pub registry: Sender<Inbound>,
+    /// Live numbers.
+    pub gauges: Arc<Gauges>,
+}
+
+/// What the poller gives a worker.
+enum Job {
+    /// A reading with new bytes to read.
+    Read(Reading),
+    /// A reading whose deadline passed: answer 408, or end a linger.
+    Expire(Reading),
+}
+
+/// Wakes the poller from its wait, so it takes back readings the workers return.
+struct Waker(UnixStream);
+
+impl Waker {
+    fn wake(&self) {
+        // A full socket buffer means a wake-up is pending already.
+        let _ = (&self.0).write(&[1]);
+    }
+}
+
+/// Starts the worker pool and runs the poller on this thread, for ever.
+pub fn serve(listener: TcpListener, front: Front, workers: usize) -> io::Result<()> {
+    let front = Arc::new(front);
+    let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
+    let (returned_tx, returned) = unbounded::<Reading>();
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let waker = Arc::new(Waker(wake_tx));
+    for n in 0..workers {
+        let (front, jobs, returned_tx, waker) =
+            (Arc::clone(&front), jobs.clone(), returned_tx.clone(), Arc::clone(&waker));
         spawn(format!("worker-{n}"), move || {
-            for connection in connections {
-                serve(connection, &front);
+            let mut scratch = vec![0u8; READ_CHUNK];
+            for job in jobs {
+                let unfinished = match job {
+                    Job::Read(reading) => read::serve(reading, &front, &mut scratch),
+                    Job::Expire(reading) => read::expire(reading, &front),
+                };
+                if let Some(reading) = unfinished {
+                    if returned_tx.send(reading).is_ok() {
+                        waker.wake();
+                    }
+                }
             }
         })?;
     }
-    Ok(queue)
+    listener.set_nonblocking(true)?;
+    sys::set_backlog(&listener, BACKLOG)?;
+    let mut poller = Poller::new(256)?;
+    poller.add(&listener, Interest::Always, LISTENER)?;
+    poller.add(&wake_rx, Interest::Always, WAKER)?;
+    let mut reader = Reader {
+        front,
+        listener,
+        wake_rx,
+        returned,
+        jobs: jobs_tx,
+        pending: HashMap::new(),
+        deadlines: TimerWheel::new(Instant::now(), TICK, 256),
+        next_id: WAKER,
+        paused_until: None,
+        backoff: BACKOFF_MIN,
+    };
+    let mut ready = Vec::new();
+    loop {
+        let timeout = (!reader.pending.is_empty() || reader.paused_until.is_some()).then_some(TICK);
+        poller.wait(&mut ready, timeout)?;
+        let now = Instant::now();
+        for token in ready.drain(..) {
+            match token {
+                LISTENER => reader.accept(&poller, now),
+                WAKER => reader.take_back(&poller),
+                id => reader.dispatch(id),
+            }
+        }
+        reader.expire(&poller, now);
+    }
+}
+
+/// The poller's state: the requests being read, by connection id.
+struct Reader {
+    front: Arc<Front>,
+    listener: TcpListener,
+    wake_rx: UnixStream,
+    returned: Receiver<Reading>,
+    jobs: Sender<Job>,
+    pending: HashMap<u64, (Reading, TimerId)>,
+    deadlines: TimerWheel<u64>,
+    next_id: u64,
+    /// While accepting is paused after an error, when to resume.
+    paused_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Reader {
+    /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
+    fn accept(&mut self, poller: &Poller, now: Instant) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    warn!(
+                        "accept failed: {e}; pausing accepts for {} ms",
+                        self.backoff.as_millis()
+                    );
+                    let _ = poller.remove(&self.listener);
+                    self.paused_until = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    return;
+                }
+            };
+            self.backoff = BACKOFF_MIN;
+            let gauges = &self.front.gauges;
+            let open = gauges.connection_opened();
+            self.next_id += 1;
+            let connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
+            if self.front.config.limits.max_connections.is_some_and(|max| open > max) {
+                debug!("refused a connection: {open} open (--max-connections)");
+                continue; // dropping the connection closes it and uncounts it
+            }
+            self.watch(poller, Reading::new(connection, self.front.config.timeouts.head));
+        }
+    }
+
+    /// Waits for more bytes on `reading`, until its deadline.
+    fn watch(&mut self, poller: &Poller, mut reading: Reading) {
+        let id = reading.connection.id();
+        let watched = if reading.connection.registered {
+            poller.rearm(&reading.connection, id)
+        } else {
+            poller.add(&reading.connection, Interest::Once, id)
+        };
+        if let Err(e) = watched {
+            debug!("cannot watch a connection: {e}");
+            return;
+        }
+        reading.connection.registered = true;
+        let timer = self.deadlines.insert(reading.deadline(), id);
+        self.pending.insert(id, (reading, timer));
+    }
+
+    /// Takes back the readings workers returned incomplete.
+    fn take_back(&mut self, poller: &Poller) {
+        let mut drain = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+        while let Ok(reading) = self.returned.try_recv() {
+            self.watch(poller, reading);
+        }
+    }
+
+    /// Hands a connection that has bytes to a worker.
+    fn dispatch(&mut self, id: u64) {
+        if let Some((reading, timer)) = self.pending.remove(&id) {
+            self.deadlines.cancel(timer);
+            let _ = self.jobs.send(Job::Read(reading));
+        }
+    }
+
+    /// Sends readings past their deadline to be answered 408, and resumes accepting when due.
+    fn expire(&mut self, poller: &Poller, now: Instant) {
+        let mut expired = Vec::new();
+        self.deadlines.advance(now, &mut expired);
+        for id in expired {
+            if let Some((reading, _)) = self.pending.remove(&id) {
+                let _ = self.jobs.send(Job::Expire(reading));
+            }
+        }
+        if self.paused_until.is_some_and(|until| now >= until) {
+            self.paused_until = None;
+            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER) {
+                warn!("cannot resume accepting: {e}");
+                self.paused_until = Some(now + self.backoff);
+            }
+        }
+    }
 }
 
 /// Starts `count` writer threads for the registry's replies.
@@ -60,53 +254,10 @@ pub fn spawn_writers(
     Ok(())
 }
 
-/// Accepts connections for ever, closing at once those beyond `max_connections`.
-pub fn accept_loop(
-    listener: TcpListener,
-    workers: Sender<Connection>,
-    gauges: Arc<Gauges>,
-    max_connections: Option<usize>,
-) {
-    let mut next_id = 0u64;
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
-        backoff = BACKOFF_MIN;
-        let open = gauges.connection_opened();
-        next_id += 1;
-        let connection = Connection::new(stream, peer, next_id, Arc::clone(&gauges));
-        if max_connections.is_some_and(|max| open > max) {
-            continue; // dropping the connection closes it and uncounts it
-        }
-        if workers.send(connection).is_err() {
-            return;
-        }
-    }
-}
-
 /// Spawns a named thread with the relay's stack size.
 pub fn spawn(
     name: String,
     body: impl FnOnce() + Send + 'static,
 ) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name(name)
-        .stack_size(THREAD_STACK)
-        .spawn(body)
+    thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body)
 }

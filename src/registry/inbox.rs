@@ -57,28 +57,19 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let id = request.id;
-        let reply = |response| Reply {
-            conn,
-            response,
-            confirm: false,
-        };
+        let reply = |response| Reply { conn, response, confirm: false };
         match request.action {
             Action::InboxPost => {
                 let body: Arc<[u8]> = Arc::from(request.body);
-                let timer = self.wheel.insert(
-                    now + self.settings.inbox_ttl,
-                    Timer::InboxMessage(id.clone()),
-                );
+                let timer = self
+                    .wheel
+                    .insert(now + self.settings.inbox_ttl, Timer::InboxMessage(id.clone()));
                 self.inbox_drop_message(&id);
                 self.counts.messages += 1;
                 self.counts.bytes += body.len();
                 let inbox = self.inboxes.entry(id.clone()).or_default();
-                let stored = Stored {
-                    content_type: request.content_type,
-                    body,
-                    acked: false,
-                    timer,
-                };
+                let stored =
+                    Stored { content_type: request.content_type, body, acked: false, timer };
                 let message = message_response(&stored);
                 inbox.message = Some(stored);
                 let getters = std::mem::take(&mut inbox.getters);
@@ -86,19 +77,11 @@ impl Registry {
                 out.push(reply(Response::new(200)));
                 for waiter in getters {
                     self.unpark(waiter);
-                    out.push(Reply {
-                        conn: waiter,
-                        response: message.clone(),
-                        confirm: false,
-                    });
+                    out.push(Reply { conn: waiter, response: message.clone(), confirm: false });
                 }
                 for waiter in awaiters {
                     self.unpark(waiter);
-                    out.push(Reply {
-                        conn: waiter,
-                        response: replaced(),
-                        confirm: false,
-                    });
+                    out.push(Reply { conn: waiter, response: replaced(), confirm: false });
                 }
             }
             Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
@@ -115,10 +98,8 @@ impl Registry {
                         stored.body = Arc::from(&b""[..]);
                     }
                     out.push(reply(Response::new(200)));
-                    let awaiters = self
-                        .inboxes
-                        .get_mut(&id)
-                        .map(|i| std::mem::take(&mut i.awaiters));
+                    let awaiters =
+                        self.inboxes.get_mut(&id).map(|i| std::mem::take(&mut i.awaiters));
                     for waiter in awaiters.unwrap_or_default() {
                         self.unpark(waiter);
                         out.push(Reply {
@@ -160,11 +141,7 @@ impl Registry {
         if list.len() >= MAX_WAITERS {
             let text = format!("{MAX_WAITERS} requests already wait on this inbox; retry shortly.");
             let response = Response::text(503, text).header("Retry-After", "1");
-            out.push(Reply {
-                conn,
-                response,
-                confirm: false,
-            });
+            out.push(Reply { conn, response, confirm: false });
             return self.inbox_settle(&id);
         }
         if !may_park {
@@ -172,17 +149,8 @@ impl Registry {
             return self.inbox_settle(&id);
         }
         list.push(conn);
-        let timer = self
-            .wheel
-            .insert(now + self.settings.inbox_timeout, Timer::Waiter(conn));
-        self.parked.insert(
-            conn,
-            Parked {
-                id,
-                role: Role::Inbox(kind),
-                timer: Some(timer),
-            },
-        );
+        let timer = self.wheel.insert(now + self.settings.inbox_timeout, Timer::Waiter(conn));
+        self.parked.insert(conn, Parked { id, role: Role::Inbox(kind), timer: Some(timer) });
     }
 
     /// Takes a waiter off the parked list (it is being answered) and cancels its deadline.
@@ -218,11 +186,7 @@ impl Registry {
         }
         for waiter in awaiters {
             self.unpark(waiter);
-            out.push(Reply {
-                conn: waiter,
-                response: no_message(),
-                confirm: false,
-            });
+            out.push(Reply { conn: waiter, response: no_message(), confirm: false });
         }
         self.inbox_settle(id);
     }
@@ -249,33 +213,21 @@ impl Registry {
 }
 
 fn message_response(stored: &Stored) -> Response {
-    let content_type = stored
-        .content_type
-        .clone()
-        .unwrap_or_else(|| "application/octet-stream".into());
-    Response::new(200)
-        .header("Content-Type", content_type)
-        .body(Arc::clone(&stored.body))
+    let content_type =
+        stored.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
+    Response::new(200).header("Content-Type", content_type).body(Arc::clone(&stored.body))
 }
 
 fn plain(text: &'static str) -> Response {
-    Response::new(200)
-        .header("Content-Type", "text/plain; charset=utf-8")
-        .body(text.as_bytes())
+    Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.as_bytes())
 }
 
 fn no_message() -> Response {
-    Response::text(
-        404,
-        "No message in this inbox: none was posted, or it expired (--inbox-ttl).",
-    )
+    Response::text(404, "No message in this inbox: none was posted, or it expired (--inbox-ttl).")
 }
 
 fn replaced() -> Response {
-    Response::text(
-        404,
-        "The message was replaced by a newer one before it was acknowledged.",
-    )
+    Response::text(404, "The message was replaced by a newer one before it was acknowledged.")
 }
 
 /// The 408 an `/inbox` waiter gets when its wait ends; clients simply poll again.
@@ -284,9 +236,5 @@ pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
         "Request timed out: nothing arrived within {} s (--inbox-timeout); poll again.",
         timeout.as_secs_f64()
     );
-    Reply {
-        conn,
-        response: Response::text(408, text),
-        confirm: false,
-    }
+    Reply { conn, response: Response::text(408, text), confirm: false }
 }

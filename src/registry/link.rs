@@ -99,18 +99,9 @@ impl Registry {
             return self.link_settle(now, &request.id);
         }
         channel.receivers.push_back(conn);
-        let timer = self
-            .wheel
-            .insert(now + self.settings.link_timeout, Timer::Waiter(conn));
+        let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
         let role = Role::LinkReceiver(party);
-        self.parked.insert(
-            conn,
-            Parked {
-                id: request.id.clone(),
-                role,
-                timer: Some(timer),
-            },
-        );
+        self.parked.insert(conn, Parked { id: request.id.clone(), role, timer: Some(timer) });
         self.link_pair(&request.id, out);
     }
 
@@ -126,11 +117,7 @@ impl Registry {
         let channel = self.links.entry(request.id.clone()).or_default();
         if let Some(claim) = &channel.claim {
             if !secret.as_deref().is_some_and(|s| same_secret(claim, s)) {
-                out.push(Reply {
-                    conn,
-                    response: unauthorized(),
-                    confirm: false,
-                });
+                out.push(Reply { conn, response: unauthorized(), confirm: false });
                 return self.link_settle(now, &request.id);
             }
         }
@@ -145,13 +132,9 @@ impl Registry {
             self.wheel.cancel(timer);
         }
         let deadline = now + self.settings.link_timeout;
-        let timer = self.wheel.insert(
-            deadline,
-            Timer::LinkMessage {
-                id: request.id.clone(),
-                ticket: conn,
-            },
-        );
+        let timer = self
+            .wheel
+            .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
         self.counts.messages += 1;
         self.counts.bytes += request.body.len();
         channel.messages.push_back(Message {
@@ -162,14 +145,8 @@ impl Registry {
             deadline,
             timer: Some(timer),
         });
-        self.parked.insert(
-            conn,
-            Parked {
-                id: request.id.clone(),
-                role: Role::LinkSender,
-                timer: None,
-            },
-        );
+        self.parked
+            .insert(conn, Parked { id: request.id.clone(), role: Role::LinkSender, timer: None });
         self.link_pair(&request.id, out);
     }
 
@@ -202,20 +179,9 @@ impl Registry {
                 response = response.header("Content-Type", content_type.clone());
             }
             let response = with_metadata(response, &receiver, &message.sender);
-            out.push(Reply {
-                conn,
-                response,
-                confirm: true,
-            });
+            out.push(Reply { conn, response, confirm: true });
             channel.in_flight += 1;
-            self.deliveries.insert(
-                conn,
-                Delivery {
-                    id: id.to_vec(),
-                    message,
-                    receiver,
-                },
-            );
+            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
         }
     }
 
@@ -227,12 +193,7 @@ impl Registry {
         ok: bool,
         out: &mut Vec<Reply>,
     ) {
-        let Some(Delivery {
-            id,
-            mut message,
-            receiver,
-        }) = self.deliveries.remove(&conn)
-        else {
+        let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
         let channel = self.links.entry(id.clone()).or_default();
@@ -242,18 +203,11 @@ impl Registry {
             self.counts.bytes -= message.body.len();
             if self.parked.remove(&message.ticket).is_some() {
                 let response = with_metadata(Response::new(200), &message.sender, &receiver);
-                out.push(Reply {
-                    conn: message.ticket,
-                    response,
-                    confirm: false,
-                });
+                out.push(Reply { conn: message.ticket, response, confirm: false });
             }
             return self.link_settle(now, &id);
         }
-        let timer = Timer::LinkMessage {
-            id: id.clone(),
-            ticket: message.ticket,
-        };
+        let timer = Timer::LinkMessage { id: id.clone(), ticket: message.ticket };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
         channel.messages.push_front(message);
         self.link_pair(&id, out);
@@ -306,10 +260,8 @@ impl Registry {
         if channel.claim.is_none() {
             self.links.remove(id);
         } else if channel.idle_timer.is_none() {
-            channel.idle_timer = Some(
-                self.wheel
-                    .insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())),
-            );
+            channel.idle_timer =
+                Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
         }
     }
 }
@@ -320,11 +272,7 @@ pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
         "Request timed out: no counterpart arrived within {} s (--link-timeout).",
         timeout.as_secs_f64()
     );
-    Reply {
-        conn,
-        response: Response::text(408, text),
-        confirm: false,
-    }
+    Reply { conn, response: Response::text(408, text), confirm: false }
 }
 
 fn unauthorized() -> Response {
@@ -351,24 +299,17 @@ fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
 
 /// The sender's write secret: the query's `wsecret` wins over the `HttpRelay-WSecret` header.
 fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
-    let from_query = query_pairs(query)
-        .find(|(k, _)| k == b"wsecret")
-        .map(|(_, v)| v);
-    from_query.filter(|v| !v.is_empty()).or_else(|| {
-        header
-            .map(|h| h.as_bytes().to_vec())
-            .filter(|h| !h.is_empty())
-    })
+    let from_query = query_pairs(query).find(|(k, _)| k == b"wsecret").map(|(_, v)| v);
+    from_query
+        .filter(|v| !v.is_empty())
+        .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
 }
 
 /// Compares two secrets in time that depends only on their lengths, not on where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (
-            a.get(i).copied().unwrap_or(0),
-            b.get(i).copied().unwrap_or(0),
-        );
+        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
         diff |= usize::from(x ^ y);
     }
     diff == 0
@@ -377,9 +318,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// `HttpRelay-Query`: the query minus `wsecret` and `seqid`, keys sorted (stable), each pair
 /// re-encoded as `application/x-www-form-urlencoded`, as httprelay.io renders it.
 fn relay_query(query: &str) -> String {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query_pairs(query)
-        .filter(|(k, _)| k != b"wsecret" && k != b"seqid")
-        .collect();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        query_pairs(query).filter(|(k, _)| k != b"wsecret" && k != b"seqid").collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
     for (key, value) in pairs {
@@ -395,13 +335,10 @@ fn relay_query(query: &str) -> String {
 
 /// Decoded `key=value` pairs of a query; empty and undecodable pairs are skipped.
 fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((form_decode(key)?, form_decode(value)?))
-        })
+    query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((form_decode(key)?, form_decode(value)?))
+    })
 }
 
 fn form_decode(text: &str) -> Option<Vec<u8>> {

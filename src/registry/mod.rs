@@ -198,10 +198,7 @@ impl Registry {
 
     /// Live counts.
     pub fn counts(&self) -> Counts {
-        Counts {
-            parked: self.parked.len(),
-            ..self.counts
-        }
+        Counts { parked: self.parked.len(), ..self.counts }
     }
 
     /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
@@ -211,9 +208,7 @@ impl Registry {
 
     /// Whether one more request may park (`--max-parked`).
     fn may_park(&self) -> bool {
-        self.settings
-            .max_parked
-            .map_or(true, |max| self.parked.len() < max)
+        self.settings.max_parked.map_or(true, |max| self.parked.len() < max)
     }
 
     fn gone(&mut self, now: Instant, conn: ConnId) {
@@ -274,11 +269,7 @@ fn full(conn: ConnId, limit: Option<usize>) -> Reply {
         ),
     )
     .header("Retry-After", "1");
-    Reply {
-        conn,
-        response,
-        confirm: false,
-    }
+    Reply { conn, response, confirm: false }
 }
 
 #[cfg(test)]

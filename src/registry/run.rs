@@ -22,11 +22,7 @@ const PROBE_ROUND_TICKS: usize = 10;
 /// What reaches the registry thread.
 pub enum Inbound {
     /// A worker read and validated a relay request.
-    Request {
-        connection: Connection,
-        exchange: Exchange,
-        request: Request,
-    },
+    Request { connection: Connection, exchange: Exchange, request: Request },
     /// A writer finished a confirmed reply.
     Written { conn: ConnId, ok: bool },
 }
@@ -56,19 +52,9 @@ pub fn run(
             inbound.recv_deadline(next_tick)
         };
         match received {
-            Ok(Inbound::Request {
-                connection,
-                exchange,
-                request,
-            }) => {
+            Ok(Inbound::Request { connection, exchange, request }) => {
                 let conn = connection.id();
-                waiting.insert(
-                    conn,
-                    Waiting {
-                        connection,
-                        exchange,
-                    },
-                );
+                waiting.insert(conn, Waiting { connection, exchange });
                 prober.order.push_back(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
@@ -99,16 +85,8 @@ fn send_reply(
     writers: &Sender<WriteJob>,
     events: &mut VecDeque<Event>,
 ) {
-    let Reply {
-        conn,
-        response,
-        confirm,
-    } = reply;
-    let Some(Waiting {
-        mut connection,
-        exchange,
-    }) = waiting.remove(&conn)
-    else {
+    let Reply { conn, response, confirm } = reply;
+    let Some(Waiting { mut connection, exchange }) = waiting.remove(&conn) else {
         if confirm {
             events.push_back(Event::Written { conn, ok: false });
         }
@@ -118,12 +96,7 @@ fn send_reply(
         events.push_back(Event::Written { conn, ok: false });
         return;
     }
-    let job = WriteJob {
-        connection,
-        exchange,
-        response,
-        report: confirm,
-    };
+    let job = WriteJob { connection, exchange, response, report: confirm };
     if let Err(failed) = writers.send(job) {
         if failed.0.report {
             events.push_back(Event::Written { conn, ok: false });
@@ -152,8 +125,12 @@ impl Prober {
         }
         self.ticks_left -= 1;
         for _ in 0..self.share {
-            let Some(conn) = self.order.pop_front() else { break };
-            let Some(entry) = waiting.get_mut(&conn) else { continue };
+            let Some(conn) = self.order.pop_front() else {
+                break;
+            };
+            let Some(entry) = waiting.get_mut(&conn) else {
+                continue;
+            };
             if entry.connection.is_open() {
                 self.order.push_back(conn);
             } else {

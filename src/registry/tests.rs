@@ -28,11 +28,7 @@ impl Scenario {
             inbox_ttl: INBOX_TTL,
             max_parked,
         };
-        Scenario {
-            registry: Registry::new(settings, start),
-            start,
-            now: start,
-        }
+        Scenario { registry: Registry::new(settings, start), start, now: start }
     }
 
     fn event(&mut self, event: Event) -> Vec<String> {
@@ -42,17 +38,11 @@ impl Scenario {
     }
 
     fn get(&mut self, conn: ConnId, id: &str) -> Vec<String> {
-        self.event(Event::Arrived {
-            conn,
-            request: request(id, Action::LinkReceive, "", ""),
-        })
+        self.event(Event::Arrived { conn, request: request(id, Action::LinkReceive, "", "") })
     }
 
     fn post(&mut self, conn: ConnId, id: &str, query: &str, body: &str) -> Vec<String> {
-        self.event(Event::Arrived {
-            conn,
-            request: request(id, Action::LinkSend, query, body),
-        })
+        self.event(Event::Arrived { conn, request: request(id, Action::LinkSend, query, body) })
     }
 
     fn written(&mut self, conn: ConnId, ok: bool) -> Vec<String> {
@@ -83,20 +73,14 @@ fn render(reply: &Reply) -> String {
     let body = String::from_utf8_lossy(&reply.response.body);
     let body = body.trim_end();
     let confirm = if reply.confirm { " (confirm)" } else { "" };
-    format!(
-        "{} <- {} {body:?}{confirm}",
-        reply.conn, reply.response.status
-    )
+    format!("{} <- {} {body:?}{confirm}", reply.conn, reply.response.status)
 }
 
 #[test]
 fn receiver_first_then_sender_is_told_after_the_write() {
     let mut s = Scenario::new();
     assert!(s.get(1, "a").is_empty());
-    assert_eq!(
-        s.post(2, "a", "", "token"),
-        ["1 <- 200 \"token\" (confirm)"]
-    );
+    assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
     assert_eq!(s.registry.counts(), Counts::default());
 }
@@ -105,14 +89,7 @@ fn receiver_first_then_sender_is_told_after_the_write() {
 fn sender_first_then_receiver() {
     let mut s = Scenario::new();
     assert!(s.post(1, "a", "", "token").is_empty());
-    assert_eq!(
-        s.registry.counts(),
-        Counts {
-            parked: 1,
-            messages: 1,
-            bytes: 5
-        }
-    );
+    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 1, bytes: 5 });
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
 }
@@ -166,14 +143,7 @@ fn message_of_a_sender_that_left_is_still_delivered() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m");
     s.event(Event::Gone { conn: 1 });
-    assert_eq!(
-        s.registry.counts(),
-        Counts {
-            parked: 0,
-            messages: 1,
-            bytes: 1
-        }
-    );
+    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 1 });
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"m\" (confirm)"]);
     assert!(s.written(2, true).is_empty());
     assert_eq!(s.registry.counts(), Counts::default());
@@ -188,14 +158,8 @@ fn waiters_time_out_at_the_link_timeout_never_before() {
     let mut expired = s.at(TIMEOUT + TICK);
     expired.sort();
     assert_eq!(expired.len(), 2);
-    assert!(
-        expired[0].starts_with("1 <- 408 \"Request timed out"),
-        "{expired:?}"
-    );
-    assert!(
-        expired[1].starts_with("2 <- 408 \"Request timed out"),
-        "{expired:?}"
-    );
+    assert!(expired[0].starts_with("1 <- 408 \"Request timed out"), "{expired:?}");
+    assert!(expired[1].starts_with("2 <- 408 \"Request timed out"), "{expired:?}");
     assert_eq!(s.registry.counts(), Counts::default());
     assert!(s.registry.is_idle());
 }
@@ -273,31 +237,17 @@ fn metadata_names_the_counterpart() {
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
     sender.content_type = Some("application/json".into());
-    s.registry.handle(
-        s.now,
-        Event::Arrived {
-            conn: 2,
-            request: sender,
-        },
-        &mut out,
-    );
+    s.registry.handle(s.now, Event::Arrived { conn: 2, request: sender }, &mut out);
     let response = &out[0].response;
     assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
     assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
     assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
-    assert_eq!(
-        response.header_value("HttpRelay-Your-Time"),
-        Some("1700000000000")
-    );
+    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("1700000000000"));
     assert_eq!(response.header_value("HttpRelay-Method"), Some("POST"));
     assert_eq!(response.header_value("HttpRelay-Query"), Some("a=1&b=2"));
-    assert_eq!(
-        response.header_value("Content-Type"),
-        Some("application/json")
-    );
+    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
     out.clear();
-    s.registry
-        .handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
+    s.registry.handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
     let response = &out[0].response;
     assert_eq!(response.header_value("HttpRelay-Method"), Some("GET"));
     assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("42"));

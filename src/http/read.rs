@@ -1,0 +1,353 @@
+//! Reading one request, resumably, on a worker thread (SPEC §4).
+//!
+//! A [`Reading`] is a request in progress: its connection, the bytes so far, and its phase (head,
+//! then body). A worker feeds it whatever the socket has, without waiting; if the request is
+//! still incomplete, the reading goes back to the reader's poller until more bytes arrive or its
+//! deadline (`--head-timeout`, then `--body-timeout`) passes. So an idle or trickling client
+//! costs memory for its bytes, never a thread. A complete request is answered by the worker
+//! (`/`, `/health`, preflights, refusals) or handed to the registry with its connection.
+//!
+//! A request answered before it was read in full (a 413, a bad head, a timeout) *lingers*: its
+//! connection goes back to the poller once more, and what the client still sends is read and
+//! dropped until it closes, for at most [`LINGER_TIME`]. Closing with unread input would reset
+//! the connection, and the client could lose the answer.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+use super::conn::{close, write_response, Connection, Exchange};
+use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, Status, Version};
+use super::response::Response;
+use super::server::Front;
+use crate::cors;
+use crate::logging::id_tag;
+use crate::registry::run::Inbound;
+use crate::registry::Request;
+use crate::routes::{route, split_target, usage, Route, RouteError};
+
+/// A request being read. See the module docs.
+pub struct Reading {
+    pub(super) connection: Connection,
+    exchange: Exchange,
+    /// Input not yet consumed: the head so far, then body bytes (or chunked framing).
+    input: Vec<u8>,
+    phase: Phase,
+    deadline: Instant,
+}
+
+enum Phase {
+    Head,
+    Body {
+        request: Request,
+        framing: BodyFraming,
+    },
+    /// Answered early: drain what the client still sends, then close.
+    Linger {
+        drained: usize,
+    },
+    /// Transient, while a finished request is moved out.
+    Done,
+}
+
+/// How long, and how much, unread input is drained after an early answer before closing.
+pub const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+enum BodyFraming {
+    Length(usize),
+    Chunked(ChunkedDecoder),
+}
+
+impl Reading {
+    /// A new connection, whose head must be in by `--head-timeout` from now.
+    pub fn new(connection: Connection, head_timeout: Duration) -> Reading {
+        let now = Instant::now();
+        Reading {
+            connection,
+            exchange: Exchange::new(now),
+            input: Vec::new(),
+            phase: Phase::Head,
+            deadline: now + head_timeout,
+        }
+    }
+
+    /// When the current phase must be complete.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Consumes buffered input; `Some` once the request is complete or refused.
+    fn progress(&mut self, front: &Front) -> Result<Option<Outcome>, Refusal> {
+        loop {
+            match &mut self.phase {
+                Phase::Head => {
+                    let limits = &front.config.limits;
+                    let head_limits =
+                        HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers };
+                    let Status::Complete(head) = parse_head(&self.input, &head_limits)? else {
+                        return Ok(None);
+                    };
+                    let head_len = head.len;
+                    match start(&head, &mut self.exchange, &self.connection, front)? {
+                        Started::Local(response) => return Ok(Some(Outcome::Local(response))),
+                        Started::Relay { request, framing, expect_continue } => {
+                            self.input.drain(..head_len);
+                            let complete =
+                                matches!(framing, BodyFraming::Length(n) if self.input.len() >= n);
+                            if expect_continue && !complete {
+                                let sent =
+                                    self.connection.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                sent.map_err(|_| Refusal::Gone)?;
+                            }
+                            self.deadline = Instant::now() + front.config.timeouts.body;
+                            self.phase = Phase::Body { request, framing };
+                        }
+                    }
+                }
+                Phase::Body { request, framing } => {
+                    let done = match framing {
+                        BodyFraming::Length(length) => {
+                            let take = (*length - request.body.len()).min(self.input.len());
+                            request.body.extend(self.input.drain(..take));
+                            request.body.len() == *length
+                        }
+                        BodyFraming::Chunked(decoder) => {
+                            let used = decoder.decode(&self.input, &mut request.body)?;
+                            self.input.drain(..used);
+                            decoder.is_done()
+                        }
+                    };
+                    if !done {
+                        return Ok(None);
+                    }
+                    let Phase::Body { request, .. } =
+                        std::mem::replace(&mut self.phase, Phase::Done)
+                    else {
+                        return Err(Refusal::Gone); // unreachable: matched Body just above
+                    };
+                    return Ok(Some(Outcome::Relay(request)));
+                }
+                Phase::Linger { drained } => {
+                    *drained += self.input.len();
+                    self.input.clear();
+                    return if *drained > LINGER_BYTES { Err(Refusal::Gone) } else { Ok(None) };
+                }
+                Phase::Done => return Err(Refusal::Gone),
+            }
+        }
+    }
+
+    /// How many more bytes the current phase may read: the head up to `--max-head`, a body up
+    /// to its length. (A chunked body is bounded by its decoder, which consumes all it is given.)
+    fn read_room(&self, front: &Front, scratch: usize) -> usize {
+        match &self.phase {
+            Phase::Head => front.config.limits.max_head.saturating_sub(self.input.len()),
+            Phase::Body { request, framing: BodyFraming::Length(n) } => {
+                n.saturating_sub(request.body.len() + self.input.len())
+            }
+            Phase::Body { .. } | Phase::Linger { .. } | Phase::Done => scratch,
+        }
+        .min(scratch)
+    }
+}
+
+/// Serves what has arrived on a reading. `Some` gives it back, incomplete, to wait for more.
+pub fn serve(mut reading: Reading, front: &Front, scratch: &mut [u8]) -> Option<Reading> {
+    let outcome = loop {
+        match reading.progress(front) {
+            Ok(Some(outcome)) => break Ok(outcome),
+            Ok(None) => {}
+            Err(refusal) => break Err(refusal),
+        }
+        let room = reading.read_room(front, scratch.len());
+        match reading.connection.read_now(&mut scratch[..room]) {
+            Ok(0) if room > 0 => return Some(reading),
+            Ok(n) => reading.input.extend_from_slice(&scratch[..n]),
+            Err(_) => break Err(Refusal::Gone),
+        }
+    };
+    let Reading { mut connection, exchange, .. } = reading;
+    match outcome {
+        Ok(Outcome::Relay(request)) => {
+            let _ = front.registry.send(Inbound::Request { connection, exchange, request });
+            None
+        }
+        Ok(Outcome::Local(response)) => {
+            write_response(&mut connection, &exchange, &response);
+            close(connection);
+            None
+        }
+        Err(refusal) => answer(connection, exchange, &refusal),
+    }
+}
+
+/// Ends a reading whose deadline passed: 408 (then linger) for a request, close for a linger.
+pub fn expire(reading: Reading, front: &Front) -> Option<Reading> {
+    let timeouts = &front.config.timeouts;
+    let (phase, flag, limit) = match reading.phase {
+        Phase::Head => ("request head", "--head-timeout", timeouts.head),
+        Phase::Body { .. } => ("request body", "--body-timeout", timeouts.body),
+        Phase::Linger { .. } | Phase::Done => return None,
+    };
+    answer(reading.connection, reading.exchange, &Refusal::TimedOut { phase, flag, limit })
+}
+
+/// Answers a refusal, then lingers; a client that left gets nothing.
+fn answer(mut connection: Connection, exchange: Exchange, refusal: &Refusal) -> Option<Reading> {
+    let response = refusal.response()?;
+    write_response(&mut connection, &exchange, &response);
+    connection.shutdown_write();
+    let deadline = Instant::now() + LINGER_TIME;
+    let phase = Phase::Linger { drained: 0 };
+    Some(Reading { connection, exchange, input: Vec::new(), phase, deadline })
+}
+
+/// What a complete request comes to.
+enum Outcome {
+    /// For the registry.
+    Relay(Request),
+    /// Answered by the worker.
+    Local(Response),
+}
+
+/// What a complete head comes to.
+enum Started {
+    Local(Response),
+    Relay { request: Request, framing: BodyFraming, expect_continue: bool },
+}
+
+/// Validates and routes a complete head; for relay requests, checks the body's size first.
+fn start(
+    head: &Head<'_>,
+    exchange: &mut Exchange,
+    conn: &Connection,
+    front: &Front,
+) -> Result<Started, Refusal> {
+    let limits = &front.config.limits;
+    exchange.method = if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
+    exchange.cors_origin = cors::allowed_origin(&front.config.cors, head.header("origin"));
+    let framing = validate(head)?;
+    let (path, query) = split_target(head.target)?;
+    let route = route(head.method, path, limits.max_id)?;
+    exchange.route = route.kind();
+    let (id, action) = match route {
+        Route::Root => return Ok(Started::Local(usage())),
+        Route::Health => return Ok(Started::Local(front.gauges.health(limits))),
+        Route::Preflight { allow } => {
+            let requested = head.header("access-control-request-headers");
+            let allowed = exchange.cors_origin.is_some();
+            return Ok(Started::Local(cors::preflight(allow, allowed, requested)));
+        }
+        Route::Relay { id, action } => (id, action),
+    };
+    exchange.id_tag = Some(id_tag(&id));
+    let too_large = Refusal::BodyTooLarge { limit: limits.max_body };
+    let framing = match framing {
+        Framing::None => BodyFraming::Length(0),
+        Framing::Length(n) => BodyFraming::Length(
+            usize::try_from(n).ok().filter(|&n| n <= limits.max_body).ok_or(too_large)?,
+        ),
+        Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body)),
+    };
+    let expect_continue = match head.header("expect") {
+        None => false,
+        Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
+            head.version == Version::Http11 && !matches!(framing, BodyFraming::Length(0))
+        }
+        Some(_) => return Err(Refusal::Expectation),
+    };
+    let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+    let request = Request {
+        id,
+        action,
+        client: conn.peer(),
+        arrived_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        query: query.to_string(),
+        content_type: text("content-type"),
+        wsecret: text("httprelay-wsecret"),
+        body: Vec::new(),
+    };
+    Ok(Started::Relay { request, framing, expect_continue })
+}
+
+/// Why a request is answered before reaching the registry, or not answered at all.
+#[derive(Debug)]
+enum Refusal {
+    Head(HeadError),
+    Route(RouteError),
+    Chunk(ChunkError),
+    /// The announced body is larger than `--max-body` (413).
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// An `Expect` other than `100-continue` (417).
+    Expectation,
+    /// A phase of the request did not arrive in time (408).
+    TimedOut {
+        phase: &'static str,
+        flag: &'static str,
+        limit: Duration,
+    },
+    /// The client closed the connection or it failed: nobody to answer.
+    Gone,
+}
+
+impl Refusal {
+    fn response(&self) -> Option<Response> {
+        let status = match self {
+            Refusal::Head(e) => e.status(),
+            Refusal::Route(e) => e.status(),
+            Refusal::Chunk(e) => e.status(),
+            Refusal::BodyTooLarge { .. } => 413,
+            Refusal::Expectation => 417,
+            Refusal::TimedOut { .. } => 408,
+            Refusal::Gone => return None,
+        };
+        let response = Response::text(status, self);
+        Some(match self {
+            Refusal::Route(RouteError::MethodNotAllowed { allow }) => {
+                response.header("Allow", *allow)
+            }
+            _ => response,
+        })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Head(e) => e.fmt(f),
+            Refusal::Route(e) => e.fmt(f),
+            Refusal::Chunk(e) => e.fmt(f),
+            Refusal::BodyTooLarge { limit } => {
+                write!(f, "Body is larger than the {limit}-byte limit (--max-body).")
+            }
+            Refusal::Expectation => f.write_str("Only Expect: 100-continue is supported."),
+            Refusal::TimedOut { phase, flag, limit } => {
+                write!(f, "The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64())
+            }
+            Refusal::Gone => f.write_str("The client left."),
+        }
+    }
+}
+
+impl From<HeadError> for Refusal {
+    fn from(e: HeadError) -> Refusal {
+        Refusal::Head(e)
+    }
+}
+
+impl From<RouteError> for Refusal {
+    fn from(e: RouteError) -> Refusal {
+        Refusal::Route(e)
+    }
+}
+
+impl From<ChunkError> for Refusal {
+    fn from(e: ChunkError) -> Refusal {
+        Refusal::Chunk(e)
+    }
+}
