@@ -11,6 +11,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeBounds;
 use std::time::Duration;
 
+use crate::limits::Cidr;
+
 /// Everything the relay is configured with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -24,6 +26,8 @@ pub struct Config {
     pub limits: Limits,
     /// Cross-origin policy for browsers.
     pub cors: Cors,
+    /// Proxies trusted to name the client in `X-Forwarded-For` (`--trust-proxy`). Defaults to none.
+    pub trust_proxy: Vec<Cidr>,
 }
 
 /// Deadlines, one per phase.
@@ -56,6 +60,16 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Most parked requests over all ids (`--max-parked`). Defaults to 50,000.
     pub max_parked: Option<usize>,
+    /// Most parked requests per client (`--max-parked-per-ip`). Defaults to 100.
+    pub max_parked_per_ip: Option<usize>,
+    /// Most open connections per TCP peer (`--max-connections-per-ip`). Defaults to 64.
+    pub max_connections_per_ip: Option<usize>,
+    /// Bytes held in bodies and waiters (`--max-memory`). Defaults to 64 MiB.
+    pub max_memory: Option<usize>,
+    /// Requests per minute per client (`--rate-per-ip`), burst alike. Defaults to 100.
+    pub rate_per_ip: Option<u32>,
+    /// Writes (POST, DELETE) per minute per id (`--rate-per-id`), burst alike. Defaults to 10.
+    pub rate_per_id: Option<u32>,
 }
 
 /// Which browser origins may read the relay's responses (`--cors`).
@@ -77,6 +91,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cors: Cors::Mirror,
+            trust_proxy: Vec::new(),
         }
     }
 }
@@ -102,6 +117,11 @@ impl Default for Limits {
             max_headers: 100,
             max_connections: Some(10_000),
             max_parked: Some(50_000),
+            max_parked_per_ip: Some(100),
+            max_connections_per_ip: Some(64),
+            max_memory: Some(64 * 1024 * 1024),
+            rate_per_ip: Some(100),
+            rate_per_id: Some(10),
         }
     }
 }
@@ -175,6 +195,7 @@ struct Flag {
 const DURATION: Expected = "a duration such as 500ms, 25s, 10m or 1h";
 const SIZE: Expected = "a size such as 65536, 64K or 1M";
 const COUNT: Expected = "a whole number such as 100";
+const CIDRS: Expected = "address ranges such as 127.0.0.1/32,10.0.0.0/8 or ::1, or none";
 const LISTEN: Expected = "a socket address such as 127.0.0.1:8080 or [::]:8080";
 
 /// All flags that take a value, in `--help` order. Kept out of rustfmt so that a flag reads as
@@ -248,6 +269,40 @@ static FLAGS: &[Flag] = &[
         help: "Most parked requests over all ids; more get 503. 0 disables the limit.",
         set: |c, v| { c.limits.max_parked = Some(count(v)?).filter(|&n| n > 0); Ok(()) },
         show: |c| c.limits.max_parked.unwrap_or(0).to_string() },
+    Flag { name: "max-parked-per-ip", env: "HANDOFF_MAX_PARKED_PER_IP", placeholder: "N",
+        help: "Most parked requests per client IP (IPv6: per /64); more get 429. 0 disables.",
+        set: |c, v| { c.limits.max_parked_per_ip = Some(count(v)?).filter(|&n| n > 0); Ok(()) },
+        show: |c| c.limits.max_parked_per_ip.unwrap_or(0).to_string() },
+    Flag { name: "max-connections-per-ip", env: "HANDOFF_MAX_CONNECTIONS_PER_IP", placeholder: "N",
+        help: "Most open connections per TCP peer (trusted proxies exempt); more are closed. 0 disables.",
+        set: |c, v| {
+            c.limits.max_connections_per_ip = Some(count(v)?).filter(|&n| n > 0);
+            Ok(())
+        },
+        show: |c| c.limits.max_connections_per_ip.unwrap_or(0).to_string() },
+    Flag { name: "max-memory", env: "HANDOFF_MAX_MEMORY", placeholder: "SIZE",
+        help: "Memory held in bodies and waiters; beyond it requests get 503. 0 disables.",
+        set: |c, v| { c.limits.max_memory = Some(size(v)?).filter(|&n| n > 0); Ok(()) },
+        show: |c| show_size(c.limits.max_memory.unwrap_or(0)) },
+    Flag { name: "rate-per-ip", env: "HANDOFF_RATE_PER_IP", placeholder: "N",
+        help: "Requests per minute per client IP, in bursts of as many; more get 429. 0 disables.",
+        set: |c, v| { c.limits.rate_per_ip = per_minute(v)?; Ok(()) },
+        show: |c| c.limits.rate_per_ip.unwrap_or(0).to_string() },
+    Flag { name: "rate-per-id", env: "HANDOFF_RATE_PER_ID", placeholder: "N",
+        help: "Writes (POST, DELETE) per minute per channel id; more get 429. 0 disables.",
+        set: |c, v| { c.limits.rate_per_id = per_minute(v)?; Ok(()) },
+        show: |c| c.limits.rate_per_id.unwrap_or(0).to_string() },
+    Flag { name: "trust-proxy", env: "HANDOFF_TRUST_PROXY", placeholder: "CIDR[,CIDR...]",
+        help: "Proxies whose X-Forwarded-For / X-Real-IP name the client, e.g. 127.0.0.1/32.",
+        set: |c, v| {
+            let cidrs = v.split(',').filter(|_| v != "none").map(|part| part.trim().parse::<Cidr>());
+            c.trust_proxy = cidrs.collect::<Result<_, ()>>().map_err(|()| CIDRS)?;
+            Ok(())
+        },
+        show: |c| match c.trust_proxy.as_slice() {
+            [] => "none".into(),
+            cidrs => cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>().join(","),
+        } },
     Flag { name: "cors", env: "HANDOFF_CORS", placeholder: "mirror|off|ORIGIN[,ORIGIN...]",
         help: "Which browser origins may read responses: mirror (any, with credentials), off, \
                or a list.",
@@ -397,6 +452,12 @@ fn in_range(
 }
 
 /// A whole number of ASCII digits; no sign, no spaces.
+/// A rate in events per minute; `0` disables it.
+fn per_minute(value: &str) -> Result<Option<u32>, Expected> {
+    let n = u32::try_from(count(value)?).map_err(|_| COUNT)?;
+    Ok(Some(n).filter(|&n| n > 0))
+}
+
 fn count(value: &str) -> Result<usize, Expected> {
     digits(value).ok_or(COUNT)
 }
@@ -716,6 +777,48 @@ mod tests {
         let get = |c: &Config| c.limits.max_connections;
         check("max-connections", get, "500", Some(500), "lots", COUNT);
         assert_eq!(run(&["--max-connections", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_max_parked_per_ip() {
+        let get = |c: &Config| c.limits.max_parked_per_ip;
+        check("max-parked-per-ip", get, "7", Some(7), "x", COUNT);
+        assert_eq!(run(&["--max-parked-per-ip", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_max_connections_per_ip() {
+        let get = |c: &Config| c.limits.max_connections_per_ip;
+        check("max-connections-per-ip", get, "8", Some(8), "-1", COUNT);
+        assert_eq!(run(&["--max-connections-per-ip=0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_max_memory() {
+        let get = |c: &Config| c.limits.max_memory;
+        check("max-memory", get, "16M", Some(16 << 20), "lots", SIZE);
+        assert_eq!(run(&["--max-memory", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_rate_per_ip() {
+        let get = |c: &Config| c.limits.rate_per_ip;
+        check("rate-per-ip", get, "30", Some(30), "5000000000", COUNT);
+        assert_eq!(run(&["--rate-per-ip", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_rate_per_id() {
+        let get = |c: &Config| c.limits.rate_per_id;
+        check("rate-per-id", get, "3", Some(3), "3/min", COUNT);
+        assert_eq!(run(&["--rate-per-id", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_trust_proxy() {
+        let get = |c: &Config| c.trust_proxy.clone();
+        let want: Vec<Cidr> = vec!["127.0.0.1/32".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        check("trust-proxy", get, "127.0.0.1/32, fd00::/8", want, "10.0.0.0/33", CIDRS);
     }
 
     #[test]

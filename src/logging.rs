@@ -7,7 +7,10 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Instant;
+
+use crate::limits::{ClientKey, LogThrottle};
 
 /// Starts `env_logger` on stderr: level from `RUST_LOG`, `info` by default.
 pub fn init() {
@@ -22,6 +25,13 @@ pub fn id_tag(id: &[u8]) -> String {
     static KEY: OnceLock<RandomState> = OnceLock::new();
     let hash = KEY.get_or_init(RandomState::new).hash_one(id);
     format!("{:08x}", hash >> 32)
+}
+
+/// `Some(lines held back)` when an error answer to `client` with `status` may be logged now:
+/// once per client and status a minute, so a flood cannot flood the journal.
+pub fn refusal_log_allowed(client: ClientKey, status: u16) -> Option<u64> {
+    static THROTTLE: LazyLock<LogThrottle> = LazyLock::new(LogThrottle::default);
+    THROTTLE.allow(client, status, Instant::now())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 mod config;
 mod cors;
 mod http;
+mod limits;
 mod logging;
 mod metrics;
 mod registry;
@@ -63,6 +64,8 @@ fn run(config: config::Config) -> Result<(), String> {
         inbox_timeout: config.timeouts.inbox,
         inbox_ttl: config.timeouts.inbox_ttl,
         max_parked: config.limits.max_parked,
+        max_parked_per_ip: config.limits.max_parked_per_ip,
+        rate_per_id: config.limits.rate_per_id,
     };
     let registry = Registry::new(settings, Instant::now());
     let registry_gauges = Arc::clone(&gauges);
@@ -74,7 +77,8 @@ fn run(config: config::Config) -> Result<(), String> {
         .map_err(spawn_failed)?;
 
     let workers = config.workers;
-    let front = Front { config: Arc::new(config), registry: registry_tx, gauges };
+    let memory = limits::MemoryBudget::new(config.limits.max_memory);
+    let front = Front::new(config, registry_tx, gauges, memory);
     info!("handoff {} listening on {address}", env!("CARGO_PKG_VERSION"));
     server::serve(listener, front, workers).map_err(|e| format!("the poller failed: {e}"))?;
     Ok(())

@@ -1,29 +1,31 @@
 //! The relay's live numbers, shared between threads, and how `/health` shows them (SPEC §1).
 //!
 //! The registry publishes its counts after every batch of events; the HTTP side counts open
-//! connections. Readers (`/health`) see plain atomics and never ask the registry thread.
+//! connections and the refusals it makes. Readers (`/health`) see plain atomics and never ask
+//! the registry thread.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use crate::config::Limits;
 use crate::http::response::Response;
+use crate::limits::{MemoryBudget, Refused};
 use crate::registry::Counts;
 
-/// Live gauges.
+/// Live gauges and counters.
 #[derive(Debug, Default)]
 pub struct Gauges {
     connections: AtomicUsize,
-    parked: AtomicUsize,
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
+    refused: [AtomicU64; Refused::ALL.len()],
+    /// The registry's counts as last published.
+    registry: Mutex<Counts>,
 }
 
 impl Gauges {
     /// Publishes the registry's counts.
     pub fn set_registry(&self, counts: Counts) {
-        self.parked.store(counts.parked, Relaxed);
-        self.messages.store(counts.messages, Relaxed);
-        self.bytes.store(counts.bytes, Relaxed);
+        *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = counts;
     }
 
     /// Counts a newly accepted connection; returns the number now open.
@@ -36,30 +38,41 @@ impl Gauges {
         self.connections.fetch_sub(1, Relaxed);
     }
 
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Relaxed)
+    /// Counts a refusal made on the HTTP side.
+    pub fn refused(&self, reason: Refused) {
+        self.refused[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// The `/health` answer: 200 `ok`, or 503 `full` when a limit is at its high-water mark.
-    pub fn health(&self, limits: &Limits) -> Response {
-        let parked = self.parked.load(Relaxed);
-        let connections = self.connections();
-        let at_limit = |value: usize, limit: Option<usize>| limit.is_some_and(|l| value >= l);
-        let full =
-            at_limit(parked, limits.max_parked) || at_limit(connections, limits.max_connections);
+    pub fn health(&self, limits: &Limits, memory: &MemoryBudget) -> Response {
+        let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let connections = self.connections.load(Relaxed);
+        let at = |value: usize, limit: Option<usize>| limit.is_some_and(|l| value >= l);
+        let full = at(counts.parked, limits.max_parked)
+            || at(connections, limits.max_connections)
+            || at(memory.used(), memory.limit());
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
-        let json = format!(
-            "{{\"status\":\"{}\",\"sessions\":{parked},\"parked\":{parked},\"messages\":{},\
-             \"bytes\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
-             \"connections\":{},\"body\":{}}}}}\n",
+        let mut json = format!(
+            "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
+             \"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
+             \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             if full { "full" } else { "ok" },
-            self.messages.load(Relaxed),
-            self.bytes.load(Relaxed),
+            counts.parked,
+            counts.parked,
+            counts.messages,
+            counts.bytes,
+            memory.used(),
             limit(limits.max_parked),
             limit(limits.max_connections),
+            limit(memory.limit()),
             limits.max_body,
         );
+        for (n, reason) in Refused::ALL.into_iter().enumerate() {
+            let total = self.refused[reason as usize].load(Relaxed) + counts.refused.get(reason);
+            let comma = if n > 0 { "," } else { "" };
+            let _ = write!(json, "{comma}\"{}\":{total}", reason.name());
+        }
+        json.push_str("}}\n");
         let response = Response::new(if full { 503 } else { 200 })
             .header("Content-Type", "application/json")
             .body(json.into_bytes());

@@ -15,6 +15,8 @@ use log::info;
 
 use super::response::Response;
 use crate::cors;
+use crate::limits::{ClientKey, PeerSlot};
+use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
 use crate::registry::ConnId;
@@ -31,6 +33,8 @@ pub struct Connection {
     nonblocking: bool,
     /// Whether the reader's poller watches it already.
     pub(super) registered: bool,
+    /// Its place in `--max-connections-per-ip`, given back when the connection closes.
+    pub(super) peer_slot: Option<PeerSlot>,
     gauges: Arc<Gauges>,
 }
 
@@ -38,7 +42,7 @@ impl Connection {
     /// Wraps an accepted stream, non-blocking; the caller has counted it in `gauges`.
     pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, gauges: Arc<Gauges>) -> Connection {
         let nonblocking = stream.set_nonblocking(true).is_ok();
-        Connection { stream, peer, id, nonblocking, registered: false, gauges }
+        Connection { stream, peer, id, nonblocking, registered: false, peer_slot: None, gauges }
     }
 
     /// The connection's id, unique for the life of the process.
@@ -127,13 +131,22 @@ pub struct Exchange {
     pub(super) id_tag: Option<String>,
     /// The browser origin allowed to read the response (SPEC §5), if any.
     pub(super) cors_origin: Option<String>,
+    /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
+    pub(super) client: ClientKey,
     pub(super) started: Instant,
 }
 
 impl Exchange {
-    /// Bookkeeping for a request whose first byte may arrive from `started` on.
-    pub fn new(started: Instant) -> Exchange {
-        Exchange { method: "-".into(), route: "-", id_tag: None, cors_origin: None, started }
+    /// Bookkeeping for a request from `client` whose first byte may arrive from `started` on.
+    pub fn new(client: ClientKey, started: Instant) -> Exchange {
+        Exchange {
+            method: "-".into(),
+            route: "-",
+            id_tag: None,
+            cors_origin: None,
+            client,
+            started,
+        }
     }
 
     fn head_only(&self) -> bool {
@@ -176,11 +189,31 @@ pub fn write_response(conn: &mut Connection, exchange: &Exchange, response: &Res
         .set_blocking()
         .and_then(|()| conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)))
         .and_then(|()| conn.stream.write_all(&out));
+    log_request(exchange, response.status, written.is_ok());
+    written.is_ok()
+}
+
+/// One line per request at `info`; error answers at most once per client and status a minute
+/// (SPEC §4), saying how many were held back.
+fn log_request(exchange: &Exchange, status: u16, written: bool) {
+    let held_back = if status >= 400 {
+        match refusal_log_allowed(exchange.client, status) {
+            Some(held_back) => held_back,
+            None => return,
+        }
+    } else {
+        0
+    };
     let tag = exchange.id_tag.as_deref().unwrap_or("-");
     let took = exchange.started.elapsed().as_secs_f64() * 1000.0;
-    let failed = if written.is_ok() { "" } else { " (write failed)" };
-    info!("{} {} {tag} {} {took:.1}ms{failed}", exchange.method, exchange.route, response.status);
-    written.is_ok()
+    let failed = if written { "" } else { " (write failed)" };
+    let (method, route) = (&exchange.method, exchange.route);
+    if held_back > 0 {
+        let client = exchange.client;
+        info!("{method} {route} {tag} {status} {took:.1}ms{failed} ({held_back} more {status}s to {client} in the last minute)");
+    } else {
+        info!("{method} {route} {tag} {status} {took:.1}ms{failed}");
+    }
 }
 
 /// Closes after a response: the end of the stream tells the client the response is complete.

@@ -13,6 +13,7 @@
 //! the connection, and the client could lose the answer.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
@@ -21,6 +22,7 @@ use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, S
 use super::response::Response;
 use super::server::Front;
 use crate::cors;
+use crate::limits::{client_ip, retry_after, ClientKey, Refused, WAITER_COST};
 use crate::logging::id_tag;
 use crate::registry::run::Inbound;
 use crate::registry::Request;
@@ -63,9 +65,10 @@ impl Reading {
     /// A new connection, whose head must be in by `--head-timeout` from now.
     pub fn new(connection: Connection, head_timeout: Duration) -> Reading {
         let now = Instant::now();
+        let exchange = Exchange::new(ClientKey::of(connection.peer().ip()), now);
         Reading {
             connection,
-            exchange: Exchange::new(now),
+            exchange,
             input: Vec::new(),
             phase: Phase::Head,
             deadline: now + head_timeout,
@@ -121,11 +124,12 @@ impl Reading {
                     if !done {
                         return Ok(None);
                     }
-                    let Phase::Body { request, .. } =
+                    let Phase::Body { mut request, .. } =
                         std::mem::replace(&mut self.phase, Phase::Done)
                     else {
                         return Err(Refusal::Gone); // unreachable: matched Body just above
                     };
+                    request.reservation.shrink_to(WAITER_COST + request.body.len());
                     return Ok(Some(Outcome::Relay(request)));
                 }
                 Phase::Linger { drained } => {
@@ -178,7 +182,7 @@ pub fn serve(mut reading: Reading, front: &Front, scratch: &mut [u8]) -> Option<
             close(connection);
             None
         }
-        Err(refusal) => answer(connection, exchange, &refusal),
+        Err(refusal) => answer(connection, exchange, &refusal, front),
     }
 }
 
@@ -190,11 +194,19 @@ pub fn expire(reading: Reading, front: &Front) -> Option<Reading> {
         Phase::Body { .. } => ("request body", "--body-timeout", timeouts.body),
         Phase::Linger { .. } | Phase::Done => return None,
     };
-    answer(reading.connection, reading.exchange, &Refusal::TimedOut { phase, flag, limit })
+    answer(reading.connection, reading.exchange, &Refusal::TimedOut { phase, flag, limit }, front)
 }
 
 /// Answers a refusal, then lingers; a client that left gets nothing.
-fn answer(mut connection: Connection, exchange: Exchange, refusal: &Refusal) -> Option<Reading> {
+fn answer(
+    mut connection: Connection,
+    exchange: Exchange,
+    refusal: &Refusal,
+    front: &Front,
+) -> Option<Reading> {
+    if let Some(reason) = refusal.reason() {
+        front.gauges.refused(reason);
+    }
     let response = refusal.response()?;
     write_response(&mut connection, &exchange, &response);
     connection.shutdown_write();
@@ -227,14 +239,22 @@ fn start(
     let limits = &front.config.limits;
     exchange.method = if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
     exchange.cors_origin = cors::allowed_origin(&front.config.cors, head.header("origin"));
+    let client = client_ip(
+        conn.peer().ip(),
+        &front.config.trust_proxy,
+        head.header("x-forwarded-for"),
+        head.header("x-real-ip"),
+    );
+    exchange.client = ClientKey::of(client);
     let framing = validate(head)?;
     let (path, query) = split_target(head.target)?;
     let route = route(head.method, path, limits.max_id)?;
     exchange.route = route.kind();
     let (id, action) = match route {
         Route::Root => return Ok(Started::Local(usage())),
-        Route::Health => return Ok(Started::Local(front.gauges.health(limits))),
+        Route::Health => return Ok(Started::Local(front.gauges.health(limits, &front.memory))),
         Route::Preflight { allow } => {
+            front.check_rate(exchange.client)?;
             let requested = head.header("access-control-request-headers");
             let allowed = exchange.cors_origin.is_some();
             return Ok(Started::Local(cors::preflight(allow, allowed, requested)));
@@ -242,13 +262,17 @@ fn start(
         Route::Relay { id, action } => (id, action),
     };
     exchange.id_tag = Some(id_tag(&id));
+    front.check_rate(exchange.client)?;
     let too_large = Refusal::BodyTooLarge { limit: limits.max_body };
-    let framing = match framing {
-        Framing::None => BodyFraming::Length(0),
-        Framing::Length(n) => BodyFraming::Length(
-            usize::try_from(n).ok().filter(|&n| n <= limits.max_body).ok_or(too_large)?,
-        ),
-        Framing::Chunked => BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body)),
+    let (framing, body_bytes) = match framing {
+        Framing::None => (BodyFraming::Length(0), 0),
+        Framing::Length(n) => {
+            let n = usize::try_from(n).ok().filter(|&n| n <= limits.max_body).ok_or(too_large)?;
+            (BodyFraming::Length(n), n)
+        }
+        Framing::Chunked => {
+            (BodyFraming::Chunked(ChunkedDecoder::new(limits.max_body)), limits.max_body)
+        }
     };
     let expect_continue = match head.header("expect") {
         None => false,
@@ -257,11 +281,14 @@ fn start(
         }
         Some(_) => return Err(Refusal::Expectation),
     };
+    // Reserved before anything is allocated for the body (SPEC §4); a chunked body reserves
+    // --max-body and gives back the rest once its size is known.
+    let reservation = front.memory.reserve(WAITER_COST + body_bytes).ok_or(Refusal::Memory)?;
     let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
     let request = Request {
         id,
         action,
-        client: conn.peer(),
+        client: SocketAddr::new(client, conn.peer().port()),
         arrived_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -269,13 +296,14 @@ fn start(
         content_type: text("content-type"),
         wsecret: text("httprelay-wsecret"),
         body: Vec::new(),
+        reservation,
     };
     Ok(Started::Relay { request, framing, expect_continue })
 }
 
 /// Why a request is answered before reaching the registry, or not answered at all.
 #[derive(Debug)]
-enum Refusal {
+pub(super) enum Refusal {
     Head(HeadError),
     Route(RouteError),
     Chunk(ChunkError),
@@ -291,6 +319,13 @@ enum Refusal {
         flag: &'static str,
         limit: Duration,
     },
+    /// `--rate-per-ip` (429).
+    RateLimited {
+        per_minute: u32,
+        wait: Duration,
+    },
+    /// `--max-memory` (503).
+    Memory,
     /// The client closed the connection or it failed: nobody to answer.
     Gone,
 }
@@ -304,6 +339,8 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::Expectation => 417,
             Refusal::TimedOut { .. } => 408,
+            Refusal::RateLimited { .. } => 429,
+            Refusal::Memory => 503,
             Refusal::Gone => return None,
         };
         let response = Response::text(status, self);
@@ -311,7 +348,24 @@ impl Refusal {
             Refusal::Route(RouteError::MethodNotAllowed { allow }) => {
                 response.header("Allow", *allow)
             }
+            Refusal::RateLimited { wait, .. } => response.header("Retry-After", retry_after(*wait)),
+            Refusal::Memory => response.header("Retry-After", "1"),
             _ => response,
+        })
+    }
+
+    /// The limit that refused, for the counters; `None` for answers that are not refusals.
+    fn reason(&self) -> Option<Refused> {
+        Some(match self {
+            Refusal::Head(_) | Refusal::Expectation => Refused::Malformed,
+            Refusal::Chunk(ChunkError::TooLarge { .. }) | Refusal::BodyTooLarge { .. } => {
+                Refused::TooLarge
+            }
+            Refusal::Chunk(_) => Refused::Malformed,
+            Refusal::TimedOut { .. } => Refused::Slow,
+            Refusal::RateLimited { .. } => Refused::RatePerIp,
+            Refusal::Memory => Refused::Memory,
+            Refusal::Route(_) | Refusal::Gone => return None,
         })
     }
 }
@@ -328,6 +382,12 @@ impl fmt::Display for Refusal {
             Refusal::Expectation => f.write_str("Only Expect: 100-continue is supported."),
             Refusal::TimedOut { phase, flag, limit } => {
                 write!(f, "The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64())
+            }
+            Refusal::RateLimited { per_minute, .. } => {
+                write!(f, "Too many requests: at most {per_minute} a minute per client (--rate-per-ip).")
+            }
+            Refusal::Memory => {
+                f.write_str("The relay holds as much as its memory budget allows (--max-memory); retry shortly.")
             }
             Refusal::Gone => f.write_str("The client left."),
         }

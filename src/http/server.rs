@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use log::{debug, warn};
 use super::conn::{write_job, Connection, WriteJob};
 use super::read::{self, Reading};
 use crate::config::Config;
+use crate::limits::{ClientKey, MemoryBudget, PeerConnections, Rate, RateTable, Refused};
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
 use crate::sys::{self, Interest, Poller};
@@ -28,6 +29,8 @@ use crate::wheel::{TimerId, TimerWheel};
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
 pub const THREAD_STACK: usize = 128 * 1024;
+/// Most clients whose request rate is tracked at once.
+const RATE_KEYS: usize = 1 << 20;
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 /// Poller tokens that are not connections (connection ids start above them).
@@ -49,6 +52,39 @@ pub struct Front {
     pub registry: Sender<Inbound>,
     /// Live numbers.
     pub gauges: Arc<Gauges>,
+    /// The memory budget (`--max-memory`).
+    pub memory: Arc<MemoryBudget>,
+    /// Requests per client and minute (`--rate-per-ip`).
+    rate_per_ip: Option<Mutex<RateTable<ClientKey>>>,
+    /// Open connections per TCP peer (`--max-connections-per-ip`).
+    peers: Option<Arc<PeerConnections>>,
+}
+
+impl Front {
+    /// What the workers and the poller share, for `config`.
+    pub fn new(
+        config: Config,
+        registry: Sender<Inbound>,
+        gauges: Arc<Gauges>,
+        memory: Arc<MemoryBudget>,
+    ) -> Front {
+        let limits = &config.limits;
+        let rate_per_ip = limits
+            .rate_per_ip
+            .map(|per_minute| Mutex::new(RateTable::new(Rate { per_minute }, RATE_KEYS)));
+        let peers = limits.max_connections_per_ip.map(PeerConnections::new);
+        Front { config: Arc::new(config), registry, gauges, memory, rate_per_ip, peers }
+    }
+
+    /// `--rate-per-ip`: takes a token for `client`, or refuses with 429.
+    pub(super) fn check_rate(&self, client: ClientKey) -> Result<(), read::Refusal> {
+        let Some(table) = &self.rate_per_ip else { return Ok(()) };
+        let mut table = table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let per_minute = self.config.limits.rate_per_ip.unwrap_or(0);
+        table
+            .take(client, Instant::now())
+            .map_err(|wait| read::Refusal::RateLimited { per_minute, wait })
+    }
 }
 
 /// What the poller gives a worker.
@@ -174,10 +210,23 @@ impl Reader {
             let gauges = &self.front.gauges;
             let open = gauges.connection_opened();
             self.next_id += 1;
-            let connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
+            let mut connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
+            // Dropping a refused connection closes it and uncounts it.
             if self.front.config.limits.max_connections.is_some_and(|max| open > max) {
+                gauges.refused(Refused::Connections);
                 debug!("refused a connection: {open} open (--max-connections)");
-                continue; // dropping the connection closes it and uncounts it
+                continue;
+            }
+            let trusted = self.front.config.trust_proxy.iter().any(|cidr| cidr.contains(peer.ip()));
+            if let (Some(peers), false) = (&self.front.peers, trusted) {
+                match peers.open(ClientKey::of(peer.ip())) {
+                    Some(slot) => connection.peer_slot = Some(slot),
+                    None => {
+                        gauges.refused(Refused::ConnectionsPerIp);
+                        debug!("refused a connection from {peer}: at --max-connections-per-ip");
+                        continue;
+                    }
+                }
             }
             self.watch(poller, Reading::new(connection, self.front.config.timeouts.head));
         }

@@ -15,8 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{full, Action, ConnId, Parked, Registry, Reply, Request, Role, Timer};
+use super::{Action, ConnId, Parked, Registry, Reply, Request, Role, Timer};
 use crate::http::response::Response;
+use crate::limits::{ClientKey, Refused, Reservation};
 use crate::wheel::TimerId;
 
 /// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
@@ -37,6 +38,8 @@ struct Stored {
     body: Arc<[u8]>,
     acked: bool,
     timer: TimerId,
+    /// The body's share of the memory budget; given back on the acknowledgement.
+    reservation: Reservation,
 }
 
 /// Which list of an inbox a parked request waits in.
@@ -53,10 +56,10 @@ impl Registry {
         &mut self,
         now: Instant,
         conn: ConnId,
-        request: Request,
+        mut request: Request,
         out: &mut Vec<Reply>,
     ) {
-        let id = request.id;
+        let id = std::mem::take(&mut request.id);
         let reply = |response| Reply { conn, response, confirm: false };
         match request.action {
             Action::InboxPost => {
@@ -68,8 +71,9 @@ impl Registry {
                 self.counts.messages += 1;
                 self.counts.bytes += body.len();
                 let inbox = self.inboxes.entry(id.clone()).or_default();
-                let stored =
-                    Stored { content_type: request.content_type, body, acked: false, timer };
+                let reservation = request.reservation;
+                let content_type = request.content_type;
+                let stored = Stored { content_type, body, acked: false, timer, reservation };
                 let message = message_response(&stored);
                 inbox.message = Some(stored);
                 let getters = std::mem::take(&mut inbox.getters);
@@ -86,7 +90,7 @@ impl Registry {
             }
             Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
                 Some(stored) if !stored.acked => out.push(reply(message_response(stored))),
-                _ => self.inbox_park(now, conn, id, Waiting::Message, out),
+                _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
             },
             Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())
             {
@@ -96,6 +100,7 @@ impl Registry {
                         self.counts.messages -= 1;
                         self.counts.bytes -= stored.body.len();
                         stored.body = Arc::from(&b""[..]);
+                        stored.reservation.shrink_to(0);
                     }
                     out.push(reply(Response::new(200)));
                     let awaiters =
@@ -117,47 +122,54 @@ impl Registry {
             },
             Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
                 Some(stored) if stored.acked => out.push(reply(Response::new(200))),
-                Some(_) => self.inbox_park(now, conn, id, Waiting::Ack, out),
+                Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
                 None => out.push(reply(no_message())),
             },
             Action::LinkReceive | Action::LinkSend => {}
         }
     }
 
+    /// Parks a GET or `/await` (`request`, whose id was taken as `id`) on its inbox.
     fn inbox_park(
         &mut self,
         now: Instant,
         conn: ConnId,
         id: Vec<u8>,
+        request: Request,
         kind: Waiting,
         out: &mut Vec<Reply>,
     ) {
-        let may_park = self.may_park();
-        let inbox = self.inboxes.entry(id.clone()).or_default();
-        let list = match kind {
-            Waiting::Message => &mut inbox.getters,
-            Waiting::Ack => &mut inbox.awaiters,
-        };
-        if list.len() >= MAX_WAITERS {
+        let waiting = self.inboxes.get(&id).map_or(0, |inbox| match kind {
+            Waiting::Message => inbox.getters.len(),
+            Waiting::Ack => inbox.awaiters.len(),
+        });
+        if waiting >= MAX_WAITERS {
+            self.counts.refused.add(Refused::InboxWaiters);
             let text = format!("{MAX_WAITERS} requests already wait on this inbox; retry shortly.");
             let response = Response::text(503, text).header("Retry-After", "1");
-            out.push(Reply { conn, response, confirm: false });
-            return self.inbox_settle(&id);
+            return out.push(Reply { conn, response, confirm: false });
         }
-        if !may_park {
-            out.push(full(conn, self.settings.max_parked));
-            return self.inbox_settle(&id);
+        let client = ClientKey::of(request.client.ip());
+        if let Err(refusal) = self.admit(conn, client) {
+            return out.push(refusal);
         }
-        list.push(conn);
+        let inbox = self.inboxes.entry(id.clone()).or_default();
+        match kind {
+            Waiting::Message => inbox.getters.push(conn),
+            Waiting::Ack => inbox.awaiters.push(conn),
+        }
         let timer = self.wheel.insert(now + self.settings.inbox_timeout, Timer::Waiter(conn));
-        self.parked.insert(conn, Parked { id, role: Role::Inbox(kind), timer: Some(timer) });
-    }
-
-    /// Takes a waiter off the parked list (it is being answered) and cancels its deadline.
-    fn unpark(&mut self, conn: ConnId) {
-        if let Some(timer) = self.parked.remove(&conn).and_then(|p| p.timer) {
-            self.wheel.cancel(timer);
-        }
+        let reservation = request.reservation;
+        self.park(
+            conn,
+            Parked {
+                id,
+                role: Role::Inbox(kind),
+                timer: Some(timer),
+                client,
+                _reservation: reservation,
+            },
+        );
     }
 
     /// Removes a waiter that left or timed out from its inbox's list.

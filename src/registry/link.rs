@@ -18,8 +18,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{full, ConnId, Parked, Registry, Reply, Request, Role, Timer, CLAIM_IDLE};
+use super::{ConnId, Parked, Registry, Reply, Request, Role, Timer, CLAIM_IDLE};
 use crate::http::response::Response;
+use crate::limits::{ClientKey, Reservation};
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.
@@ -70,6 +71,8 @@ pub(super) struct Message {
     body: Arc<[u8]>,
     deadline: Instant,
     timer: Option<TimerId>,
+    /// The body's share of the memory budget, given back when the message is gone.
+    _reservation: Reservation,
 }
 
 /// A message being written to a receiver, waiting for [`super::Event::Written`].
@@ -88,21 +91,27 @@ impl Registry {
         request: Request,
         out: &mut Vec<Reply>,
     ) {
-        let party = Party::of(&request, "GET");
-        let may_park = self.may_park();
+        let client = ClientKey::of(request.client.ip());
+        let has_message = self.links.get(&request.id).is_some_and(|c| !c.messages.is_empty());
+        if !has_message {
+            if let Err(refusal) = self.admit(conn, client) {
+                return out.push(refusal);
+            }
+        }
         let channel = self.links.entry(request.id.clone()).or_default();
         if let Some(timer) = channel.idle_timer.take() {
             self.wheel.cancel(timer);
         }
-        if channel.messages.is_empty() && !may_park {
-            out.push(full(conn, self.settings.max_parked));
-            return self.link_settle(now, &request.id);
-        }
         channel.receivers.push_back(conn);
         let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
-        let role = Role::LinkReceiver(party);
-        self.parked.insert(conn, Parked { id: request.id.clone(), role, timer: Some(timer) });
-        self.link_pair(&request.id, out);
+        let role = Role::LinkReceiver(Party::of(&request, "GET"));
+        let reservation = request.reservation;
+        let id = request.id;
+        self.park(
+            conn,
+            Parked { id: id.clone(), role, timer: Some(timer), client, _reservation: reservation },
+        );
+        self.link_pair(&id, out);
     }
 
     pub(super) fn link_send(
@@ -112,19 +121,19 @@ impl Registry {
         request: Request,
         out: &mut Vec<Reply>,
     ) {
+        let client = ClientKey::of(request.client.ip());
         let secret = wsecret(&request.query, request.wsecret.as_deref());
-        let may_park = self.may_park();
-        let channel = self.links.entry(request.id.clone()).or_default();
-        if let Some(claim) = &channel.claim {
-            if !secret.as_deref().is_some_and(|s| same_secret(claim, s)) {
-                out.push(Reply { conn, response: unauthorized(), confirm: false });
-                return self.link_settle(now, &request.id);
+        let channel = self.links.get(&request.id);
+        let claim = channel.and_then(|c| c.claim.as_deref());
+        if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
+            return out.push(Reply { conn, response: unauthorized(), confirm: false });
+        }
+        if !channel.is_some_and(|c| !c.receivers.is_empty()) {
+            if let Err(refusal) = self.admit(conn, client) {
+                return out.push(refusal);
             }
         }
-        if channel.receivers.is_empty() && !may_park {
-            out.push(full(conn, self.settings.max_parked));
-            return self.link_settle(now, &request.id);
-        }
+        let channel = self.links.entry(request.id.clone()).or_default();
         if channel.claim.is_none() {
             channel.claim = secret;
         }
@@ -144,33 +153,32 @@ impl Registry {
             body: Arc::from(request.body),
             deadline,
             timer: Some(timer),
+            _reservation: request.reservation,
         });
-        self.parked
-            .insert(conn, Parked { id: request.id.clone(), role: Role::LinkSender, timer: None });
+        let parked = Parked {
+            id: request.id.clone(),
+            role: Role::LinkSender,
+            timer: None,
+            client,
+            _reservation: Reservation::default(),
+        };
+        self.park(conn, parked);
         self.link_pair(&request.id, out);
     }
 
     /// Hands waiting messages to waiting receivers, first come first served.
     fn link_pair(&mut self, id: &[u8], out: &mut Vec<Reply>) {
-        let Some(channel) = self.links.get_mut(id) else {
-            return;
-        };
-        while !channel.messages.is_empty() {
-            let Some(conn) = channel.receivers.pop_front() else {
-                break;
-            };
-            let Some(parked) = self.parked.remove(&conn) else {
-                continue;
-            };
-            let Role::LinkReceiver(receiver) = parked.role else {
-                continue;
-            };
-            if let Some(timer) = parked.timer {
-                self.wheel.cancel(timer);
+        loop {
+            let Some(channel) = self.links.get_mut(id) else { return };
+            if channel.messages.is_empty() {
+                return;
             }
-            let Some(mut message) = channel.messages.pop_front() else {
-                break;
+            let Some(conn) = channel.receivers.pop_front() else { return };
+            let Some(Parked { role: Role::LinkReceiver(receiver), .. }) = self.unpark(conn) else {
+                continue;
             };
+            let Some(channel) = self.links.get_mut(id) else { return };
+            let Some(mut message) = channel.messages.pop_front() else { return };
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
             }
@@ -201,7 +209,7 @@ impl Registry {
         if ok {
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
-            if self.parked.remove(&message.ticket).is_some() {
+            if self.unpark(message.ticket).is_some() {
                 let response = with_metadata(Response::new(200), &message.sender, &receiver);
                 out.push(Reply { conn: message.ticket, response, confirm: false });
             }
@@ -237,7 +245,7 @@ impl Registry {
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
         }
-        if self.parked.remove(&ticket).is_some() {
+        if self.unpark(ticket).is_some() {
             out.push(timed_out(ticket, self.settings.link_timeout));
         }
         self.link_settle(now, id);

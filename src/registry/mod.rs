@@ -14,11 +14,14 @@ mod inbox;
 mod link;
 pub mod run;
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::http::response::Response;
+use crate::limits::{retry_after, ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Identifies one client connection for its whole life; never reused.
@@ -60,7 +63,7 @@ impl Action {
 }
 
 /// A validated relay request, as the HTTP side hands it over.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Request {
     /// The channel id (percent-decoded path segment).
     pub id: Vec<u8>,
@@ -78,6 +81,8 @@ pub struct Request {
     pub wsecret: Option<String>,
     /// The body, read in full.
     pub body: Vec<u8>,
+    /// The memory budget reserved for the body and the wait, held as long as either lives.
+    pub reservation: Reservation,
 }
 
 /// Something that happened, for the registry to act on.
@@ -115,6 +120,10 @@ pub struct Settings {
     pub inbox_ttl: Duration,
     /// Most parked requests over all ids (`--max-parked`); `None` for no limit.
     pub max_parked: Option<usize>,
+    /// Most parked requests per client (`--max-parked-per-ip`).
+    pub max_parked_per_ip: Option<usize>,
+    /// Writes (POST, DELETE) per minute per id (`--rate-per-id`).
+    pub rate_per_id: Option<u32>,
 }
 
 /// Live counts, for `/health` and metrics.
@@ -126,6 +135,8 @@ pub struct Counts {
     pub messages: usize,
     /// Bytes of message bodies held.
     pub bytes: usize,
+    /// Requests the registry refused, by reason.
+    pub refused: RefusalCounts,
 }
 
 /// What a parked connection waits for.
@@ -135,6 +146,10 @@ struct Parked {
     role: Role,
     /// The waiter's own deadline; senders have theirs on their message instead.
     timer: Option<TimerId>,
+    /// Who parked it, for `--max-parked-per-ip`.
+    client: ClientKey,
+    /// The waiter's share of the memory budget (a sender's is on its message).
+    _reservation: Reservation,
 }
 
 #[derive(Debug)]
@@ -166,30 +181,45 @@ pub struct Registry {
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
     counts: Counts,
+    /// Parked requests per client.
+    parked_by_client: HashMap<ClientKey, usize>,
+    /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
+    write_rate: Option<RateTable<(bool, u64)>>,
+    id_hasher: RandomState,
 }
 
 impl Registry {
     /// An empty registry whose clock starts at `now`.
     pub fn new(settings: Settings, now: Instant) -> Registry {
         Registry {
-            settings,
             links: HashMap::new(),
             inboxes: HashMap::new(),
             parked: HashMap::new(),
             deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
+            parked_by_client: HashMap::new(),
+            write_rate: settings
+                .rate_per_id
+                .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
+            id_hasher: RandomState::new(),
+            settings,
         }
     }
 
     /// Acts on one event at time `now`, appending the replies to send to `out`.
     pub fn handle(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
         match event {
-            Event::Arrived { conn, request } => match request.action {
-                Action::LinkReceive => self.link_receive(now, conn, request, out),
-                Action::LinkSend => self.link_send(now, conn, request, out),
-                _ => self.inbox(now, conn, request, out),
-            },
+            Event::Arrived { conn, request } => {
+                if let Err(reply) = self.check_write_rate(now, conn, &request) {
+                    return out.push(reply);
+                }
+                match request.action {
+                    Action::LinkReceive => self.link_receive(now, conn, request, out),
+                    Action::LinkSend => self.link_send(now, conn, request, out),
+                    _ => self.inbox(now, conn, request, out),
+                }
+            }
             Event::Gone { conn } => self.gone(now, conn),
             Event::Written { conn, ok } => self.link_written(now, conn, ok, out),
             Event::Tick => self.tick(now, out),
@@ -206,18 +236,80 @@ impl Registry {
         self.wheel.is_empty()
     }
 
-    /// Whether one more request may park (`--max-parked`).
-    fn may_park(&self) -> bool {
-        self.settings.max_parked.map_or(true, |max| self.parked.len() < max)
+    /// `--rate-per-id`: a write (POST, DELETE) beyond the id's rate gets 429.
+    fn check_write_rate(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        request: &Request,
+    ) -> Result<(), Reply> {
+        let link = match request.action {
+            Action::LinkSend => true,
+            Action::InboxPost | Action::InboxDelete => false,
+            _ => return Ok(()),
+        };
+        let Some(table) = &mut self.write_rate else { return Ok(()) };
+        let key = (link, self.id_hasher.hash_one(&request.id));
+        table.take(key, now).map_err(|wait| {
+            self.counts.refused.add(Refused::RatePerId);
+            let per_minute = self.settings.rate_per_id.unwrap_or(0);
+            let text = format!(
+                "Too many writes to this id: at most {per_minute} a minute (--rate-per-id)."
+            );
+            let response = Response::text(429, text).header("Retry-After", retry_after(wait));
+            Reply { conn, response, confirm: false }
+        })
     }
 
-    fn gone(&mut self, now: Instant, conn: ConnId) {
-        let Some(parked) = self.parked.remove(&conn) else {
-            return;
-        };
+    /// Whether one more request from `client` may park (`--max-parked`, `--max-parked-per-ip`);
+    /// if not, the refusal to send.
+    fn admit(&mut self, conn: ConnId, client: ClientKey) -> Result<(), Reply> {
+        if self.settings.max_parked.is_some_and(|max| self.parked.len() >= max) {
+            self.counts.refused.add(Refused::Parked);
+            let max = self.settings.max_parked.unwrap_or(0);
+            let text = format!(
+                "The relay is full: {max} requests are waiting (--max-parked); retry shortly."
+            );
+            let response = Response::text(503, text).header("Retry-After", "1");
+            return Err(Reply { conn, response, confirm: false });
+        }
+        let waiting = self.parked_by_client.get(&client).copied().unwrap_or(0);
+        if self.settings.max_parked_per_ip.is_some_and(|max| waiting >= max) {
+            self.counts.refused.add(Refused::ParkedPerIp);
+            let text = format!(
+                "This client already has {waiting} requests waiting (--max-parked-per-ip)."
+            );
+            let response = Response::text(429, text).header("Retry-After", "1");
+            return Err(Reply { conn, response, confirm: false });
+        }
+        Ok(())
+    }
+
+    /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
+    fn park(&mut self, conn: ConnId, parked: Parked) {
+        *self.parked_by_client.entry(parked.client).or_insert(0) += 1;
+        self.parked.insert(conn, parked);
+    }
+
+    /// Unparks `conn`, cancelling its deadline; `None` if it was not parked.
+    fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
+        let parked = self.parked.remove(&conn)?;
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
+        if let Some(count) = self.parked_by_client.get_mut(&parked.client) {
+            *count -= 1;
+            if *count == 0 {
+                self.parked_by_client.remove(&parked.client);
+            }
+        }
+        Some(parked)
+    }
+
+    fn gone(&mut self, now: Instant, conn: ConnId) {
+        let Some(parked) = self.unpark(conn) else {
+            return;
+        };
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
             // The message stays deliverable (SPEC §2); only the confirmation has nobody to go to.
@@ -242,7 +334,7 @@ impl Registry {
     }
 
     fn waiter_expired(&mut self, now: Instant, conn: ConnId, out: &mut Vec<Reply>) {
-        let Some(parked) = self.parked.remove(&conn) else {
+        let Some(parked) = self.unpark(conn) else {
             return;
         };
         match parked.role {
@@ -257,19 +349,6 @@ impl Registry {
             Role::LinkSender => {}
         }
     }
-}
-
-/// A refusal answered by the registry itself: the waiting room is full.
-fn full(conn: ConnId, limit: Option<usize>) -> Reply {
-    let limit = limit.unwrap_or(0);
-    let response = Response::text(
-        503,
-        format_args!(
-            "The relay is full: {limit} requests are waiting (--max-parked); retry shortly."
-        ),
-    )
-    .header("Retry-After", "1");
-    Reply { conn, response, confirm: false }
 }
 
 #[cfg(test)]

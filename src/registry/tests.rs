@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::limits::Reservation;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const INBOX_TIMEOUT: Duration = Duration::from_secs(25);
@@ -27,6 +28,8 @@ impl Scenario {
             inbox_timeout: INBOX_TIMEOUT,
             inbox_ttl: INBOX_TTL,
             max_parked,
+            max_parked_per_ip: None,
+            rate_per_id: None,
         };
         Scenario { registry: Registry::new(settings, start), start, now: start }
     }
@@ -66,6 +69,7 @@ fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
         content_type: None,
         wsecret: None,
         body: body.as_bytes().to_vec(),
+        reservation: Reservation::default(),
     }
 }
 
@@ -89,7 +93,10 @@ fn receiver_first_then_sender_is_told_after_the_write() {
 fn sender_first_then_receiver() {
     let mut s = Scenario::new();
     assert!(s.post(1, "a", "", "token").is_empty());
-    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 1, bytes: 5 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts { parked: 1, messages: 1, bytes: 5, ..Counts::default() }
+    );
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
 }
@@ -143,7 +150,10 @@ fn message_of_a_sender_that_left_is_still_delivered() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m");
     s.event(Event::Gone { conn: 1 });
-    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 1 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts { parked: 0, messages: 1, bytes: 1, ..Counts::default() }
+    );
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"m\" (confirm)"]);
     assert!(s.written(2, true).is_empty());
     assert_eq!(s.registry.counts(), Counts::default());
@@ -266,7 +276,10 @@ fn inbox_post_answers_at_once_and_get_does_not_consume() {
     assert_eq!(s.inbox(1, "i", Action::InboxPost, "tok"), ["1 <- 200 \"\""]);
     assert_eq!(s.inbox(2, "i", Action::InboxGet, ""), ["2 <- 200 \"tok\""]);
     assert_eq!(s.inbox(3, "i", Action::InboxGet, ""), ["3 <- 200 \"tok\""]);
-    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 3 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts { parked: 0, messages: 1, bytes: 3, ..Counts::default() }
+    );
 }
 
 #[test]
@@ -296,7 +309,10 @@ fn inbox_ack_lifecycle() {
     assert_eq!(s.inbox(10, "i", Action::InboxDelete, ""), ["10 <- 200 \"\""]);
     // Acknowledged: the body is gone, so a GET waits.
     assert!(s.inbox(11, "i", Action::InboxGet, "").is_empty());
-    assert_eq!(s.registry.counts(), Counts { parked: 1, messages: 0, bytes: 0 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts { parked: 1, messages: 0, bytes: 0, ..Counts::default() }
+    );
     // A new POST resets the ack and wakes the waiting GET.
     let mut out = s.inbox(12, "i", Action::InboxPost, "new");
     out.sort();
@@ -312,7 +328,10 @@ fn inbox_await_hears_404_when_the_message_is_replaced() {
     let out = s.inbox(3, "i", Action::InboxPost, "new");
     assert_eq!(out[0], "3 <- 200 \"\"");
     assert!(out[1].starts_with("2 <- 404 \"The message was replaced"), "{out:?}");
-    assert_eq!(s.registry.counts(), Counts { parked: 0, messages: 1, bytes: 3 });
+    assert_eq!(
+        s.registry.counts(),
+        Counts { parked: 0, messages: 1, bytes: 3, ..Counts::default() }
+    );
 }
 
 #[test]
