@@ -54,21 +54,13 @@ fn access_control(response: &Response) -> Vec<&(String, String)> {
 }
 
 fn assert_no_cors(response: &Response) {
-    assert!(
-        access_control(response).is_empty(),
-        "unexpected Access-Control-* headers: {response}"
-    );
+    assert!(access_control(response).is_empty(), "unexpected Access-Control-* headers: {response}");
 }
 
 /// The comma-separated items of header `name`, trimmed and lower-cased.
 fn list(response: &Response, name: &str) -> Vec<String> {
-    let value = response
-        .header(name)
-        .unwrap_or_else(|| panic!("no {name}: {response}"));
-    value
-        .split(',')
-        .map(|item| item.trim().to_ascii_lowercase())
-        .collect()
+    let value = response.header(name).unwrap_or_else(|| panic!("no {name}: {response}"));
+    value.split(',').map(|item| item.trim().to_ascii_lowercase()).collect()
 }
 
 fn assert_lists(response: &Response, name: &str, items: &[&str]) {
@@ -83,21 +75,9 @@ fn assert_lists(response: &Response, name: &str, items: &[&str]) {
 
 /// The headers that let a page of `origin` read `response` with credentials.
 fn assert_cors(response: &Response, origin: &str) {
-    assert_eq!(
-        response.header("access-control-allow-origin"),
-        Some(origin),
-        "{response}"
-    );
-    assert_eq!(
-        response.header_count("access-control-allow-origin"),
-        1,
-        "{response}"
-    );
-    assert_eq!(
-        response.header("access-control-allow-credentials"),
-        Some("true"),
-        "{response}"
-    );
+    assert_eq!(response.header("access-control-allow-origin"), Some(origin), "{response}");
+    assert_eq!(response.header_count("access-control-allow-origin"), 1, "{response}");
+    assert_eq!(response.header("access-control-allow-credentials"), Some("true"), "{response}");
     assert_lists(response, "vary", &["Origin"]);
     assert_lists(
         response,
@@ -109,23 +89,14 @@ fn assert_cors(response: &Response, origin: &str) {
 /// A preflight granted to an allowed origin, on a path allowing `methods`.
 fn assert_preflight_granted(response: &Response, origin: &str, methods: &[&str]) {
     assert_eq!(response.status, 204, "{response}");
-    assert_eq!(
-        response.header("content-length"),
-        None,
-        "a 204 has no Content-Length: {response}"
-    );
+    assert_eq!(response.header("content-length"), None, "a 204 has no Content-Length: {response}");
     assert!(response.body.is_empty(), "{response}");
     assert_cors(response, origin);
     assert_lists(response, "access-control-allow-methods", methods);
     assert_lists(
         response,
         "access-control-allow-headers",
-        &[
-            "content-type",
-            "user-agent",
-            "authorization",
-            "httprelay-wsecret",
-        ],
+        &["content-type", "user-agent", "authorization", "httprelay-wsecret"],
     );
     let max_age: u64 = response
         .header("access-control-max-age")
@@ -133,11 +104,7 @@ fn assert_preflight_granted(response: &Response, origin: &str, methods: &[&str])
         .parse()
         .unwrap_or_else(|_| panic!("Access-Control-Max-Age is not seconds: {response}"));
     assert!(max_age > 0, "{response}");
-    assert_eq!(
-        response.header("access-control-allow-private-network"),
-        Some("true"),
-        "{response}"
-    );
+    assert_eq!(response.header("access-control-allow-private-network"), Some("true"), "{response}");
 }
 
 /// A preflight answered 204 with `Allow` but no grant.
@@ -226,10 +193,7 @@ fn mirror_preflight_on_link_lists_get_and_post() {
     let response = preflight(&relay, "/link/x", APP);
     assert_preflight_granted(&response, APP, &["GET", "POST"]);
     let methods = list(&response, "access-control-allow-methods");
-    assert!(
-        !methods.iter().any(|m| m == "delete"),
-        "/link has no DELETE: {response}"
-    );
+    assert!(!methods.iter().any(|m| m == "delete"), "/link has no DELETE: {response}");
 }
 
 #[test]
@@ -254,21 +218,10 @@ fn preflight_never_touches_state() {
                 b"",
             ));
             assert_eq!(response.status, 204, "OPTIONS {path}: {response}");
-            assert!(
-                response.elapsed < Duration::from_secs(3),
-                "OPTIONS {path} waited: {response}"
-            );
+            assert!(response.elapsed < Duration::from_secs(3), "OPTIONS {path} waited: {response}");
             let (_, text) = relay.health();
-            assert_eq!(
-                json_number(&text, "parked"),
-                Some(0),
-                "after OPTIONS {path}: {text}"
-            );
-            assert_eq!(
-                json_number(&text, "messages"),
-                Some(1),
-                "after OPTIONS {path}: {text}"
-            );
+            assert_eq!(json_number(&text, "parked"), Some(0), "after OPTIONS {path}: {text}");
+            assert_eq!(json_number(&text, "messages"), Some(1), "after OPTIONS {path}: {text}");
         }
         // Without Origin too.
         let bare = relay.send(&request("OPTIONS", path, &[], b""));

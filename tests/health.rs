@@ -26,11 +26,7 @@ fn head_root_has_a_length_but_no_body() {
     assert_eq!(head.status, 200, "{head}");
     head.assert_framing(true);
     assert!(head.body.is_empty(), "{head}");
-    assert_eq!(
-        head.header("content-length"),
-        get.header("content-length"),
-        "{head}"
-    );
+    assert_eq!(head.header("content-length"), get.header("content-length"), "{head}");
     assert_ne!(head.header("content-length"), Some("0"), "{head}");
     assert_eq!(head.header("content-type"), get.header("content-type"));
 }
@@ -41,11 +37,7 @@ fn health_counts_parked_requests() {
     let (response, text) = relay.health();
     assert_eq!(response.status, 200, "{response}");
     response.assert_framing(false);
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/json"),
-        "{response}"
-    );
+    assert_eq!(response.header("content-type"), Some("application/json"), "{response}");
     assert!(text.contains("\"status\":\"ok\""), "{text}");
     assert_eq!(json_number(&text, "sessions"), Some(0), "{text}");
     assert_eq!(json_number(&text, "parked"), Some(0), "{text}");
@@ -58,18 +50,10 @@ fn health_counts_parked_requests() {
     assert_eq!(response.status, 200, "{response}");
     assert_eq!(json_number(&text, "sessions"), Some(2), "{text}");
     // Two parked GETs, each with its open connection, plus this /health request.
-    assert!(
-        json_number(&text, "connections").is_some_and(|n| n >= 2),
-        "{text}"
-    );
+    assert!(json_number(&text, "connections").is_some_and(|n| n >= 2), "{text}");
 
     for (id, receiver) in [("h1", first), ("h2", second)] {
-        assert_eq!(
-            relay
-                .post(&format!("/link/{id}"), id.as_bytes(), &[])
-                .status,
-            200
-        );
+        assert_eq!(relay.post(&format!("/link/{id}"), id.as_bytes(), &[]).status, 200);
         assert_eq!(receiver.join().unwrap().body, id.as_bytes());
     }
     relay.wait_gauge("sessions", 0);
@@ -86,10 +70,9 @@ fn max_parked_makes_health_full_and_refuses_more_waiters() {
     assert!(text.contains("\"status\":\"full\""), "{text}");
     assert_eq!(json_number(&text, "sessions"), Some(1), "{text}");
 
-    for raw in [
-        common::get_request("/link/second"),
-        common::post_request("/link/second", b"no room", &[]),
-    ] {
+    for raw in
+        [common::get_request("/link/second"), common::post_request("/link/second", b"no room", &[])]
+    {
         let refused = relay.send(&raw);
         refused.assert_error(503);
         assert!(refused.header("retry-after").is_some(), "{refused}");
@@ -112,11 +95,8 @@ fn logs_never_contain_a_channel_id() {
     let relay = Relay::start(&["--link-timeout", "10s"]);
     let receiver = relay.spawn_get(&format!("/link/{id}?note={id}"));
     relay.wait_parked(1);
-    let sender = relay.post(
-        &format!("/link/{id}"),
-        b"payload-9c2e",
-        &[("Content-Type", "text/plain")],
-    );
+    let sender =
+        relay.post(&format!("/link/{id}"), b"payload-9c2e", &[("Content-Type", "text/plain")]);
     assert_eq!(sender.status, 200, "{sender}");
     assert_eq!(receiver.join().unwrap().body, b"payload-9c2e");
     // The relay logs each link request (by a tag of its id).
@@ -127,13 +107,7 @@ fn logs_never_contain_a_channel_id() {
     relay.wait_log("for the 404", |l| l.contains(" 404 "));
     let logs = relay.logs();
     for line in &logs {
-        assert!(
-            !line.contains(id),
-            "a log line contains the channel id: {line}"
-        );
-        assert!(
-            !line.contains("payload-9c2e"),
-            "a log line contains the payload: {line}"
-        );
+        assert!(!line.contains(id), "a log line contains the channel id: {line}");
+        assert!(!line.contains("payload-9c2e"), "a log line contains the payload: {line}");
     }
 }

@@ -17,14 +17,7 @@ fn assert_alive(relay: &Relay) {
 #[test]
 fn unknown_paths_are_404() {
     let relay = Relay::start(&[]);
-    for path in [
-        "/nope",
-        "/link/a/b",
-        "/link/",
-        "/link",
-        "/healthz",
-        "/link/a/",
-    ] {
+    for path in ["/nope", "/link/a/b", "/link/", "/link", "/healthz", "/link/a/"] {
         let response = relay.get(path);
         response.assert_error(404);
         assert!(response.header("allow").is_none(), "{path}: {response}");
@@ -93,9 +86,7 @@ fn id_longer_than_max_id_is_400() {
     response.assert_error(400);
     assert!(response.text().contains("--max-id"), "{response}");
     // Decoded length counts: 17 percent-encoded bytes are 17 bytes.
-    relay
-        .get(&format!("/link/{}", "%41".repeat(17)))
-        .assert_error(400);
+    relay.get(&format!("/link/{}", "%41".repeat(17))).assert_error(400);
     // 16 bytes is fine (a sender parks rather than being refused).
     let sender = relay.spawn_post(&format!("/link/{}", "%41".repeat(16)), b"sixteen", &[]);
     relay.wait_parked(1);
@@ -108,18 +99,12 @@ fn id_longer_than_max_id_is_400() {
 #[test]
 fn head_over_max_head_is_431() {
     let relay = Relay::start(&["--max-head", "1K"]);
-    let raw = format!(
-        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(2000)
-    );
+    let raw = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(2000));
     let response = relay.send(raw.as_bytes());
     response.assert_error(431);
     assert!(response.text().contains("--max-head"), "{response}");
     // A head just under the limit is fine.
-    let raw = format!(
-        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(900)
-    );
+    let raw = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(900));
     assert_eq!(relay.send(raw.as_bytes()).status, 200);
     assert_alive(&relay);
 }
@@ -143,9 +128,7 @@ fn more_headers_than_max_headers_is_400() {
 #[test]
 fn http2_request_line_is_505() {
     let relay = Relay::start(&[]);
-    relay
-        .send(b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n")
-        .assert_error(505);
+    relay.send(b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n").assert_error(505);
     assert_alive(&relay);
 }
 
@@ -222,11 +205,7 @@ fn incomplete_body_is_408_after_body_timeout() {
     // The partial body was not taken as a message.
     relay.wait_parked(0);
     let (_, health) = relay.health();
-    assert_eq!(
-        common::json_number(&health, "messages"),
-        Some(0),
-        "{health}"
-    );
+    assert_eq!(common::json_number(&health, "messages"), Some(0), "{health}");
 }
 
 #[test]
@@ -259,10 +238,7 @@ fn expect_100_continue_with_oversized_body_is_413_without_continue() {
         b"POST /link/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
     );
     assert!(response.raw.starts_with(b"HTTP/1.1 413 "), "{response}");
-    assert!(
-        !String::from_utf8_lossy(&response.raw).contains("100 Continue"),
-        "{response}"
-    );
+    assert!(!String::from_utf8_lossy(&response.raw).contains("100 Continue"), "{response}");
     response.assert_error(413);
     assert!(response.elapsed < Duration::from_secs(2), "{response}");
 }
@@ -312,11 +288,7 @@ fn absolute_form_target_works() {
     let relay = Relay::start(&[]);
     let response = relay.send(b"GET http://relay.test/health HTTP/1.1\r\nHost: relay.test\r\n\r\n");
     assert_eq!(response.status, 200, "{response}");
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/json"),
-        "{response}"
-    );
+    assert_eq!(response.header("content-type"), Some("application/json"), "{response}");
     assert!(response.text().contains("\"status\":\"ok\""), "{response}");
 }
 
@@ -327,10 +299,7 @@ fn every_response_closes_and_has_a_content_length() {
     check(relay.get("/"), false);
     check(relay.get("/health"), false);
     check(relay.get("/nope"), false);
-    check(
-        relay.send(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"),
-        true,
-    );
+    check(relay.send(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"), true);
     check(relay.send(b"GARBAGE\r\n\r\n"), false);
 }
 
@@ -389,11 +358,7 @@ fn client_vanishing_mid_body_leaves_nothing_behind() {
     relay.wait_gauge("connections", 1);
     let (_, health) = relay.health();
     assert_eq!(common::json_number(&health, "parked"), Some(0), "{health}");
-    assert_eq!(
-        common::json_number(&health, "messages"),
-        Some(0),
-        "{health}"
-    );
+    assert_eq!(common::json_number(&health, "messages"), Some(0), "{health}");
     assert_alive(&relay);
 }
 

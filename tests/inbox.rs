@@ -42,10 +42,7 @@ fn head(relay: &Relay, path: &str) -> Response {
 const AT_ONCE: Duration = Duration::from_secs(3);
 
 fn assert_at_once(response: &Response) {
-    assert!(
-        response.elapsed < AT_ONCE,
-        "answered late (not at once): {response}"
-    );
+    assert!(response.elapsed < AT_ONCE, "answered late (not at once): {response}");
 }
 
 /// POST stored the message: 200 at once.
@@ -79,10 +76,7 @@ fn assert_no_message(response: &Response) {
 /// A 408 after `--inbox-timeout` of about `timeout`.
 fn assert_inbox_timeout(response: &Response, timeout: Duration) {
     response.assert_error(408);
-    assert!(
-        response.text().starts_with("Request timed out"),
-        "{response}"
-    );
+    assert!(response.text().starts_with("Request timed out"), "{response}");
     assert!(response.text().contains("--inbox-timeout"), "{response}");
     assert!(
         response.elapsed >= timeout - Duration::from_millis(50),
@@ -145,11 +139,7 @@ fn get_twice_returns_the_same_message() {
 #[test]
 fn head_has_a_length_but_no_body_and_keeps_the_message() {
     let relay = relay("10s");
-    assert_stored(&relay.post(
-        "/inbox/head",
-        b"twelve bytes",
-        &[("Content-Type", "text/plain")],
-    ));
+    assert_stored(&relay.post("/inbox/head", b"twelve bytes", &[("Content-Type", "text/plain")]));
     let head = head(&relay, "/inbox/head");
     assert_eq!(head.status, 200, "{head}");
     head.assert_framing(true);
@@ -178,11 +168,7 @@ fn content_type_defaults_to_octet_stream() {
     assert_stored(&relay.post("/inbox/noct", b"\x00\x01\xfe\xff", &[]));
     let get = relay.get("/inbox/noct");
     assert_message(&get, b"\x00\x01\xfe\xff");
-    assert_eq!(
-        get.header("content-type"),
-        Some("application/octet-stream"),
-        "{get}"
-    );
+    assert_eq!(get.header("content-type"), Some("application/octet-stream"), "{get}");
     assert_eq!(get.header_count("content-type"), 1, "{get}");
 }
 
@@ -369,10 +355,7 @@ fn ack_does_not_extend_the_ttl() {
     // Time is the subject here: acknowledge half-way through the TTL.
     thread::sleep((posted + ttl / 2).saturating_duration_since(Instant::now()));
     let deleted = delete(&relay, "/inbox/ttl-ack");
-    assert_eq!(
-        deleted.status, 200,
-        "DELETE half-way through the TTL: {deleted}"
-    );
+    assert_eq!(deleted.status, 200, "DELETE half-way through the TTL: {deleted}");
     let acked = Instant::now();
     assert_ack(&relay.get("/inbox/ttl-ack/ack"), "true");
     // Poll /ack until the message is gone.
@@ -383,10 +366,7 @@ fn ack_does_not_extend_the_ttl() {
             break Instant::now();
         }
         assert_ack(&ack, "true");
-        assert!(
-            posted.elapsed() < Duration::from_secs(15),
-            "the message never expired"
-        );
+        assert!(posted.elapsed() < Duration::from_secs(15), "the message never expired");
         thread::sleep(Duration::from_millis(50));
     };
     // Had the ack extended the TTL, the message would live until at least `acked + ttl`.
@@ -416,11 +396,7 @@ fn consumer_first_then_post() {
     ));
     let get = getter.join().unwrap();
     assert_message(&get, b"late message");
-    assert_eq!(
-        get.header("content-type"),
-        Some("application/x-test"),
-        "{get}"
-    );
+    assert_eq!(get.header("content-type"), Some("application/x-test"), "{get}");
     relay.wait_parked(0);
     // Delivering to a waiter did not consume it.
     assert_message(&relay.get("/inbox/cf"), b"late message");
@@ -429,10 +405,7 @@ fn consumer_first_then_post() {
 #[test]
 fn concurrent_waiters_all_receive_the_message() {
     let relay = relay("10s");
-    let waiters = vec![
-        relay.spawn_get("/inbox/both"),
-        relay.spawn_get("/inbox/both"),
-    ];
+    let waiters = vec![relay.spawn_get("/inbox/both"), relay.spawn_get("/inbox/both")];
     wait_parked_pending(&relay, 2, &waiters);
     assert_stored(&relay.post("/inbox/both", b"for everyone", &[]));
     for get in join_all(waiters) {
@@ -481,9 +454,7 @@ fn eleventh_await_waiter_is_503_independently_of_get_waiters() {
         assert_message(&get, b"m");
     }
     // Ten /await waiters fill the /await list; the eleventh is refused.
-    let awaiters: Vec<_> = (0..10)
-        .map(|_| relay.spawn_get("/inbox/acap/await"))
-        .collect();
+    let awaiters: Vec<_> = (0..10).map(|_| relay.spawn_get("/inbox/acap/await")).collect();
     wait_parked_pending(&relay, 10, &awaiters);
     let refused = relay.get("/inbox/acap/await");
     refused.assert_error(503);
@@ -501,9 +472,7 @@ fn eleventh_await_waiter_is_503_independently_of_get_waiters() {
 #[test]
 fn waiters_whose_clients_left_do_not_count() {
     let relay = relay("20s");
-    let gone: Vec<TcpStream> = (0..10)
-        .map(|_| relay.open(&get_request("/inbox/left")))
-        .collect();
+    let gone: Vec<TcpStream> = (0..10).map(|_| relay.open(&get_request("/inbox/left"))).collect();
     relay.wait_parked(10);
     drop(gone);
     relay.wait_parked(0);

@@ -27,14 +27,8 @@ fn assert_confirmed(sender: &Response) {
 fn assert_link_timeout(response: &Response, at_least: Duration) {
     response.assert_error(408);
     assert!(response.text().contains("--link-timeout"), "{response}");
-    assert!(
-        response.elapsed >= at_least,
-        "408 came too early: {response}"
-    );
-    assert!(
-        response.elapsed < Duration::from_secs(5),
-        "408 came too late: {response}"
-    );
+    assert!(response.elapsed >= at_least, "408 came too early: {response}");
+    assert!(response.elapsed < Duration::from_secs(5), "408 came too late: {response}");
 }
 
 #[test]
@@ -42,19 +36,12 @@ fn consumer_first() {
     let relay = relay("10s");
     let receiver = relay.spawn_get("/link/c1");
     relay.wait_parked(1);
-    let sender = relay.post(
-        "/link/c1",
-        b"hello receiver",
-        &[("Content-Type", "application/x-test")],
-    );
+    let sender =
+        relay.post("/link/c1", b"hello receiver", &[("Content-Type", "application/x-test")]);
     assert_confirmed(&sender);
     let receiver = receiver.join().unwrap();
     assert_delivered(&receiver, b"hello receiver");
-    assert_eq!(
-        receiver.header("content-type"),
-        Some("application/x-test"),
-        "{receiver}"
-    );
+    assert_eq!(receiver.header("content-type"), Some("application/x-test"), "{receiver}");
     assert_eq!(receiver.header_count("content-type"), 1, "{receiver}");
     relay.wait_parked(0);
 }
@@ -62,11 +49,8 @@ fn consumer_first() {
 #[test]
 fn producer_first() {
     let relay = relay("10s");
-    let sender = relay.spawn_post(
-        "/link/p1",
-        b"{\"k\":1}",
-        &[("Content-Type", "application/json")],
-    );
+    let sender =
+        relay.spawn_post("/link/p1", b"{\"k\":1}", &[("Content-Type", "application/json")]);
     relay.wait_parked(1);
     let receiver = relay.get("/link/p1");
     assert_delivered(&receiver, b"{\"k\":1}");
@@ -148,11 +132,7 @@ fn metadata_headers_describe_the_counterpart() {
     assert_confirmed(&sender);
     assert_delivered(&receiver, b"m");
 
-    assert_eq!(
-        receiver.header("x-real-ip"),
-        Some("127.0.0.1"),
-        "{receiver}"
-    );
+    assert_eq!(receiver.header("x-real-ip"), Some("127.0.0.1"), "{receiver}");
     assert_eq!(sender.header("x-real-ip"), Some("127.0.0.1"), "{sender}");
     assert_eq!(
         receiver.header("x-real-port"),
@@ -164,22 +144,13 @@ fn metadata_headers_describe_the_counterpart() {
         Some(receiver.local_port.to_string().as_str()),
         "{sender}"
     );
-    assert_eq!(
-        receiver.header("httprelay-method"),
-        Some("POST"),
-        "{receiver}"
-    );
+    assert_eq!(receiver.header("httprelay-method"), Some("POST"), "{receiver}");
     assert_eq!(sender.header("httprelay-method"), Some("GET"), "{sender}");
 
     let ms = |r: &Response, name: &str| -> u64 {
         let value = r.header(name).unwrap_or_else(|| panic!("no {name}: {r}"));
-        let ms: u64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} is not a number: {r}"));
-        assert!(
-            ms + 60_000 > before && ms < after + 60_000,
-            "{name} is not near now: {r}"
-        );
+        let ms: u64 = value.parse().unwrap_or_else(|_| panic!("{name} is not a number: {r}"));
+        assert!(ms + 60_000 > before && ms < after + 60_000, "{name} is not near now: {r}");
         ms
     };
     let receiver_time = ms(&receiver, "httprelay-time");
@@ -192,10 +163,7 @@ fn metadata_headers_describe_the_counterpart() {
     // The receiver arrived (and parked) before the sender.
     assert!(receiver_your_time <= receiver_time, "{receiver}");
     // The sender arrived between `before` and `after` (to the millisecond).
-    assert!(
-        receiver_time >= before && receiver_time <= after,
-        "{receiver}"
-    );
+    assert!(receiver_time >= before && receiver_time <= after, "{receiver}");
     // No query on either side: no HttpRelay-Query.
     assert_eq!(receiver.header("httprelay-query"), None, "{receiver}");
     assert_eq!(sender.header("httprelay-query"), None, "{sender}");
@@ -210,11 +178,7 @@ fn relay_query_drops_secrets_and_sorts_keys() {
     assert_confirmed(&sender);
     let receiver = receiver.join().unwrap();
     assert_delivered(&receiver, b"q");
-    assert_eq!(
-        receiver.header("httprelay-query"),
-        Some("a=1&b=2"),
-        "{receiver}"
-    );
+    assert_eq!(receiver.header("httprelay-query"), Some("a=1&b=2"), "{receiver}");
     assert_eq!(sender.header("httprelay-query"), Some("r=9"), "{sender}");
 
     let receiver = relay.spawn_get("/link/query2");
@@ -239,10 +203,7 @@ fn write_secret_claims_the_id_for_senders() {
     let refused = |sender_path: &str, headers: &[(&str, &str)]| {
         let response = relay.post(sender_path, b"intruder", headers);
         response.assert_error(401);
-        assert!(
-            response.elapsed < Duration::from_secs(2),
-            "401 was not at once: {response}"
-        );
+        assert!(response.elapsed < Duration::from_secs(2), "401 was not at once: {response}");
     };
     // The first sender with a secret claims the id (and receivers need none).
     handoff("/link/claimed?wsecret=s1", &[], b"one");
@@ -250,16 +211,9 @@ fn write_secret_claims_the_id_for_senders() {
     refused("/link/claimed?wsecret=wrong", &[]);
     refused("/link/claimed", &[("HttpRelay-WSecret", "wrong")]);
     // The query wins over the header.
-    refused(
-        "/link/claimed?wsecret=wrong",
-        &[("HttpRelay-WSecret", "s1")],
-    );
+    refused("/link/claimed?wsecret=wrong", &[("HttpRelay-WSecret", "s1")]);
     handoff("/link/claimed", &[("HttpRelay-WSecret", "s1")], b"two");
-    handoff(
-        "/link/claimed?wsecret=s1",
-        &[("HttpRelay-WSecret", "wrong")],
-        b"three",
-    );
+    handoff("/link/claimed?wsecret=s1", &[("HttpRelay-WSecret", "wrong")], b"three");
     // A refused sender parked nothing and left no message behind: the next receiver gets the
     // next accepted message, not one of the refused ones.
     handoff("/link/claimed?wsecret=s1", &[], b"four");
@@ -274,11 +228,7 @@ fn lone_receiver_and_lone_sender_time_out() {
     assert_link_timeout(&sender.join().unwrap(), Duration::from_millis(900));
     relay.wait_parked(0);
     let (_, health) = relay.health();
-    assert_eq!(
-        common::json_number(&health, "messages"),
-        Some(0),
-        "{health}"
-    );
+    assert_eq!(common::json_number(&health, "messages"), Some(0), "{health}");
 }
 
 #[test]
@@ -304,11 +254,7 @@ fn receiver_that_left_is_skipped_once_noticed() {
     // The relay notices the closed waiting connection by itself, within about a second.
     let noticed = Instant::now();
     relay.wait_parked(0);
-    assert!(
-        noticed.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        noticed.elapsed()
-    );
+    assert!(noticed.elapsed() < Duration::from_secs(3), "took {:?}", noticed.elapsed());
     let receiver = relay.spawn_get("/link/left");
     relay.wait_parked(1);
     assert_confirmed(&relay.post("/link/left", b"not lost", &[]));
@@ -342,11 +288,7 @@ fn message_of_a_sender_that_left_is_still_delivered() {
     // The relay notices the sender left (it is no longer parked) but keeps its message.
     relay.wait_parked(0);
     let (_, health) = relay.health();
-    assert_eq!(
-        common::json_number(&health, "messages"),
-        Some(1),
-        "{health}"
-    );
+    assert_eq!(common::json_number(&health, "messages"), Some(1), "{health}");
     let receiver = relay.get("/link/orphan");
     assert_delivered(&receiver, b"left behind");
     assert_eq!(receiver.header("content-type"), Some("text/x-orphan"));
@@ -387,11 +329,7 @@ fn fifty_hand_offs_in_parallel() {
     for n in 0..50 {
         let body = format!("message number {n}");
         let path = format!("/link/parallel-{n}");
-        threads.push((
-            n,
-            relay.spawn_get(&path),
-            relay.spawn_post(&path, body.as_bytes(), &[]),
-        ));
+        threads.push((n, relay.spawn_get(&path), relay.spawn_post(&path, body.as_bytes(), &[])));
     }
     for (n, receiver, sender) in threads {
         let receiver = receiver.join().unwrap();

@@ -41,11 +41,7 @@ struct Case {
 }
 
 fn case(name: impl Into<String>, input: impl Into<Vec<u8>>, want: Want) -> Case {
-    Case {
-        name: name.into(),
-        input: input.into(),
-        want,
-    }
+    Case { name: name.into(), input: input.into(), want }
 }
 
 /// A complete head for a path that exists for no method, so a head that gets through is 404.
@@ -63,24 +59,13 @@ fn line(request_line: &[u8]) -> Vec<u8> {
 
 /// `GET /nope` with `headers` (each ending in CRLF) after Host.
 fn nope_with(headers: &[u8]) -> Vec<u8> {
-    [
-        b"GET /nope HTTP/1.1\r\nHost: relay.test\r\n",
-        headers,
-        b"\r\n",
-    ]
-    .concat()
+    [b"GET /nope HTTP/1.1\r\nHost: relay.test\r\n", headers, b"\r\n"].concat()
 }
 
 /// A `/link` send with `headers` (each ending in CRLF) after Host, then `body`. A send that got
 /// through would park, so every use of it must fail before that.
 fn post(headers: &[u8], body: &[u8]) -> Vec<u8> {
-    [
-        b"POST /link/nasty HTTP/1.1\r\nHost: relay.test\r\n",
-        headers,
-        b"\r\n",
-        body,
-    ]
-    .concat()
+    [b"POST /link/nasty HTTP/1.1\r\nHost: relay.test\r\n", headers, b"\r\n", body].concat()
 }
 
 /// A chunked `/link` send with `body`.
@@ -125,12 +110,7 @@ fn cases() -> Vec<Case> {
     // Transfer-Encoding would make an empty /link send, which parks instead).
     let bad = b"zz\r\n\r\n".as_slice();
     let long_ext = [b"1;".as_slice(), &[b'a'; 2000], b"\r\nx\r\n0\r\n\r\n"].concat();
-    let trailers = [
-        b"0\r\n".as_slice(),
-        &b"X-Trailer: yyyy\r\n".repeat(600),
-        b"\r\n",
-    ]
-    .concat();
+    let trailers = [b"0\r\n".as_slice(), &b"X-Trailer: yyyy\r\n".repeat(600), b"\r\n"].concat();
     let high_path: Vec<u8> = [b'/'].into_iter().chain(0x80..=0xFF).collect();
     let id_of = |n: usize| [b"/link/".as_slice(), &b"%41".repeat(n)].concat();
     let long_method = [&[b'A'; 4096][..], b" /nope HTTP/1.1"].concat();
@@ -395,10 +375,7 @@ fn nasty_inputs_are_refused_and_the_relay_keeps_working() {
     let started = Instant::now();
     let cases = cases();
     let failures: Vec<String> = thread::scope(|s| {
-        let runs: Vec<_> = cases
-            .iter()
-            .map(|case| s.spawn(move || replay(addr, case)))
-            .collect();
+        let runs: Vec<_> = cases.iter().map(|case| s.spawn(move || replay(addr, case))).collect();
         runs.into_iter()
             .zip(&cases)
             .filter_map(|(run, case)| {
@@ -417,11 +394,7 @@ fn nasty_inputs_are_refused_and_the_relay_keeps_working() {
         cases.len(),
         failures.join("\n")
     );
-    assert!(
-        started.elapsed() < 2 * BOUND,
-        "the corpus took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < 2 * BOUND, "the corpus took {:?}", started.elapsed());
 
     // Still serving, with nothing left parked or open (but the /health request itself), and a
     // hand-off still goes through.
@@ -436,16 +409,8 @@ fn nasty_inputs_are_refused_and_the_relay_keeps_working() {
     assert_eq!(receiver.body, b"still here", "{receiver}");
     let sender = sender.join().unwrap();
     assert_eq!(sender.status, 200, "{sender}");
-    let panics: Vec<String> = relay
-        .logs()
-        .into_iter()
-        .filter(|l| l.contains("panicked"))
-        .collect();
-    assert!(
-        panics.is_empty(),
-        "the relay panicked:\n{}",
-        panics.join("\n")
-    );
+    let panics: Vec<String> = relay.logs().into_iter().filter(|l| l.contains("panicked")).collect();
+    assert!(panics.is_empty(), "the relay panicked:\n{}", panics.join("\n"));
 }
 
 /// The message of a panic caught from a case thread.

@@ -128,7 +128,7 @@ impl Registry {
         if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
             return out.push(Reply { conn, response: unauthorized(), confirm: false });
         }
-        if !channel.is_some_and(|c| !c.receivers.is_empty()) {
+        if channel.is_none_or(|c| c.receivers.is_empty()) {
             if let Err(refusal) = self.admit(conn, client) {
                 return out.push(refusal);
             }

@@ -163,10 +163,7 @@ impl Relay {
             }
             thread::sleep(Duration::from_millis(10));
         }
-        panic!(
-            "no log line {what} within {WAIT_CAP:?}; logs:\n{}",
-            self.logs().join("\n")
-        );
+        panic!("no log line {what} within {WAIT_CAP:?}; logs:\n{}", self.logs().join("\n"));
     }
 }
 
@@ -199,18 +196,12 @@ pub struct Response {
 impl Response {
     /// The first value of header `name`, case-insensitive.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// How many times header `name` appears.
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
     }
 
     /// The body as text (lossy).
@@ -222,9 +213,7 @@ impl Response {
     /// `Content-Length` equal to the body length (unless `head_only`, where the body is empty).
     pub fn assert_framing(&self, head_only: bool) {
         assert_eq!(
-            self.header("connection")
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
+            self.header("connection").map(str::to_ascii_lowercase).as_deref(),
             Some("close"),
             "{self}"
         );
@@ -236,25 +225,16 @@ impl Response {
         if head_only {
             assert!(self.body.is_empty(), "HEAD response has a body: {self}");
         } else {
-            assert_eq!(
-                length,
-                self.body.len(),
-                "Content-Length does not match the body: {self}"
-            );
+            assert_eq!(length, self.body.len(), "Content-Length does not match the body: {self}");
         }
     }
 
     /// Asserts an `Allow` header listing exactly `methods`, in any order, plus `OPTIONS` (CORS
     /// preflights are answered on every relay path, SPEC §1, §5) if the relay lists it.
     pub fn assert_allow(&self, methods: &[&str]) {
-        let allow = self
-            .header("allow")
-            .unwrap_or_else(|| panic!("no Allow header: {self}"));
-        let mut listed: Vec<&str> = allow
-            .split(',')
-            .map(str::trim)
-            .filter(|m| *m != "OPTIONS")
-            .collect();
+        let allow = self.header("allow").unwrap_or_else(|| panic!("no Allow header: {self}"));
+        let mut listed: Vec<&str> =
+            allow.split(',').map(str::trim).filter(|m| *m != "OPTIONS").collect();
         listed.sort_unstable();
         let mut want = methods.to_vec();
         want.sort_unstable();
@@ -265,32 +245,19 @@ impl Response {
     pub fn assert_error(&self, status: u16) {
         assert_eq!(self.status, status, "{self}");
         self.assert_framing(false);
-        let content_type = self
-            .header("content-type")
-            .unwrap_or_else(|| panic!("no Content-Type: {self}"));
+        let content_type =
+            self.header("content-type").unwrap_or_else(|| panic!("no Content-Type: {self}"));
         assert!(content_type.starts_with("text/plain"), "{self}");
         let text = self.text();
-        assert!(
-            text.ends_with(".\n"),
-            "error body does not end with a period and newline: {self}"
-        );
-        assert_eq!(
-            text.matches('\n').count(),
-            1,
-            "error body is not one line: {self}"
-        );
+        assert!(text.ends_with(".\n"), "error body does not end with a period and newline: {self}");
+        assert_eq!(text.matches('\n').count(), 1, "error body is not one line: {self}");
         assert!(text.len() > 2, "{self}");
     }
 }
 
 impl std::fmt::Display for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "after {:?}: {:?}",
-            self.elapsed,
-            String::from_utf8_lossy(&self.raw)
-        )
+        write!(f, "after {:?}: {:?}", self.elapsed, String::from_utf8_lossy(&self.raw))
     }
 }
 
@@ -356,10 +323,7 @@ fn parse_response(raw: Vec<u8>, local_port: u16, elapsed: Duration) -> Response 
     let status_line = lines.next().unwrap();
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or("");
-    assert!(
-        version.starts_with("HTTP/1."),
-        "bad status line {status_line:?}"
-    );
+    assert!(version.starts_with("HTTP/1."), "bad status line {status_line:?}");
     let status = parts
         .next()
         .and_then(|s| s.parse().ok())
@@ -367,22 +331,13 @@ fn parse_response(raw: Vec<u8>, local_port: u16, elapsed: Duration) -> Response 
     let reason = parts.next().unwrap_or("").to_string();
     let headers = lines
         .map(|line| {
-            let (name, value) = line
-                .split_once(':')
-                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            let (name, value) =
+                line.split_once(':').unwrap_or_else(|| panic!("bad header line {line:?}"));
             (name.to_string(), value.trim().to_string())
         })
         .collect();
     let body = raw[end + 4..].to_vec();
-    Response {
-        status,
-        reason,
-        headers,
-        body,
-        raw,
-        local_port,
-        elapsed,
-    }
+    Response { status, reason, headers, body, raw, local_port, elapsed }
 }
 
 /// A well-formed `GET` request.
@@ -392,10 +347,8 @@ pub fn get_request(path: &str) -> Vec<u8> {
 
 /// A well-formed `POST` request with `Content-Length`.
 pub fn post_request(path: &str, body: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: relay.test\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let mut raw =
+        format!("POST {path} HTTP/1.1\r\nHost: relay.test\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -409,18 +362,11 @@ pub fn post_request(path: &str, body: &[u8], headers: &[(&str, &str)]) -> Vec<u8
 pub fn json_number(json: &str, field: &str) -> Option<u64> {
     let key = format!("\"{field}\":");
     let at = json.find(&key)? + key.len();
-    let digits: String = json[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = json[at..].trim_start().chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
