@@ -17,6 +17,8 @@ mod metrics;
 mod registry;
 mod routes;
 mod sys;
+#[cfg(test)]
+mod testutil;
 mod wheel;
 
 use std::net::TcpListener;

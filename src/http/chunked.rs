@@ -197,6 +197,7 @@ impl ChunkedDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{mutate, Rng};
 
     type Outcome<'a> = (Result<usize, ChunkError>, &'a [u8], bool);
 
@@ -433,48 +434,6 @@ mod tests {
         }
     }
 
-    /// xorshift64: a fixed-seed source of test inputs, no crates needed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    /// One or two mutations of `seed`: a bit flip, an inserted delimiter, a truncation, a copied
-    /// line or a removed byte.
-    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-        let mut v = seed.to_vec();
-        for _ in 0..1 + rng.below(2) {
-            let at = rng.below(v.len() + 1);
-            match rng.below(5) {
-                0 if at < v.len() => v[at] ^= 1 << rng.below(8),
-                1 => v.insert(at, b"\r\n\0;0f\xff"[rng.below(7)]),
-                2 => v.truncate(at),
-                3 => {
-                    let start = v[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    let end =
-                        v[at..].iter().position(|&b| b == b'\n').map_or(v.len(), |i| at + i + 1);
-                    let line = v[start..end].to_vec();
-                    v.splice(end..end, line);
-                }
-                _ if at < v.len() => {
-                    v.remove(at);
-                }
-                _ => {}
-            }
-        }
-        v
-    }
-
     #[test]
     fn no_panic_on_random_and_mutated_input() {
         const SEEDS: &[&[u8]] = &[
@@ -491,7 +450,7 @@ mod tests {
                 1 => (0..rng.below(40)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect(),
                 _ => {
                     let seed = SEEDS[rng.below(SEEDS.len())];
-                    mutate(&mut rng, seed)
+                    mutate(&mut rng, seed, b"\r\n\0;0f\xff")
                 }
             };
             let max_body = [MAX, 16, 5, 0][rng.below(4)];

@@ -409,6 +409,7 @@ fn transfer_framing<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Framin
 mod tests {
     use super::Version::{Http10, Http11};
     use super::*;
+    use crate::testutil::{mutate, Rng};
 
     const LIMITS: HeadLimits = HeadLimits { max_head: 8192, max_headers: 100 };
 
@@ -843,48 +844,6 @@ mod tests {
         assert!(HeadError::BareLf.to_string().ends_with('.'));
     }
 
-    /// xorshift64: a fixed-seed source of test inputs, no crates needed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    /// One or two mutations of `seed`: a bit flip, an inserted delimiter, a truncation, a copied
-    /// line or a removed byte.
-    fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
-        let mut v = seed.to_vec();
-        for _ in 0..1 + rng.below(2) {
-            let at = rng.below(v.len() + 1);
-            match rng.below(5) {
-                0 if at < v.len() => v[at] ^= 1 << rng.below(8),
-                1 => v.insert(at, b"\r\n\0: \xff"[rng.below(6)]),
-                2 => v.truncate(at),
-                3 => {
-                    let start = v[..at].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    let end =
-                        v[at..].iter().position(|&b| b == b'\n').map_or(v.len(), |i| at + i + 1);
-                    let line = v[start..end].to_vec();
-                    v.splice(end..end, line);
-                }
-                _ if at < v.len() => {
-                    v.remove(at);
-                }
-                _ => {}
-            }
-        }
-        v
-    }
-
     #[test]
     fn no_panic_on_random_and_mutated_input() {
         let mut seeds = VALID.to_vec();
@@ -901,7 +860,7 @@ mod tests {
                 1 => (0..rng.below(48)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect(),
                 _ => {
                     let seed = seeds[rng.below(seeds.len())];
-                    mutate(&mut rng, seed)
+                    mutate(&mut rng, seed, b"\r\n\0: \xff")
                 }
             };
             let limits = HeadLimits {
