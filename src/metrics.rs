@@ -43,6 +43,19 @@ impl Gauges {
         self.refused[reason as usize].fetch_add(1, Relaxed);
     }
 
+    /// One line of live counts for `GET /`.
+    pub fn summary(&self) -> String {
+        let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        format!(
+            "now: {} waiting, {} messages held, {} /link ids, {} /inbox ids, {} connections",
+            counts.parked,
+            counts.messages,
+            counts.links,
+            counts.inboxes,
+            self.connections.load(Relaxed)
+        )
+    }
+
     /// The `/health` answer: 200 `ok`, or 503 `full` when a limit is at its high-water mark.
     pub fn health(&self, limits: &Limits, memory: &MemoryBudget) -> Response {
         let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -54,13 +67,15 @@ impl Gauges {
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
         let mut json = format!(
             "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
-             \"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
+             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             if full { "full" } else { "ok" },
             counts.parked,
             counts.parked,
             counts.messages,
             counts.bytes,
+            counts.links,
+            counts.inboxes,
             memory.used(),
             limit(limits.max_parked),
             limit(limits.max_connections),

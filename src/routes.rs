@@ -81,9 +81,9 @@ impl fmt::Display for RouteError {
 }
 
 /// The answer to `GET /`: name, version and one line per endpoint.
-pub fn usage() -> Response {
+pub fn usage(now: &str) -> Response {
     let text = format!(
-        "handoff {} - a relay for login hand-offs\n\n\
+        "handoff {} - a relay for login hand-offs\n{now}\n\n\
          GET    /link/{{id}}         wait for the message a sender posts to {{id}} (httprelay.io link)\n\
          POST   /link/{{id}}         hand the body to one waiting receiver; 200 once delivered\n\
          POST   /inbox/{{id}}        store a message (Pubky inbox); 200 at once\n\

@@ -111,3 +111,24 @@ fn logs_never_contain_a_channel_id() {
         assert!(!line.contains("payload-9c2e"), "a log line contains the payload: {line}");
     }
 }
+
+#[test]
+fn health_and_root_report_link_and_inbox_counts() {
+    let relay = Relay::start(&[]);
+    assert_eq!(relay.post("/inbox/one", b"a", &[]).status, 200);
+    assert_eq!(relay.post("/inbox/two", b"bc", &[]).status, 200);
+    let _waiting = relay.spawn_get("/link/l");
+    relay.wait_parked(1);
+    let (response, text) = relay.health();
+    assert_eq!(response.status, 200, "{text}");
+    assert_eq!(json_number(&text, "inboxes"), Some(2), "{text}");
+    assert_eq!(json_number(&text, "links"), Some(1), "{text}");
+    assert_eq!(json_number(&text, "messages"), Some(2), "{text}");
+    assert_eq!(json_number(&text, "bytes"), Some(3), "{text}");
+    let root = relay.get("/").text();
+    assert!(root.contains("1 waiting, 2 messages held, 1 /link ids, 2 /inbox ids"), "{root}");
+    assert_eq!(relay.send(b"DELETE /inbox/one HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    let (_, text) = relay.health();
+    assert_eq!(json_number(&text, "messages"), Some(1), "acknowledged bodies are not held: {text}");
+    assert_eq!(json_number(&text, "inboxes"), Some(2), "the ack keeps the entry: {text}");
+}

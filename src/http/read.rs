@@ -251,7 +251,7 @@ fn start(
     let route = route(head.method, path, limits.max_id)?;
     exchange.route = route.kind();
     let (id, action) = match route {
-        Route::Root => return Ok(Started::Local(usage())),
+        Route::Root => return Ok(Started::Local(usage(&front.gauges.summary()))),
         Route::Health => return Ok(Started::Local(front.gauges.health(limits, &front.memory))),
         Route::Preflight { allow } => {
             front.check_rate(exchange.client)?;

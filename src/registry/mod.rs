@@ -135,6 +135,10 @@ pub struct Counts {
     pub messages: usize,
     /// Bytes of message bodies held.
     pub bytes: usize,
+    /// `/link` ids with someone waiting, a message, or a write claim.
+    pub links: usize,
+    /// `/inbox` ids with a message or someone waiting.
+    pub inboxes: usize,
     /// Requests the registry refused, by reason.
     pub refused: RefusalCounts,
 }
@@ -228,7 +232,12 @@ impl Registry {
 
     /// Live counts.
     pub fn counts(&self) -> Counts {
-        Counts { parked: self.parked.len(), ..self.counts }
+        Counts {
+            parked: self.parked.len(),
+            links: self.links.len(),
+            inboxes: self.inboxes.len(),
+            ..self.counts
+        }
     }
 
     /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
