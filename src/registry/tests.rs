@@ -73,6 +73,12 @@ fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
     }
 }
 
+/// Parked requests, messages and body bytes held: what the scenarios check of the counts.
+fn held(s: &Scenario) -> (usize, usize, usize) {
+    let counts = s.registry.counts();
+    (counts.parked, counts.messages, counts.bytes)
+}
+
 fn render(reply: &Reply) -> String {
     let body = String::from_utf8_lossy(&reply.response.body);
     let body = body.trim_end();
@@ -86,17 +92,14 @@ fn receiver_first_then_sender_is_told_after_the_write() {
     assert!(s.get(1, "a").is_empty());
     assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
 }
 
 #[test]
 fn sender_first_then_receiver() {
     let mut s = Scenario::new();
     assert!(s.post(1, "a", "", "token").is_empty());
-    assert_eq!(
-        s.registry.counts(),
-        Counts { parked: 1, messages: 1, bytes: 5, ..Counts::default() }
-    );
+    assert_eq!(held(&s), (1, 1, 5));
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
     assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
 }
@@ -150,13 +153,10 @@ fn message_of_a_sender_that_left_is_still_delivered() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m");
     s.event(Event::Gone { conn: 1 });
-    assert_eq!(
-        s.registry.counts(),
-        Counts { parked: 0, messages: 1, bytes: 1, ..Counts::default() }
-    );
+    assert_eq!(held(&s), (0, 1, 1));
     assert_eq!(s.get(2, "a"), ["2 <- 200 \"m\" (confirm)"]);
     assert!(s.written(2, true).is_empty());
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn waiters_time_out_at_the_link_timeout_never_before() {
     assert_eq!(expired.len(), 2);
     assert!(expired[0].starts_with("1 <- 408 \"Request timed out"), "{expired:?}");
     assert!(expired[1].starts_with("2 <- 408 \"Request timed out"), "{expired:?}");
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
     assert!(s.registry.is_idle());
 }
 
@@ -180,7 +180,7 @@ fn message_whose_sender_left_expires_silently() {
     s.post(1, "a", "", "m");
     s.event(Event::Gone { conn: 1 });
     assert!(s.at(TIMEOUT + TICK).is_empty());
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
 }
 
 #[test]
@@ -276,10 +276,7 @@ fn inbox_post_answers_at_once_and_get_does_not_consume() {
     assert_eq!(s.inbox(1, "i", Action::InboxPost, "tok"), ["1 <- 200 \"\""]);
     assert_eq!(s.inbox(2, "i", Action::InboxGet, ""), ["2 <- 200 \"tok\""]);
     assert_eq!(s.inbox(3, "i", Action::InboxGet, ""), ["3 <- 200 \"tok\""]);
-    assert_eq!(
-        s.registry.counts(),
-        Counts { parked: 0, messages: 1, bytes: 3, ..Counts::default() }
-    );
+    assert_eq!(held(&s), (0, 1, 3));
 }
 
 #[test]
@@ -309,10 +306,7 @@ fn inbox_ack_lifecycle() {
     assert_eq!(s.inbox(10, "i", Action::InboxDelete, ""), ["10 <- 200 \"\""]);
     // Acknowledged: the body is gone, so a GET waits.
     assert!(s.inbox(11, "i", Action::InboxGet, "").is_empty());
-    assert_eq!(
-        s.registry.counts(),
-        Counts { parked: 1, messages: 0, bytes: 0, ..Counts::default() }
-    );
+    assert_eq!(held(&s), (1, 0, 0));
     // A new POST resets the ack and wakes the waiting GET.
     let mut out = s.inbox(12, "i", Action::InboxPost, "new");
     out.sort();
@@ -328,10 +322,7 @@ fn inbox_await_hears_404_when_the_message_is_replaced() {
     let out = s.inbox(3, "i", Action::InboxPost, "new");
     assert_eq!(out[0], "3 <- 200 \"\"");
     assert!(out[1].starts_with("2 <- 404 \"The message was replaced"), "{out:?}");
-    assert_eq!(
-        s.registry.counts(),
-        Counts { parked: 0, messages: 1, bytes: 3, ..Counts::default() }
-    );
+    assert_eq!(held(&s), (0, 1, 3));
 }
 
 #[test]
@@ -344,7 +335,7 @@ fn inbox_message_lives_its_ttl_from_the_post_even_when_acked() {
     assert_eq!(s.inbox(3, "i", Action::InboxAck, ""), ["3 <- 200 \"true\""]);
     s.at(INBOX_TTL + TICK);
     assert!(s.inbox(4, "i", Action::InboxAck, "")[0].starts_with("4 <- 404"));
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
 }
 
 #[test]
@@ -355,7 +346,7 @@ fn inbox_expiry_answers_awaiters_404() {
     assert!(s.inbox(2, "i", Action::InboxAwait, "").is_empty());
     let out = s.at(INBOX_TTL + TICK);
     assert!(out[0].starts_with("2 <- 404"), "{out:?}");
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
 }
 
 #[test]
@@ -377,7 +368,7 @@ fn inbox_waiters_time_out_with_408() {
     assert!(s.at(INBOX_TIMEOUT - Duration::from_millis(1)).is_empty());
     let out = s.at(INBOX_TIMEOUT + TICK);
     assert!(out[0].starts_with("1 <- 408 \"Request timed out"), "{out:?}");
-    assert_eq!(s.registry.counts(), Counts::default());
+    assert_eq!(held(&s), (0, 0, 0));
     assert!(s.registry.is_idle());
 }
 
