@@ -70,11 +70,13 @@ pub fn run(
         }
         while let Some(event) = events.pop_front() {
             registry.handle(now, event, &mut replies);
+            // Published before the replies go out, so a client that got its answer sees the
+            // counts that answer left behind.
+            gauges.set_registry(registry.counts());
             for reply in replies.drain(..) {
                 send_reply(reply, &mut waiting, &writers, &mut events);
             }
         }
-        gauges.set_registry(registry.counts());
     }
 }
 
