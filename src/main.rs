@@ -63,7 +63,10 @@ fn run(config: config::Config) -> Result<(), String> {
     let tokens = match &config.access.token_file {
         Some(path) => {
             let store = TokenStore::open(path).map_err(|e| e.to_string())?;
-            info!("loaded {} tokens from {}", store.current().len(), path.display());
+            match store.current().len() {
+                0 => warn!("loaded 0 tokens from {}: every relay request gets 401", path.display()),
+                n => info!("loaded {n} tokens from {}", path.display()),
+            }
             Some(Arc::new(store))
         }
         None => None,
