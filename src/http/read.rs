@@ -7,6 +7,10 @@
 //! costs memory for its bytes, never a thread. A complete request is answered by the worker
 //! (`/`, `/health`, preflights, refusals) or handed to the registry with its connection.
 //!
+//! Access control (SPEC §6) happens once, in [`start`], when the head is complete: the client
+//! address (behind trusted proxies) against `--allow-ip`/`--deny-ip` first, then, after routing,
+//! the bearer token against the route's scope. A request that parks is never checked again.
+//!
 //! A request answered before it was read in full (a 413, a bad head, a timeout) *lingers*: its
 //! connection goes back to the poller once more, and what the client still sends is read and
 //! dropped until it closes, for at most [`LINGER_TIME`]. Closing with unread input would reset
