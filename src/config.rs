@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeBounds;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits::Cidr;
@@ -28,6 +29,28 @@ pub struct Config {
     pub cors: Cors,
     /// Proxies trusted to name the client in `X-Forwarded-For` (`--trust-proxy`). Defaults to none.
     pub trust_proxy: Vec<Cidr>,
+    /// Who may use the relay (SPEC §6).
+    pub access: Access,
+}
+
+/// Access control (SPEC §6); off by default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Access {
+    /// Bearer tokens with scopes (`--token-file`). Defaults to none: no token needed.
+    pub token_file: Option<PathBuf>,
+    /// Only clients in these ranges may connect (`--allow-ip`). Defaults to none: everyone.
+    pub allow_ip: Vec<Cidr>,
+    /// Clients in these ranges get 403 (`--deny-ip`); wins over `allow_ip`. Defaults to none.
+    pub deny_ip: Vec<Cidr>,
+}
+
+impl Access {
+    /// Whether a client at `ip` may use the relay: inside `allow_ip` (when set), not inside
+    /// `deny_ip`.
+    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
+        let inside = |cidrs: &[Cidr]| cidrs.iter().any(|cidr| cidr.contains(ip));
+        (self.allow_ip.is_empty() || inside(&self.allow_ip)) && !inside(&self.deny_ip)
+    }
 }
 
 /// Deadlines, one per phase.
@@ -70,6 +93,9 @@ pub struct Limits {
     pub rate_per_ip: Option<u32>,
     /// Writes (POST, DELETE) per minute per id (`--rate-per-id`), burst alike. Defaults to 10.
     pub rate_per_id: Option<u32>,
+    /// Failed authentications (401, 403) per minute per client before it gets 429
+    /// (`--auth-failures-per-ip`), burst alike. Defaults to 5.
+    pub auth_failures_per_ip: Option<u32>,
 }
 
 /// Which browser origins may read the relay's responses (`--cors`).
@@ -92,6 +118,7 @@ impl Default for Config {
             limits: Limits::default(),
             cors: Cors::Mirror,
             trust_proxy: Vec::new(),
+            access: Access::default(),
         }
     }
 }
@@ -122,6 +149,7 @@ impl Default for Limits {
             max_memory: Some(64 * 1024 * 1024),
             rate_per_ip: Some(100),
             rate_per_id: Some(10),
+            auth_failures_per_ip: Some(5),
         }
     }
 }
@@ -197,6 +225,7 @@ const SIZE: Expected = "a size such as 65536, 64K or 1M";
 const COUNT: Expected = "a whole number such as 100";
 const CIDRS: Expected = "address ranges such as 127.0.0.1/32,10.0.0.0/8 or ::1, or none";
 const LISTEN: Expected = "a socket address such as 127.0.0.1:8080 or [::]:8080";
+const PATH: Expected = "a file path, or none";
 
 /// All flags that take a value, in `--help` order. Kept out of rustfmt so that a flag reads as
 /// one block: what it is, how a value is checked and stored, how it is shown.
@@ -294,15 +323,33 @@ static FLAGS: &[Flag] = &[
         show: |c| c.limits.rate_per_id.unwrap_or(0).to_string() },
     Flag { name: "trust-proxy", env: "HANDOFF_TRUST_PROXY", placeholder: "CIDR[,CIDR...]",
         help: "Proxies whose X-Forwarded-For / X-Real-IP name the client, e.g. 127.0.0.1/32.",
+        set: |c, v| { c.trust_proxy = cidrs(v)?; Ok(()) },
+        show: |c| show_cidrs(&c.trust_proxy) },
+    Flag { name: "token-file", env: "HANDOFF_TOKEN_FILE", placeholder: "PATH",
+        help: "Bearer tokens with scopes, one `TOKEN send,receive,stats` a line (mode 600); \
+               relay requests then need one. SIGHUP reloads it.",
         set: |c, v| {
-            let cidrs = v.split(',').filter(|_| v != "none").map(|part| part.trim().parse::<Cidr>());
-            c.trust_proxy = cidrs.collect::<Result<_, ()>>().map_err(|()| CIDRS)?;
+            c.access.token_file = match v {
+                "" => return Err(PATH),
+                "none" => None,
+                path => Some(PathBuf::from(path)),
+            };
             Ok(())
         },
-        show: |c| match c.trust_proxy.as_slice() {
-            [] => "none".into(),
-            cidrs => cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>().join(","),
-        } },
+        show: |c| c.access.token_file.as_ref().map_or("none".into(), |p| p.display().to_string()) },
+    Flag { name: "auth-failures-per-ip", env: "HANDOFF_AUTH_FAILURES_PER_IP", placeholder: "N",
+        help: "Failed authentications (401, 403) per minute per client IP before it gets 429. \
+               0 disables.",
+        set: |c, v| { c.limits.auth_failures_per_ip = per_minute(v)?; Ok(()) },
+        show: |c| c.limits.auth_failures_per_ip.unwrap_or(0).to_string() },
+    Flag { name: "allow-ip", env: "HANDOFF_ALLOW_IP", placeholder: "CIDR[,CIDR...]",
+        help: "Only clients in these ranges may use the relay; others get 403.",
+        set: |c, v| { c.access.allow_ip = cidrs(v)?; Ok(()) },
+        show: |c| show_cidrs(&c.access.allow_ip) },
+    Flag { name: "deny-ip", env: "HANDOFF_DENY_IP", placeholder: "CIDR[,CIDR...]",
+        help: "Clients in these ranges get 403 (wins over --allow-ip).",
+        set: |c, v| { c.access.deny_ip = cidrs(v)?; Ok(()) },
+        show: |c| show_cidrs(&c.access.deny_ip) },
     Flag { name: "cors", env: "HANDOFF_CORS", placeholder: "mirror|off|ORIGIN[,ORIGIN...]",
         help: "Which browser origins may read responses: mirror (any, with credentials), off, \
                or a list.",
@@ -452,6 +499,22 @@ fn in_range(
 }
 
 /// A whole number of ASCII digits; no sign, no spaces.
+/// A comma-separated list of address ranges; `none` is the empty list.
+fn cidrs(value: &str) -> Result<Vec<Cidr>, Expected> {
+    if value == "none" {
+        return Ok(Vec::new());
+    }
+    value.split(',').map(|part| part.trim().parse::<Cidr>().map_err(|()| CIDRS)).collect()
+}
+
+/// Address ranges as [`cidrs`] reads them.
+fn show_cidrs(cidrs: &[Cidr]) -> String {
+    match cidrs {
+        [] => "none".into(),
+        cidrs => cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>().join(","),
+    }
+}
+
 /// A rate in events per minute; `0` disables it.
 fn per_minute(value: &str) -> Result<Option<u32>, Expected> {
     let n = u32::try_from(count(value)?).map_err(|_| COUNT)?;
@@ -819,6 +882,61 @@ mod tests {
         let get = |c: &Config| c.trust_proxy.clone();
         let want: Vec<Cidr> = vec!["127.0.0.1/32".parse().unwrap(), "fd00::/8".parse().unwrap()];
         check("trust-proxy", get, "127.0.0.1/32, fd00::/8", want, "10.0.0.0/33", CIDRS);
+    }
+
+    #[test]
+    fn flag_token_file() {
+        let get = |c: &Config| c.access.token_file.clone();
+        let want = Some(PathBuf::from("/etc/handoff/tokens"));
+        let flag = run(&["--token-file", "/etc/handoff/tokens"], &[]).map(|c| get(&c));
+        assert_eq!(flag, Ok(want.clone()));
+        let env = run(&[], &[("HANDOFF_TOKEN_FILE", "/etc/handoff/tokens")]).map(|c| get(&c));
+        assert_eq!(env, Ok(want));
+        let over = run(&["--token-file=/a"], &[("HANDOFF_TOKEN_FILE", "/b")]).map(|c| get(&c));
+        assert_eq!(over, Ok(Some(PathBuf::from("/a"))));
+        assert_eq!(run(&["--token-file", "none"], &[]).map(|c| get(&c)), Ok(None));
+        // An empty environment variable counts as unset; an empty flag value is refused.
+        assert_eq!(run(&[], &[("HANDOFF_TOKEN_FILE", "")]).map(|c| get(&c)), Ok(None));
+        assert_eq!(run(&["--token-file", ""], &[]), Err(invalid("--token-file", "", PATH)));
+    }
+
+    #[test]
+    fn flag_auth_failures_per_ip() {
+        let get = |c: &Config| c.limits.auth_failures_per_ip;
+        assert_eq!(Config::default().limits.auth_failures_per_ip, Some(5));
+        check("auth-failures-per-ip", get, "20", Some(20), "5/min", COUNT);
+        assert_eq!(run(&["--auth-failures-per-ip", "0"], &[]).map(|c| get(&c)), Ok(None));
+    }
+
+    #[test]
+    fn flag_allow_ip() {
+        let get = |c: &Config| c.access.allow_ip.clone();
+        let want: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        check("allow-ip", get, "10.0.0.0/8,2001:db8::/32", want, "10.0.0.0/8,", CIDRS);
+        assert_eq!(run(&["--allow-ip", "none"], &[]).map(|c| get(&c)), Ok(vec![]));
+    }
+
+    #[test]
+    fn flag_deny_ip() {
+        let get = |c: &Config| c.access.deny_ip.clone();
+        let want: Vec<Cidr> = vec!["192.0.2.7".parse().unwrap()];
+        check("deny-ip", get, "192.0.2.7", want, "192.0.2.7/", CIDRS);
+    }
+
+    #[test]
+    fn allow_and_deny_lists() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let open = Access::default();
+        assert!(open.ip_allowed(ip("203.0.113.1")));
+        let access = run(&["--allow-ip", "10.0.0.0/8, fd00::/8", "--deny-ip", "10.6.0.0/16"], &[])
+            .unwrap()
+            .access;
+        assert!(access.ip_allowed(ip("10.1.2.3")));
+        assert!(access.ip_allowed(ip("::ffff:10.1.2.3")), "IPv4-mapped counts as IPv4");
+        assert!(access.ip_allowed(ip("fd12::1")));
+        assert!(!access.ip_allowed(ip("10.6.0.1")), "deny wins over allow");
+        assert!(!access.ip_allowed(ip("192.0.2.1")));
+        assert!(!access.ip_allowed(ip("2001:db8::1")));
     }
 
     #[test]

@@ -178,6 +178,16 @@ impl TokenBucket {
         Err(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
     }
 
+    /// How long until a token is there, without taking one; `None` when one is there now.
+    pub fn wait(&mut self, rate: Rate, now: Instant) -> Option<Duration> {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            return None;
+        }
+        let per_second = f64::from(rate.per_minute) / 60.0;
+        Some(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
+    }
+
     /// Whether the bucket is full again, so forgetting it changes nothing.
     pub fn is_full(&mut self, rate: Rate, now: Instant) -> bool {
         self.refill(rate, now);
@@ -221,6 +231,13 @@ impl<K: Hash + Eq + Copy> RateTable<K> {
         }
         let rate = self.rate;
         self.buckets.entry(key).or_insert_with(|| TokenBucket::full(rate, now)).take(rate, now)
+    }
+
+    /// How long until `key` has a token again, without taking one; `None` when it has one now
+    /// (or is not tracked, which is the same: a new key starts full).
+    pub fn wait(&mut self, key: K, now: Instant) -> Option<Duration> {
+        let rate = self.rate;
+        self.buckets.get_mut(&key)?.wait(rate, now)
     }
 
     /// Keys currently tracked.
@@ -406,11 +423,19 @@ pub enum Refused {
     TooLarge,
     /// A head or body that did not arrive within its deadline: 408.
     Slow,
+    /// A client outside `--allow-ip` or inside `--deny-ip`: 403.
+    IpDenied,
+    /// No bearer token, or one not in `--token-file`: 401.
+    Unauthorized,
+    /// A known token without the scope the request needs: 403.
+    Forbidden,
+    /// Too many failed authentications from one client (`--auth-failures-per-ip`): 429.
+    AuthThrottled,
 }
 
 impl Refused {
     /// Every reason, in the order `/health` lists them.
-    pub const ALL: [Refused; 11] = [
+    pub const ALL: [Refused; 15] = [
         Refused::Connections,
         Refused::ConnectionsPerIp,
         Refused::Parked,
@@ -422,6 +447,10 @@ impl Refused {
         Refused::Malformed,
         Refused::TooLarge,
         Refused::Slow,
+        Refused::IpDenied,
+        Refused::Unauthorized,
+        Refused::Forbidden,
+        Refused::AuthThrottled,
     ];
 
     /// The reason's name in `/health`.
@@ -438,6 +467,10 @@ impl Refused {
             Refused::Malformed => "malformed",
             Refused::TooLarge => "too_large",
             Refused::Slow => "slow",
+            Refused::IpDenied => "ip_denied",
+            Refused::Unauthorized => "unauthorized",
+            Refused::Forbidden => "forbidden",
+            Refused::AuthThrottled => "auth_throttled",
         }
     }
 }
@@ -575,6 +608,28 @@ mod tests {
         let later = start + Duration::from_secs(61);
         assert_eq!(table.take(5000, later), Ok(()));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn rate_table_wait_does_not_take() {
+        // The failed-authentication throttle: failures take, every attempt asks `wait` first.
+        let rate = Rate { per_minute: 5 };
+        let start = Instant::now();
+        let mut table = RateTable::new(rate, 100);
+        assert_eq!(table.wait(1u32, start), None, "an unknown key is not waiting");
+        for _ in 0..5 {
+            assert_eq!(table.wait(1, start), None);
+            let _ = table.take(1, start);
+        }
+        let wait = table.wait(1, start).unwrap();
+        assert_eq!(retry_after(wait), "12");
+        assert_eq!(
+            table.wait(1, start + Duration::from_secs(6)),
+            table.wait(1, start + Duration::from_secs(6))
+        );
+        assert!(table.wait(1, start + Duration::from_secs(11)).is_some());
+        assert_eq!(table.wait(1, start + Duration::from_secs(12)), None, "cool-down over");
+        assert_eq!(table.wait(2, start), None, "other clients are not affected");
     }
 
     #[test]

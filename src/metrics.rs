@@ -56,8 +56,10 @@ impl Gauges {
         )
     }
 
-    /// The `/health` answer: 200 `ok`, or 503 `full` when a limit is at its high-water mark.
-    pub fn health(&self, limits: &Limits, memory: &MemoryBudget) -> Response {
+    /// The `/health` answer: 200 `ok`, or 503 `full` when a limit is at its high-water mark;
+    /// with the counts when `detailed`, else the status alone (`{"status":"ok"}`, for liveness
+    /// probes when `--token-file` is set and no `stats` token was shown).
+    pub fn health(&self, limits: &Limits, memory: &MemoryBudget, detailed: bool) -> Response {
         let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let connections = self.connections.load(Relaxed);
         let at = |value: usize, limit: Option<usize>| limit.is_some_and(|l| value >= l);
@@ -65,11 +67,12 @@ impl Gauges {
             || at(connections, limits.max_connections)
             || at(memory.used(), memory.limit());
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
+        let status = if full { "full" } else { "ok" };
         let mut json = format!(
             "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
              \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
-            if full { "full" } else { "ok" },
+            status,
             counts.parked,
             counts.parked,
             counts.messages,
@@ -88,6 +91,9 @@ impl Gauges {
             let _ = write!(json, "{comma}\"{}\":{total}", reason.name());
         }
         json.push_str("}}\n");
+        if !detailed {
+            json = format!("{{\"status\":\"{status}\"}}\n");
+        }
         let response = Response::new(if full { 503 } else { 200 })
             .header("Content-Type", "application/json")
             .body(json.into_bytes());

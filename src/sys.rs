@@ -4,15 +4,23 @@
 //!   only block on one socket at a time, or spin.
 //! - `listen`, to size the accept backlog: std always asks for 128, which a burst of clients
 //!   overflows (the kernel then drops SYNs, and each dropped client waits a second to retry).
+//! - `signal`, so `SIGHUP` reloads instead of killing the process: std has no signal API. The
+//!   handler only writes the signal's number to a pipe (the self-pipe trick); a thread reads the
+//!   pipe and hands each signal to the rest of the program on a channel ([`watch_signals`]).
 //!
 //! Each call is a thin wrapper that checks the return value and turns `-1` into `io::Error`.
 //! The declarations match the Linux ABI for glibc and musl alike.
 
 #![allow(unsafe_code)]
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::thread;
 use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Receiver};
 
 /// `struct epoll_event`: packed on x86_64 only, as the kernel's `EPOLL_PACKED` says.
 #[repr(C)]
@@ -28,6 +36,9 @@ extern "C" {
     fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: *mut EpollEvent) -> i32;
     fn epoll_wait(epfd: i32, events: *mut EpollEvent, maxevents: i32, timeout: i32) -> i32;
     fn listen(fd: i32, backlog: i32) -> i32;
+    fn signal(signum: i32, handler: usize) -> usize;
+    fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+    fn __errno_location() -> *mut i32;
 }
 
 /// Resizes the accept backlog of a listening socket (the kernel caps it at `somaxconn`).
@@ -134,11 +145,98 @@ impl Poller {
     }
 }
 
+/// A signal the relay acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGHUP`: reload what can be reloaded (the token file).
+    Hangup,
+    /// `SIGTERM`: drain and exit (to be handled; the default action applies until then).
+    Terminate,
+}
+
+impl Signal {
+    fn number(self) -> i32 {
+        match self {
+            Signal::Hangup => 1,
+            Signal::Terminate => 15,
+        }
+    }
+
+    fn from_number(number: u8) -> Option<Signal> {
+        [Signal::Hangup, Signal::Terminate].into_iter().find(|s| s.number() == i32::from(number))
+    }
+}
+
+/// `SIG_ERR`, `(sighandler_t) -1`.
+const SIG_ERR: usize = usize::MAX;
+
+/// The write end of the self-pipe, for the handler; -1 until [`watch_signals`] sets it.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// The signal handler: writes the signal's number to the self-pipe and nothing else. `write` is
+/// async-signal-safe, the pipe is non-blocking (a full pipe drops the byte: a signal of that
+/// kind is pending already), and `errno` is put back for the code the signal interrupted.
+extern "C" fn on_signal(number: i32) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let byte = number as u8;
+    // SAFETY: __errno_location returns this thread's errno, valid for the thread's life; write
+    // reads one byte from a live stack variable, and `fd` is the self-pipe's write end, which is
+    // never closed once published.
+    unsafe {
+        let errno = __errno_location();
+        let saved = *errno;
+        write(fd, &byte, 1);
+        *errno = saved;
+    }
+}
+
+/// Installs handlers for `signals` and returns a channel that receives each one as it arrives,
+/// fed by a thread named `signals`. Signals of one kind that arrive together may be reported
+/// once. Call it once per process (a second call fails), before the signals can be sent.
+pub fn watch_signals(signals: &[Signal]) -> io::Result<Receiver<Signal>> {
+    let (mut read_end, write_end) = UnixStream::pair()?;
+    write_end.set_nonblocking(true)?;
+    let write_fd = write_end.into_raw_fd();
+    if SIGNAL_PIPE.compare_exchange(-1, write_fd, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        // SAFETY: `write_fd` came from into_raw_fd just above and was published nowhere.
+        drop(unsafe { OwnedFd::from_raw_fd(write_fd) });
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "signals are watched already"));
+    }
+    for &wanted in signals {
+        // SAFETY: `on_signal` is an `extern "C" fn(i32)` that only does async-signal-safe work;
+        // glibc's and musl's `signal` install it with SA_RESTART, and it stays installed.
+        let previous = unsafe { signal(wanted.number(), on_signal as extern "C" fn(i32) as usize) };
+        if previous == SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let (tx, rx) = unbounded();
+    thread::Builder::new().name("signals".into()).stack_size(64 * 1024).spawn(move || {
+        let mut numbers = [0u8; 64];
+        loop {
+            let n = match read_end.read(&mut numbers) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            for signal in numbers[..n].iter().filter_map(|&number| Signal::from_number(number)) {
+                if tx.send(signal).is_err() {
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::unix::net::UnixStream;
 
     #[test]
     fn reports_readable_descriptors_once_until_rearmed() {
@@ -158,6 +256,20 @@ mod tests {
         poller.wait(&mut ready, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(ready, [9]);
         poller.remove(&b).unwrap();
+    }
+
+    #[test]
+    fn a_raised_signal_arrives_on_the_channel() {
+        extern "C" {
+            fn raise(signum: i32) -> i32;
+        }
+        let signals = watch_signals(&[Signal::Hangup]).unwrap();
+        assert!(watch_signals(&[Signal::Hangup]).is_err(), "one watcher per process");
+        for _ in 0..2 {
+            // SAFETY: raise takes no pointers; SIGHUP now has the handler installed above.
+            assert_eq!(unsafe { raise(Signal::Hangup.number()) }, 0);
+            assert_eq!(signals.recv_timeout(Duration::from_secs(5)), Ok(Signal::Hangup));
+        }
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! costs memory for its bytes, never a thread. A complete request is answered by the worker
 //! (`/`, `/health`, preflights, refusals) or handed to the registry with its connection.
 //!
+//! Access control (SPEC §6) happens once, in [`start`], when the head is complete: the client
+//! address (behind trusted proxies) against `--allow-ip`/`--deny-ip` first, then, after routing,
+//! the bearer token against the route's scope. A request that parks is never checked again.
+//!
 //! A request answered before it was read in full (a 413, a bad head, a timeout) *lingers*: its
 //! connection goes back to the poller once more, and what the client still sends is read and
 //! dropped until it closes, for at most [`LINGER_TIME`]. Closing with unread input would reset
@@ -21,6 +25,7 @@ use super::conn::{close, write_response, Connection, Exchange};
 use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, Status, Version};
 use super::response::Response;
 use super::server::Front;
+use crate::auth::{Denied, Scope};
 use crate::cors;
 use crate::limits::{client_ip, retry_after, ClientKey, Refused, WAITER_COST};
 use crate::logging::id_tag;
@@ -246,13 +251,25 @@ fn start(
         head.header("x-real-ip"),
     );
     exchange.client = ClientKey::of(client);
+    if !front.config.access.ip_allowed(client) {
+        return Err(Refusal::IpDenied);
+    }
     let framing = validate(head)?;
     let (path, query) = split_target(head.target)?;
     let route = route(head.method, path, limits.max_id)?;
     exchange.route = route.kind();
+    let authorization = head.header("authorization");
     let (id, action) = match route {
         Route::Root => return Ok(Started::Local(usage(&front.gauges.summary()))),
-        Route::Health => return Ok(Started::Local(front.gauges.health(limits, &front.memory))),
+        Route::Health => {
+            // With tokens on, a probe without credentials gets the status alone; the counts
+            // need a token with the stats scope, and credentials that are sent are checked.
+            let detailed = !front.tokens_required() || authorization.is_some();
+            if detailed {
+                front.authorize(authorization, exchange.client, Scope::Stats)?;
+            }
+            return Ok(Started::Local(front.gauges.health(limits, &front.memory, detailed)));
+        }
         Route::Preflight { allow } => {
             front.check_rate(exchange.client)?;
             let requested = head.header("access-control-request-headers");
@@ -262,6 +279,7 @@ fn start(
         Route::Relay { id, action } => (id, action),
     };
     exchange.id_tag = Some(id_tag(&id));
+    front.authorize(authorization, exchange.client, Scope::of(action))?;
     front.check_rate(exchange.client)?;
     let too_large = Refusal::BodyTooLarge { limit: limits.max_body };
     let (framing, body_bytes) = match framing {
@@ -326,6 +344,15 @@ pub(super) enum Refusal {
     },
     /// `--max-memory` (503).
     Memory,
+    /// A client outside `--allow-ip` or inside `--deny-ip` (403).
+    IpDenied,
+    /// `--token-file`: no token or an unknown one (401), or a token without the scope (403).
+    Auth(Denied),
+    /// `--auth-failures-per-ip` (429).
+    AuthThrottled {
+        per_minute: u32,
+        wait: Duration,
+    },
     /// The client closed the connection or it failed: nobody to answer.
     Gone,
 }
@@ -341,6 +368,9 @@ impl Refusal {
             Refusal::TimedOut { .. } => 408,
             Refusal::RateLimited { .. } => 429,
             Refusal::Memory => 503,
+            Refusal::IpDenied => 403,
+            Refusal::Auth(denied) => denied.status(),
+            Refusal::AuthThrottled { .. } => 429,
             Refusal::Gone => return None,
         };
         let response = Response::text(status, self);
@@ -348,7 +378,10 @@ impl Refusal {
             Refusal::Route(RouteError::MethodNotAllowed { allow }) => {
                 response.header("Allow", *allow)
             }
-            Refusal::RateLimited { wait, .. } => response.header("Retry-After", retry_after(*wait)),
+            Refusal::RateLimited { wait, .. } | Refusal::AuthThrottled { wait, .. } => {
+                response.header("Retry-After", retry_after(*wait))
+            }
+            Refusal::Auth(denied) => response.header("WWW-Authenticate", denied.challenge()),
             Refusal::Memory => response.header("Retry-After", "1"),
             _ => response,
         })
@@ -365,6 +398,10 @@ impl Refusal {
             Refusal::TimedOut { .. } => Refused::Slow,
             Refusal::RateLimited { .. } => Refused::RatePerIp,
             Refusal::Memory => Refused::Memory,
+            Refusal::IpDenied => Refused::IpDenied,
+            Refusal::Auth(Denied::Missing | Denied::Unknown) => Refused::Unauthorized,
+            Refusal::Auth(Denied::Scope(_)) => Refused::Forbidden,
+            Refusal::AuthThrottled { .. } => Refused::AuthThrottled,
             Refusal::Route(_) | Refusal::Gone => return None,
         })
     }
@@ -389,6 +426,15 @@ impl fmt::Display for Refusal {
             Refusal::Memory => {
                 f.write_str("The relay holds as much as its memory budget allows (--max-memory); retry shortly.")
             }
+            Refusal::IpDenied => {
+                f.write_str("This address may not use the relay (--allow-ip, --deny-ip).")
+            }
+            Refusal::Auth(denied) => denied.fmt(f),
+            Refusal::AuthThrottled { per_minute, .. } => write!(
+                f,
+                "Too many failed authentications: at most {per_minute} a minute per client \
+                 (--auth-failures-per-ip); retry later."
+            ),
             Refusal::Gone => f.write_str("The client left."),
         }
     }

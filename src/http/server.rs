@@ -18,10 +18,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, warn};
 
+use crate::auth::{Scope, TokenStore};
+
 use super::conn::{write_job, Connection, WriteJob};
 use super::read::{self, Reading};
 use crate::config::Config;
-use crate::limits::{ClientKey, MemoryBudget, PeerConnections, Rate, RateTable, Refused};
+use crate::limits::{
+    retry_after, ClientKey, LogThrottle, MemoryBudget, PeerConnections, Rate, RateTable, Refused,
+};
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
 use crate::sys::{self, Interest, Poller};
@@ -58,22 +62,79 @@ pub struct Front {
     rate_per_ip: Option<Mutex<RateTable<ClientKey>>>,
     /// Open connections per TCP peer (`--max-connections-per-ip`).
     peers: Option<Arc<PeerConnections>>,
+    /// The bearer tokens in force (`--token-file`); `None`: no token needed.
+    tokens: Option<Arc<TokenStore>>,
+    /// Failed authentications per client and minute (`--auth-failures-per-ip`).
+    auth_failures: Option<Mutex<RateTable<ClientKey>>>,
+    /// Lets a throttled client be warned about once a minute.
+    auth_log: LogThrottle,
 }
 
 impl Front {
-    /// What the workers and the poller share, for `config`.
+    /// What the workers and the poller share, for `config`, checking `tokens` if given.
     pub fn new(
         config: Config,
         registry: Sender<Inbound>,
         gauges: Arc<Gauges>,
         memory: Arc<MemoryBudget>,
+        tokens: Option<Arc<TokenStore>>,
     ) -> Front {
         let limits = &config.limits;
-        let rate_per_ip = limits
-            .rate_per_ip
-            .map(|per_minute| Mutex::new(RateTable::new(Rate { per_minute }, RATE_KEYS)));
+        let table = |per_minute| Mutex::new(RateTable::new(Rate { per_minute }, RATE_KEYS));
+        let rate_per_ip = limits.rate_per_ip.map(table);
+        let auth_failures = limits.auth_failures_per_ip.map(table);
         let peers = limits.max_connections_per_ip.map(PeerConnections::new);
-        Front { config: Arc::new(config), registry, gauges, memory, rate_per_ip, peers }
+        Front {
+            config: Arc::new(config),
+            registry,
+            gauges,
+            memory,
+            rate_per_ip,
+            peers,
+            tokens,
+            auth_failures,
+            auth_log: LogThrottle::default(),
+        }
+    }
+
+    /// Whether requests need a bearer token (`--token-file` is set).
+    pub(super) fn tokens_required(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// `--token-file`: checks the `Authorization` header for `scope`, once, as the request
+    /// arrives. A client over `--auth-failures-per-ip` gets 429 whatever it presents (else a
+    /// right guess would show through the throttle); each 401 or 403 is counted against it.
+    pub(super) fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        client: ClientKey,
+        scope: Scope,
+    ) -> Result<(), read::Refusal> {
+        let Some(store) = &self.tokens else { return Ok(()) };
+        let now = Instant::now();
+        if let Some(failures) = &self.auth_failures {
+            let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(wait) = failures.wait(client, now) {
+                let per_minute = self.config.limits.auth_failures_per_ip.unwrap_or(0);
+                if let Some(held) = self.auth_log.allow(client, 429, now) {
+                    warn!(
+                        "{client}: {per_minute} or more failed authentications within a minute;                          answering its requests 429 for {} s (--auth-failures-per-ip; {held}                          more refused since the last warning)",
+                        retry_after(wait)
+                    );
+                }
+                return Err(read::Refusal::AuthThrottled { per_minute, wait });
+            }
+        }
+        let denied = match store.current().check(authorization, scope) {
+            Ok(()) => return Ok(()),
+            Err(denied) => denied,
+        };
+        if let Some(failures) = &self.auth_failures {
+            let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = failures.take(client, now);
+        }
+        Err(read::Refusal::Auth(denied))
     }
 
     /// `--rate-per-ip`: takes a token for `client`, or refuses with 429.

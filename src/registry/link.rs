@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ConnId, Parked, Registry, Reply, Request, Role, Timer, CLAIM_IDLE};
+use crate::auth::same_secret;
 use crate::http::response::Response;
 use crate::limits::{ClientKey, Reservation};
 use crate::wheel::TimerId;
@@ -313,16 +314,6 @@ fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
         .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
 }
 
-/// Compares two secrets in time that depends only on their lengths, not on where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
 /// `HttpRelay-Query`: the query minus `wsecret` and `seqid`, keys sorted (stable), each pair
 /// re-encoded as `application/x-www-form-urlencoded`, as httprelay.io renders it.
 fn relay_query(query: &str) -> String {
@@ -399,14 +390,5 @@ mod tests {
         assert_eq!(wsecret("wsecret=", Some("h")), Some(b"h".to_vec()));
         assert_eq!(wsecret("wsecret=", Some("")), None);
         assert_eq!(wsecret("", None), None);
-    }
-
-    #[test]
-    fn same_secret_compares_whole_values() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
-        assert!(!same_secret(b"", b"a"));
-        assert!(same_secret(b"", b""));
     }
 }

@@ -69,6 +69,11 @@ impl Relay {
         }
     }
 
+    /// The relay's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address the relay listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
