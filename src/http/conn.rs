@@ -217,6 +217,9 @@ fn log_request(exchange: &Exchange, status: u16, written: bool) {
 }
 
 /// Closes after a response: the end of the stream tells the client the response is complete.
+/// The connection's per-peer slot is given back first, so a client that reconnects as soon as it
+/// has its answer is not refused for a slot still being released.
 pub fn close(mut conn: Connection) {
+    conn.peer_slot = None;
     conn.shutdown_write();
 }
