@@ -39,6 +39,9 @@ pub struct Reading {
     exchange: Exchange,
     /// Input not yet consumed: the head so far, then body bytes (or chunked framing).
     input: Vec<u8>,
+    /// How much of `input` the head parser has seen: a head can only complete or fail at a line
+    /// feed, so bytes without one are not parsed again (a byte-at-a-time client costs O(n)).
+    head_seen: usize,
     phase: Phase,
     deadline: Instant,
 }
@@ -75,6 +78,7 @@ impl Reading {
             connection,
             exchange,
             input: Vec::new(),
+            head_seen: 0,
             phase: Phase::Head,
             deadline: now + head_timeout,
         }
@@ -91,6 +95,11 @@ impl Reading {
             match &mut self.phase {
                 Phase::Head => {
                     let limits = &front.config.limits;
+                    let new_line = self.input[self.head_seen..].contains(&b'\n');
+                    if !new_line && self.input.len() < limits.max_head {
+                        return Ok(None);
+                    }
+                    self.head_seen = self.input.len();
                     let head_limits =
                         HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers };
                     let Status::Complete(head) = parse_head(&self.input, &head_limits)? else {
@@ -217,7 +226,7 @@ fn answer(
     connection.shutdown_write();
     let deadline = Instant::now() + LINGER_TIME;
     let phase = Phase::Linger { drained: 0 };
-    Some(Reading { connection, exchange, input: Vec::new(), phase, deadline })
+    Some(Reading { connection, exchange, input: Vec::new(), head_seen: 0, phase, deadline })
 }
 
 /// What a complete request comes to.
