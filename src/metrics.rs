@@ -33,6 +33,11 @@ impl Gauges {
         self.connections.fetch_add(1, Relaxed) + 1
     }
 
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Relaxed)
+    }
+
     /// Counts a closed connection.
     pub fn connection_closed(&self) {
         self.connections.fetch_sub(1, Relaxed);

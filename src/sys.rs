@@ -4,7 +4,8 @@
 //!   only block on one socket at a time, or spin.
 //! - `listen`, to size the accept backlog: std always asks for 128, which a burst of clients
 //!   overflows (the kernel then drops SYNs, and each dropped client waits a second to retry).
-//! - `signal`, so `SIGHUP` reloads instead of killing the process: std has no signal API. The
+//! - `signal`, so `SIGHUP` reloads and `SIGTERM`/`SIGINT` drain instead of killing the process:
+//!   std has no signal API. The
 //!   handler only writes the signal's number to a pipe (the self-pipe trick); a thread reads the
 //!   pipe and hands each signal to the rest of the program on a channel ([`watch_signals`]).
 //!
@@ -150,8 +151,10 @@ impl Poller {
 pub enum Signal {
     /// `SIGHUP`: reload what can be reloaded (the token file).
     Hangup,
-    /// `SIGTERM`: drain and exit (to be handled; the default action applies until then).
+    /// `SIGTERM`: drain and exit (systemd's stop).
     Terminate,
+    /// `SIGINT`: drain and exit, as for `SIGTERM` (Ctrl-C).
+    Interrupt,
 }
 
 impl Signal {
@@ -159,11 +162,14 @@ impl Signal {
         match self {
             Signal::Hangup => 1,
             Signal::Terminate => 15,
+            Signal::Interrupt => 2,
         }
     }
 
     fn from_number(number: u8) -> Option<Signal> {
-        [Signal::Hangup, Signal::Terminate].into_iter().find(|s| s.number() == i32::from(number))
+        [Signal::Hangup, Signal::Terminate, Signal::Interrupt]
+            .into_iter()
+            .find(|s| s.number() == i32::from(number))
     }
 }
 
