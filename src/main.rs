@@ -1,8 +1,8 @@
 //! handoff: a small self-hosted HTTP relay for login hand-offs (see README.md and SPEC).
 //!
-//! Wiring only: configuration → token file → listener → threads → serve. Workers read requests
-//! and hand relay requests to the one registry thread, which pairs them and hands replies to the
-//! writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
+//! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
+//! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
+//! them and hands replies to the writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
 //! `SIGINT` drain (stop accepting, answer every parked request 503, let the writes finish) and
 //! exit 0 within [`DRAIN_LIMIT`].
 
@@ -81,8 +81,16 @@ fn run(config: config::Config) -> Result<(), String> {
     let signals = sys::watch_signals(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
 
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?;
+    let (listener, origin) = match sys::activated_listener()
+        .map_err(|e| format!("cannot use the socket systemd passed (LISTEN_FDS): {e}"))?
+    {
+        Some(listener) => (listener, " (socket from systemd; --listen ignored)"),
+        None => (
+            TcpListener::bind(config.listen)
+                .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?,
+            "",
+        ),
+    };
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let spawn_failed = |e: std::io::Error| format!("cannot start a thread: {e}");
 
@@ -111,7 +119,7 @@ fn run(config: config::Config) -> Result<(), String> {
     let front =
         Front::new(config, registry_tx.clone(), Arc::clone(&gauges), memory, tokens.clone());
     let poller = server::start(listener, front, workers).map_err(spawn_failed)?;
-    info!("handoff {} listening on {address}", env!("CARGO_PKG_VERSION"));
+    info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
     let stop = loop {
         match signals.recv() {
             Ok(Signal::Hangup) => reload(tokens.as_deref()),
