@@ -1,5 +1,6 @@
 //! Operations, over the real binary (SPEC §7): the `SIGTERM`/`SIGINT` drain and socket
-//! activation (`systemd-socket-activate`, also inside a network namespace of its own).
+//! activation (`systemd-socket-activate`, also inside a network namespace of its own), and the
+//! systemd units' hardening (`systemd-analyze`).
 
 mod common;
 
@@ -160,4 +161,57 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
     assert_eq!(lines.next().map(str::trim_end), Some("HTTP/1.1 200 OK"), "sender: {out}");
     assert!(out.contains("HTTP/1.1 200 OK\r\n") && out.contains("\r\n\r\nsealed"), "{out}");
     assert!(out.trim_end().ends_with("exit 0"), "{out}");
+}
+
+/// The unit files, in the repository's `systemd/` directory.
+fn unit(name: &str) -> String {
+    format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `systemd-analyze security` rates the service's hardening: the overall exposure must stay at
+/// 0.5 or below ("SAFE" starts below 1.0 on its scale of 0 to 10).
+#[test]
+fn service_unit_exposure_is_at_most_half_a_point() {
+    let output = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", &unit("handoff.service")])
+        .output()
+        .expect("systemd-analyze is missing: install the systemd package (.ci/run does)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|line| line.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure figure in:\n{text}"));
+    let figure: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the figure in {line:?}"));
+    println!("{}", line.trim());
+    assert!(figure <= 0.5, "{line}\n{text}");
+}
+
+/// `systemd-analyze verify` accepts both units (offline), with `ExecStart` pointed at the binary
+/// just built since the installed path may not exist here.
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let dir = std::env::temp_dir().join(format!("handoff-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let service = std::fs::read_to_string(unit("handoff.service")).unwrap();
+    assert!(
+        service.contains("ExecStart=/usr/local/bin/handoff\n"),
+        "ExecStart must match make install"
+    );
+    let service = service.replace("/usr/local/bin/handoff", env!("CARGO_BIN_EXE_handoff"));
+    std::fs::write(dir.join("handoff.service"), service).unwrap();
+    std::fs::copy(unit("handoff.socket"), dir.join("handoff.socket")).unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.join("handoff.socket"))
+        .arg(dir.join("handoff.service"))
+        .output()
+        .expect("systemd-analyze is missing: install the systemd package (.ci/run does)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && errors.trim().is_empty(), "{errors}");
 }
