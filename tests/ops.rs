@@ -215,3 +215,123 @@ fn units_pass_systemd_analyze_verify() {
     let errors = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && errors.trim().is_empty(), "{errors}");
 }
+
+/// `/metrics`, parsed: each sample as (`name{labels}`, value). Checks the text format on the
+/// way: every sample line is `name{labels} value` with the `handoff_` prefix, after its family's
+/// `# HELP` and `# TYPE` lines.
+fn scrape(relay: &Relay) -> Vec<(String, f64)> {
+    let response = relay.get("/metrics");
+    assert_eq!(response.status, 200, "{response}");
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{response}");
+    let text = response.text();
+    let mut described = Vec::new();
+    let mut typed = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            described.push(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            typed.push(name.to_string());
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line:?}"));
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("handoff_"), "{line}");
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{line}");
+            if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+                let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+                let inner = inner.unwrap_or_else(|| panic!("labels in {line:?}"));
+                for pair in inner.split(',') {
+                    let (key, quoted) = pair.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+                    assert!(key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{line}");
+                    assert!(quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'));
+                }
+            }
+            assert_eq!(typed.last().map(String::as_str), Some(name), "{line} before its # TYPE");
+            assert_eq!(described.last().map(String::as_str), Some(name), "{line}: no # HELP");
+            samples.push((series.to_string(), value));
+        }
+    }
+    samples
+}
+
+/// The value of the sample named exactly `series` (0 when absent, as for an unseen counter).
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
+}
+
+#[test]
+fn metrics_are_prometheus_text_and_count_a_link_hand_off() {
+    let relay = Relay::start(&[]);
+    let before = scrape(&relay);
+    let link = "handoff_handoffs_total{protocol=\"link\"}";
+    let link_200 = "handoff_requests_total{route=\"link\",status=\"200\"}";
+    assert_eq!(sample(&before, link), 0.0);
+    for gauge in ["handoff_parked", "handoff_connections", "handoff_memory_bytes"] {
+        assert!(before.iter().any(|(s, _)| s == gauge), "no {gauge} in {before:?}");
+    }
+    let receiver = relay.spawn_get("/link/metrics");
+    relay.wait_parked(1);
+    assert_eq!(sample(&scrape(&relay), "handoff_parked"), 1.0);
+    assert_eq!(relay.post("/link/metrics", b"sealed", &[]).status, 200);
+    assert_eq!(receiver.join().unwrap().text(), "sealed");
+    let after = scrape(&relay);
+    assert_eq!(sample(&after, link), 1.0, "{after:?}");
+    assert_eq!(sample(&after, link_200), 2.0, "{after:?}");
+    assert_eq!(sample(&after, "handoff_parked"), 0.0);
+    let scrapes = "handoff_requests_total{route=\"metrics\",status=\"200\"}";
+    assert!(sample(&after, scrapes) >= 2.0, "{after:?}");
+}
+
+#[test]
+fn metrics_count_inbox_fetches_and_timeouts() {
+    let relay = Relay::start(&["--inbox-timeout", "300ms"]);
+    assert_eq!(relay.get("/inbox/metrics-timeout").status, 408);
+    assert_eq!(relay.post("/inbox/metrics-fetch", b"sealed", &[]).status, 200);
+    assert_eq!(relay.get("/inbox/metrics-fetch").status, 200);
+    let samples = scrape(&relay);
+    assert_eq!(sample(&samples, "handoff_handoffs_total{protocol=\"inbox\"}"), 1.0);
+    assert_eq!(sample(&samples, "handoff_timeouts_total"), 1.0);
+    assert_eq!(sample(&samples, "handoff_messages"), 1.0);
+}
+
+/// A client that is not on loopback (here one a trusted proxy names) gets 403 without
+/// `--token-file`; the loopback proxy itself is still answered.
+#[test]
+fn metrics_are_refused_to_clients_off_loopback() {
+    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32"]);
+    let forwarded =
+        b"GET /metrics HTTP/1.1\r\nHost: relay.test\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
+    let response = relay.send(forwarded);
+    assert_eq!(response.status, 403, "{response}");
+    assert!(response.text().contains("loopback"), "{response}");
+    assert_eq!(relay.get("/metrics").status, 200);
+}
+
+/// With `--token-file`, a client off loopback needs a `stats` token: none is 401, a token
+/// without the scope 403, a `stats` token 200.
+#[test]
+fn metrics_off_loopback_need_a_stats_token() {
+    let dir = std::env::temp_dir().join(format!("handoff-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens");
+    std::fs::write(&path, "stats-token-000000001 stats\nsend-token-0000000002 send\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let relay =
+        Relay::start(&["--trust-proxy", "127.0.0.1/32", "--token-file", path.to_str().unwrap()]);
+    let ask = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let raw = format!(
+            "GET /metrics HTTP/1.1\r\nHost: relay.test\r\nX-Forwarded-For: 203.0.113.9\r\n{auth}\r\n"
+        );
+        relay.send(raw.as_bytes()).status
+    };
+    assert_eq!(ask(None), 401);
+    assert_eq!(ask(Some("send-token-0000000002")), 403);
+    assert_eq!(ask(Some("stats-token-000000001")), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

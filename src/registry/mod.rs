@@ -144,6 +144,12 @@ pub struct Counts {
     pub inboxes: usize,
     /// Requests the registry refused, by reason.
     pub refused: RefusalCounts,
+    /// `/link` messages written in full to a receiver (the sender heard 200), since the start.
+    pub link_delivered: u64,
+    /// `/inbox` messages answered to a GET or HEAD, since the start.
+    pub inbox_fetched: u64,
+    /// Waits that ran out (408), since the start.
+    pub timeouts: u64,
 }
 
 /// What a parked connection waits for.
@@ -368,10 +374,12 @@ impl Registry {
         };
         match parked.role {
             Role::LinkReceiver(_) => {
+                self.counts.timeouts += 1;
                 self.link_receiver_gone(now, conn, &parked.id);
                 out.push(link::timed_out(conn, self.settings.link_timeout));
             }
             Role::Inbox(kind) => {
+                self.counts.timeouts += 1;
                 self.inbox_waiter_gone(conn, &parked.id, kind);
                 out.push(inbox::timed_out(conn, self.settings.inbox_timeout));
             }
