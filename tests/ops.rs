@@ -335,3 +335,27 @@ fn metrics_off_loopback_need_a_stats_token() {
     assert_eq!(ask(Some("stats-token-000000001")), 200);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real TCP peer off loopback: the relay listens on every address and the test connects to
+/// this machine's first global IPv4 address. Skipped, with the reason, on a machine without one.
+#[test]
+fn metrics_are_refused_to_a_tcp_peer_off_loopback() {
+    let output = Command::new("ip").args(["-o", "-4", "addr", "show", "scope", "global"]).output();
+    let text = output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let local = text
+        .split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok());
+    let Some(local) = local else {
+        println!("skipped: no global IPv4 address on this machine (ip -o -4 addr)");
+        return;
+    };
+    let relay = Relay::start(&["--listen", "0.0.0.0:0"]);
+    let addr = SocketAddr::new(local, relay.addr().port());
+    let response = common::exchange(addr, &get_request("/metrics"));
+    assert_eq!(response.status, 403, "{response}");
+    let loopback = SocketAddr::new([127, 0, 0, 1].into(), relay.addr().port());
+    assert_eq!(common::exchange(loopback, &get_request("/metrics")).status, 200);
+}
