@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz install uninstall
+.PHONY: all build release run test lint clean fuzz install uninstall static
 
 all: build
 
@@ -26,6 +26,18 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# Static musl binaries for x86_64 and aarch64 (Raspberry Pi), linked by the toolchain's rust-lld
+# (.cargo/config.toml), so no C cross toolchain is needed. Needs `rustup target add $(STATIC_TARGETS)`.
+STATIC_TARGETS = x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+
+static:
+	@for target in $(STATIC_TARGETS); do \
+		$(CARGO) build --release --locked --target $$target || exit 1; \
+	done
+	@for target in $(STATIC_TARGETS); do \
+		ls -l target/$$target/release/handoff | awk '{ print $$9 ": " $$5 " bytes" }'; \
+	done
 
 # `make && sudo make install`: the binary to $(DESTDIR)$(PREFIX)/bin, the units to
 # $(DESTDIR)/etc/systemd/system, with ExecStart pointed at $(PREFIX)/bin/handoff. It does not
