@@ -359,3 +359,40 @@ fn metrics_are_refused_to_a_tcp_peer_off_loopback() {
     let loopback = SocketAddr::new([127, 0, 0, 1].into(), relay.addr().port());
     assert_eq!(common::exchange(loopback, &get_request("/metrics")).status, 200);
 }
+
+/// Under journald (`JOURNAL_STREAM` names stderr), every line starts with a syslog priority;
+/// with the variable naming something else, the plain format stays.
+#[test]
+fn journald_stderr_gets_priority_prefixes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("handoff-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (n, names_stderr) in [(0, true), (1, false)] {
+        let path = dir.join(format!("stderr-{n}"));
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let ino = if names_stderr { meta.ino() } else { meta.ino() + 1 };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !std::fs::read_to_string(&path).unwrap().contains("listening on") {
+            assert!(started.elapsed() < Duration::from_secs(10), "the relay did not start");
+            thread::sleep(Duration::from_millis(10));
+        }
+        kill_pid(child.id(), "TERM");
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let want = if names_stderr { "<6>handoff " } else { "INFO handoff " };
+        assert!(text.starts_with(want), "{text}");
+        let prefixed = text.lines().all(|line| line.starts_with('<'));
+        assert_eq!(prefixed, names_stderr, "{text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
