@@ -1,9 +1,10 @@
-# handoff: `make` builds, `make run` runs on defaults, `make test` runs every test.
+# handoff: `make` builds, `make run` runs on defaults, `make test` runs every test,
+# `make install` installs the binary and the systemd units.
 
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz
+.PHONY: all build release run test lint clean fuzz install uninstall static
 
 all: build
 
@@ -25,6 +26,33 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# Static musl binaries for x86_64 and aarch64 (Raspberry Pi), linked by the toolchain's rust-lld
+# (.cargo/config.toml), so no C cross toolchain is needed. Needs `rustup target add $(STATIC_TARGETS)`.
+STATIC_TARGETS = x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+
+static:
+	@for target in $(STATIC_TARGETS); do \
+		$(CARGO) build --release --locked --target $$target || exit 1; \
+	done
+	@for target in $(STATIC_TARGETS); do \
+		ls -l target/$$target/release/handoff | awk '{ print $$9 ": " $$5 " bytes" }'; \
+	done
+
+# `make && sudo make install`: the binary to $(DESTDIR)$(PREFIX)/bin, the units to
+# $(DESTDIR)/etc/systemd/system, with ExecStart pointed at $(PREFIX)/bin/handoff. It does not
+# build (root may have no cargo), nor enable anything: see README "Run it as a service".
+UNITDIR ?= /etc/systemd/system
+
+install:
+	@test -x target/release/handoff || { echo "run make first: no target/release/handoff" >&2; exit 1; }
+	install -D -m 755 target/release/handoff $(DESTDIR)$(PREFIX)/bin/handoff
+	install -D -m 644 systemd/handoff.socket $(DESTDIR)$(UNITDIR)/handoff.socket
+	sed 's|^ExecStart=/usr/local/bin/handoff|ExecStart=$(PREFIX)/bin/handoff|' systemd/handoff.service > target/handoff.service
+	install -D -m 644 target/handoff.service $(DESTDIR)$(UNITDIR)/handoff.service
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/handoff $(DESTDIR)$(UNITDIR)/handoff.socket $(DESTDIR)$(UNITDIR)/handoff.service
 
 # Fuzzing, not part of `make test`: each target in fuzz/ (its own crate and workspace) for
 # FUZZ_RUNS inputs, e.g. `make fuzz FUZZ_RUNS=10000000`; new inputs go to fuzz/corpus/, crashes to

@@ -28,7 +28,7 @@ pub enum Scope {
     Send,
     /// `GET /link/{id}`; `GET`, `HEAD` and `DELETE /inbox/{id}`; `/inbox/{id}/ack` and `/await`.
     Receive,
-    /// The detailed `/health` (and `/metrics`, once it exists: it is to need this scope too).
+    /// The detailed `/health`, and `/metrics` for clients not on loopback.
     Stats,
 }
 

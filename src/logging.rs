@@ -1,5 +1,10 @@
 //! Logging setup, and the keyed hash that stands for a channel id in logs (SPEC §7).
 //!
+//! Lines carry no timestamp (journald and most supervisors add their own). When stderr is the
+//! journal's stream (`JOURNAL_STREAM` names its device and inode, as systemd sets it), each line
+//! starts with a syslog priority (`<3>` error … `<7>` debug) instead of the level's name, so
+//! `journalctl -p warning` filters them.
+//!
 //! Channel ids are capabilities: whoever knows one can take the message. Logs show only a short
 //! hash of an id, keyed with a random per-process key, so lines about one channel can be matched
 //! within a run without the log revealing or confirming the id.
@@ -12,12 +17,47 @@ use std::time::Instant;
 
 use crate::limits::{ClientKey, LogThrottle};
 
-/// Starts `env_logger` on stderr: level from `RUST_LOG`, `info` by default.
+/// Starts `env_logger` on stderr: level from `RUST_LOG`, `info` by default; journald
+/// priority prefixes when stderr is the journal.
 pub fn init() {
+    let journald =
+        std::env::var("JOURNAL_STREAM").is_ok_and(|stream| is_journal(&stream, stderr_identity()));
     env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-        .format(|out, record| writeln!(out, "{} {}", record.level(), record.args()))
+        .format(move |out, record| {
+            writeln!(out, "{}{}", prefix(record.level(), journald), record.args())
+        })
         .init();
+}
+
+/// Device and inode of this process's stderr, as `JOURNAL_STREAM` would name them.
+fn stderr_identity() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self/fd/2").ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Whether `journal_stream` (`DEVICE:INODE`, decimal) names `stderr`: a child whose stderr was
+/// redirected elsewhere inherits the variable but must not use the prefixes.
+fn is_journal(journal_stream: &str, stderr: Option<(u64, u64)>) -> bool {
+    let named = journal_stream
+        .split_once(':')
+        .and_then(|(dev, ino)| Some((dev.trim().parse().ok()?, ino.trim().parse().ok()?)));
+    named.is_some() && named == stderr
+}
+
+/// What starts a line: the syslog priority for journald (`sd-daemon.h`), else the level's name.
+fn prefix(level: log::Level, journald: bool) -> String {
+    if !journald {
+        return format!("{level} ");
+    }
+    let priority = match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    };
+    format!("<{priority}>")
 }
 
 /// Eight hex digits standing for `id` in logs.
@@ -37,6 +77,23 @@ pub fn refusal_log_allowed(client: ClientKey, status: u16) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(is_journal("64769:1234", Some((64769, 1234))));
+        assert!(!is_journal("64769:1234", Some((64769, 1235))), "stderr redirected elsewhere");
+        assert!(!is_journal("64769:1234", None));
+        assert!(!is_journal("nonsense", Some((0, 0))));
+    }
+
+    #[test]
+    fn journald_lines_start_with_a_syslog_priority() {
+        assert_eq!(prefix(log::Level::Error, true), "<3>");
+        assert_eq!(prefix(log::Level::Warn, true), "<4>");
+        assert_eq!(prefix(log::Level::Info, true), "<6>");
+        assert_eq!(prefix(log::Level::Debug, true), "<7>");
+        assert_eq!(prefix(log::Level::Info, false), "INFO ");
+    }
 
     #[test]
     fn tag_is_stable_short_and_not_the_id() {

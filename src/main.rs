@@ -1,8 +1,10 @@
 //! handoff: a small self-hosted HTTP relay for login hand-offs (see README.md and SPEC).
 //!
-//! Wiring only: configuration → token file → listener → threads → serve. Workers read requests
-//! and hand relay requests to the one registry thread, which pairs them and hands replies to the
-//! writers. A `signals` thread turns `SIGHUP` into a reload of the token file.
+//! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
+//! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
+//! them and hands replies to the writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
+//! `SIGINT` drain (stop accepting, answer every parked request 503, let the writes finish) and
+//! exit 0 within [`DRAIN_LIMIT`].
 
 #![deny(unsafe_code)]
 // The large variants (a request being read, a request for the registry) are the common case;
@@ -26,7 +28,7 @@ mod wheel;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 use log::{error, info, warn};
@@ -34,7 +36,11 @@ use log::{error, info, warn};
 use auth::TokenStore;
 use config::Command;
 use http::server::{self, Front};
+use registry::run::Inbound;
 use registry::{Registry, Settings};
+
+/// Longest time from `SIGTERM` to exit: what is still being written then is cut off.
+const DRAIN_LIMIT: Duration = Duration::from_millis(1800);
 
 fn main() -> ExitCode {
     let config = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
@@ -71,20 +77,20 @@ fn run(config: config::Config) -> Result<(), String> {
         }
         None => None,
     };
-    let signals = sys::watch_signals(&[sys::Signal::Hangup])
+    use sys::Signal;
+    let signals = sys::watch_signals(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
-    let reload_tokens = tokens.clone();
-    server::spawn("reload".into(), move || {
-        for signal in signals {
-            if signal == sys::Signal::Hangup {
-                reload(reload_tokens.as_deref());
-            }
-        }
-    })
-    .map_err(|e| format!("cannot start a thread: {e}"))?;
 
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?;
+    let (listener, origin) = match sys::activated_listener()
+        .map_err(|e| format!("cannot use the socket systemd passed (LISTEN_FDS): {e}"))?
+    {
+        Some(listener) => (listener, " (socket from systemd; --listen ignored)"),
+        None => (
+            TcpListener::bind(config.listen)
+                .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?,
+            "",
+        ),
+    };
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let spawn_failed = |e: std::io::Error| format!("cannot start a thread: {e}");
 
@@ -110,10 +116,40 @@ fn run(config: config::Config) -> Result<(), String> {
 
     let workers = config.workers;
     let memory = limits::MemoryBudget::new(config.limits.max_memory);
-    let front = Front::new(config, registry_tx, gauges, memory, tokens);
-    info!("handoff {} listening on {address}", env!("CARGO_PKG_VERSION"));
-    server::serve(listener, front, workers).map_err(|e| format!("the poller failed: {e}"))?;
+    let front =
+        Front::new(config, registry_tx.clone(), Arc::clone(&gauges), memory, tokens.clone());
+    let poller = server::start(listener, front, workers).map_err(spawn_failed)?;
+    info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
+    let stop = loop {
+        match signals.recv() {
+            Ok(Signal::Hangup) => reload(tokens.as_deref()),
+            Ok(stop) => break stop,
+            Err(_) => return Err("the signal watcher stopped".into()),
+        }
+    };
+    drain(stop, poller, &registry_tx, &gauges);
     Ok(())
+}
+
+/// `SIGTERM`, `SIGINT`: stops accepting, has the registry answer every parked request 503, and
+/// waits until every connection is closed or [`DRAIN_LIMIT`] has passed.
+fn drain(
+    signal: sys::Signal,
+    poller: server::Poller,
+    registry: &crossbeam_channel::Sender<Inbound>,
+    gauges: &metrics::Gauges,
+) {
+    let started = Instant::now();
+    info!("{signal:?}: draining: no new connections, waiting requests get 503");
+    poller.stop();
+    let _ = registry.send(Inbound::Drain);
+    while gauges.connections() > 0 && started.elapsed() < DRAIN_LIMIT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match gauges.connections() {
+        0 => info!("drained in {} ms; exiting", started.elapsed().as_millis()),
+        n => warn!("exiting with {n} connections still open after {} ms", DRAIN_LIMIT.as_millis()),
+    }
 }
 
 /// `SIGHUP`: reads the token file again; a bad file leaves the tokens in force as they were.

@@ -1,9 +1,11 @@
-//! The relay's live numbers, shared between threads, and how `/health` shows them (SPEC §1).
+//! The relay's live numbers, shared between threads, and how `/health` (JSON) and `/metrics`
+//! (Prometheus text format) show them (SPEC §1).
 //!
 //! The registry publishes its counts after every batch of events; the HTTP side counts open
-//! connections and the refusals it makes. Readers (`/health`) see plain atomics and never ask
-//! the registry thread.
+//! connections, the refusals it makes, and every response by route and status. Readers see
+//! plain atomics and small locked tables, and never ask the registry thread.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -20,6 +22,8 @@ pub struct Gauges {
     refused: [AtomicU64; Refused::ALL.len()],
     /// The registry's counts as last published.
     registry: Mutex<Counts>,
+    /// Responses written, by route (`Route::kind`, `-` before routing) and status.
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
 impl Gauges {
@@ -33,9 +37,89 @@ impl Gauges {
         self.connections.fetch_add(1, Relaxed) + 1
     }
 
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Relaxed)
+    }
+
     /// Counts a closed connection.
     pub fn connection_closed(&self) {
         self.connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts a response with `status` on `route` (a fixed name: never an id).
+    pub fn count_request(&self, route: &'static str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *requests.entry((route, status)).or_insert(0) += 1;
+    }
+
+    /// The `/metrics` answer: every number of `/health` and the request counters, in the
+    /// Prometheus text exposition format (0.0.4), each family with `# HELP` and `# TYPE`.
+    pub fn prometheus(&self, memory: &MemoryBudget) -> Response {
+        let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let requests =
+            self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let mut text = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(text, "# HELP handoff_{name} {help}");
+            let _ = writeln!(text, "# TYPE handoff_{name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(text, "handoff_{name}{labels} {value}");
+            }
+        };
+        let one = |value: usize| [(String::new(), value as u64)];
+        let requests: Vec<(String, u64)> = requests
+            .into_iter()
+            .map(|((route, status), n)| (format!("{{route=\"{route}\",status=\"{status}\"}}"), n))
+            .collect();
+        family("requests_total", "counter", "Responses written, by route and status.", &requests);
+        let handoffs = [
+            ("{protocol=\"link\"}".to_string(), counts.link_delivered),
+            ("{protocol=\"inbox\"}".to_string(), counts.inbox_fetched),
+        ];
+        family(
+            "handoffs_total",
+            "counter",
+            "Messages handed over: /link messages written in full to a receiver, /inbox messages \
+             answered to a GET.",
+            &handoffs,
+        );
+        family(
+            "timeouts_total",
+            "counter",
+            "Waits that ran out (408).",
+            &[(String::new(), counts.timeouts)],
+        );
+        let refused: Vec<(String, u64)> = Refused::ALL
+            .into_iter()
+            .map(|reason| {
+                let total =
+                    self.refused[reason as usize].load(Relaxed) + counts.refused.get(reason);
+                (format!("{{reason=\"{}\"}}", reason.name()), total)
+            })
+            .collect();
+        family(
+            "refused_total",
+            "counter",
+            "Requests and connections refused, by reason.",
+            &refused,
+        );
+        family("parked", "gauge", "Requests waiting for their counterpart.", &one(counts.parked));
+        family("messages", "gauge", "Messages held for delivery.", &one(counts.messages));
+        family("message_bytes", "gauge", "Bytes of message bodies held.", &one(counts.bytes));
+        family("links", "gauge", "/link ids in use.", &one(counts.links));
+        family("inboxes", "gauge", "/inbox ids in use.", &one(counts.inboxes));
+        family(
+            "memory_bytes",
+            "gauge",
+            "Memory charged to bodies and waiters (--max-memory).",
+            &one(memory.used()),
+        );
+        let connections = self.connections.load(Relaxed);
+        family("connections", "gauge", "Open client connections.", &one(connections));
+        Response::new(200)
+            .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(text.into_bytes())
     }
 
     /// Counts a refusal made on the HTTP side.

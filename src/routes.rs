@@ -16,6 +16,8 @@ pub enum Route {
     Root,
     /// `GET /health`: live counts and limits as JSON.
     Health,
+    /// `GET /metrics`: the same numbers and request counters, in Prometheus text format.
+    Metrics,
     /// `OPTIONS` on any route: a CORS preflight, answered without touching relay state.
     Preflight { allow: &'static str },
     /// A `/link` or `/inbox` request, for the registry.
@@ -28,6 +30,7 @@ impl Route {
         match self {
             Route::Root => "root",
             Route::Health => "health",
+            Route::Metrics => "metrics",
             Route::Preflight { .. } => "preflight",
             Route::Relay { action, .. } => action.protocol(),
         }
@@ -91,7 +94,8 @@ pub fn usage(now: &str) -> Response {
          DELETE /inbox/{{id}}        acknowledge the message\n\
          GET    /inbox/{{id}}/ack    true or false: was it acknowledged\n\
          GET    /inbox/{{id}}/await  wait for the acknowledgement\n\
-         GET    /health             live counts and limits as JSON\n",
+         GET    /health             live counts and limits as JSON\n\
+         GET    /metrics            the same in Prometheus text format (loopback or stats token)\n",
         env!("CARGO_PKG_VERSION")
     );
     Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.into_bytes())
@@ -121,6 +125,7 @@ pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteErro
     let (kind, segment) = match path {
         "/" => (PathKind::Root, ""),
         "/health" => (PathKind::Health, ""),
+        "/metrics" => (PathKind::Metrics, ""),
         _ => relay_path(path).ok_or(RouteError::NotFound)?,
     };
     let allow = kind.allow();
@@ -133,6 +138,7 @@ pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteErro
     let action = match (kind, method) {
         (PathKind::Root, _) => return Ok(Route::Root),
         (PathKind::Health, _) => return Ok(Route::Health),
+        (PathKind::Metrics, _) => return Ok(Route::Metrics),
         (PathKind::Link, "POST") => Action::LinkSend,
         (PathKind::Link, _) => Action::LinkReceive,
         (PathKind::Inbox, "POST") => Action::InboxPost,
@@ -149,6 +155,7 @@ pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteErro
 enum PathKind {
     Root,
     Health,
+    Metrics,
     Link,
     Inbox,
     InboxAck,
@@ -159,9 +166,11 @@ impl PathKind {
     /// The methods allowed on the path, as the `Allow` header lists them.
     fn allow(self) -> &'static str {
         match self {
-            PathKind::Root | PathKind::Health | PathKind::InboxAck | PathKind::InboxAwait => {
-                "GET, HEAD, OPTIONS"
-            }
+            PathKind::Root
+            | PathKind::Health
+            | PathKind::Metrics
+            | PathKind::InboxAck
+            | PathKind::InboxAwait => "GET, HEAD, OPTIONS",
             PathKind::Link => "GET, POST, OPTIONS",
             PathKind::Inbox => "GET, HEAD, POST, DELETE, OPTIONS",
         }
@@ -231,6 +240,8 @@ mod tests {
             ("GET", "/", Ok(Route::Root)),
             ("HEAD", "/", Ok(Route::Root)),
             ("GET", "/health", Ok(Route::Health)),
+            ("GET", "/metrics", Ok(Route::Metrics)),
+            ("POST", "/metrics", not_allowed(READ)),
             ("POST", "/health", not_allowed(READ)),
             ("GET", "/link/abc", relay(b"abc", LinkReceive)),
             ("POST", "/link/abc", relay(b"abc", LinkSend)),

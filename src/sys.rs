@@ -4,9 +4,13 @@
 //!   only block on one socket at a time, or spin.
 //! - `listen`, to size the accept backlog: std always asks for 128, which a burst of clients
 //!   overflows (the kernel then drops SYNs, and each dropped client waits a second to retry).
-//! - `signal`, so `SIGHUP` reloads instead of killing the process: std has no signal API. The
+//! - `signal`, so `SIGHUP` reloads and `SIGTERM`/`SIGINT` drain instead of killing the process:
+//!   std has no signal API. The
 //!   handler only writes the signal's number to a pipe (the self-pipe trick); a thread reads the
 //!   pipe and hands each signal to the rest of the program on a channel ([`watch_signals`]).
+//!
+//! - socket activation: a listening socket systemd passes as descriptor 3 (`LISTEN_FDS`) becomes
+//!   the relay's listener ([`activated_listener`]); std cannot adopt a descriptor safely.
 //!
 //! Each call is a thin wrapper that checks the return value and turns `-1` into `io::Error`.
 //! The declarations match the Linux ABI for glibc and musl alike.
@@ -14,6 +18,7 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, Read};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -38,6 +43,7 @@ extern "C" {
     fn listen(fd: i32, backlog: i32) -> i32;
     fn signal(signum: i32, handler: usize) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut i32, len: *mut u32) -> i32;
     fn __errno_location() -> *mut i32;
 }
 
@@ -145,13 +151,65 @@ impl Poller {
     }
 }
 
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+const SOL_SOCKET: i32 = 1;
+const SO_ACCEPTCONN: i32 = 30;
+
+/// How many descriptors systemd passed us: `LISTEN_FDS` when `LISTEN_PID` is `pid`, else 0.
+fn passed_fds(pid: u32, var: impl Fn(&str) -> Option<String>) -> usize {
+    let ours = var("LISTEN_PID").and_then(|p| p.trim().parse::<u32>().ok()) == Some(pid);
+    let count = var("LISTEN_FDS").and_then(|n| n.trim().parse::<usize>().ok());
+    if ours {
+        count.unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Socket activation: the listening TCP socket systemd passed as descriptor 3, when
+/// `LISTEN_PID` is this process and `LISTEN_FDS` is at least 1; `None` otherwise. Removes the
+/// `LISTEN_*` variables, so no child process would take them for its own. Descriptors after the
+/// first are left alone. Fails when descriptor 3 is not a listening TCP socket.
+pub fn activated_listener() -> io::Result<Option<TcpListener>> {
+    let count = passed_fds(std::process::id(), |name| std::env::var(name).ok());
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut accepting: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as u32;
+    // SAFETY: both pointers are to live locals of the sizes given; getsockopt on a descriptor
+    // that is not a socket (or not open) fails with ENOTSOCK or EBADF and touches nothing.
+    check(unsafe {
+        getsockopt(LISTEN_FDS_START, SOL_SOCKET, SO_ACCEPTCONN, &mut accepting, &mut len)
+    })?;
+    if accepting == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptor 3 from systemd (LISTEN_FDS) is a socket that is not listening",
+        ));
+    }
+    // SAFETY: systemd hands descriptor 3 to this process (LISTEN_PID is ours) and nothing else
+    // in it owns the descriptor; it is a listening socket (checked above), so TcpListener may
+    // own it and close it when dropped.
+    let listener = unsafe { TcpListener::from_raw_fd(LISTEN_FDS_START) };
+    // A Unix-domain socket has no IP address: refuse it rather than serve on it half-working.
+    listener.local_addr()?;
+    Ok(Some(listener))
+}
+
 /// A signal the relay acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signal {
     /// `SIGHUP`: reload what can be reloaded (the token file).
     Hangup,
-    /// `SIGTERM`: drain and exit (to be handled; the default action applies until then).
+    /// `SIGTERM`: drain and exit (systemd's stop).
     Terminate,
+    /// `SIGINT`: drain and exit, as for `SIGTERM` (Ctrl-C).
+    Interrupt,
 }
 
 impl Signal {
@@ -159,11 +217,14 @@ impl Signal {
         match self {
             Signal::Hangup => 1,
             Signal::Terminate => 15,
+            Signal::Interrupt => 2,
         }
     }
 
     fn from_number(number: u8) -> Option<Signal> {
-        [Signal::Hangup, Signal::Terminate].into_iter().find(|s| s.number() == i32::from(number))
+        [Signal::Hangup, Signal::Terminate, Signal::Interrupt]
+            .into_iter()
+            .find(|s| s.number() == i32::from(number))
     }
 }
 
@@ -270,6 +331,22 @@ mod tests {
             assert_eq!(unsafe { raise(Signal::Hangup.number()) }, 0);
             assert_eq!(signals.recv_timeout(Duration::from_secs(5)), Ok(Signal::Hangup));
         }
+    }
+
+    #[test]
+    fn passed_fds_only_counts_descriptors_meant_for_this_process() {
+        let env = |pid: &'static str, fds: &'static str| {
+            move |name: &str| match name {
+                "LISTEN_PID" => Some(pid.to_string()),
+                "LISTEN_FDS" => Some(fds.to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(passed_fds(42, env("42", "1")), 1);
+        assert_eq!(passed_fds(42, env("42", "2")), 2);
+        assert_eq!(passed_fds(42, env("43", "1")), 0, "meant for another process");
+        assert_eq!(passed_fds(42, env("42", "x")), 0);
+        assert_eq!(passed_fds(42, |_: &str| None), 0);
     }
 
     #[test]

@@ -279,6 +279,16 @@ fn start(
             }
             return Ok(Started::Local(front.gauges.health(limits, &front.memory, detailed)));
         }
+        Route::Metrics => {
+            // Loopback clients (after --trust-proxy) may read it; others need a stats token.
+            if !client.to_canonical().is_loopback() {
+                if !front.tokens_required() {
+                    return Err(Refusal::MetricsNotLoopback);
+                }
+                front.authorize(authorization, exchange.client, Scope::Stats)?;
+            }
+            return Ok(Started::Local(front.gauges.prometheus(&front.memory)));
+        }
         Route::Preflight { allow } => {
             front.check_rate(exchange.client)?;
             let requested = head.header("access-control-request-headers");
@@ -355,6 +365,8 @@ pub(super) enum Refusal {
     Memory,
     /// A client outside `--allow-ip` or inside `--deny-ip` (403).
     IpDenied,
+    /// `/metrics` from a client that is not on loopback, without `--token-file` (403).
+    MetricsNotLoopback,
     /// `--token-file`: no token or an unknown one (401), or a token without the scope (403).
     Auth(Denied),
     /// `--auth-failures-per-ip` (429).
@@ -377,7 +389,7 @@ impl Refusal {
             Refusal::TimedOut { .. } => 408,
             Refusal::RateLimited { .. } => 429,
             Refusal::Memory => 503,
-            Refusal::IpDenied => 403,
+            Refusal::IpDenied | Refusal::MetricsNotLoopback => 403,
             Refusal::Auth(denied) => denied.status(),
             Refusal::AuthThrottled { .. } => 429,
             Refusal::Gone => return None,
@@ -411,7 +423,7 @@ impl Refusal {
             Refusal::Auth(Denied::Missing | Denied::Unknown) => Refused::Unauthorized,
             Refusal::Auth(Denied::Scope(_)) => Refused::Forbidden,
             Refusal::AuthThrottled { .. } => Refused::AuthThrottled,
-            Refusal::Route(_) | Refusal::Gone => return None,
+            Refusal::Route(_) | Refusal::MetricsNotLoopback | Refusal::Gone => return None,
         })
     }
 }
@@ -438,6 +450,9 @@ impl fmt::Display for Refusal {
             Refusal::IpDenied => {
                 f.write_str("This address may not use the relay (--allow-ip, --deny-ip).")
             }
+            Refusal::MetricsNotLoopback => f.write_str(
+                "/metrics is answered to loopback clients only, or with a stats token (--token-file).",
+            ),
             Refusal::Auth(denied) => denied.fmt(f),
             Refusal::AuthThrottled { per_minute, .. } => write!(
                 f,

@@ -5,18 +5,20 @@
 //! either finishes the request or gives it back. The poller also enforces each reading's deadline
 //! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
 //! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. A second small pool writes the registry's replies.
+//! meanwhile. A second small pool writes the registry's replies. [`Poller::stop`] (`SIGTERM`)
+//! closes the listener and the connections still being read.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use log::{debug, warn};
+use log::{debug, error, warn};
 
 use crate::auth::{Scope, TokenStore};
 
@@ -28,7 +30,7 @@ use crate::limits::{
 };
 use crate::metrics::Gauges;
 use crate::registry::run::Inbound;
-use crate::sys::{self, Interest, Poller};
+use crate::sys::{self, Interest};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
@@ -166,15 +168,52 @@ impl Waker {
     }
 }
 
-/// Starts the worker pool and runs the poller on this thread, for ever.
-pub fn serve(listener: TcpListener, front: Front, workers: usize) -> io::Result<()> {
-    let front = Arc::new(front);
-    let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
-    let (returned_tx, returned) = unbounded::<Reading>();
+/// The running poller thread, to stop it.
+pub struct Poller {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Poller {
+    /// Stops accepting: the poller closes its listener and the connections still being read,
+    /// and its thread ends. Requests already with a worker go on to the registry.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the worker pool and the poller thread, which accepts on `listener` until
+/// [`Poller::stop`]. A poller failure is logged and ends accepting.
+pub fn start(listener: TcpListener, front: Front, workers: usize) -> io::Result<Poller> {
+    let stop = Arc::new(AtomicBool::new(false));
     let (wake_rx, wake_tx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
     let waker = Arc::new(Waker(wake_tx));
+    let (flag, poller_waker) = (Arc::clone(&stop), Arc::clone(&waker));
+    let thread = spawn("poller".into(), move || {
+        if let Err(e) = serve(listener, front, workers, wake_rx, poller_waker, &flag) {
+            error!("the poller failed, no longer accepting: {e}");
+        }
+    })?;
+    Ok(Poller { stop, waker, thread })
+}
+
+/// Starts the worker pool and runs the poller on this thread until `stop` is set.
+fn serve(
+    listener: TcpListener,
+    front: Front,
+    workers: usize,
+    wake_rx: UnixStream,
+    waker: Arc<Waker>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let front = Arc::new(front);
+    let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
+    let (returned_tx, returned) = unbounded::<Reading>();
     for n in 0..workers {
         let (front, jobs, returned_tx, waker) =
             (Arc::clone(&front), jobs.clone(), returned_tx.clone(), Arc::clone(&waker));
@@ -195,7 +234,7 @@ pub fn serve(listener: TcpListener, front: Front, workers: usize) -> io::Result<
     }
     listener.set_nonblocking(true)?;
     sys::set_backlog(&listener, BACKLOG)?;
-    let mut poller = Poller::new(256)?;
+    let mut poller = sys::Poller::new(256)?;
     poller.add(&listener, Interest::Always, LISTENER)?;
     poller.add(&wake_rx, Interest::Always, WAKER)?;
     let mut reader = Reader {
@@ -214,6 +253,10 @@ pub fn serve(listener: TcpListener, front: Front, workers: usize) -> io::Result<
     loop {
         let timeout = (!reader.pending.is_empty() || reader.paused_until.is_some()).then_some(TICK);
         poller.wait(&mut ready, timeout)?;
+        if stop.load(Ordering::SeqCst) {
+            // Dropping the reader closes the listener and the connections still being read.
+            return Ok(());
+        }
         let now = Instant::now();
         for token in ready.drain(..) {
             match token {
@@ -243,7 +286,7 @@ struct Reader {
 
 impl Reader {
     /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
-    fn accept(&mut self, poller: &Poller, now: Instant) {
+    fn accept(&mut self, poller: &sys::Poller, now: Instant) {
         loop {
             let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
@@ -294,7 +337,7 @@ impl Reader {
     }
 
     /// Waits for more bytes on `reading`, until its deadline.
-    fn watch(&mut self, poller: &Poller, mut reading: Reading) {
+    fn watch(&mut self, poller: &sys::Poller, mut reading: Reading) {
         let id = reading.connection.id();
         let watched = if reading.connection.registered {
             poller.rearm(&reading.connection, id)
@@ -311,7 +354,7 @@ impl Reader {
     }
 
     /// Takes back the readings workers returned incomplete.
-    fn take_back(&mut self, poller: &Poller) {
+    fn take_back(&mut self, poller: &sys::Poller) {
         let mut drain = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
         while let Ok(reading) = self.returned.try_recv() {
@@ -328,7 +371,7 @@ impl Reader {
     }
 
     /// Sends readings past their deadline to be answered 408, and resumes accepting when due.
-    fn expire(&mut self, poller: &Poller, now: Instant) {
+    fn expire(&mut self, poller: &sys::Poller, now: Instant) {
         let mut expired = Vec::new();
         self.deadlines.advance(now, &mut expired);
         for id in expired {

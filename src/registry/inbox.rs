@@ -81,6 +81,7 @@ impl Registry {
                 out.push(reply(Response::new(200)));
                 for waiter in getters {
                     self.unpark(waiter);
+                    self.counts.inbox_fetched += 1;
                     out.push(Reply { conn: waiter, response: message.clone(), confirm: false });
                 }
                 for waiter in awaiters {
@@ -89,7 +90,10 @@ impl Registry {
                 }
             }
             Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if !stored.acked => out.push(reply(message_response(stored))),
+                Some(stored) if !stored.acked => {
+                    out.push(reply(message_response(stored)));
+                    self.counts.inbox_fetched += 1;
+                }
                 _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
             },
             Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())

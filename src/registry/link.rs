@@ -208,6 +208,7 @@ impl Registry {
         let channel = self.links.entry(id.clone()).or_default();
         channel.in_flight = channel.in_flight.saturating_sub(1);
         if ok {
+            self.counts.link_delivered += 1;
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
             if self.unpark(message.ticket).is_some() {
@@ -247,6 +248,7 @@ impl Registry {
             self.counts.bytes -= message.body.len();
         }
         if self.unpark(ticket).is_some() {
+            self.counts.timeouts += 1;
             out.push(timed_out(ticket, self.settings.link_timeout));
         }
         self.link_settle(now, id);

@@ -96,6 +96,9 @@ pub enum Event {
     Written { conn: ConnId, ok: bool },
     /// Time passed: fire what is due.
     Tick,
+    /// The relay is shutting down (`SIGTERM`, `SIGINT`): every parked request hears 503 with
+    /// `Retry-After: 1`, and so does every request that arrives from now on.
+    Drain,
 }
 
 /// A response for the loop to send on connection `conn`, closing it after.
@@ -141,6 +144,12 @@ pub struct Counts {
     pub inboxes: usize,
     /// Requests the registry refused, by reason.
     pub refused: RefusalCounts,
+    /// `/link` messages written in full to a receiver (the sender heard 200), since the start.
+    pub link_delivered: u64,
+    /// `/inbox` messages answered to a GET or HEAD, since the start.
+    pub inbox_fetched: u64,
+    /// Waits that ran out (408), since the start.
+    pub timeouts: u64,
 }
 
 /// What a parked connection waits for.
@@ -190,6 +199,8 @@ pub struct Registry {
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
     write_rate: Option<RateTable<(bool, u64)>>,
     id_hasher: RandomState,
+    /// Set by [`Event::Drain`]: nothing parks any more.
+    draining: bool,
 }
 
 impl Registry {
@@ -207,6 +218,7 @@ impl Registry {
                 .rate_per_id
                 .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
             id_hasher: RandomState::new(),
+            draining: false,
             settings,
         }
     }
@@ -214,6 +226,7 @@ impl Registry {
     /// Acts on one event at time `now`, appending the replies to send to `out`.
     pub fn handle(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
         match event {
+            Event::Arrived { conn, .. } if self.draining => out.push(shutting_down(conn)),
             Event::Arrived { conn, request } => {
                 if let Err(reply) = self.check_write_rate(now, conn, &request) {
                     return out.push(reply);
@@ -227,6 +240,19 @@ impl Registry {
             Event::Gone { conn } => self.gone(now, conn),
             Event::Written { conn, ok } => self.link_written(now, conn, ok, out),
             Event::Tick => self.tick(now, out),
+            Event::Drain => self.drain(now, out),
+        }
+    }
+
+    /// Answers every parked request 503 and refuses every later one. Deliveries already being
+    /// written are left to finish; their senders, unparked here, are not told.
+    fn drain(&mut self, now: Instant, out: &mut Vec<Reply>) {
+        self.draining = true;
+        let mut conns: Vec<ConnId> = self.parked.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.gone(now, conn);
+            out.push(shutting_down(conn));
         }
     }
 
@@ -348,16 +374,25 @@ impl Registry {
         };
         match parked.role {
             Role::LinkReceiver(_) => {
+                self.counts.timeouts += 1;
                 self.link_receiver_gone(now, conn, &parked.id);
                 out.push(link::timed_out(conn, self.settings.link_timeout));
             }
             Role::Inbox(kind) => {
+                self.counts.timeouts += 1;
                 self.inbox_waiter_gone(conn, &parked.id, kind);
                 out.push(inbox::timed_out(conn, self.settings.inbox_timeout));
             }
             Role::LinkSender => {}
         }
     }
+}
+
+/// The answer to a request while the relay drains.
+fn shutting_down(conn: ConnId) -> Reply {
+    let text = "The relay is shutting down; retry in a moment.";
+    let response = Response::text(503, text).header("Retry-After", "1");
+    Reply { conn, response, confirm: false }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! reply, with its connection, to the writer threads. It never blocks on a socket: the only I/O
 //! here is a non-blocking peek to learn whether a waiting client has left. Each parked connection
 //! is peeked about once a second, a tenth of them per tick, and once more right before a delivery.
+//! [`Inbound::Drain`] (`SIGTERM`) makes it answer every parked request 503.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub enum Inbound {
     Request { connection: Connection, exchange: Exchange, request: Request },
     /// A writer finished a confirmed reply.
     Written { conn: ConnId, ok: bool },
+    /// The relay is shutting down: answer every parked request 503, and every later one too.
+    Drain,
 }
 
 /// A connection waiting for its reply.
@@ -59,6 +62,7 @@ pub fn run(
                 events.push_back(Event::Arrived { conn, request });
             }
             Ok(Inbound::Written { conn, ok }) => events.push_back(Event::Written { conn, ok }),
+            Ok(Inbound::Drain) => events.push_back(Event::Drain),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }

@@ -396,3 +396,17 @@ fn inbox_and_link_ids_are_separate() {
     assert!(s.get(2, "x").is_empty());
     assert_eq!(s.inbox(3, "x", Action::InboxGet, ""), ["3 <- 200 \"inbox\""]);
 }
+
+#[test]
+fn drain_answers_every_parked_request_503_and_refuses_new_ones() {
+    let mut s = Scenario::new();
+    assert!(s.get(1, "a").is_empty());
+    assert!(s.post(2, "b", "", "token").is_empty());
+    assert!(s.inbox(3, "c", Action::InboxGet, "").is_empty());
+    let drained = s.event(Event::Drain);
+    let refusal = "\"The relay is shutting down; retry in a moment.\"";
+    assert_eq!(drained, [1, 2, 3].map(|conn| format!("{conn} <- 503 {refusal}")),);
+    assert_eq!(held(&s).0, 0);
+    assert_eq!(s.get(4, "a"), [format!("4 <- 503 {refusal}")]);
+    assert!(s.at(TIMEOUT * 2).is_empty(), "no deadline fires for a drained request");
+}

@@ -74,6 +74,18 @@ impl Relay {
         self.child.id()
     }
 
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("cannot wait for the relay") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
     /// The address the relay listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
