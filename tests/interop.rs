@@ -399,3 +399,162 @@ fn caddy_long_poll_ends_in_handoffs_408() {
 fn caddy_client_ip_is_the_one_caddy_saw() {
     client_ip_is_the_one_the_proxy_saw(Kind::Caddy);
 }
+
+/// Serves `page` to every request on 127.0.0.1 (another port, so another origin than the
+/// relay's); the thread lives as long as the test process.
+fn serve_page(page: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let page = page.clone();
+            thread::spawn(move || {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = if head.starts_with(b"GET /page ") {
+                    ("200 OK", page.as_str())
+                } else {
+                    ("404 Not Found", "")
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// The Pubky-style flow of a web page, against the relay at `relay`, every fetch with
+/// `credentials: 'include'`: long-poll `/inbox/page-box` until a message arrives (408 means poll
+/// again), read it, acknowledge it (a DELETE: preflighted), then a `/link` hand-off with the
+/// page as both receiver and sender. The lines of its log end up in `<pre id=result>`.
+fn pubky_page(relay: SocketAddr) -> String {
+    format!(
+        r#"<!doctype html>
+<html><body><pre id=result>pending</pre>
+<script type=module>
+const R = 'http://{relay}';
+const out = [];
+const opt = (o) => Object.assign({{credentials: 'include'}}, o);
+try {{
+  let r = await fetch(R + '/inbox/page-box', opt());
+  out.push('poll ' + r.status);
+  for (let i = 0; r.status === 408 && i < 30; i++) {{
+    r = await fetch(R + '/inbox/page-box', opt());
+    out.push('poll ' + r.status);
+  }}
+  out.push('body ' + await r.text());
+  const del = await fetch(R + '/inbox/page-box', opt({{method: 'DELETE'}}));
+  out.push('delete ' + del.status);
+  const receiving = fetch(R + '/link/page-link', opt());
+  const sent = await fetch(R + '/link/page-link',
+    opt({{method: 'POST', body: 'from-page', headers: {{'Content-Type': 'text/plain'}}}}));
+  const got = await receiving;
+  out.push('link ' + sent.status + ' ' + got.status + ' ' + await got.text() + ' from ' +
+    got.headers.get('X-Real-IP'));
+}} catch (e) {{
+  out.push('error ' + e);
+}}
+document.getElementById('result').textContent = out.join('\n');
+</script>
+</body></html>
+"#
+    )
+}
+
+/// Headless Chromium on `url` in a new profile; returns the DOM once the page is done. Virtual
+/// time does not run while fetches are pending, so the budget covers the page's timers, not its
+/// long polls.
+fn chromium_dump_dom(url: &str) -> String {
+    let dir = TempDir::new("chromium");
+    let dom = dir.join("dom.html");
+    let mut child = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", dir.join("profile")))
+        .args(["--virtual-time-budget=30000", "--dump-dom", url])
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("XDG_CACHE_HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&dom).unwrap())
+        .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("cannot run chromium (make interop-deps)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium exited with {status}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 60 s");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    fs::read_to_string(&dom).unwrap()
+}
+
+/// The text of `<pre id="result">` in a dumped DOM.
+fn page_result(dom: &str) -> String {
+    let start = dom.find(r#"<pre id="result">"#).unwrap_or_else(|| panic!("no result: {dom}"));
+    let rest = &dom[start + r#"<pre id="result">"#.len()..];
+    rest[..rest.find("</pre>").unwrap()].to_string()
+}
+
+/// A page on another origin runs the Pubky flow in the browser: the long poll gets 408 and
+/// polls again, the message a POST from outside stores arrives, the DELETE (after a preflight)
+/// acknowledges it, and a `/link` hand-off works, its `X-Real-IP` exposed to the page.
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_pubky_flow_from_another_origin() {
+    let relay = Relay::start(&["--inbox-timeout", "1s"]);
+    let page = serve_page(pubky_page(relay.addr()));
+    let url = format!("http://{page}/page");
+    let browser = thread::spawn(move || chromium_dump_dom(&url));
+    // The page's first poll parks and runs out; it polls again, and then the message arrives.
+    relay.wait_parked(1);
+    relay.wait_log("GET inbox ... 408", |l| l.contains("GET inbox") && l.contains(" 408 "));
+    relay.wait_parked(1);
+    let post = relay.post("/inbox/page-box", b"from-outside", &[]);
+    assert_eq!(post.status, 200, "{post}");
+    let result = page_result(&browser.join().unwrap());
+    let lines: Vec<&str> = result.lines().collect();
+    assert_eq!(lines.first(), Some(&"poll 408"), "{result}\n{:?}", relay.logs());
+    assert_eq!(
+        lines[lines.len() - 4..],
+        ["poll 200", "body from-outside", "delete 200", "link 200 200 from-page from 127.0.0.1"],
+        "{result}"
+    );
+    assert!(lines[..lines.len() - 4].iter().all(|l| *l == "poll 408"), "{result}");
+    assert!(relay.logs().iter().any(|l| l.contains("OPTIONS preflight") && l.contains(" 204 ")));
+}
+
+/// With `--cors` naming another origin than the page's, the browser refuses the relay's
+/// answers to the page: its first fetch fails.
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_fetch_fails_when_cors_refuses_the_origin() {
+    let other = format!("http://127.0.0.1:{}", free_port());
+    let relay = Relay::start(&["--inbox-timeout", "1s", "--cors", &other]);
+    let page = serve_page(pubky_page(relay.addr()));
+    let result = page_result(&chromium_dump_dom(&format!("http://{page}/page")));
+    assert_eq!(result, "error TypeError: Failed to fetch", "{:?}", relay.logs());
+    // The request did reach the relay and was answered: the browser refused the answer.
+    assert!(relay.logs().iter().any(|l| l.contains("GET inbox") && l.contains(" 408 ")));
+}
