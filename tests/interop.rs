@@ -558,3 +558,43 @@ fn chromium_fetch_fails_when_cors_refuses_the_origin() {
     // The request did reach the relay and was answered: the browser refused the answer.
     assert!(relay.logs().iter().any(|l| l.contains("GET inbox") && l.contains(" 408 ")));
 }
+
+/// The shipped files as they are, with only the certificate paths pointing at a real
+/// certificate, pass `nginx -t` and `caddy validate`.
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn shipped_files_are_valid_as_they_are() {
+    let dir = TempDir::new("validate");
+    let (cert, key) = make_cert(&dir);
+    let certs = |name| {
+        render(
+            name,
+            &[
+                ("/etc/ssl/certs/example.org.pem", cert.clone()),
+                ("/etc/ssl/private/example.org.key", key.clone()),
+            ],
+        )
+    };
+    fs::write(dir.join("server.conf"), certs("nginx.conf")).unwrap();
+    let main = format!(
+        "pid {};\nerror_log stderr;\nevents {{}}\nhttp {{ include {}; }}\n",
+        dir.join("nginx.pid"),
+        dir.join("server.conf")
+    );
+    fs::write(dir.join("nginx.conf"), main).unwrap();
+    let nginx = Command::new("nginx")
+        .args(["-t", "-p", &dir.join(""), "-c", &dir.join("nginx.conf")])
+        .output();
+    let nginx = nginx.expect("cannot run nginx (make interop-deps)");
+    assert!(nginx.status.success(), "nginx -t: {}", String::from_utf8_lossy(&nginx.stderr));
+
+    fs::write(dir.join("Caddyfile"), certs("Caddyfile")).unwrap();
+    let caddy = Command::new("caddy")
+        .args(["validate", "--config", &dir.join("Caddyfile"), "--adapter", "caddyfile"])
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .output()
+        .expect("cannot run caddy (make interop-deps)");
+    assert!(caddy.status.success(), "caddy validate: {}", String::from_utf8_lossy(&caddy.stderr));
+}
