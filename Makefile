@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz install uninstall static
+.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop
 
 all: build
 
@@ -66,3 +66,13 @@ fuzz:
 	mkdir -p fuzz/corpus/parse_head fuzz/corpus/chunked
 	$(FUZZ_RUN) parse_head fuzz/corpus/parse_head fuzz/seeds/parse_head -- -runs=$(FUZZ_RUNS) -max_len=10000
 	$(FUZZ_RUN) chunked fuzz/corpus/chunked fuzz/seeds/chunked -- -runs=$(FUZZ_RUNS)
+
+# Interop, not part of `make test` (which only compiles them): tests/interop.rs runs handoff
+# behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
+# (over TLS) and headless Chromium. `make interop-deps` installs those from Debian's packages.
+interop-deps:
+	apt-get install -y nginx caddy chromium openssl curl
+	@for p in nginx caddy chromium openssl curl; do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
+
+interop:
+	$(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
