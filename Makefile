@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz
+.PHONY: all build release run test lint clean fuzz bench
 
 all: build
 
@@ -38,3 +38,8 @@ fuzz:
 	mkdir -p fuzz/corpus/parse_head fuzz/corpus/chunked
 	$(FUZZ_RUN) parse_head fuzz/corpus/parse_head fuzz/seeds/parse_head -- -runs=$(FUZZ_RUNS) -max_len=10000
 	$(FUZZ_RUN) chunked fuzz/corpus/chunked fuzz/seeds/chunked -- -runs=$(FUZZ_RUNS)
+
+# Benchmarks, not part of `make test`: a fresh relay on a free port, every handoff-bench scenario,
+# a table on stdout (BENCHMARKS.md has the method and the results).
+bench:
+	CARGO="$(CARGO)" benches/run.sh
