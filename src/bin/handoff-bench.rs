@@ -32,7 +32,8 @@ Scenarios:
 
 Options:
   --url URL              base URL of the relay (plain http) [default: http://127.0.0.1:8080]
-  -c, --concurrency N    concurrent pairs, flows or senders [default: 1 / 32 for park]
+  -c, --concurrency N    concurrent pairs or flows [default: 1]; for park and
+                         --parked-background, threads parking and sending [default: 32]
   -d, --duration DUR     run time of throughput scenarios: 10s, 500ms [default: 10s]
   -n, --count N          hand-offs (link-latency) or parked receivers (park) [default: 1000]
   --parked-background N  link-latency: keep N other receivers parked meanwhile [default: 0]
