@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop
+.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop bench
 
 all: build
 
@@ -76,3 +76,8 @@ interop-deps:
 
 interop:
 	$(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
+
+# Benchmarks, not part of `make test`: a fresh relay on a free port, every handoff-bench scenario,
+# a table on stdout (BENCHMARKS.md has the method and the results).
+bench:
+	CARGO="$(CARGO)" benches/run.sh

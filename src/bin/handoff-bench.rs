@@ -1,0 +1,671 @@
+//! `handoff-bench`: a load generator for any relay that speaks `/link` and `/inbox` (SPEC §1–§3),
+//! given by base URL. Plain HTTP/1.1 over `std::net::TcpStream`, one connection per request (the
+//! relay closes after each response), a thread per concurrent client; no async, no client crate.
+//!
+//! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park` (see `--help`). Every
+//! request has a timeout and every loop is bounded by a count or a deadline. It only ever
+//! connects to the address it is given. Output: a table, or one JSON object with `--json`.
+//!
+//! Parking N receivers needs N descriptors here and N in the relay: raise `ulimit -n` first
+//! (std cannot raise RLIMIT_NOFILE itself). Per-client limits of the relay must be off (`0`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+
+const HELP: &str = "\
+Usage: handoff-bench SCENARIO [OPTIONS]
+
+Scenarios:
+  link-latency     one receiver and one sender, -n sequential hand-offs (receiver's GET first,
+                   then the POST); latency of the sender (connect to 200) and of the receiver
+  link-throughput  -c concurrent pairs on distinct /link ids for -d; new connection per request
+  inbox-flow       -c concurrent Pubky flows (GET that waits, POST, GET returns, DELETE) for -d
+  park             -n receivers parked on distinct ids; relay RSS/threads/fds with --pid;
+                   then the time until -c concurrent senders have served all of them
+
+Options:
+  --url URL              base URL of the relay (plain http) [default: http://127.0.0.1:8080]
+  -c, --concurrency N    concurrent pairs or flows [default: 1]; for park and
+                         --parked-background, threads parking and sending [default: 32]
+  -d, --duration DUR     run time of throughput scenarios: 10s, 500ms [default: 10s]
+  -n, --count N          hand-offs (link-latency) or parked receivers (park) [default: 1000]
+  --parked-background N  link-latency: keep N other receivers parked meanwhile [default: 0]
+  --pid PID              the relay's process id, to read /proc/PID/{status,fd}
+  --timeout DUR          per-request timeout [default: 10s]
+  --json                 print one JSON object instead of a table
+  -h, --help             print this help
+
+Start the relay with its per-client limits off (--rate-per-ip 0 --rate-per-id 0
+--max-connections-per-ip 0 --max-parked-per-ip 0), and for large -n also --max-parked 0
+--max-connections 0 --max-memory 0; raise `ulimit -n` above N in both processes.
+";
+
+/// Where the relay is and how long a request may take.
+#[derive(Clone)]
+struct Target {
+    addr: SocketAddr,
+    /// `host:port` as given, for the `Host` header.
+    host: String,
+    /// Path prefix without a trailing slash (`""` or `/relay`).
+    prefix: String,
+    timeout: Duration,
+}
+
+/// Parsed command line.
+struct Options {
+    scenario: String,
+    target: Target,
+    concurrency: Option<usize>,
+    duration: Duration,
+    count: usize,
+    parked_background: usize,
+    pid: Option<u32>,
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") || args.is_empty() {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse_args(&args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("handoff-bench: {e}\n(see handoff-bench --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match options.scenario.as_str() {
+        "link-latency" => link_latency(&options),
+        "link-throughput" => link_throughput(&options),
+        "inbox-flow" => inbox_flow(&options),
+        "park" => park(&options),
+        other => Err(format!("unknown scenario {other:?}")),
+    };
+    match report {
+        Ok(report) => {
+            if options.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("handoff-bench {}: {e}", options.scenario);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut url = "http://127.0.0.1:8080".to_string();
+    let mut timeout = Duration::from_secs(10);
+    let mut options = Options {
+        scenario: String::new(),
+        target: Target {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            host: String::new(),
+            prefix: String::new(),
+            timeout,
+        },
+        concurrency: None,
+        duration: Duration::from_secs(10),
+        count: 1000,
+        parked_background: 0,
+        pid: None,
+        json: false,
+    };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = || rest.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--url" => url = value()?.clone(),
+            "-c" | "--concurrency" => options.concurrency = Some(parse_count(arg, value()?)?),
+            "-d" | "--duration" => options.duration = parse_duration(value()?)?,
+            "-n" | "--count" => options.count = parse_count(arg, value()?)?,
+            "--parked-background" => options.parked_background = parse_count(arg, value()?)?,
+            "--pid" => options.pid = Some(parse_count(arg, value()?)? as u32),
+            "--timeout" => timeout = parse_duration(value()?)?,
+            "--json" => options.json = true,
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            scenario if options.scenario.is_empty() => options.scenario = scenario.to_string(),
+            extra => return Err(format!("unexpected argument {extra:?}")),
+        }
+    }
+    if options.scenario.is_empty() {
+        return Err("no scenario given".into());
+    }
+    options.target = parse_url(&url, timeout)?;
+    Ok(options)
+}
+
+fn parse_count(flag: &str, text: &str) -> Result<usize, String> {
+    text.replace('_', "").parse().map_err(|_| format!("{flag} wants a whole number, not {text:?}"))
+}
+
+/// `10s`, `500ms`, `2m`, or bare seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {text:?} (expected e.g. 10s, 500ms, 2m)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: u64 = text[..split].parse().map_err(|_| bad())?;
+    match &text[split..] {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(bad()),
+    }
+}
+
+/// `http://host:port/prefix` → address, `Host` value and prefix. Only plain http.
+fn parse_url(url: &str, timeout: Duration) -> Result<Target, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
+    let (host, prefix) = match rest.find('/') {
+        Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let host_port = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = host_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{url:?}: cannot resolve {host_port}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url:?}: {host_port} has no address"))?;
+    Ok(Target { addr, host: host.to_string(), prefix: prefix.to_string(), timeout })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP client: write a request, read the response to end of stream.
+
+impl Target {
+    fn request_bytes(&self, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!("{method} {}{path} HTTP/1.1\r\nHost: {}\r\n", self.prefix, self.host);
+        if method == "POST" {
+            raw.push_str(&format!(
+                "Content-Type: text/plain\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        raw.push_str("Connection: close\r\n\r\n");
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    }
+
+    /// Connects and writes the request; the response is read later with [`read_status`].
+    fn open(&self, method: &str, path: &str, body: &[u8]) -> Result<TcpStream, String> {
+        let mut stream = TcpStream::connect_timeout(&self.addr, self.timeout)
+            .map_err(|e| format!("connect {}: {e}", self.addr))?;
+        let _ = stream.set_nodelay(true);
+        stream.set_read_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(|e| e.to_string())?;
+        stream
+            .write_all(&self.request_bytes(method, path, body))
+            .map_err(|e| format!("write: {e}"))?;
+        Ok(stream)
+    }
+
+    /// One whole request: its status.
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> Result<u16, String> {
+        read_status(&mut self.open(method, path, body)?)
+    }
+}
+
+/// Reads to end of stream and returns the status code of the response.
+fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
+    let mut raw = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if raw.len() < 1 << 20 => raw.extend_from_slice(&buf[..n]),
+            Ok(_) => return Err("response over 1 MiB".into()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err("timed out waiting for the response".into())
+            }
+            Err(_) if !raw.is_empty() => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let line = raw.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(line)
+        .ok()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok());
+    status.ok_or_else(|| {
+        format!("no status line in {:?}", String::from_utf8_lossy(&raw[..raw.len().min(80)]))
+    })
+}
+
+fn expect_200(what: &str, status: Result<u16, String>) -> Result<(), String> {
+    match status? {
+        200 => Ok(()),
+        other => Err(format!("{what}: status {other}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results.
+
+/// Latencies of one kind of operation and its failures.
+#[derive(Default)]
+struct Series {
+    name: &'static str,
+    ok: Vec<Duration>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl Series {
+    fn named(name: &'static str) -> Series {
+        Series { name, ..Series::default() }
+    }
+
+    fn record(&mut self, started: Instant, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.ok.push(started.elapsed()),
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Series) {
+        self.ok.extend(other.ok);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
+    /// The `p`-quantile (0..=1) of the successful latencies; zero when there are none.
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.ok.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (p * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+}
+
+/// What a scenario prints: a few named numbers and its latency series.
+struct Report {
+    scenario: &'static str,
+    facts: Vec<(&'static str, f64)>,
+    series: Vec<Series>,
+}
+
+impl Report {
+    fn table(&self) -> String {
+        let mut out = format!("{}\n", self.scenario);
+        for (name, value) in &self.facts {
+            out.push_str(&format!("  {name:<22} {}\n", number(*value)));
+        }
+        out.push_str(&format!(
+            "  {:<10} {:>9} {:>7} {:>10} {:>10} {:>10}\n",
+            "series", "ok", "errors", "p50 ms", "p99 ms", "max ms"
+        ));
+        for s in &self.series {
+            out.push_str(&format!(
+                "  {:<10} {:>9} {:>7} {:>10.3} {:>10.3} {:>10.3}\n",
+                s.name,
+                s.ok.len(),
+                s.errors,
+                ms(s.percentile(0.50)),
+                ms(s.percentile(0.99)),
+                ms(s.percentile(1.0))
+            ));
+            if let Some(e) = &s.first_error {
+                out.push_str(&format!("  first {} error: {e}\n", s.name));
+            }
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        let mut fields = vec![format!("\"scenario\":\"{}\"", self.scenario)];
+        for (name, value) in &self.facts {
+            fields.push(format!("\"{name}\":{}", number(*value)));
+        }
+        let series: Vec<String> = self
+            .series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{{\"name\":\"{}\",\"ok\":{},\"errors\":{},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4}}}",
+                    s.name,
+                    s.ok.len(),
+                    s.errors,
+                    ms(s.percentile(0.50)),
+                    ms(s.percentile(0.99)),
+                    ms(s.percentile(1.0))
+                )
+            })
+            .collect();
+        fields.push(format!("\"series\":[{}]", series.join(",")));
+        format!("{{{}}}", fields.join(","))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// A prefix making this run's ids distinct from any other run's.
+fn run_id() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("b{}-{}", std::process::id(), nanos.subsec_nanos())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios.
+
+/// Sequential hand-offs: the receiver's GET is written, then the POST; two latencies each.
+fn link_latency(options: &Options) -> Result<Report, String> {
+    let target = &options.target;
+    let run = run_id();
+    let background = park_receivers(
+        target,
+        &format!("{run}-bg"),
+        options.parked_background,
+        options.concurrency.unwrap_or(32),
+    )?;
+    wait_parked(target, options.parked_background);
+    let (go_tx, go_rx) = bounded::<usize>(1);
+    let (sent_tx, sent_rx) = bounded::<()>(1);
+    let (done_tx, done_rx) = bounded::<Series>(1);
+    let receiver_target = target.clone();
+    let receiver_run = run.clone();
+    let receiver = thread::spawn(move || {
+        let mut series = Series::named("receiver");
+        while let Ok(i) = go_rx.recv() {
+            let started = Instant::now();
+            let stream = receiver_target.open("GET", &format!("/link/{receiver_run}-{i}"), b"");
+            let _ = sent_tx.send(());
+            series.record(
+                started,
+                stream.and_then(|mut s| expect_200("receiver", read_status(&mut s))),
+            );
+        }
+        let _ = done_tx.send(series);
+    });
+    let mut sender = Series::named("sender");
+    let wait = target.timeout * 2;
+    for i in 0..options.count {
+        go_tx.send(i).map_err(|_| "receiver thread ended")?;
+        sent_rx.recv_timeout(wait).map_err(|_| "receiver did not send its GET")?;
+        let started = Instant::now();
+        let status = target.call("POST", &format!("/link/{run}-{i}"), b"bench-token");
+        sender.record(started, expect_200("sender", status));
+    }
+    drop(go_tx);
+    let receiver_series = done_rx.recv_timeout(wait).map_err(|_| "receiver thread hung")?;
+    let _ = receiver.join();
+    drop(background);
+    Ok(Report {
+        scenario: "link-latency",
+        facts: vec![
+            ("hand_offs", options.count as f64),
+            ("parked_background", options.parked_background as f64),
+        ],
+        series: vec![sender, receiver_series],
+    })
+}
+
+/// `threads` threads each run `one(thread, k)` until `duration` is over; a run counts its latency.
+fn for_duration(
+    options: &Options,
+    name: &'static str,
+    one: impl Fn(&Target, &str) -> Result<(), String> + Send + Sync + 'static,
+) -> (Series, f64) {
+    let threads = options.concurrency.unwrap_or(1).max(1);
+    let one = Arc::new(one);
+    let run = run_id();
+    let deadline = Instant::now() + options.duration;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (one, target, run) = (Arc::clone(&one), options.target.clone(), run.clone());
+            thread::spawn(move || {
+                let mut series = Series::named(name);
+                let mut k = 0u64;
+                while Instant::now() < deadline {
+                    let at = Instant::now();
+                    series.record(at, one(&target, &format!("{run}-{t}-{k}")));
+                    k += 1;
+                }
+                series
+            })
+        })
+        .collect();
+    let mut all = Series::named(name);
+    for handle in handles {
+        if let Ok(series) = handle.join() {
+            all.merge(series);
+        }
+    }
+    (all, started.elapsed().as_secs_f64())
+}
+
+/// C concurrent pairs, each: receiver GET written, then sender POST; both answers read.
+fn link_throughput(options: &Options) -> Result<Report, String> {
+    let (series, seconds) = for_duration(options, "hand-off", |target, id| {
+        let path = format!("/link/{id}");
+        let mut receiver = target.open("GET", &path, b"")?;
+        expect_200("sender", target.call("POST", &path, b"bench-token"))?;
+        expect_200("receiver", read_status(&mut receiver))
+    });
+    Ok(Report {
+        scenario: "link-throughput",
+        facts: vec![
+            ("concurrency", options.concurrency.unwrap_or(1) as f64),
+            ("seconds", seconds),
+            ("hand_offs", series.ok.len() as f64),
+            ("hand_offs_per_sec", series.ok.len() as f64 / seconds),
+        ],
+        series: vec![series],
+    })
+}
+
+/// C concurrent Pubky flows: a GET that waits, the POST, the GET's answer, the DELETE.
+fn inbox_flow(options: &Options) -> Result<Report, String> {
+    let (series, seconds) = for_duration(options, "flow", |target, id| {
+        let path = format!("/inbox/{id}");
+        let mut poll = target.open("GET", &path, b"")?;
+        expect_200("POST", target.call("POST", &path, b"bench-token"))?;
+        expect_200("GET", read_status(&mut poll))?;
+        expect_200("DELETE", target.call("DELETE", &path, b""))
+    });
+    Ok(Report {
+        scenario: "inbox-flow",
+        facts: vec![
+            ("concurrency", options.concurrency.unwrap_or(1) as f64),
+            ("seconds", seconds),
+            ("flows", series.ok.len() as f64),
+            ("flows_per_sec", series.ok.len() as f64 / seconds),
+        ],
+        series: vec![series],
+    })
+}
+
+/// N receivers parked on distinct ids; the relay's footprint; then the time to serve them all.
+fn park(options: &Options) -> Result<Report, String> {
+    let target = &options.target;
+    let n = options.count;
+    let senders = options.concurrency.unwrap_or(32).max(1);
+    let run = run_id();
+    let mut facts = vec![("parked", n as f64)];
+    let before = options.pid.map(proc_stats).transpose()?;
+    let started = Instant::now();
+    let receivers = park_receivers(target, &run, n, senders)?;
+    facts.push(("park_seconds", started.elapsed().as_secs_f64()));
+    let seen = wait_parked(target, n);
+    facts.push(("relay_reports_parked", seen.map_or(-1.0, |p| p as f64)));
+    if let (Some(pid), Some(before)) = (options.pid, before) {
+        // The relay's registry settles (probes, wheel) for a moment before its RSS is read.
+        thread::sleep(Duration::from_millis(500));
+        let after = proc_stats(pid)?;
+        facts.push(("rss_kib_before", before.rss_kib as f64));
+        facts.push(("rss_kib_parked", after.rss_kib as f64));
+        facts.push((
+            "rss_bytes_per_parked",
+            (after.rss_kib.saturating_sub(before.rss_kib) * 1024) as f64 / n.max(1) as f64,
+        ));
+        facts.push(("threads_before", before.threads as f64));
+        facts.push(("threads_parked", after.threads as f64));
+        facts.push(("fds_before", before.fds as f64));
+        facts.push(("fds_parked", after.fds as f64));
+    }
+    // Serve: each receiver's own reader is the thread that sent its POST, right after it.
+    let started = Instant::now();
+    let chunks = split(receivers, senders);
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let (target, run) = (target.clone(), run.clone());
+            thread::spawn(move || {
+                let mut series = Series::named("serve");
+                for (j, mut stream) in chunk {
+                    let at = Instant::now();
+                    let result = expect_200(
+                        "sender",
+                        target.call("POST", &format!("/link/{run}-{j}"), b"bench-token"),
+                    )
+                    .and_then(|()| expect_200("receiver", read_status(&mut stream)));
+                    series.record(at, result);
+                }
+                series
+            })
+        })
+        .collect();
+    let mut served = Series::named("serve");
+    for handle in handles {
+        if let Ok(series) = handle.join() {
+            served.merge(series);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    facts.push(("serve_seconds", seconds));
+    facts.push(("served", served.ok.len() as f64));
+    facts.push(("served_per_sec", served.ok.len() as f64 / seconds));
+    Ok(Report { scenario: "park", facts, series: vec![served] })
+}
+
+/// Opens `n` receivers (`GET /link/{run}-{j}`) from `threads` threads and keeps them open.
+fn park_receivers(
+    target: &Target,
+    run: &str,
+    n: usize,
+    threads: usize,
+) -> Result<Vec<(usize, TcpStream)>, String> {
+    let threads = threads.clamp(1, n.max(1));
+    let next = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (target, run, next) = (target.clone(), run.to_string(), Arc::clone(&next));
+            thread::spawn(move || -> Result<Vec<(usize, TcpStream)>, String> {
+                let mut mine = Vec::new();
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    if j >= n {
+                        return Ok(mine);
+                    }
+                    mine.push((j, target.open("GET", &format!("/link/{run}-{j}"), b"")?));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for handle in handles {
+        all.extend(handle.join().map_err(|_| "a parking thread panicked")??);
+    }
+    all.sort_unstable_by_key(|(j, _)| *j);
+    Ok(all)
+}
+
+/// Polls `/health` until it reports `n` parked requests (up to 60 s). `None` if the relay has
+/// no such count (another relay): then it only waits a second.
+fn wait_parked(target: &Target, n: usize) -> Option<u64> {
+    if n == 0 {
+        return Some(0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = health_parked(target);
+        match last {
+            None => {
+                thread::sleep(Duration::from_secs(1));
+                return None;
+            }
+            Some(p) if p >= n as u64 => return last,
+            Some(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    last
+}
+
+fn health_parked(target: &Target) -> Option<u64> {
+    let mut stream = target.open("GET", "/health", b"").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let at = text.find("\"parked\":")? + "\"parked\":".len();
+    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn split<T>(items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..parts).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        out[i % parts].push(item);
+    }
+    out
+}
+
+/// What /proc says about a process.
+#[derive(Clone, Copy)]
+struct ProcStats {
+    rss_kib: u64,
+    threads: u64,
+    fds: u64,
+}
+
+fn proc_stats(pid: u32) -> Result<ProcStats, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("/proc/{pid}/fd: {e}"))?
+        .count() as u64;
+    Ok(ProcStats { rss_kib: field("VmRSS:"), threads: field("Threads:"), fds })
+}

@@ -1,0 +1,126 @@
+//! `handoff-bench` against a real relay, every scenario at a tiny size, so the load generator
+//! cannot rot. Checks only that each run completes and reports sane counts (its `--json`), not
+//! speed.
+
+mod common;
+
+use std::process::Command;
+
+use common::{json_number, Relay};
+
+/// The relay with every per-client limit off, as a benchmark from one address needs.
+fn relay() -> Relay {
+    Relay::start(&[
+        "--rate-per-ip",
+        "0",
+        "--rate-per-id",
+        "0",
+        "--max-connections-per-ip",
+        "0",
+        "--max-parked-per-ip",
+        "0",
+    ])
+}
+
+/// Runs `handoff-bench <args> --url <relay> --json --timeout 10s` and returns its JSON line.
+fn bench(relay: &Relay, args: &[&str]) -> String {
+    let url = format!("http://{}", relay.addr());
+    let output = Command::new(env!("CARGO_BIN_EXE_handoff-bench"))
+        .args(args)
+        .args(["--url", &url, "--json", "--timeout", "10s"])
+        .output()
+        .expect("cannot run handoff-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "handoff-bench {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with('{') && stdout.trim_end().ends_with('}'), "not JSON: {stdout}");
+    stdout
+}
+
+/// The `index`-th series object of the report, as text.
+fn series(json: &str, index: usize) -> &str {
+    json.split("{\"name\":").nth(index + 1).unwrap_or_else(|| panic!("no series {index}: {json}"))
+}
+
+/// A latency field in ms (a decimal), as a float.
+fn json_ms(series: &str, field: &str) -> f64 {
+    let key = format!("\"{field}\":");
+    let at = series.find(&key).unwrap_or_else(|| panic!("no {field}: {series}")) + key.len();
+    let text: String =
+        series[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    text.parse().unwrap_or_else(|_| panic!("bad {field}: {series}"))
+}
+
+/// `ok` equals `want` (or is positive when `want` is `None`), no errors, latencies positive.
+fn assert_series(json: &str, index: usize, want: Option<u64>) {
+    let s = series(json, index);
+    let ok = json_number(s, "ok").unwrap_or_else(|| panic!("no ok count: {json}"));
+    match want {
+        Some(want) => assert_eq!(ok, want, "{json}"),
+        None => assert!(ok > 0, "{json}"),
+    }
+    assert_eq!(json_number(s, "errors"), Some(0), "{json}");
+    let (p50, p99, max) = (json_ms(s, "p50_ms"), json_ms(s, "p99_ms"), json_ms(s, "max_ms"));
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{json}");
+}
+
+#[test]
+fn link_latency_counts_every_hand_off() {
+    let relay = relay();
+    let json = bench(&relay, &["link-latency", "-n", "20"]);
+    assert_eq!(json_number(&json, "hand_offs"), Some(20), "{json}");
+    assert_series(&json, 0, Some(20));
+    assert_series(&json, 1, Some(20));
+}
+
+#[test]
+fn link_latency_with_parked_background() {
+    let relay = relay();
+    let json = bench(&relay, &["link-latency", "-n", "10", "--parked-background", "20"]);
+    assert_eq!(json_number(&json, "parked_background"), Some(20), "{json}");
+    assert_series(&json, 0, Some(10));
+    assert_series(&json, 1, Some(10));
+}
+
+#[test]
+fn link_throughput_runs_for_its_duration() {
+    let relay = relay();
+    let json = bench(&relay, &["link-throughput", "-c", "4", "-d", "300ms"]);
+    assert!(json_number(&json, "hand_offs").unwrap_or(0) > 0, "{json}");
+    assert_series(&json, 0, None);
+}
+
+#[test]
+fn inbox_flow_runs_for_its_duration() {
+    let relay = relay();
+    let json = bench(&relay, &["inbox-flow", "-c", "4", "-d", "300ms"]);
+    assert!(json_number(&json, "flows").unwrap_or(0) > 0, "{json}");
+    assert_series(&json, 0, None);
+}
+
+#[test]
+fn park_reads_the_relay_and_serves_everyone() {
+    let relay = relay();
+    let pid = relay.pid().to_string();
+    let json = bench(&relay, &["park", "-n", "50", "-c", "4", "--pid", &pid]);
+    assert_eq!(json_number(&json, "parked"), Some(50), "{json}");
+    assert_eq!(json_number(&json, "relay_reports_parked"), Some(50), "{json}");
+    assert_eq!(json_number(&json, "served"), Some(50), "{json}");
+    assert!(json_number(&json, "rss_kib_parked").unwrap_or(0) > 0, "{json}");
+    assert!(json_number(&json, "threads_parked").unwrap_or(0) > 0, "{json}");
+    assert!(json_number(&json, "fds_parked").unwrap_or(0) >= 50, "{json}");
+    assert_series(&json, 0, Some(50));
+}
+
+#[test]
+fn bench_refuses_a_bad_url() {
+    let output = Command::new(env!("CARGO_BIN_EXE_handoff-bench"))
+        .args(["link-latency", "--url", "https://example.invalid"])
+        .output()
+        .expect("cannot run handoff-bench");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only http://"));
+}
