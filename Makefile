@@ -69,12 +69,18 @@ fuzz:
 
 # Interop, not part of `make test` (which only compiles them): tests/interop.rs runs handoff
 # behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
-# (over TLS) and headless Chromium. `make interop-deps` installs those from Debian's packages.
+# (over TLS) and headless Chromium; checks /metrics with promtool; and runs the static aarch64
+# build under qemu-aarch64-static. `make interop-deps` installs those from Debian's packages
+# (prometheus brings promtool) and adds the aarch64 musl target to the toolchain.
+INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static
+
 interop-deps:
-	apt-get install -y nginx caddy chromium openssl curl
-	@for p in nginx caddy chromium openssl curl; do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
+	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static
+	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
+	rustup target add aarch64-unknown-linux-musl
 
 interop:
+	$(CARGO) build --release --locked --target aarch64-unknown-linux-musl
 	$(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
 
 # Benchmarks, not part of `make test`: a fresh relay on a free port, every handoff-bench scenario,

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a test waits for a whole response before giving up.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Relay::start`] waits for the `listening on` line (generous: an emulated binary
+/// starts slower).
+pub const START_CAP: Duration = Duration::from_secs(10);
 /// How long `wait_*` helpers poll `/health` before failing.
 pub const WAIT_CAP: Duration = Duration::from_secs(10);
 
@@ -27,7 +30,15 @@ pub struct Relay {
 impl Relay {
     /// Starts `handoff --listen 127.0.0.1:0 <args>` and waits for its `listening on` log line.
     pub fn start(args: &[&str]) -> Relay {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        Relay::start_command(&[env!("CARGO_BIN_EXE_handoff")], args)
+    }
+
+    /// Like [`Relay::start`], for another binary or a command prefix: runs
+    /// `command[0] command[1..] --listen 127.0.0.1:0 <args>`, e.g. an emulator and the binary.
+    pub fn start_command(command: &[&str], args: &[&str]) -> Relay {
+        let (program, prefix) = command.split_first().expect("a command to run");
+        let mut child = Command::new(program)
+            .args(prefix)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -35,7 +46,7 @@ impl Relay {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot run the handoff binary");
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -56,7 +67,7 @@ impl Relay {
                 }
             });
         }
-        match rx.recv_timeout(Duration::from_secs(10)) {
+        match rx.recv_timeout(START_CAP) {
             Ok(addr) => Relay { child, addr, logs },
             Err(_) => {
                 let _ = child.kill();
@@ -64,7 +75,9 @@ impl Relay {
                 // Give the reader a moment to collect what the process printed before dying.
                 thread::sleep(Duration::from_millis(200));
                 let captured = logs.lock().unwrap().join("\n");
-                panic!("handoff {args:?} did not start within 10 s; stderr:\n{captured}");
+                panic!(
+                    "{command:?} {args:?} did not start within {START_CAP:?}; stderr:\n{captured}"
+                );
             }
         }
     }
