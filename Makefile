@@ -71,13 +71,17 @@ fuzz:
 # behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
 # (over TLS) and headless Chromium; checks /metrics with promtool; and runs the static aarch64
 # build under qemu-aarch64-static. `make interop-deps` installs those from Debian's packages
-# (prometheus brings promtool) and adds the aarch64 musl target to the toolchain.
-INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static
+# (prometheus brings promtool) and adds the aarch64 musl target to the toolchain. It also runs
+# the real Pubky SDK (interop/pubky/, pinned in its package-lock.json) in Node against handoff;
+# Node and npm come from Debian unless some node is installed already.
+INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm
 
 interop-deps:
 	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static
+	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
 	rustup target add aarch64-unknown-linux-musl
+	cd interop/pubky && npm ci --no-audit --no-fund
 
 interop:
 	$(CARGO) build --release --locked --target aarch64-unknown-linux-musl

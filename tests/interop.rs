@@ -721,3 +721,45 @@ fn aarch64_build_under_qemu() {
     direct_link_handoff(&relay);
     direct_inbox_flow(&relay);
 }
+
+/// The real Pubky SDK (`@synonymdev/pubky`, the version pinned in `interop/pubky/`, in Node)
+/// with handoff as its HTTP relay: `interop/pubky/flow.mjs` has the app start an auth flow and
+/// the signer approve it, the app get and decrypt the token, then a sign-in whose homeserver
+/// lookup fails as a lookup, not at the relay. The SDK only speaks `/link` (no `/inbox`).
+#[test]
+#[ignore = "needs node and npm ci in interop/pubky: make interop"]
+fn pubky_sdk_auth_flow_over_link() {
+    let relay = Relay::start(&[]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/pubky");
+    assert!(
+        dir.join("node_modules/@synonymdev/pubky").is_dir(),
+        "no SDK in {}: make interop-deps runs npm ci there",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .arg("flow.mjs")
+        .arg(format!("http://{}/link/", relay.addr()))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run node (make interop-deps)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs = || relay.logs().join("\n");
+    assert!(
+        out.status.success(),
+        "flow.mjs failed ({}):\n{stderr}{stdout}\nrelay:\n{}",
+        out.status,
+        logs()
+    );
+    assert!(stdout.contains("\"signin_error\":\"PkarrError: "), "{stdout}");
+    // Both flows went through this relay: two channels, each read and written once.
+    let deadline = Instant::now() + WAIT_CAP;
+    let count = |what: &str| relay.logs().iter().filter(|l| l.contains(what)).count();
+    while (count("GET link "), count("POST link ")) != (2, 2) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let lines: Vec<String> = relay.logs().into_iter().filter(|l| l.contains(" link ")).collect();
+    assert_eq!(lines.len(), 4, "not two hand-offs through the relay:\n{}", logs());
+    assert!(lines.iter().all(|l| l.contains(" 200 ")), "a /link request failed:\n{}", logs());
+}

@@ -1,0 +1,73 @@
+// The real Pubky SDK's pubkyauth flow with handoff as its HTTP relay: `node flow.mjs RELAY_BASE`,
+// e.g. `http://127.0.0.1:8080/link/`. Run by tests/interop.rs (`make interop`); exits non-zero
+// with the reason on stderr if any step goes wrong, prints one JSON line on success.
+//
+// 1. The app starts an auth-only flow (awaitToken) with RELAY_BASE as its relay, the signer
+//    approves the pubkyauth:// URL; the app must get the token, decrypted, from the signer's key.
+// 2. The app starts a sign-in flow (awaitApproval), the signer approves; the token crosses the
+//    relay again, then the SDK looks up the user's homeserver, which does not exist (a testnet
+//    pointed at 127.0.0.1 with no Pkarr relay): that must fail as a Pkarr lookup, not a relay error.
+import { AuthFlowKind, AuthToken, Keypair, Pubky } from "@synonymdev/pubky";
+
+const relay = process.argv[2];
+if (!relay) {
+  console.error("usage: node flow.mjs RELAY_BASE");
+  process.exit(2);
+}
+const CAPS = "/pub/handoff.interop/:rw";
+const LIMIT_MS = 30000;
+
+function fail(message) {
+  console.error(message);
+  process.exit(1);
+}
+
+function within(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${LIMIT_MS} ms`)), LIMIT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const describe = (e) => `${e?.name}: ${e?.message}`;
+
+const pubky = Pubky.testnet("127.0.0.1");
+const signer = pubky.signer(Keypair.random());
+const user = signer.publicKey.toString();
+
+// 1. Auth only: the token itself.
+const flow = pubky.startAuthFlow(CAPS, AuthFlowKind.signin(), relay);
+const url = flow.authorizationUrl;
+if (!url.includes(`relay=${relay}`)) fail(`the deep link does not name the relay: ${url}`);
+const tokenArrives = within(flow.awaitToken(), "awaitToken");
+await within(signer.approveAuthRequest(url), "approveAuthRequest").catch((e) =>
+  fail(`the signer could not approve: ${describe(e)}`),
+);
+const token = await tokenArrives.catch((e) => fail(`the app got no token: ${describe(e)}`));
+if (token.publicKey.toString() !== user) {
+  fail(`token from ${token.publicKey.toString()}, the signer is ${user}`);
+}
+const verified = AuthToken.verify(token.toBytes());
+if (verified.publicKey.toString() !== user) fail("the token does not verify");
+if (JSON.stringify(token.capabilities) !== JSON.stringify([CAPS])) {
+  fail(`token capabilities ${JSON.stringify(token.capabilities)}, asked for ${CAPS}`);
+}
+
+// 2. Sign-in: the token crosses the relay, the homeserver lookup fails.
+const signin = pubky.startAuthFlow(CAPS, AuthFlowKind.signin(), relay);
+const session = within(signin.awaitApproval(), "awaitApproval");
+await within(signer.approveAuthRequest(signin.authorizationUrl), "approveAuthRequest").catch((e) =>
+  fail(`the signer could not approve the sign-in: ${describe(e)}`),
+);
+const error = await session.then(
+  () => fail("a session without any homeserver"),
+  (e) => e,
+);
+if (error?.name !== "PkarrError" || !error.message.includes(`_pubky.${user.replace(/^pubky/, "")}`)) {
+  fail(`the sign-in failed, but not at the homeserver lookup: ${describe(error)}`);
+}
+
+console.log(
+  JSON.stringify({ user, capabilities: token.capabilities, signin_error: describe(error) }),
+);
