@@ -38,6 +38,19 @@ fn wait_saved(path: &Path) {
     }
 }
 
+/// Waits until the state file's bytes contain `needle` (a body saved by a later snapshot).
+fn wait_holding(path: &Path, needle: &[u8]) {
+    let started = Instant::now();
+    loop {
+        let data = std::fs::read(path).unwrap_or_default();
+        if data.windows(needle.len()).any(|w| w == needle) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the state file was not refreshed");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stop(mut relay: Relay) {
     kill(&relay, "TERM");
     let status = relay.wait_exit(Duration::from_secs(5)).expect("the relay did not exit");
@@ -84,6 +97,11 @@ fn kill_9_loses_nothing_saved_a_second_before() {
     let mut relay = Relay::start(&["--state-file", file]);
     assert_eq!(relay.post("/inbox/x", b"survivor", &[]).status, 200);
     wait_saved(&path);
+    // A change right after a save is written at most a second later.
+    let posted = Instant::now();
+    assert_eq!(relay.post("/inbox/z", b"second-one", &[]).status, 200);
+    wait_holding(&path, b"second-one");
+    assert!(posted.elapsed() < Duration::from_millis(1500), "{:?}", posted.elapsed());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the state file is private");
     kill(&relay, "KILL");
@@ -93,6 +111,7 @@ fn kill_9_loses_nothing_saved_a_second_before() {
     let got = relay.get("/inbox/x");
     assert_eq!(got.status, 200);
     assert_eq!(got.body, b"survivor");
+    assert_eq!(relay.get("/inbox/z").body, b"second-one");
     stop(relay);
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
