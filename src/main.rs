@@ -4,7 +4,8 @@
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
 //! them and hands replies to the writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
 //! `SIGINT` drain (stop accepting, answer every parked request 503, let the writes finish) and
-//! exit 0 within [`DRAIN_LIMIT`].
+//! exit 0 within [`DRAIN_LIMIT`]. With `--state-file` the stored messages are restored before the
+//! registry starts and saved once more after the drain (within [`SAVE_LIMIT`]).
 
 #![deny(unsafe_code)]
 // The large variants (a request being read, a request for the registry) are the common case;
