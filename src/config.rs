@@ -31,6 +31,8 @@ pub struct Config {
     pub trust_proxy: Vec<Cidr>,
     /// Who may use the relay (SPEC §6).
     pub access: Access,
+    /// Where the stored messages are saved across restarts (`--state-file`). Defaults to none.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Access control (SPEC §6); off by default.
@@ -119,6 +121,7 @@ impl Default for Config {
             cors: Cors::Mirror,
             trust_proxy: Vec::new(),
             access: Access::default(),
+            state_file: None,
         }
     }
 }
@@ -337,6 +340,18 @@ static FLAGS: &[Flag] = &[
             Ok(())
         },
         show: |c| c.access.token_file.as_ref().map_or("none".into(), |p| p.display().to_string()) },
+    Flag { name: "state-file", env: "HANDOFF_STATE_FILE", placeholder: "PATH",
+        help: "Saves stored /inbox and undelivered /link messages here (at most a second late, \
+               and on SIGTERM) and restores them on start with their remaining time.",
+        set: |c, v| {
+            c.state_file = match v {
+                "" => return Err(PATH),
+                "none" => None,
+                path => Some(PathBuf::from(path)),
+            };
+            Ok(())
+        },
+        show: |c| c.state_file.as_ref().map_or("none".into(), |p| p.display().to_string()) },
     Flag { name: "auth-failures-per-ip", env: "HANDOFF_AUTH_FAILURES_PER_IP", placeholder: "N",
         help: "Failed authentications (401, 403) per minute per client IP before it gets 429. \
                0 disables.",
@@ -898,6 +913,21 @@ mod tests {
         // An empty environment variable counts as unset; an empty flag value is refused.
         assert_eq!(run(&[], &[("HANDOFF_TOKEN_FILE", "")]).map(|c| get(&c)), Ok(None));
         assert_eq!(run(&["--token-file", ""], &[]), Err(invalid("--token-file", "", PATH)));
+    }
+
+    #[test]
+    fn flag_state_file() {
+        let get = |c: &Config| c.state_file.clone();
+        assert_eq!(run(&[], &[]).map(|c| get(&c)), Ok(None));
+        let want = Some(PathBuf::from("/var/lib/handoff/state"));
+        let flag = run(&["--state-file", "/var/lib/handoff/state"], &[]).map(|c| get(&c));
+        assert_eq!(flag, Ok(want.clone()));
+        let env = run(&[], &[("HANDOFF_STATE_FILE", "/var/lib/handoff/state")]).map(|c| get(&c));
+        assert_eq!(env, Ok(want));
+        let over = run(&["--state-file=/a"], &[("HANDOFF_STATE_FILE", "/b")]).map(|c| get(&c));
+        assert_eq!(over, Ok(Some(PathBuf::from("/a"))));
+        assert_eq!(run(&["--state-file", "none"], &[]).map(|c| get(&c)), Ok(None));
+        assert_eq!(run(&["--state-file", ""], &[]), Err(invalid("--state-file", "", PATH)));
     }
 
     #[test]

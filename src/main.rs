@@ -4,7 +4,8 @@
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
 //! them and hands replies to the writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
 //! `SIGINT` drain (stop accepting, answer every parked request 503, let the writes finish) and
-//! exit 0 within [`DRAIN_LIMIT`].
+//! exit 0 within [`DRAIN_LIMIT`]. With `--state-file` the stored messages are restored before the
+//! registry starts and saved once more after the drain (within [`SAVE_LIMIT`]).
 
 #![deny(unsafe_code)]
 // The large variants (a request being read, a request for the registry) are the common case;
@@ -20,6 +21,7 @@ mod logging;
 mod metrics;
 mod registry;
 mod routes;
+mod state;
 mod sys;
 #[cfg(test)]
 mod testutil;
@@ -41,6 +43,9 @@ use registry::{Registry, Settings};
 
 /// Longest time from `SIGTERM` to exit: what is still being written then is cut off.
 const DRAIN_LIMIT: Duration = Duration::from_millis(1800);
+
+/// Longest wait for the last save of `--state-file` after the drain.
+const SAVE_LIMIT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let config = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
@@ -105,17 +110,23 @@ fn run(config: config::Config) -> Result<(), String> {
         max_parked_per_ip: config.limits.max_parked_per_ip,
         rate_per_id: config.limits.rate_per_id,
     };
-    let registry = Registry::new(settings, Instant::now());
+    let memory = limits::MemoryBudget::new(config.limits.max_memory);
+    let mut registry = Registry::new(settings, Instant::now());
+    let persister = match &config.state_file {
+        Some(path) => Some(restore(&mut registry, path, &memory).map_err(spawn_failed)?),
+        None => None,
+    };
     let registry_gauges = Arc::clone(&gauges);
+    let registry_persister = persister.clone();
     server::spawn("registry".into(), move || {
-        registry::run::run(registry, registry_rx, writer_tx, registry_gauges)
+        registry::run::run(registry, registry_rx, writer_tx, registry_gauges, registry_persister)
     })
     .map_err(spawn_failed)?;
     server::spawn_writers(config.workers.div_ceil(4).max(2), writer_rx, registry_tx.clone())
         .map_err(spawn_failed)?;
 
     let workers = config.workers;
-    let memory = limits::MemoryBudget::new(config.limits.max_memory);
+    let config_state_file = config.state_file.clone();
     let front =
         Front::new(config, registry_tx.clone(), Arc::clone(&gauges), memory, tokens.clone());
     let poller = server::start(listener, front, workers).map_err(spawn_failed)?;
@@ -128,7 +139,49 @@ fn run(config: config::Config) -> Result<(), String> {
         }
     };
     drain(stop, poller, &registry_tx, &gauges);
+    if let (Some(persister), Some(path)) = (persister, &config_state_file) {
+        save_on_exit(&persister, path, &registry_tx);
+    }
     Ok(())
+}
+
+/// `--state-file`: restores the saved messages into `registry` and starts the thread that saves
+/// them from now on.
+fn restore(
+    registry: &mut Registry,
+    path: &std::path::Path,
+    memory: &Arc<limits::MemoryBudget>,
+) -> std::io::Result<Arc<state::Persister>> {
+    let snapshot = state::load(path);
+    let done = registry.restore(Instant::now(), state::unix_ms(), snapshot, memory);
+    info!(
+        "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
+        done.inbox,
+        done.link,
+        path.display(),
+        done.expired
+    );
+    if done.over_budget > 0 {
+        warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
+    }
+    state::Persister::start(path.to_path_buf())
+}
+
+/// The last save, once the drain is over: what is still stored is written before the exit.
+fn save_on_exit(
+    persister: &state::Persister,
+    path: &std::path::Path,
+    registry: &crossbeam_channel::Sender<Inbound>,
+) {
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let saved = registry.send(Inbound::Save(done_tx)).is_ok()
+        && done_rx.recv_timeout(SAVE_LIMIT).is_ok()
+        && persister.flush(SAVE_LIMIT);
+    if saved {
+        info!("saved the stored messages to {}", path.display());
+    } else {
+        error!("could not save the stored messages to {} before exiting", path.display());
+    }
 }
 
 /// `SIGTERM`, `SIGINT`: stops accepting, has the registry answer every parked request 503, and

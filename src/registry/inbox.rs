@@ -26,20 +26,22 @@ pub const MAX_WAITERS: usize = 10;
 /// One `/inbox` id.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
-    message: Option<Stored>,
+    pub(super) message: Option<Stored>,
     getters: Vec<ConnId>,
     awaiters: Vec<ConnId>,
 }
 
 /// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
 #[derive(Debug)]
-struct Stored {
-    content_type: Option<String>,
-    body: Arc<[u8]>,
-    acked: bool,
-    timer: TimerId,
+pub(super) struct Stored {
+    pub(super) content_type: Option<String>,
+    pub(super) body: Arc<[u8]>,
+    pub(super) acked: bool,
+    /// The end of its TTL.
+    pub(super) deadline: Instant,
+    pub(super) timer: TimerId,
     /// The body's share of the memory budget; given back on the acknowledgement.
-    reservation: Reservation,
+    pub(super) reservation: Reservation,
 }
 
 /// Which list of an inbox a parked request waits in.
@@ -64,16 +66,16 @@ impl Registry {
         match request.action {
             Action::InboxPost => {
                 let body: Arc<[u8]> = Arc::from(request.body);
-                let timer = self
-                    .wheel
-                    .insert(now + self.settings.inbox_ttl, Timer::InboxMessage(id.clone()));
+                let deadline = now + self.settings.inbox_ttl;
+                let timer = self.wheel.insert(deadline, Timer::InboxMessage(id.clone()));
                 self.inbox_drop_message(&id);
                 self.counts.messages += 1;
                 self.counts.bytes += body.len();
                 let inbox = self.inboxes.entry(id.clone()).or_default();
                 let reservation = request.reservation;
                 let content_type = request.content_type;
-                let stored = Stored { content_type, body, acked: false, timer, reservation };
+                let stored =
+                    Stored { content_type, body, acked: false, deadline, timer, reservation };
                 let message = message_response(&stored);
                 inbox.message = Some(stored);
                 let getters = std::mem::take(&mut inbox.getters);

@@ -28,7 +28,7 @@ use crate::wheel::TimerId;
 #[derive(Debug, Default)]
 pub(super) struct Channel {
     receivers: VecDeque<ConnId>,
-    messages: VecDeque<Message>,
+    pub(super) messages: VecDeque<Message>,
     in_flight: usize,
     claim: Option<Vec<u8>>,
     idle_timer: Option<TimerId>,
@@ -43,12 +43,12 @@ impl Channel {
 /// One side of a hand-off, as its counterpart sees it in the `HttpRelay-*` / `X-Real-*` headers.
 #[derive(Clone, Debug)]
 pub(super) struct Party {
-    ip: IpAddr,
-    port: u16,
-    arrived_ms: u64,
-    method: &'static str,
+    pub(super) ip: IpAddr,
+    pub(super) port: u16,
+    pub(super) arrived_ms: u64,
+    pub(super) method: &'static str,
     /// The query without `wsecret` and `seqid`, keys sorted, re-encoded.
-    query: String,
+    pub(super) query: String,
 }
 
 impl Party {
@@ -66,21 +66,21 @@ impl Party {
 /// A sender's message waiting for a receiver. `ticket` is the sender's connection id.
 #[derive(Debug)]
 pub(super) struct Message {
-    ticket: ConnId,
-    sender: Party,
-    content_type: Option<String>,
-    body: Arc<[u8]>,
-    deadline: Instant,
-    timer: Option<TimerId>,
+    pub(super) ticket: ConnId,
+    pub(super) sender: Party,
+    pub(super) content_type: Option<String>,
+    pub(super) body: Arc<[u8]>,
+    pub(super) deadline: Instant,
+    pub(super) timer: Option<TimerId>,
     /// The body's share of the memory budget, given back when the message is gone.
-    _reservation: Reservation,
+    pub(super) _reservation: Reservation,
 }
 
 /// A message being written to a receiver, waiting for [`super::Event::Written`].
 #[derive(Debug)]
 pub(super) struct Delivery {
-    id: Vec<u8>,
-    message: Message,
+    pub(super) id: Vec<u8>,
+    pub(super) message: Message,
     receiver: Party,
 }
 

@@ -13,6 +13,7 @@
 mod inbox;
 mod link;
 pub mod run;
+pub(crate) mod state;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -201,6 +202,8 @@ pub struct Registry {
     id_hasher: RandomState,
     /// Set by [`Event::Drain`]: nothing parks any more.
     draining: bool,
+    /// The stored messages changed since the last [`snapshot`](Self::snapshot).
+    dirty: bool,
 }
 
 impl Registry {
@@ -219,6 +222,7 @@ impl Registry {
                 .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
             id_hasher: RandomState::new(),
             draining: false,
+            dirty: false,
             settings,
         }
     }
@@ -228,6 +232,12 @@ impl Registry {
         match event {
             Event::Arrived { conn, .. } if self.draining => out.push(shutting_down(conn)),
             Event::Arrived { conn, request } => {
+                if matches!(
+                    request.action,
+                    Action::LinkSend | Action::InboxPost | Action::InboxDelete
+                ) {
+                    self.dirty = true;
+                }
                 if let Err(reply) = self.check_write_rate(now, conn, &request) {
                     return out.push(reply);
                 }
@@ -238,7 +248,10 @@ impl Registry {
                 }
             }
             Event::Gone { conn } => self.gone(now, conn),
-            Event::Written { conn, ok } => self.link_written(now, conn, ok, out),
+            Event::Written { conn, ok } => {
+                self.dirty = true;
+                self.link_written(now, conn, ok, out)
+            }
             Event::Tick => self.tick(now, out),
             Event::Drain => self.drain(now, out),
         }
@@ -269,6 +282,11 @@ impl Registry {
     /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
     pub fn is_idle(&self) -> bool {
         self.wheel.is_empty()
+    }
+
+    /// Whether the stored messages changed since the last [`snapshot`](Self::snapshot).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// `--rate-per-id`: a write (POST, DELETE) beyond the id's rate gets 429.
@@ -356,6 +374,9 @@ impl Registry {
     fn tick(&mut self, now: Instant, out: &mut Vec<Reply>) {
         let mut expired = Vec::new();
         self.wheel.advance(now, &mut expired);
+        if expired.iter().any(|t| matches!(t, Timer::LinkMessage { .. } | Timer::InboxMessage(_))) {
+            self.dirty = true;
+        }
         for timer in expired {
             match timer {
                 Timer::Waiter(conn) => self.waiter_expired(now, conn, out),

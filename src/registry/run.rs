@@ -6,19 +6,26 @@
 //! here is a non-blocking peek to learn whether a waiting client has left. Each parked connection
 //! is peeked about once a second, a tenth of them per tick, and once more right before a delivery.
 //! [`Inbound::Drain`] (`SIGTERM`) makes it answer every parked request 503.
+//!
+//! With `--state-file`, when the stored messages changed it hands a snapshot to the [`Persister`]
+//! at most once per [`SAVE_EVERY`], and once more on [`Inbound::Save`] (the last act of a drain).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::{ConnId, Event, Registry, Reply, Request, TICK};
 use crate::http::conn::{Connection, Exchange, WriteJob};
 use crate::metrics::Gauges;
+use crate::state::{unix_ms, Persister};
 
 /// Ticks per full round of liveness probes: every parked connection is probed once a second.
 const PROBE_ROUND_TICKS: usize = 10;
+
+/// Shortest time between two snapshots while the relay runs: a crash loses at most this much.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What reaches the registry thread.
 pub enum Inbound {
@@ -28,6 +35,8 @@ pub enum Inbound {
     Written { conn: ConnId, ok: bool },
     /// The relay is shutting down: answer every parked request 503, and every later one too.
     Drain,
+    /// Hand a snapshot of the stored messages to the persister now, then answer on the channel.
+    Save(Sender<()>),
 }
 
 /// A connection waiting for its reply.
@@ -42,14 +51,17 @@ pub fn run(
     inbound: Receiver<Inbound>,
     writers: Sender<WriteJob>,
     gauges: Arc<Gauges>,
+    persister: Option<Arc<Persister>>,
 ) {
+    let mut last_save: Option<Instant> = None;
     let mut waiting: HashMap<ConnId, Waiting> = HashMap::new();
     let mut prober = Prober::default();
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
-        let received = if registry.is_idle() && waiting.is_empty() {
+        let save_due = persister.is_some() && registry.is_dirty();
+        let received = if registry.is_idle() && waiting.is_empty() && !save_due {
             inbound.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             inbound.recv_deadline(next_tick)
@@ -63,6 +75,13 @@ pub fn run(
             }
             Ok(Inbound::Written { conn, ok }) => events.push_back(Event::Written { conn, ok }),
             Ok(Inbound::Drain) => events.push_back(Event::Drain),
+            Ok(Inbound::Save(done)) => {
+                if let Some(persister) = &persister {
+                    persister.offer(registry.snapshot(Instant::now(), unix_ms()));
+                    last_save = Some(Instant::now());
+                }
+                let _ = done.send(());
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -79,6 +98,12 @@ pub fn run(
             gauges.set_registry(registry.counts());
             for reply in replies.drain(..) {
                 send_reply(reply, &mut waiting, &writers, &mut events);
+            }
+        }
+        if let Some(persister) = &persister {
+            if registry.is_dirty() && last_save.is_none_or(|at| now >= at + SAVE_EVERY) {
+                persister.offer(registry.snapshot(now, unix_ms()));
+                last_save = Some(now);
             }
         }
     }

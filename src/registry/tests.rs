@@ -410,3 +410,107 @@ fn drain_answers_every_parked_request_503_and_refuses_new_ones() {
     assert_eq!(s.get(4, "a"), [format!("4 <- 503 {refusal}")]);
     assert!(s.at(TIMEOUT * 2).is_empty(), "no deadline fires for a drained request");
 }
+
+/// Wall-clock time of the scenarios' start, Unix milliseconds.
+const WALL: u64 = 1_800_000_000_000;
+
+/// A fresh registry restored from what `s` holds at its current time.
+fn restarted(s: &mut Scenario, down: Duration) -> (Scenario, crate::registry::state::Restored) {
+    let now_ms = WALL + (s.now - s.start).as_millis() as u64;
+    let snapshot = s.registry.snapshot(s.now, now_ms);
+    let bytes = snapshot.encode();
+    let snapshot = crate::state::Snapshot::decode(&bytes).unwrap();
+    let mut fresh = Scenario::new();
+    let budget = crate::limits::MemoryBudget::new(None);
+    let done =
+        fresh.registry.restore(fresh.now, now_ms + down.as_millis() as u64, snapshot, &budget);
+    (fresh, done)
+}
+
+#[test]
+fn snapshot_restore_round_trip() {
+    let mut s = Scenario::new();
+    s.inbox(1, "i", Action::InboxPost, "tok");
+    s.inbox(2, "acked", Action::InboxPost, "gone");
+    s.inbox(3, "acked", Action::InboxDelete, "");
+    let mut out = Vec::new();
+    let mut sender = request("l", Action::LinkSend, "b=2&wsecret=x", "m1");
+    sender.client = "10.0.0.9:5555".parse().unwrap();
+    sender.arrived_ms = 42;
+    sender.content_type = Some("application/json".into());
+    s.registry.handle(s.now, Event::Arrived { conn: 4, request: sender }, &mut out);
+    s.post(5, "l", "wsecret=x", "m2");
+    s.event(Event::Gone { conn: 4 });
+    assert!(s.registry.is_dirty());
+    let (mut r, done) = restarted(&mut s, Duration::ZERO);
+    assert!(!s.registry.is_dirty(), "a snapshot clears the dirty flag");
+    assert_eq!((done.inbox, done.link, done.expired, done.over_budget), (2, 2, 0, 0));
+    assert_eq!(held(&r), (0, 3, 7));
+    assert_eq!(r.inbox(10, "i", Action::InboxGet, ""), ["10 <- 200 \"tok\""]);
+    assert_eq!(r.inbox(11, "acked", Action::InboxAck, ""), ["11 <- 200 \"true\""]);
+    // The link messages come out in order, with their sender's metadata and content type.
+    let mut out = Vec::new();
+    r.registry.handle(
+        r.now,
+        Event::Arrived { conn: 12, request: request("l", Action::LinkReceive, "", "") },
+        &mut out,
+    );
+    let response = &out[0].response;
+    assert_eq!(&*response.body, b"m1");
+    assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
+    assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
+    assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
+    assert_eq!(response.header_value("HttpRelay-Query"), Some("b=2"));
+    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
+    // Written: nobody to tell (the sender's connection did not survive the restart).
+    assert!(r.written(12, true).is_empty());
+    assert_eq!(r.get(13, "l"), ["13 <- 200 \"m2\" (confirm)"]);
+    assert!(r.written(13, true).is_empty());
+    assert_eq!(held(&r), (0, 1, 3));
+}
+
+#[test]
+fn a_delivery_being_written_is_saved() {
+    let mut s = Scenario::new();
+    s.get(1, "l");
+    s.post(2, "l", "", "m");
+    let (mut r, done) = restarted(&mut s, Duration::ZERO);
+    assert_eq!(done.link, 1);
+    assert_eq!(r.get(3, "l"), ["3 <- 200 \"m\" (confirm)"]);
+}
+
+#[test]
+fn restore_counts_the_downtime_against_the_deadlines() {
+    let mut s = Scenario::new();
+    s.inbox(1, "early", Action::InboxPost, "a");
+    s.at(INBOX_TTL - Duration::from_secs(100));
+    s.inbox(2, "late", Action::InboxPost, "b");
+    s.post(3, "l", "", "m");
+    // Down 50 s: both inbox messages remain, early one with 50 s left; the link message has
+    // TIMEOUT (10 s) from its POST and is gone.
+    let (mut r, done) = restarted(&mut s, Duration::from_secs(50));
+    assert_eq!((done.inbox, done.link, done.expired), (2, 0, 1));
+    r.at(Duration::from_secs(49));
+    assert_eq!(r.inbox(4, "early", Action::InboxGet, ""), ["4 <- 200 \"a\""]);
+    r.at(Duration::from_millis(50_200));
+    assert!(r.inbox(5, "early", Action::InboxAck, "")[0].starts_with("5 <- 404"));
+    assert_eq!(r.inbox(6, "late", Action::InboxAck, ""), ["6 <- 200 \"false\""]);
+    // Down longer than the whole TTL: nothing is restored.
+    let (_, done) = restarted(&mut s, INBOX_TTL);
+    assert_eq!((done.inbox, done.link, done.expired), (0, 0, 3));
+}
+
+#[test]
+fn restored_messages_reserve_memory() {
+    let mut s = Scenario::new();
+    s.inbox(1, "a", Action::InboxPost, "12345");
+    s.inbox(2, "b", Action::InboxPost, "12345");
+    let snapshot = s.registry.snapshot(s.now, WALL);
+    let mut fresh = Scenario::new();
+    let budget = crate::limits::MemoryBudget::new(Some(8));
+    let done = fresh.registry.restore(fresh.now, WALL, snapshot, &budget);
+    assert_eq!((done.inbox, done.over_budget), (1, 1));
+    assert_eq!(budget.used(), 5);
+    drop(fresh);
+    assert_eq!(budget.used(), 0);
+}

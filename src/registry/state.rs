@@ -1,0 +1,149 @@
+//! Snapshots of the stored messages for `--state-file`, and their restoration (see `crate::state`).
+//!
+//! Pure: the caller passes both clocks, the monotonic `now` the registry runs on and the
+//! wall-clock `now_ms` the file uses, so that the time a relay was down counts against a
+//! message's remaining life.
+
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::inbox::{Inbox, Stored};
+use super::link::{Message, Party};
+use super::{ConnId, Registry, Timer};
+use crate::limits::MemoryBudget;
+use crate::state::{InboxEntry, LinkEntry, Snapshot};
+
+/// What [`Registry::restore`] did with a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// `/inbox` messages restored.
+    pub inbox: usize,
+    /// `/link` messages restored.
+    pub link: usize,
+    /// Entries whose time ran out while the relay was down.
+    pub expired: usize,
+    /// Entries dropped because the memory budget (`--max-memory`) had no room for them.
+    pub over_budget: usize,
+}
+
+impl Registry {
+    /// Every stored message, as plain data; clears the dirty flag.
+    pub fn snapshot(&mut self, now: Instant, now_ms: u64) -> Snapshot {
+        self.dirty = false;
+        let wall =
+            |deadline: Instant| now_ms + deadline.saturating_duration_since(now).as_millis() as u64;
+        let mut snapshot = Snapshot::default();
+        for (id, inbox) in &self.inboxes {
+            if let Some(stored) = &inbox.message {
+                snapshot.inbox.push(InboxEntry {
+                    id: id.clone(),
+                    content_type: stored.content_type.clone(),
+                    acked: stored.acked,
+                    expires_ms: wall(stored.deadline),
+                    body: Arc::clone(&stored.body),
+                });
+            }
+        }
+        let link_entry = |id: &[u8], m: &Message| LinkEntry {
+            id: id.to_vec(),
+            content_type: m.content_type.clone(),
+            expires_ms: wall(m.deadline),
+            body: Arc::clone(&m.body),
+            sender_ip: m.sender.ip,
+            sender_port: m.sender.port,
+            sender_arrived_ms: m.sender.arrived_ms,
+            sender_query: m.sender.query.clone(),
+        };
+        // A delivery being written is not delivered yet: it is saved ahead of its id's queue.
+        let mut deliveries: Vec<(&ConnId, _)> = self.deliveries.iter().collect();
+        deliveries.sort_unstable_by_key(|(conn, _)| **conn);
+        for (_, delivery) in deliveries {
+            snapshot.link.push(link_entry(&delivery.id, &delivery.message));
+        }
+        for (id, channel) in &self.links {
+            for message in &channel.messages {
+                snapshot.link.push(link_entry(id, message));
+            }
+        }
+        snapshot
+    }
+
+    /// Restores the messages of `snapshot` with what is left of their time, into a registry
+    /// that holds none yet. Each body reserves its share of `budget`.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        snapshot: Snapshot,
+        budget: &Arc<MemoryBudget>,
+    ) -> Restored {
+        let mut done = Restored::default();
+        let remaining = |expires_ms: u64| {
+            (expires_ms > now_ms).then(|| now + Duration::from_millis(expires_ms - now_ms))
+        };
+        for entry in snapshot.inbox {
+            let Some(deadline) = remaining(entry.expires_ms) else {
+                done.expired += 1;
+                continue;
+            };
+            let Some(reservation) = budget.reserve(entry.body.len()) else {
+                done.over_budget += 1;
+                continue;
+            };
+            let Entry::Vacant(slot) = self.inboxes.entry(entry.id.clone()) else {
+                continue;
+            };
+            let timer = self.wheel.insert(deadline, Timer::InboxMessage(entry.id));
+            if !entry.acked {
+                self.counts.messages += 1;
+                self.counts.bytes += entry.body.len();
+            }
+            let stored = Stored {
+                content_type: entry.content_type,
+                body: entry.body,
+                acked: entry.acked,
+                deadline,
+                timer,
+                reservation,
+            };
+            slot.insert(Inbox::default()).message = Some(stored);
+            done.inbox += 1;
+        }
+        for (n, entry) in snapshot.link.into_iter().enumerate() {
+            let Some(deadline) = remaining(entry.expires_ms) else {
+                done.expired += 1;
+                continue;
+            };
+            let Some(reservation) = budget.reserve(entry.body.len()) else {
+                done.over_budget += 1;
+                continue;
+            };
+            // Tickets of restored messages count down from the top: no connection has them, so
+            // there is no sender to answer, as when a sender has disconnected.
+            let ticket = ConnId::MAX - n as ConnId;
+            let timer =
+                self.wheel.insert(deadline, Timer::LinkMessage { id: entry.id.clone(), ticket });
+            self.counts.messages += 1;
+            self.counts.bytes += entry.body.len();
+            let sender = Party {
+                ip: entry.sender_ip,
+                port: entry.sender_port,
+                arrived_ms: entry.sender_arrived_ms,
+                method: "POST",
+                query: entry.sender_query,
+            };
+            self.links.entry(entry.id).or_default().messages.push_back(Message {
+                ticket,
+                sender,
+                content_type: entry.content_type,
+                body: entry.body,
+                deadline,
+                timer: Some(timer),
+                _reservation: reservation,
+            });
+            done.link += 1;
+        }
+        done
+    }
+}
