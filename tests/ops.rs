@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get_request, post_request, Relay};
+use common::{get_request, post_request, read_response, Relay};
 
 /// systemd's tool that listens, then runs a program with the socket as descriptor 3.
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -39,10 +39,14 @@ fn drains_on(signal: &str) -> Duration {
         relay.spawn_get("/inbox/drain-c"),
     ];
     relay.wait_parked(3);
+    // A request still being read when the signal comes hears 503 too, not a silent close.
+    let mut partial = relay.open(b"GET /link/drain-d HTTP/1.1\r\nHo");
+    relay.wait_gauge("connections", 5); // 3 parked, the partial one, and the /health poll
     let sent = Instant::now();
     kill(&relay, signal);
-    for waiter in waiters {
-        let response = waiter.join().unwrap();
+    let partial = read_response(&mut partial);
+    let waiters = waiters.map(|waiter| waiter.join().unwrap());
+    for response in waiters.iter().chain([&partial]) {
         assert_eq!(response.status, 503, "{response}");
         assert_eq!(response.header("retry-after"), Some("1"), "{response}");
         assert!(response.text().contains("shutting down"), "{response}");

@@ -211,6 +211,18 @@ pub fn expire(reading: Reading, front: &Front) -> Option<Reading> {
     answer(reading.connection, reading.exchange, &Refusal::TimedOut { phase, flag, limit }, front)
 }
 
+/// Ends a reading because the relay is shutting down: 503 with `Retry-After: 1`.
+pub fn shut_down(reading: Reading, front: &Front) -> Option<Reading> {
+    match reading.phase {
+        Phase::Head | Phase::Body { .. } => {
+            // The linger is skipped: the process is about to exit.
+            answer(reading.connection, reading.exchange, &Refusal::ShuttingDown, front);
+        }
+        Phase::Linger { .. } | Phase::Done => {}
+    }
+    None
+}
+
 /// Answers a refusal, then lingers; a client that left gets nothing.
 fn answer(
     mut connection: Connection,
@@ -363,6 +375,8 @@ pub(super) enum Refusal {
     },
     /// `--max-memory` (503).
     Memory,
+    /// The relay is draining on `SIGTERM` (503).
+    ShuttingDown,
     /// A client outside `--allow-ip` or inside `--deny-ip` (403).
     IpDenied,
     /// `/metrics` from a client that is not on loopback, without `--token-file` (403).
@@ -388,7 +402,7 @@ impl Refusal {
             Refusal::Expectation => 417,
             Refusal::TimedOut { .. } => 408,
             Refusal::RateLimited { .. } => 429,
-            Refusal::Memory => 503,
+            Refusal::Memory | Refusal::ShuttingDown => 503,
             Refusal::IpDenied | Refusal::MetricsNotLoopback => 403,
             Refusal::Auth(denied) => denied.status(),
             Refusal::AuthThrottled { .. } => 429,
@@ -403,7 +417,7 @@ impl Refusal {
                 response.header("Retry-After", retry_after(*wait))
             }
             Refusal::Auth(denied) => response.header("WWW-Authenticate", denied.challenge()),
-            Refusal::Memory => response.header("Retry-After", "1"),
+            Refusal::Memory | Refusal::ShuttingDown => response.header("Retry-After", "1"),
             _ => response,
         })
     }
@@ -423,7 +437,10 @@ impl Refusal {
             Refusal::Auth(Denied::Missing | Denied::Unknown) => Refused::Unauthorized,
             Refusal::Auth(Denied::Scope(_)) => Refused::Forbidden,
             Refusal::AuthThrottled { .. } => Refused::AuthThrottled,
-            Refusal::Route(_) | Refusal::MetricsNotLoopback | Refusal::Gone => return None,
+            Refusal::Route(_)
+            | Refusal::MetricsNotLoopback
+            | Refusal::ShuttingDown
+            | Refusal::Gone => return None,
         })
     }
 }
@@ -450,6 +467,7 @@ impl fmt::Display for Refusal {
             Refusal::IpDenied => {
                 f.write_str("This address may not use the relay (--allow-ip, --deny-ip).")
             }
+            Refusal::ShuttingDown => f.write_str("The relay is shutting down; retry in a moment."),
             Refusal::MetricsNotLoopback => f.write_str(
                 "/metrics is answered to loopback clients only, or with a stats token (--token-file).",
             ),

@@ -156,6 +156,8 @@ enum Job {
     Read(Reading),
     /// A reading whose deadline passed: answer 408, or end a linger.
     Expire(Reading),
+    /// A reading cut short by a drain: answer 503 with `Retry-After`.
+    Shutdown(Reading),
 }
 
 /// Wakes the poller from its wait, so it takes back readings the workers return.
@@ -176,8 +178,9 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Stops accepting: the poller closes its listener and the connections still being read,
-    /// and its thread ends. Requests already with a worker go on to the registry.
+    /// Stops accepting: the poller answers the requests still being read 503 with
+    /// `Retry-After`, closes its listener, and its thread ends. Requests already with a worker
+    /// go on to the registry, which answers them 503 once it drains.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         self.waker.wake();
@@ -223,6 +226,7 @@ fn serve(
                 let unfinished = match job {
                     Job::Read(reading) => read::serve(reading, &front, &mut scratch),
                     Job::Expire(reading) => read::expire(reading, &front),
+                    Job::Shutdown(reading) => read::shut_down(reading, &front),
                 };
                 if let Some(reading) = unfinished {
                     if returned_tx.send(reading).is_ok() {
@@ -254,7 +258,11 @@ fn serve(
         let timeout = (!reader.pending.is_empty() || reader.paused_until.is_some()).then_some(TICK);
         poller.wait(&mut ready, timeout)?;
         if stop.load(Ordering::SeqCst) {
-            // Dropping the reader closes the listener and the connections still being read.
+            // Requests still being read hear 503 + Retry-After rather than a silent close;
+            // dropping the reader then closes the listener.
+            for (_, (reading, _)) in reader.pending.drain() {
+                let _ = reader.jobs.send(Job::Shutdown(reading));
+            }
             return Ok(());
         }
         let now = Instant::now();
