@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -725,7 +726,10 @@ fn aarch64_build_under_qemu() {
 /// The real Pubky SDK (`@synonymdev/pubky`, the version pinned in `interop/pubky/`, in Node)
 /// with handoff as its HTTP relay: `interop/pubky/flow.mjs` has the app start an auth flow and
 /// the signer approve it, the app get and decrypt the token, then a sign-in whose homeserver
-/// lookup fails as a lookup, not at the relay. The SDK only speaks `/link` (no `/inbox`).
+/// lookup fails as a lookup, not at the relay; then the signer approves before the app polls
+/// (node holds the app's GET back until /health shows the POST held, its sender the only one
+/// parked), and the
+/// app still gets the token. The SDK only speaks `/link` (no `/inbox`).
 #[test]
 #[ignore = "needs node and npm ci in interop/pubky: make interop"]
 fn pubky_sdk_auth_flow_over_link() {
@@ -736,14 +740,30 @@ fn pubky_sdk_auth_flow_over_link() {
         "no SDK in {}: make interop-deps runs npm ci there",
         dir.display()
     );
-    let out = Command::new("node")
+    let mut node = Command::new("node")
         .arg("flow.mjs")
         .arg(format!("http://{}/link/", relay.addr()))
         .current_dir(&dir)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("cannot run node (make interop-deps)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Flow 3: the signer has posted, the app's GET is held back in node. The relay must hold
+    // the message with nobody waiting for it before the app is let go.
+    let mut stdout = BufReader::new(node.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let mut before = String::new();
+    if first.trim() == "posted" {
+        relay.wait_gauge("messages", 1);
+        before = relay.health().1;
+        writeln!(node.stdin.as_ref().unwrap(), "go").unwrap();
+    }
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let out = node.wait_with_output().unwrap();
+    let stdout = first + &rest;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let logs = || relay.logs().join("\n");
     assert!(
@@ -753,13 +773,19 @@ fn pubky_sdk_auth_flow_over_link() {
         logs()
     );
     assert!(stdout.contains("\"signin_error\":\"PkarrError: "), "{stdout}");
+    // Approve first: when the app was let go, the relay held the message and the only parked
+    // request was its sender (a waiting sender counts as parked); a receiver would have taken
+    // the message (messages 0) or be parked too (2).
+    let gauges = ["messages", "parked"].map(|g| json_number(&before, g));
+    assert_eq!(gauges, [Some(1), Some(1)], "not POST-before-GET: {before}");
+    assert!(stdout.contains("\"held_gets\":"), "node held back no GET: {stdout}");
     // Both flows went through this relay: two channels, each read and written once.
     let deadline = Instant::now() + WAIT_CAP;
     let count = |what: &str| relay.logs().iter().filter(|l| l.contains(what)).count();
-    while (count("GET link "), count("POST link ")) != (2, 2) && Instant::now() < deadline {
+    while (count("GET link "), count("POST link ")) != (3, 3) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
     let lines: Vec<String> = relay.logs().into_iter().filter(|l| l.contains(" link ")).collect();
-    assert_eq!(lines.len(), 4, "not two hand-offs through the relay:\n{}", logs());
+    assert_eq!(lines.len(), 6, "not three hand-offs through the relay:\n{}", logs());
     assert!(lines.iter().all(|l| l.contains(" 200 ")), "a /link request failed:\n{}", logs());
 }

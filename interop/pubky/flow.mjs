@@ -7,6 +7,11 @@
 // 2. The app starts a sign-in flow (awaitApproval), the signer approves; the token crosses the
 //    relay again, then the SDK looks up the user's homeserver, which does not exist (a testnet
 //    pointed at 127.0.0.1 with no Pkarr relay): that must fail as a Pkarr lookup, not a relay error.
+// 3. The signer approves before the app polls: the SDK's GETs to the relay are held back in this
+//    process while the signer's POST goes out; flow.mjs prints `posted` and waits for a line on
+//    stdin (the test checks /health shows the message held and nobody waiting), then lets the
+//    app's GET go. The relay kept the POST (SPEC §2): the app must still get the token.
+import { createInterface } from "node:readline";
 import { AuthFlowKind, AuthToken, Keypair, Pubky } from "@synonymdev/pubky";
 
 const relay = process.argv[2];
@@ -31,6 +36,21 @@ function within(promise, what) {
 }
 
 const describe = (e) => `${e?.name}: ${e?.message}`;
+
+// The SDK fetches through globalThis.fetch: while `held` is a promise, GETs wait for it.
+let held = null;
+let heldGets = 0;
+const realFetch = globalThis.fetch;
+globalThis.fetch = async (input, init) => {
+  const method = (init?.method ?? input?.method ?? "GET").toUpperCase();
+  if (held && method === "GET") {
+    heldGets++;
+    await held;
+  }
+  return realFetch(input, init);
+};
+const stdin = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => stdin.once("line", resolve));
 
 const pubky = Pubky.testnet("127.0.0.1");
 const signer = pubky.signer(Keypair.random());
@@ -68,6 +88,22 @@ if (error?.name !== "PkarrError" || !error.message.includes(`_pubky.${user.repla
   fail(`the sign-in failed, but not at the homeserver lookup: ${describe(error)}`);
 }
 
+// 3. Approve first: the app's GET is held until the test has seen the POST held at the relay.
+let release;
+held = new Promise((resolve) => (release = resolve));
+const late = pubky.startAuthFlow(CAPS, AuthFlowKind.signin(), relay);
+const approved = within(signer.approveAuthRequest(late.authorizationUrl), "approveAuthRequest");
+const lateToken = within(late.awaitToken(), "awaitToken");
+console.log("posted");
+await within(nextLine(), "the test's go-ahead");
+if (heldGets === 0) fail("the app sent no GET to hold back: the order is not proven");
+held = null;
+release();
+const token3 = await lateToken.catch((e) => fail(`the app got no token after the approval: ${describe(e)}`));
+await approved.catch((e) => fail(`the signer's early approval failed: ${describe(e)}`));
+if (token3.publicKey.toString() !== user) fail(`late token from ${token3.publicKey.toString()}`);
+stdin.close();
+
 console.log(
-  JSON.stringify({ user, capabilities: token.capabilities, signin_error: describe(error) }),
+  JSON.stringify({ user, capabilities: token.capabilities, signin_error: describe(error), held_gets: heldGets }),
 );
