@@ -11,9 +11,8 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -177,104 +176,20 @@ fn hand_off(addr: SocketAddr, id: &str, body: &[u8]) {
     assert_eq!(received.body, body, "receiver on {id}: {received}");
 }
 
-/// A relay this file starts itself, where the harness's [`Relay`] does not do: to know its
-/// pid, or to start it under `sh -c 'ulimit -n ...; exec ...'`. Killed when dropped.
-struct OwnRelay {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+/// Whether the relay's process is still running (it did not exit within 50 ms).
+fn running(relay: &mut Relay) -> bool {
+    relay.wait_exit(Duration::from_millis(50)).is_none()
 }
 
-impl OwnRelay {
-    /// Starts `handoff --listen 127.0.0.1:0 <args>`, under `ulimit -n <fd_limit>` if given.
-    fn start(fd_limit: Option<u32>, args: &[&str]) -> OwnRelay {
-        let binary = env!("CARGO_BIN_EXE_handoff");
-        let mut command = match fd_limit {
-            Some(limit) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(binary);
-                sh
-            }
-            None => Command::new(binary),
-        };
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run the handoff binary");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let logs = Arc::clone(&logs);
-            thread::spawn(move || {
-                use std::io::BufRead;
-                let mut tx = Some(tx);
-                for line in std::io::BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(at) = line.find("listening on ") {
-                        let addr = line[at + "listening on ".len()..].trim();
-                        if let (Ok(addr), Some(tx)) = (addr.parse::<SocketAddr>(), tx.take()) {
-                            let _ = tx.send(addr);
-                        }
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => OwnRelay { child, addr, logs },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                thread::sleep(Duration::from_millis(200));
-                let captured = logs.lock().unwrap().join("\n");
-                panic!("handoff {args:?} did not start within 10 s; stderr:\n{captured}");
-            }
-        }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + WAIT_CAP;
-        while Instant::now() < deadline {
-            if self.logs().iter().any(|l| pred(l)) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        panic!("no log line {what} within {WAIT_CAP:?}; logs:\n{}", self.logs().join("\n"));
-    }
-
-    /// Whether the process is still running.
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// The process's resident set size, from `/proc/<pid>/status`, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .unwrap_or_else(|| panic!("no VmRSS in {status}"));
-        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
-    }
-}
-
-impl Drop for OwnRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The resident set size of process `pid`, from `/proc/<pid>/status`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,15 +728,16 @@ fn a_trickling_client_does_not_delay_others() {
 /// connections close a waiting client is served within a few seconds.
 #[test]
 fn descriptor_exhaustion_is_survived() {
-    let mut relay = OwnRelay::start(
-        Some(64),
+    let ulimit = ["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_handoff")];
+    let mut relay = Relay::start_command(
+        &ulimit,
         &["--max-connections-per-ip", "0", "--head-timeout", "60s", "--workers", "4"],
     );
-    let addr = relay.addr;
+    let addr = relay.addr();
     health_ok(addr);
     let held = idle_connections(addr, 100);
     relay.wait_log("\"accept failed\"", |l| l.contains("WARN") && l.contains("accept failed"));
-    assert!(relay.running(), "the relay exited:\n{}", relay.logs().join("\n"));
+    assert!(running(&mut relay), "the relay exited:\n{}", relay.logs().join("\n"));
 
     // A client arriving now waits in the backlog, unanswered.
     let mut probe = connect(addr);
@@ -844,7 +760,7 @@ fn descriptor_exhaustion_is_survived() {
     let fresh = Instant::now();
     health_ok(addr);
     assert!(fresh.elapsed() < Duration::from_secs(5), "a new client waited {:?}", fresh.elapsed());
-    assert!(relay.running(), "the relay exited:\n{}", relay.logs().join("\n"));
+    assert!(running(&mut relay), "the relay exited:\n{}", relay.logs().join("\n"));
 }
 
 /// Two complete `GET /health` in one write get exactly one response and then the end of the
@@ -916,27 +832,24 @@ fn hand_offs(addr: SocketAddr, prefix: &str, count: usize, threads: usize) {
 #[test]
 fn rss_returns_near_baseline_after_load() {
     let _heavy = heavy();
-    let relay = OwnRelay::start(
-        None,
-        &[
-            "--rate-per-ip",
-            "0",
-            "--rate-per-id",
-            "0",
-            "--max-connections-per-ip",
-            "0",
-            "--max-parked-per-ip",
-            "0",
-            "--link-timeout",
-            "60s",
-        ],
-    );
-    let addr = relay.addr;
+    let relay = Relay::start(&[
+        "--rate-per-ip",
+        "0",
+        "--rate-per-id",
+        "0",
+        "--max-connections-per-ip",
+        "0",
+        "--max-parked-per-ip",
+        "0",
+        "--link-timeout",
+        "60s",
+    ]);
+    let addr = relay.addr();
     let settled =
         |t: &str| json_number(t, "parked") == Some(0) && json_number(t, "connections") == Some(1);
     hand_offs(addr, "warm", 200, 8);
     wait_health(addr, "parked 0, connections 1", settled);
-    let baseline = relay.rss_kib();
+    let baseline = rss_kib(relay.pid());
 
     hand_offs(addr, "load", 2000, 8);
     let parked: Vec<TcpStream> = (0..500)
@@ -947,10 +860,10 @@ fn rss_returns_near_baseline_after_load() {
         })
         .collect();
     wait_health(addr, "parked 500", |t| json_number(t, "parked") == Some(500));
-    let peak = relay.rss_kib();
+    let peak = rss_kib(relay.pid());
     drop(parked);
     wait_health(addr, "parked 0, connections 1", settled);
-    let after = relay.rss_kib();
+    let after = rss_kib(relay.pid());
     println!("relay RSS: baseline {baseline} KiB, with 500 parked {peak} KiB, after {after} KiB");
     assert!(
         after <= baseline + 8 * 1024,
