@@ -71,20 +71,10 @@ fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: relay.test\r\n");
-    if let Some(token) = token {
-        raw.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if method == "POST" {
-        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    raw.push_str("\r\n");
-    let mut raw = raw.into_bytes();
-    raw.extend_from_slice(body);
-    raw
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let mut all: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    all.extend_from_slice(headers);
+    common::request(method, path, &all, body)
 }
 
 fn send(relay: &Relay, method: &str, path: &str, token: Option<&str>) -> Response {

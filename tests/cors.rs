@@ -4,26 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{json_number, Relay, Response};
+use common::{json_number, request, Relay, Response};
 
 const APP: &str = "https://app.example";
 const TWO: &str = "https://two.example";
 const EVIL: &str = "https://evil.example";
-
-/// A well-formed request with any method, extra headers and (when not empty) a body.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: relay.test\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    raw.push_str("\r\n");
-    let mut raw = raw.into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
 
 /// `GET path` from a page of `origin`.
 fn get_from(relay: &Relay, path: &str, origin: &str) -> Response {

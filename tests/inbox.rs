@@ -8,26 +8,11 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{get_request, json_number, read_response, Relay, Response, WAIT_CAP};
+use common::{get_request, json_number, read_response, request, Relay, Response, WAIT_CAP};
 
 /// A relay whose inbox waiters give up after `timeout`.
 fn relay(timeout: &str) -> Relay {
     Relay::start(&["--inbox-timeout", timeout])
-}
-
-/// A well-formed request with any method, extra headers and (when not empty) a body.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: relay.test\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    raw.push_str("\r\n");
-    let mut raw = raw.into_bytes();
-    raw.extend_from_slice(body);
-    raw
 }
 
 fn delete(relay: &Relay, path: &str) -> Response {

@@ -377,10 +377,18 @@ pub fn get_request(path: &str) -> Vec<u8> {
 
 /// A well-formed `POST` request with `Content-Length`.
 pub fn post_request(path: &str, body: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut raw =
-        format!("POST {path} HTTP/1.1\r\nHost: relay.test\r\nContent-Length: {}\r\n", body.len());
+    request("POST", path, headers, body)
+}
+
+/// A well-formed request with any method, extra headers and a body (with its `Content-Length`
+/// when the body is not empty or the method is POST).
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: relay.test\r\n");
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     raw.push_str("\r\n");
     let mut raw = raw.into_bytes();
