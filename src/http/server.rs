@@ -274,6 +274,7 @@ fn serve(
             }
         }
         reader.expire(&poller, now);
+        crate::registry::shrink(&mut reader.pending);
     }
 }
 

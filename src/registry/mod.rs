@@ -372,6 +372,11 @@ impl Registry {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Reply>) {
+        shrink(&mut self.parked);
+        shrink(&mut self.links);
+        shrink(&mut self.inboxes);
+        shrink(&mut self.deliveries);
+        shrink(&mut self.parked_by_client);
         let mut expired = Vec::new();
         self.wheel.advance(now, &mut expired);
         if expired.iter().any(|t| matches!(t, Timer::LinkMessage { .. } | Timer::InboxMessage(_))) {
@@ -414,6 +419,14 @@ fn shutting_down(conn: ConnId) -> Reply {
     let text = "The relay is shutting down; retry in a moment.";
     let response = Response::text(503, text).header("Retry-After", "1");
     Reply { conn, response, confirm: false }
+}
+
+/// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
+/// burst of waiters does not keep the relay at its peak size.
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 #[cfg(test)]

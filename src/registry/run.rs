@@ -90,6 +90,10 @@ pub fn run(
             next_tick = now + TICK;
             events.push_back(Event::Tick);
             prober.probe_some(&mut waiting, &mut events);
+            super::shrink(&mut waiting);
+            if prober.order.capacity() > 64 && prober.order.len() * 4 < prober.order.capacity() {
+                prober.order.shrink_to(prober.order.len() * 2);
+            }
         }
         while let Some(event) = events.pop_front() {
             registry.handle(now, event, &mut replies);
