@@ -6,20 +6,11 @@ mod common;
 
 use std::process::Command;
 
-use common::{json_number, Relay};
+use common::{json_number, Relay, NO_CLIENT_LIMITS};
 
 /// The relay with every per-client limit off, as a benchmark from one address needs.
 fn relay() -> Relay {
-    Relay::start(&[
-        "--rate-per-ip",
-        "0",
-        "--rate-per-id",
-        "0",
-        "--max-connections-per-ip",
-        "0",
-        "--max-parked-per-ip",
-        "0",
-    ])
+    Relay::start(&NO_CLIENT_LIMITS)
 }
 
 /// Runs `handoff-bench <args> --url <relay> --json --timeout 10s` and returns its JSON line.

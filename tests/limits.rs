@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     connect, exchange, get_request, json_number, post_request, read_response, Relay, Response,
-    READ_TIMEOUT, WAIT_CAP,
+    NO_CLIENT_LIMITS, READ_TIMEOUT, WAIT_CAP,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -832,18 +832,7 @@ fn hand_offs(addr: SocketAddr, prefix: &str, count: usize, threads: usize) {
 #[test]
 fn rss_returns_near_baseline_after_load() {
     let _heavy = heavy();
-    let relay = Relay::start(&[
-        "--rate-per-ip",
-        "0",
-        "--rate-per-id",
-        "0",
-        "--max-connections-per-ip",
-        "0",
-        "--max-parked-per-ip",
-        "0",
-        "--link-timeout",
-        "60s",
-    ]);
+    let relay = Relay::start(&[&NO_CLIENT_LIMITS[..], &["--link-timeout", "60s"]].concat());
     let addr = relay.addr();
     let settled =
         |t: &str| json_number(t, "parked") == Some(0) && json_number(t, "connections") == Some(1);

@@ -371,6 +371,19 @@ fn parse_response(raw: Vec<u8>, local_port: u16, elapsed: Duration) -> Response 
 }
 
 /// A well-formed `GET` request.
+/// Flags that turn off every per-client limit, for tests and benchmarks that speak from one
+/// address on purpose.
+pub const NO_CLIENT_LIMITS: [&str; 8] = [
+    "--rate-per-ip",
+    "0",
+    "--rate-per-id",
+    "0",
+    "--max-connections-per-ip",
+    "0",
+    "--max-parked-per-ip",
+    "0",
+];
+
 pub fn get_request(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: relay.test\r\n\r\n").into_bytes()
 }
