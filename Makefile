@@ -28,12 +28,19 @@ clean:
 	$(CARGO) clean
 
 # Static musl binaries for x86_64 and aarch64 (Raspberry Pi), linked by the toolchain's rust-lld
-# (.cargo/config.toml), so no C cross toolchain is needed. Needs `rustup target add $(STATIC_TARGETS)`.
+# (.cargo/config.toml), so no C cross toolchain is needed. std is compiled again with the
+# release profile and without its backtrace symbolizer (std's prebuilt copy keeps ~300 KB of
+# it alive even with panic = "abort"; panics still print their message). That is cargo's
+# build-std, which the stable compiler accepts with RUSTC_BOOTSTRAP=1 for this build only;
+# README "Static binaries" has the sizes and the plain build without it.
 STATIC_TARGETS = x86_64-unknown-linux-musl aarch64-unknown-linux-musl
+STATIC_STD = -Z build-std=std,panic_abort -Z build-std-features=
 
 static:
+	rustup component add rust-src
+	rustup target add $(STATIC_TARGETS)
 	@for target in $(STATIC_TARGETS); do \
-		$(CARGO) build --release --locked --target $$target || exit 1; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) build --release --locked --target $$target $(STATIC_STD) || exit 1; \
 	done
 	@for target in $(STATIC_TARGETS); do \
 		ls -l target/$$target/release/handoff | awk '{ print $$9 ": " $$5 " bytes" }'; \
@@ -71,9 +78,10 @@ fuzz:
 # behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
 # (over TLS) and headless Chromium; checks /metrics with promtool; and runs the static aarch64
 # build under qemu-aarch64-static. `make interop-deps` installs those from Debian's packages
-# (prometheus brings promtool) and adds the aarch64 musl target to the toolchain. It also runs
-# the real Pubky SDK (interop/pubky/, pinned in its package-lock.json) in Node against handoff;
-# Node and npm come from Debian unless some node is installed already.
+# (prometheus brings promtool), adds the aarch64 musl target and rust-src to the toolchain. It
+# also runs the real Pubky SDKs against handoff: the Rust crate (interop/pubky-rs/, its own
+# Cargo project, pinned in its Cargo.lock) and the JavaScript one in Node (interop/pubky/,
+# pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
 INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm
 
 interop-deps:
@@ -81,11 +89,19 @@ interop-deps:
 	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
 	rustup target add aarch64-unknown-linux-musl
+	rustup component add rust-src
 	cd interop/pubky && npm ci --no-audit --no-fund
+	$(CARGO) fetch --locked --manifest-path interop/pubky-rs/Cargo.toml
+
+# The static binaries are what users run: the black-box suite and the interop tests run against
+# the x86_64 one (HANDOFF_BINARY), the qemu test against the aarch64 one.
+STATIC_X86_64 = $(CURDIR)/target/x86_64-unknown-linux-musl/release/handoff
 
 interop:
-	$(CARGO) build --release --locked --target aarch64-unknown-linux-musl
-	$(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
+	$(MAKE) static
+	$(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
 
 # Benchmarks, not part of `make test`: a fresh relay on a free port, every handoff-bench scenario,
 # a table on stdout (BENCHMARKS.md has the method and the results).

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{json_number, Relay, Response, WAIT_CAP};
+use common::{handoff_binary, json_number, Relay, Response, WAIT_CAP};
 
 const SEND: &str = "send-only-token-0000000001";
 const RECEIVE: &str = "receive-only-token-000002";
@@ -436,7 +436,7 @@ fn allow_and_deny_lists_behind_a_trusted_proxy() {
 
 /// Runs `handoff` with `args`, expecting it to exit at once; returns the exit code and stderr.
 fn refused_at_start(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+    let mut child = Command::new(handoff_binary())
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())

@@ -353,6 +353,43 @@ fn client_ip_is_the_one_the_proxy_saw(kind: Kind) {
     }
 }
 
+/// The body limit: a body of exactly `--max-body` (64 KiB, the shipped files' limit too) is
+/// relayed whole; one byte more, or 4 MiB more, is refused 413 (not a 502 from the proxy),
+/// with a length given and chunked, and nothing is stored.
+fn body_limit(kind: Kind) {
+    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32"]);
+    let proxy = Proxy::start(kind, &relay);
+    let dir = TempDir::new("body");
+    let largest = "x".repeat(64 * 1024);
+    fs::write(dir.join("largest"), &largest).unwrap();
+    fs::write(dir.join("larger"), format!("{largest}y")).unwrap();
+    fs::write(dir.join("huge"), "x".repeat(4 << 20)).unwrap();
+    let post = |file: &str, chunked: bool| {
+        let data = format!("@{}", dir.join(file));
+        let mut args = vec!["-X", "POST", "--data-binary", &data];
+        if chunked {
+            args.extend(["-H", "Transfer-Encoding: chunked"]);
+        }
+        proxy.curl("/inbox/interop-limit", &args)
+    };
+    for chunked in [false, true] {
+        for file in ["larger", "huge"] {
+            let refused = post(file, chunked);
+            let logs = proxy.logs();
+            assert_eq!(refused.status, 413, "{file}, chunked {chunked}: {refused:?}\n{logs}");
+            assert_eq!(json_number(&relay.health().1, "messages"), Some(0), "stored anyway");
+        }
+
+        let stored = post("largest", chunked);
+        assert_eq!(stored.status, 200, "chunked {chunked}: {stored:?}\n{}", proxy.logs());
+        let get = proxy.curl("/inbox/interop-limit", &[]);
+        assert_eq!(get.status, 200, "{get:?}");
+        assert!(get.body == largest, "the 64 KiB body came back as {} bytes", get.body.len());
+        let delete = proxy.curl("/inbox/interop-limit", &["-X", "DELETE"]);
+        assert_eq!(delete.status, 200, "{delete:?}");
+    }
+}
+
 #[test]
 #[ignore = "needs nginx, caddy and chromium: make interop"]
 fn nginx_link_handoff() {
@@ -379,6 +416,12 @@ fn nginx_client_ip_is_the_one_nginx_saw() {
 
 #[test]
 #[ignore = "needs nginx, caddy and chromium: make interop"]
+fn nginx_body_limit() {
+    body_limit(Kind::Nginx);
+}
+
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
 fn caddy_link_handoff() {
     link_handoff(Kind::Caddy);
 }
@@ -399,6 +442,12 @@ fn caddy_long_poll_ends_in_handoffs_408() {
 #[ignore = "needs nginx, caddy and chromium: make interop"]
 fn caddy_client_ip_is_the_one_caddy_saw() {
     client_ip_is_the_one_the_proxy_saw(Kind::Caddy);
+}
+
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn caddy_body_limit() {
+    body_limit(Kind::Caddy);
 }
 
 /// Serves `page` to every request on 127.0.0.1 (another port, so another origin than the
@@ -788,4 +837,88 @@ fn pubky_sdk_auth_flow_over_link() {
     let lines: Vec<String> = relay.logs().into_iter().filter(|l| l.contains(" link ")).collect();
     assert_eq!(lines.len(), 6, "not three hand-offs through the relay:\n{}", logs());
     assert!(lines.iter().all(|l| l.contains(" 200 ")), "a /link request failed:\n{}", logs());
+}
+
+/// The program `interop/pubky-rs` builds: the current Pubky SDK (the `pubky` crate, pinned).
+fn pubky_rs_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("interop/pubky-rs/target/release/handoff-pubky-interop")
+}
+
+/// The Pubky SDK's own auth flows (`interop/pubky-rs`) with handoff as the relay at `base`
+/// (`/link/` or `/inbox/`): a cookie flow whose token the app gets, decrypts and verifies; a
+/// grant flow whose approval crosses the relay and which then fails at the homeserver lookup
+/// (a Pkarr error, not a relay or decryption one); and a grant flow the signer approves while
+/// the app is not polling (its saved flow restored later, as after a page reload). The relay
+/// must notice the app's poll go before the signer approves (else /link would hand the
+/// approval to it), then hold the approval: `messages` 1, with `parked` 1 for /link (the
+/// signer's POST waits) and 0 for /inbox (the POST was answered at once).
+fn pubky_rust_sdk_flows(base: &str, parked_while_held: u64) {
+    let relay = Relay::start(&[]);
+    let binary = pubky_rs_binary();
+    assert!(binary.exists(), "no {}: make interop builds it", binary.display());
+    let mut sdk = Command::new(&binary)
+        .arg(format!("http://{}{base}", relay.addr()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run the Pubky SDK program");
+    let mut stdout = BufReader::new(sdk.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let go = || writeln!(sdk.stdin.as_ref().unwrap(), "go").unwrap();
+    if first == "stopped\n" {
+        relay.wait_parked(0);
+        go();
+        stdout.read_line(&mut first).unwrap();
+    }
+    let mut held = String::new();
+    if first.ends_with("approving\n") {
+        relay.wait_gauge("messages", 1);
+        relay.wait_parked(parked_while_held);
+        held = relay.health().1;
+        go();
+    }
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let out = sdk.wait_with_output().unwrap();
+    let logs = || relay.logs().join("\n");
+    assert!(
+        out.status.success(),
+        "the SDK's flows failed ({}):\n{}{first}{rest}\nrelay:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    assert!(rest.contains("grant_error=Pkarr operation failed"), "{rest}");
+    assert_eq!(json_number(&held, "messages"), Some(1), "{held}");
+    // Three flows, each one message written and read through this relay; over /inbox the app
+    // acknowledges each with a DELETE.
+    let kind = base.trim_matches('/');
+    let wanted: &[&str] =
+        if kind == "inbox" { &["POST", "GET", "DELETE"] } else { &["POST", "GET"] };
+    let count = |method: &str| {
+        let line = format!("{method} {kind} ");
+        relay.logs().iter().filter(|l| l.contains(&line) && l.contains(" 200 ")).count()
+    };
+    let deadline = Instant::now() + WAIT_CAP;
+    while wanted.iter().any(|m| count(m) != 3) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    for method in wanted {
+        assert_eq!(count(method), 3, "not three {method}s answered 200:\n{}", logs());
+    }
+}
+
+#[test]
+#[ignore = "needs the Pubky SDK program built: make interop"]
+fn pubky_rust_sdk_flows_over_inbox() {
+    pubky_rust_sdk_flows("/inbox/", 0);
+}
+
+#[test]
+#[ignore = "needs the Pubky SDK program built: make interop"]
+fn pubky_rust_sdk_flows_over_link() {
+    pubky_rust_sdk_flows("/link/", 1);
 }

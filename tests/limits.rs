@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, exchange, get_request, json_number, post_request, read_response, Relay, Response,
-    NO_CLIENT_LIMITS, READ_TIMEOUT, WAIT_CAP,
+    connect, exchange, get_request, handoff_binary, json_number, post_request, read_response,
+    Relay, Response, NO_CLIENT_LIMITS, READ_TIMEOUT, WAIT_CAP,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -728,7 +728,7 @@ fn a_trickling_client_does_not_delay_others() {
 /// connections close a waiting client is served within a few seconds.
 #[test]
 fn descriptor_exhaustion_is_survived() {
-    let ulimit = ["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_handoff")];
+    let ulimit = ["sh", "-c", "ulimit -n 64 && exec \"$0\" \"$@\"", &handoff_binary()];
     let mut relay = Relay::start_command(
         &ulimit,
         &["--max-connections-per-ip", "0", "--head-timeout", "60s", "--workers", "4"],

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get_request, post_request, read_response, Relay};
+use common::{get_request, handoff_binary, post_request, read_response, Relay};
 
 /// systemd's tool that listens, then runs a program with the socket as descriptor 3.
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -92,7 +92,7 @@ fn socket_activation_serves_a_link_hand_off_on_the_passed_socket() {
     let (port, decoy) = free_ports();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(SOCKET_ACTIVATE)
-        .args(["-l", &addr.to_string(), env!("CARGO_BIN_EXE_handoff")])
+        .args(["-l", &addr.to_string(), &handoff_binary()])
         .args(["--listen", &format!("127.0.0.1:{decoy}")])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -156,7 +156,7 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
     let output = Command::new("unshare")
         .args(["--net", "bash", "-c", script])
         .env("ACTIVATE", SOCKET_ACTIVATE)
-        .env("RELAY", env!("CARGO_BIN_EXE_handoff"))
+        .env("RELAY", handoff_binary())
         .output()
         .expect("cannot run unshare");
     let out = String::from_utf8_lossy(&output.stdout);
@@ -206,7 +206,7 @@ fn units_pass_systemd_analyze_verify() {
         service.contains("ExecStart=/usr/local/bin/handoff\n"),
         "ExecStart must match make install"
     );
-    let service = service.replace("/usr/local/bin/handoff", env!("CARGO_BIN_EXE_handoff"));
+    let service = service.replace("/usr/local/bin/handoff", &handoff_binary());
     std::fs::write(dir.join("handoff.service"), service).unwrap();
     std::fs::copy(unit("handoff.socket"), dir.join("handoff.socket")).unwrap();
     let output = Command::new("systemd-analyze")
@@ -376,7 +376,7 @@ fn journald_stderr_gets_priority_prefixes() {
         let file = std::fs::File::create(&path).unwrap();
         let meta = file.metadata().unwrap();
         let ino = if names_stderr { meta.ino() } else { meta.ino() + 1 };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        let mut child = Command::new(handoff_binary())
             .args(["--listen", "127.0.0.1:0"])
             .env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()))
             .env("RUST_LOG", "info")
@@ -399,4 +399,23 @@ fn journald_stderr_gets_priority_prefixes() {
         assert_eq!(prefixed, names_stderr, "{text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README shows the proxy configurations users copy: each block must be the shipped file
+/// (tested by `make interop`) word for word, past the file's opening comment.
+#[test]
+fn readme_shows_the_shipped_proxy_files() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    for (file, fence) in [("nginx.conf", "```nginx\n"), ("Caddyfile", "```caddyfile\n")] {
+        let text = std::fs::read_to_string(format!("{root}/proxy/{file}")).expect("proxy file");
+        let start = text.lines().take_while(|l| l.starts_with('#') || l.is_empty()).count();
+        let body: String = text.lines().skip(start).map(|l| format!("{l}\n")).collect();
+        let block = readme
+            .split_once(fence)
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(block, _)| block)
+            .unwrap_or_else(|| panic!("README has no {fence:?} block"));
+        assert_eq!(block, body, "README's {fence:?} block is not proxy/{file}");
+    }
 }

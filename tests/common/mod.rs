@@ -20,6 +20,12 @@ pub const START_CAP: Duration = Duration::from_secs(10);
 /// How long `wait_*` helpers poll `/health` before failing.
 pub const WAIT_CAP: Duration = Duration::from_secs(10);
 
+/// The relay binary the tests run: the one cargo built for them, or `$HANDOFF_BINARY` when set,
+/// to run the suite against another build (e.g. the static one: README "Static binaries").
+pub fn handoff_binary() -> String {
+    std::env::var("HANDOFF_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_handoff").to_string())
+}
+
 /// A running relay, killed when dropped.
 pub struct Relay {
     child: Child,
@@ -28,9 +34,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts `handoff --listen 127.0.0.1:0 <args>` and waits for its `listening on` log line.
+    /// Starts `handoff --listen 127.0.0.1:0 <args>` ([`handoff_binary`]) and waits for its
+    /// `listening on` log line.
     pub fn start(args: &[&str]) -> Relay {
-        Relay::start_command(&[env!("CARGO_BIN_EXE_handoff")], args)
+        Relay::start_command(&[&handoff_binary()], args)
     }
 
     /// Like [`Relay::start`], for another binary or a command prefix: runs
