@@ -59,9 +59,9 @@ echo
 run() { echo "\$ handoff-bench $*"; "$BENCH" "$@" --url "$URL"; echo; }
 run link-latency -n 2000
 run link-latency -n 2000 --parked-background "$BACKGROUND_LOW"
-sleep 3 # the relay notices the background receivers' closes (about a second each)
+sleep 1 # the relay notices the background receivers' closes (0.3 s for 15,000)
 run link-latency -n 2000 --parked-background "$BACKGROUND"
-sleep 3 # the relay notices the background receivers' closes (about a second each)
+sleep 1 # the relay notices the background receivers' closes (0.3 s for 15,000)
 run link-throughput -c 64 -d 10s
 run inbox-flow -c 32 -d 10s
 echo "relay after these runs: $(grep -E '^(VmRSS|Threads)' "/proc/$PID/status" | tr -s ' \t' ' ' | paste -sd ';')"

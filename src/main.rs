@@ -118,8 +118,11 @@ fn run(config: config::Config) -> Result<(), String> {
     };
     let registry_gauges = Arc::clone(&gauges);
     let registry_persister = persister.clone();
+    let hangups = sys::Poller::new(registry::run::HANGUP_BATCH)
+        .map_err(|e| format!("cannot create an epoll set: {e}"))?;
     server::spawn("registry".into(), move || {
-        registry::run::run(registry, registry_rx, writer_tx, registry_gauges, registry_persister)
+        let (gauges, persister) = (registry_gauges, registry_persister);
+        registry::run::run(registry, registry_rx, writer_tx, gauges, persister, hangups)
     })
     .map_err(spawn_failed)?;
     server::spawn_writers(config.workers.div_ceil(4).max(2), writer_rx, registry_tx.clone())

@@ -78,6 +78,9 @@ pub enum Interest {
     /// Once, then disabled until re-armed with [`Poller::rearm`]: client connections, which
     /// one worker at a time reads.
     Once,
+    /// Once, when the peer closes or the connection fails; not when bytes arrive: parked
+    /// connections, whose clients only ever leave.
+    Hangup,
 }
 
 impl Interest {
@@ -85,6 +88,8 @@ impl Interest {
         match self {
             Interest::Always => EPOLLIN,
             Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+            // EPOLLHUP and EPOLLERR are always reported.
+            Interest::Hangup => EPOLLRDHUP | EPOLLONESHOT,
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, write outcomes from the writers, ticks of the clock, clients found gone) and hands each
-//! reply, with its connection, to the writer threads. It never blocks on a socket: the only I/O
-//! here is a non-blocking peek to learn whether a waiting client has left. Each parked connection
-//! is peeked about once a second, a tenth of them per tick, and once more right before a delivery.
+//! reply, with its connection, to the writer threads. It never blocks on a socket. To learn that
+//! a waiting client has left, each parked connection is watched for its hang-up in an epoll set
+//! that every tick reads without waiting (so the cost is in the clients that leave, not in the
+//! ones that wait), and peeked at once more right before a delivery.
 //! [`Inbound::Drain`] (`SIGTERM`) makes it answer every parked request 503.
 //!
 //! With `--state-file`, when the stored messages changed it hands a snapshot to the [`Persister`]
@@ -20,9 +21,10 @@ use super::{ConnId, Event, Registry, Reply, Request, TICK};
 use crate::http::conn::{Connection, Exchange, WriteJob};
 use crate::metrics::Gauges;
 use crate::state::{unix_ms, Persister};
+use crate::sys::{Interest, Poller};
 
-/// Ticks per full round of liveness probes: every parked connection is probed once a second.
-const PROBE_ROUND_TICKS: usize = 10;
+/// Hang-ups read from the epoll set per call; a tick reads until there are no more.
+pub const HANGUP_BATCH: usize = 1024;
 
 /// Shortest time between two snapshots while the relay runs: a crash loses at most this much.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -45,17 +47,20 @@ struct Waiting {
     exchange: Exchange,
 }
 
-/// Runs the registry until every sender of `inbound` is gone.
+/// Runs the registry until every sender of `inbound` is gone. `hangups` is an empty epoll set
+/// for this thread alone.
 pub fn run(
     mut registry: Registry,
     inbound: Receiver<Inbound>,
     writers: Sender<WriteJob>,
     gauges: Arc<Gauges>,
     persister: Option<Arc<Persister>>,
+    mut hangups: Poller,
 ) {
     let mut last_save: Option<Instant> = None;
     let mut waiting: HashMap<ConnId, Waiting> = HashMap::new();
-    let mut prober = Prober::default();
+    let mut arrived: Vec<ConnId> = Vec::new();
+    let mut gone: Vec<ConnId> = Vec::new();
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
     let mut next_tick = Instant::now() + TICK;
@@ -70,7 +75,7 @@ pub fn run(
             Ok(Inbound::Request { connection, exchange, request }) => {
                 let conn = connection.id();
                 waiting.insert(conn, Waiting { connection, exchange });
-                prober.order.push_back(conn);
+                arrived.push(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
             Ok(Inbound::Written { conn, ok }) => events.push_back(Event::Written { conn, ok }),
@@ -89,11 +94,8 @@ pub fn run(
         if now >= next_tick {
             next_tick = now + TICK;
             events.push_back(Event::Tick);
-            prober.probe_some(&mut waiting, &mut events);
+            notice_hangups(&mut hangups, &mut gone, &mut waiting, &mut events);
             super::shrink(&mut waiting);
-            if prober.order.capacity() > 64 && prober.order.len() * 4 < prober.order.capacity() {
-                prober.order.shrink_to(prober.order.len() * 2);
-            }
         }
         while let Some(event) = events.pop_front() {
             registry.handle(now, event, &mut replies);
@@ -102,6 +104,14 @@ pub fn run(
             gauges.set_registry(registry.counts());
             for reply in replies.drain(..) {
                 send_reply(reply, &mut waiting, &writers, &mut events);
+            }
+        }
+        // Watched only once parked: a request answered at once costs no system call here.
+        // Should the kernel refuse (out of memory), a client's leaving is noticed at its
+        // delivery or its timeout instead.
+        for conn in arrived.drain(..) {
+            if let Some(parked) = waiting.get(&conn) {
+                let _ = hangups.add(&parked.connection, Interest::Hangup, conn);
             }
         }
         if let Some(persister) = &persister {
@@ -139,39 +149,27 @@ fn send_reply(
     }
 }
 
-/// Round-robin liveness probes of parked connections: each round lasts [`PROBE_ROUND_TICKS`]
-/// ticks and probes every connection that was parked when it began, an equal share per tick.
-#[derive(Default)]
-struct Prober {
-    /// Connections in probe order; ids of connections answered meanwhile are dropped when met.
-    order: VecDeque<ConnId>,
-    /// Connections to probe per tick in this round.
-    share: usize,
-    /// Ticks left in this round.
-    ticks_left: usize,
-}
-
-impl Prober {
-    /// Peeks at this tick's share; the connections whose clients left become `Gone` events.
-    fn probe_some(&mut self, waiting: &mut HashMap<ConnId, Waiting>, events: &mut VecDeque<Event>) {
-        if self.ticks_left == 0 {
-            self.ticks_left = PROBE_ROUND_TICKS;
-            self.share = self.order.len().div_ceil(PROBE_ROUND_TICKS);
+/// Turns the parked connections whose clients hung up into `Gone` events, without waiting.
+/// A report for a connection no longer parked (answered meanwhile) is ignored: each
+/// registration reports once, and closing the connection ends it.
+fn notice_hangups(
+    hangups: &mut Poller,
+    gone: &mut Vec<ConnId>,
+    waiting: &mut HashMap<ConnId, Waiting>,
+    events: &mut VecDeque<Event>,
+) {
+    loop {
+        gone.clear();
+        if hangups.wait(gone, Some(Duration::ZERO)).is_err() {
+            return;
         }
-        self.ticks_left -= 1;
-        for _ in 0..self.share {
-            let Some(conn) = self.order.pop_front() else {
-                break;
-            };
-            let Some(entry) = waiting.get_mut(&conn) else {
-                continue;
-            };
-            if entry.connection.is_open() {
-                self.order.push_back(conn);
-            } else {
-                waiting.remove(&conn);
+        for conn in gone.iter().copied() {
+            if waiting.remove(&conn).is_some() {
                 events.push_back(Event::Gone { conn });
             }
+        }
+        if gone.len() < HANGUP_BATCH {
+            return;
         }
     }
 }
