@@ -111,11 +111,18 @@ pub enum Cors {
     Off,
 }
 
+/// One worker per CPU, 2 to 16: a worker only parses bytes already received, never waits, so
+/// more workers than CPUs cost memory (about 60 KiB each) and no more throughput
+/// (BENCHMARKS.md, "Worker threads").
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(4, |cpus| cpus.get()).clamp(2, 16)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            workers: 16,
+            workers: default_workers(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             cors: Cors::Mirror,
@@ -239,7 +246,7 @@ static FLAGS: &[Flag] = &[
         set: |c, v| { c.listen = v.parse().map_err(|_| LISTEN)?; Ok(()) },
         show: |c| c.listen.to_string() },
     Flag { name: "workers", env: "HANDOFF_WORKERS", placeholder: "N",
-        help: "HTTP worker threads reading requests (parked requests hold none).",
+        help: "HTTP worker threads reading requests (parked requests hold none). Default: one per CPU, 2 to 16.",
         set: |c, v| {
             c.workers = in_range(count(v)?, 1..=1024, "a number from 1 to 1024")?;
             Ok(())
@@ -733,7 +740,8 @@ mod tests {
         let c = run(&[], &[]).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.workers, 16);
+        assert_eq!(c.workers, default_workers());
+        assert!((2..=16).contains(&c.workers), "{}", c.workers);
         let t = &c.timeouts;
         let secs = |d: Duration| d.as_secs();
         assert_eq!(
