@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 $CARGO build --release --locked --bins
-RELAY="$TARGET_DIR/release/handoff"
+# RELAY=path benchmarks another build of handoff, e.g. the static one (make static).
+RELAY=${RELAY:-"$TARGET_DIR/release/handoff"}
 BENCH="$TARGET_DIR/release/handoff-bench"
 
 # Each parked receiver costs a descriptor here and one in the relay: as high as allowed.
