@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop bench
+.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop interop-systemd bench
 
 all: build
 
@@ -76,16 +76,21 @@ fuzz:
 
 # Interop, not part of `make test` (which only compiles them): tests/interop.rs runs handoff
 # behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
-# (over TLS) and headless Chromium; checks /metrics with promtool; and runs the static aarch64
-# build under qemu-aarch64-static. `make interop-deps` installs those from Debian's packages
-# (prometheus brings promtool), adds the aarch64 musl target and rust-src to the toolchain. It
+# (over TLS) and headless Chromium; checks /metrics with promtool; runs the static aarch64 build
+# under qemu-aarch64-static; and runs the units in systemd/ under a real, booted systemd in a
+# Debian container (systemd/test-under-systemd.sh, as root: systemd-nspawn, the root file system
+# made by debootstrap once and cached in /var/cache/handoff-systemd-rootfs). `make interop-deps`
+# installs those from Debian's packages (prometheus brings promtool, systemd-container
+# systemd-nspawn), adds the aarch64 musl target and rust-src to the toolchain. It
 # also runs the real Pubky SDKs against handoff: the Rust crate (interop/pubky-rs/, its own
 # Cargo project, pinned in its Cargo.lock) and the JavaScript one in Node (interop/pubky/,
 # pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
-INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm
+INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm \
+	debootstrap systemd-nspawn
 
 interop-deps:
-	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static
+	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static \
+		debootstrap systemd-container
 	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
 	rustup target add aarch64-unknown-linux-musl
@@ -102,6 +107,12 @@ interop:
 	$(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
+
+# Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
+# systemd/ installed and run under a real systemd in a container; about 5 s once its root file
+# system is cached, 45 s before.
+interop-systemd: build
+	systemd/test-under-systemd.sh target/release/handoff
 
 # Benchmarks, not part of `make test`: a fresh relay on a free port, every handoff-bench scenario,
 # a table on stdout (BENCHMARKS.md has the method and the results).
