@@ -224,6 +224,8 @@ struct Slot {
     /// Snapshots offered, and written (or failed), so far.
     offered: u64,
     done: u64,
+    /// Whether the last snapshot written failed.
+    failed: bool,
 }
 
 /// The thread that writes snapshots; only the latest one offered waits to be written.
@@ -251,7 +253,8 @@ impl Persister {
         self.changed.notify_all();
     }
 
-    /// Waits up to `limit` until every snapshot offered so far is written; whether it was.
+    /// Waits up to `limit` until every snapshot offered so far is written; whether the last
+    /// one was written in time and without error.
     pub fn flush(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -262,7 +265,7 @@ impl Persister {
             }
             slot = self.changed.wait_timeout(slot, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        true
+        !slot.failed
     }
 
     fn run(&self) {
@@ -274,11 +277,13 @@ impl Persister {
             };
             let offered = slot.offered;
             drop(slot);
-            if let Err(e) = save(&self.path, &snapshot) {
+            let saved = save(&self.path, &snapshot);
+            if let Err(e) = &saved {
                 error!("cannot write the state file {}: {e}", self.path.display());
             }
             slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.done = offered;
+            slot.failed = saved.is_err();
             self.changed.notify_all();
         }
     }
@@ -362,5 +367,20 @@ mod tests {
         assert!(persister.flush(Duration::from_secs(5)));
         assert_eq!(load(&path), sample());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flush_says_whether_the_last_snapshot_was_written() {
+        let dir = std::env::temp_dir().join(format!("handoff-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let missing = Persister::start(dir.join("no-such-dir").join("state")).unwrap();
+        missing.offer(sample());
+        assert!(!missing.flush(Duration::from_secs(10)), "a failed write reported as saved");
+
+        std::fs::create_dir_all(&dir).unwrap();
+        let fine = Persister::start(dir.join("state")).unwrap();
+        fine.offer(sample());
+        assert!(fine.flush(Duration::from_secs(10)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
