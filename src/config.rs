@@ -68,6 +68,9 @@ pub struct Timeouts {
     pub inbox: Duration,
     /// Life of a stored `/inbox` message from its POST (`--inbox-ttl`). Defaults to 300 s.
     pub inbox_ttl: Duration,
+    /// Time one whole response may take to be written and, for a `/link` delivery, taken by
+    /// its receiver (`--write-timeout`). Defaults to 10 s.
+    pub write: Duration,
 }
 
 /// Size and count limits. `None` means the limit was disabled with `0`.
@@ -141,6 +144,7 @@ impl Default for Timeouts {
             link: Duration::from_secs(600),
             inbox: Duration::from_secs(25),
             inbox_ttl: Duration::from_secs(300),
+            write: Duration::from_secs(10),
         }
     }
 }
@@ -272,6 +276,10 @@ static FLAGS: &[Flag] = &[
         help: "Life of a stored /inbox message, from its POST.",
         set: |c, v| { c.timeouts.inbox_ttl = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.inbox_ttl) },
+    Flag { name: "write-timeout", env: "HANDOFF_WRITE_TIMEOUT", placeholder: "DURATION",
+        help: "Time one whole response may take to write (a /link delivery: until the receiver took it).",
+        set: |c, v| { c.timeouts.write = timeout(v)?; Ok(()) },
+        show: |c| show_duration(c.timeouts.write) },
     Flag { name: "max-body", env: "HANDOFF_MAX_BODY", placeholder: "SIZE",
         help: "Largest request body; a bigger one is refused with 413.",
         set: |c, v| {
@@ -809,6 +817,12 @@ mod tests {
     fn flag_inbox_timeout() {
         let want = Duration::from_secs(30);
         check("inbox-timeout", |c| c.timeouts.inbox, "30s", want, "30 s", DURATION);
+    }
+
+    #[test]
+    fn flag_write_timeout() {
+        let want = Duration::from_secs(30);
+        check("write-timeout", |c| c.timeouts.write, "30s", want, "-5", DURATION);
     }
 
     #[test]

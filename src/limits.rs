@@ -432,11 +432,13 @@ pub enum Refused {
     Forbidden,
     /// Too many failed authentications from one client (`--auth-failures-per-ip`): 429.
     AuthThrottled,
+    /// A reply not taken within `--write-timeout`: the connection is closed.
+    SlowReader,
 }
 
 impl Refused {
     /// Every reason, in the order `/health` lists them.
-    pub const ALL: [Refused; 15] = [
+    pub const ALL: [Refused; 16] = [
         Refused::Connections,
         Refused::ConnectionsPerIp,
         Refused::Parked,
@@ -452,6 +454,7 @@ impl Refused {
         Refused::Unauthorized,
         Refused::Forbidden,
         Refused::AuthThrottled,
+        Refused::SlowReader,
     ];
 
     /// The reason's name in `/health`.
@@ -472,6 +475,7 @@ impl Refused {
             Refused::Unauthorized => "unauthorized",
             Refused::Forbidden => "forbidden",
             Refused::AuthThrottled => "auth_throttled",
+            Refused::SlowReader => "slow_reader",
         }
     }
 }

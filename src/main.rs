@@ -2,9 +2,9 @@
 //!
 //! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
-//! them and hands replies to the writers. The main thread then waits for signals: `SIGHUP` reloads the token file, `SIGTERM` and
-//! `SIGINT` drain (stop accepting, answer every parked request 503, let the writes finish) and
-//! exit 0 within [`DRAIN_LIMIT`]. With `--state-file` the stored messages are restored before the
+//! them; the outbox thread writes every answer. The main thread then waits for signals: `SIGHUP`
+//! reloads the token file, `SIGTERM` and `SIGINT` drain (stop accepting, answer every parked
+//! request, let the writes finish) and exit 0 within [`DRAIN_LIMIT`]. With `--state-file` the stored messages are restored before the
 //! registry starts and saved once more after the drain (within [`SAVE_LIMIT`]).
 
 #![deny(unsafe_code)]
@@ -37,8 +37,9 @@ use log::{error, info, warn};
 
 use auth::TokenStore;
 use config::Command;
+use http::outbox::Outbox;
+use http::parked::Inbound;
 use http::server::{self, Front};
-use registry::run::Inbound;
 use registry::{Registry, Settings};
 
 /// Longest time from `SIGTERM` to exit: what is still being written then is cut off.
@@ -101,7 +102,6 @@ fn run(config: config::Config) -> Result<(), String> {
 
     let gauges = Arc::new(metrics::Gauges::default());
     let (registry_tx, registry_rx) = unbounded();
-    let (writer_tx, writer_rx) = unbounded();
     let settings = Settings {
         link_timeout: config.timeouts.link,
         inbox_timeout: config.timeouts.inbox,
@@ -109,6 +109,7 @@ fn run(config: config::Config) -> Result<(), String> {
         max_parked: config.limits.max_parked,
         max_parked_per_ip: config.limits.max_parked_per_ip,
         rate_per_id: config.limits.rate_per_id,
+        keeps_messages: config.state_file.is_some(),
     };
     let memory = limits::MemoryBudget::new(config.limits.max_memory);
     let mut registry = Registry::new(settings, Instant::now());
@@ -118,20 +119,27 @@ fn run(config: config::Config) -> Result<(), String> {
     };
     let registry_gauges = Arc::clone(&gauges);
     let registry_persister = persister.clone();
-    let hangups = sys::Poller::new(registry::run::HANGUP_BATCH)
+    let watched = sys::Poller::new(http::parked::WATCH_BATCH)
         .map_err(|e| format!("cannot create an epoll set: {e}"))?;
+    let outbox = Outbox::start(config.timeouts.write, registry_tx.clone(), Arc::clone(&gauges))
+        .map_err(|e| format!("cannot start the outbox: {e}"))?;
+    let registry_outbox = outbox.clone();
     server::spawn("registry".into(), move || {
         let (gauges, persister) = (registry_gauges, registry_persister);
-        registry::run::run(registry, registry_rx, writer_tx, gauges, persister, hangups)
+        http::parked::run(registry, registry_rx, registry_outbox, gauges, persister, watched)
     })
     .map_err(spawn_failed)?;
-    server::spawn_writers(config.workers.div_ceil(4).max(2), writer_rx, registry_tx.clone())
-        .map_err(spawn_failed)?;
 
     let workers = config.workers;
     let config_state_file = config.state_file.clone();
-    let front =
-        Front::new(config, registry_tx.clone(), Arc::clone(&gauges), memory, tokens.clone());
+    let front = Front::new(
+        config,
+        registry_tx.clone(),
+        outbox,
+        Arc::clone(&gauges),
+        memory,
+        tokens.clone(),
+    );
     let poller = server::start(listener, front, workers).map_err(spawn_failed)?;
     info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
     let stop = loop {
@@ -187,8 +195,9 @@ fn save_on_exit(
     }
 }
 
-/// `SIGTERM`, `SIGINT`: stops accepting, has the registry answer every parked request 503, and
-/// waits until every connection is closed or [`DRAIN_LIMIT`] has passed.
+/// `SIGTERM`, `SIGINT`: stops accepting, has the registry answer every parked request (503, or
+/// for a sender whose message the state file keeps, 202), and waits until every connection is
+/// closed or [`DRAIN_LIMIT`] has passed.
 fn drain(
     signal: sys::Signal,
     poller: server::Poller,
@@ -196,7 +205,7 @@ fn drain(
     gauges: &metrics::Gauges,
 ) {
     let started = Instant::now();
-    info!("{signal:?}: draining: no new connections, waiting requests get 503");
+    info!("{signal:?}: draining: no new connections, waiting requests are answered");
     poller.stop();
     let _ = registry.send(Inbound::Drain);
     while gauges.connections() > 0 && started.elapsed() < DRAIN_LIMIT {

@@ -19,6 +19,8 @@ use crate::registry::Counts;
 #[derive(Debug, Default)]
 pub struct Gauges {
     connections: AtomicUsize,
+    /// Replies the outbox is writing (or draining after), as last published.
+    writing: AtomicUsize,
     refused: [AtomicU64; Refused::ALL.len()],
     /// The registry's counts as last published.
     registry: Mutex<Counts>,
@@ -40,6 +42,11 @@ impl Gauges {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.connections.load(Relaxed)
+    }
+
+    /// Publishes how many replies the outbox is writing.
+    pub fn set_writing(&self, replies: usize) {
+        self.writing.store(replies, Relaxed);
     }
 
     /// Counts a closed connection.
@@ -117,6 +124,12 @@ impl Gauges {
         );
         let connections = self.connections.load(Relaxed);
         family("connections", "gauge", "Open client connections.", &one(connections));
+        family(
+            "writing",
+            "gauge",
+            "Replies being written, or their connections being closed (--write-timeout).",
+            &one(self.writing.load(Relaxed)),
+        );
         Response::new(200)
             .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .body(text.into_bytes())
@@ -154,7 +167,7 @@ impl Gauges {
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
             "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
-             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
+             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
             counts.parked,
@@ -164,6 +177,7 @@ impl Gauges {
             counts.links,
             counts.inboxes,
             memory.used(),
+            self.writing.load(Relaxed),
             limit(limits.max_parked),
             limit(limits.max_connections),
             limit(memory.limit()),

@@ -9,6 +9,9 @@
 //!   handler only writes the signal's number to a pipe (the self-pipe trick); a thread reads the
 //!   pipe and hands each signal to the rest of the program on a channel ([`watch_signals`]).
 //!
+//! - `ioctl(SIOCOUTQ)`, how many bytes of a reply the peer has not acknowledged yet
+//!   ([`unacknowledged`]): a `/link` delivery counts as taken only once every byte reached the
+//!   receiver; std has no such query.
 //! - socket activation: a listening socket systemd passes as descriptor 3 (`LISTEN_FDS`) becomes
 //!   the relay's listener ([`activated_listener`]); std cannot adopt a descriptor safely.
 //!
@@ -44,6 +47,7 @@ extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut i32, len: *mut u32) -> i32;
+    fn ioctl(fd: i32, request: std::ffi::c_ulong, ...) -> i32;
     fn __errno_location() -> *mut i32;
 }
 
@@ -59,6 +63,7 @@ const EPOLL_CTL_ADD: i32 = 1;
 const EPOLL_CTL_DEL: i32 = 2;
 const EPOLL_CTL_MOD: i32 = 3;
 const EPOLLIN: u32 = 0x001;
+const EPOLLOUT: u32 = 0x004;
 const EPOLLRDHUP: u32 = 0x2000;
 const EPOLLONESHOT: u32 = 1 << 30;
 
@@ -78,9 +83,11 @@ pub enum Interest {
     /// Once, then disabled until re-armed with [`Poller::rearm`]: client connections, which
     /// one worker at a time reads.
     Once,
-    /// Once, when the peer closes or the connection fails; not when bytes arrive: parked
-    /// connections, whose clients only ever leave.
-    Hangup,
+    /// Once, when bytes arrive, the peer closes or the connection fails: parked connections,
+    /// whose stray bytes are read and dropped so that a close behind them is seen.
+    Parked,
+    /// Every time the send buffer has room (level-triggered): replies being written.
+    Writable,
 }
 
 impl Interest {
@@ -89,7 +96,8 @@ impl Interest {
             Interest::Always => EPOLLIN,
             Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
             // EPOLLHUP and EPOLLERR are always reported.
-            Interest::Hangup => EPOLLRDHUP | EPOLLONESHOT,
+            Interest::Parked => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+            Interest::Writable => EPOLLOUT,
         }
     }
 }
@@ -124,7 +132,12 @@ impl Poller {
 
     /// Re-enables a descriptor added with [`Interest::Once`] after it reported.
     pub fn rearm(&self, fd: &impl AsRawFd, token: u64) -> io::Result<()> {
-        self.control(EPOLL_CTL_MOD, fd.as_raw_fd(), Interest::Once, token)
+        self.modify(fd, Interest::Once, token)
+    }
+
+    /// Changes what a watched descriptor reports (or re-enables a one-shot one).
+    pub fn modify(&self, fd: &impl AsRawFd, interest: Interest, token: u64) -> io::Result<()> {
+        self.control(EPOLL_CTL_MOD, fd.as_raw_fd(), interest, token)
     }
 
     /// Stops watching `fd`. (Closing a descriptor also stops it being watched.)
@@ -154,6 +167,18 @@ impl Poller {
         ready.extend(self.events[..count].iter().map(|event| event.data));
         Ok(())
     }
+}
+
+/// `SIOCOUTQ` (= `TIOCOUTQ`), the same number on x86_64 and aarch64.
+const SIOCOUTQ: std::ffi::c_ulong = 0x5411;
+
+/// Bytes written to a TCP socket that its peer has not acknowledged yet (a `FIN` sent counts
+/// as one): 0 once everything sent, the end of stream included, reached the peer's kernel.
+pub fn unacknowledged(socket: &impl AsRawFd) -> io::Result<usize> {
+    let mut queued: i32 = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid for the call.
+    check(unsafe { ioctl(socket.as_raw_fd(), SIOCOUTQ, &mut queued as *mut i32) })?;
+    Ok(usize::try_from(queued).unwrap_or(0))
 }
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).

@@ -169,8 +169,11 @@ fn hand_off(addr: SocketAddr, id: &str, body: &[u8]) {
     receiver.write_all(&get_request(&path)).expect("receiver writes");
     let mut sender = connect(addr);
     sender.write_all(&post_request(&path, body, &[])).expect("sender writes");
-    let sent = read_response(&mut sender);
+    // The receiver reads and closes first: the sender hears 200 once the receiver took the
+    // message (protocol §2).
     let received = read_response(&mut receiver);
+    drop(receiver);
+    let sent = read_response(&mut sender);
     assert_eq!(sent.status, 200, "sender on {id}: {sent}");
     assert_eq!(received.status, 200, "receiver on {id}: {received}");
     assert_eq!(received.body, body, "receiver on {id}: {received}");
@@ -291,9 +294,11 @@ fn max_parked_per_ip_refuses_the_next_waiter_until_one_leaves() {
     // At the cap again.
     relay.get("/link/pp-5").assert_error(429);
     // The waiter that parked after the departure is a real one: it gets a message.
-    let sent = relay.post("/link/pp-4", b"late", &[]);
-    assert_eq!(sent.status, 200, "{sent}");
+    let sender = relay.spawn_post("/link/pp-4", b"late", &[]);
     let received = read_response(waiters.last_mut().unwrap());
+    drop(waiters);
+    let sent = sender.join().unwrap();
+    assert_eq!(sent.status, 200, "{sent}");
     assert_eq!((received.status, received.body.as_slice()), (200, &b"late"[..]), "{received}");
     let text = health_ok(relay.addr());
     assert_eq!(refused(&text, "parked_per_ip"), 3, "{text}");

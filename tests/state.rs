@@ -64,11 +64,14 @@ fn inbox_and_link_messages_survive_a_sigterm_restart() {
     let relay = Relay::start(&["--state-file", file]);
     let posted = relay.post("/inbox/x", b"inbox message", &[("Content-Type", "text/plain")]);
     assert_eq!(posted.status, 200);
-    // A link sender with no receiver: drained with 503, its message stays deliverable.
+    // A link sender with no receiver: its message stays deliverable, so the drain tells it the
+    // message was kept (202), not to retry (protocol §7).
     let sender = relay.spawn_post("/link/y?k=v", b"link message", &[("Content-Type", "a/b")]);
     relay.wait_parked(1);
     stop(relay);
-    assert_eq!(sender.join().unwrap().status, 503);
+    let kept = sender.join().unwrap();
+    assert_eq!(kept.status, 202, "{kept}");
+    assert_eq!(kept.header("HttpRelay-Kept"), Some("1"), "{kept}");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the state file is private");
 

@@ -11,17 +11,17 @@
 //! address (behind trusted proxies) against `--allow-ip`/`--deny-ip` first, then, after routing,
 //! the bearer token against the route's scope. A request that parks is never checked again.
 //!
-//! A request answered before it was read in full (a 413, a bad head, a timeout) *lingers*: its
-//! connection goes back to the poller once more, and what the client still sends is read and
-//! dropped until it closes, for at most [`LINGER_TIME`]. Closing with unread input would reset
-//! the connection, and the client could lose the answer.
+//! Every answer, whether the request was read in full or not (a 413, a bad head, a timeout),
+//! goes to the [`Outbox`](super::outbox::Outbox), which writes it without blocking and then
+//! drains what the client still sends before closing, so that no reset cuts the answer.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
-use super::conn::{close, write_response, Connection, Exchange};
+use super::conn::{Connection, Exchange};
+use super::parked::Inbound;
 use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, Status, Version};
 use super::response::Response;
 use super::server::Front;
@@ -29,7 +29,6 @@ use crate::auth::{Denied, Scope};
 use crate::cors;
 use crate::limits::{client_ip, retry_after, ClientKey, Refused, WAITER_COST};
 use crate::logging::id_tag;
-use crate::registry::run::Inbound;
 use crate::registry::Request;
 use crate::routes::{route, split_target, usage, Route, RouteError};
 
@@ -52,17 +51,9 @@ enum Phase {
         request: Request,
         framing: BodyFraming,
     },
-    /// Answered early: drain what the client still sends, then close.
-    Linger {
-        drained: usize,
-    },
     /// Transient, while a finished request is moved out.
     Done,
 }
-
-/// How long, and how much, unread input is drained after an early answer before closing.
-pub const LINGER_TIME: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 1 << 20;
 
 enum BodyFraming {
     Length(usize),
@@ -113,9 +104,13 @@ impl Reading {
                             let complete =
                                 matches!(framing, BodyFraming::Length(n) if self.input.len() >= n);
                             if expect_continue && !complete {
-                                let sent =
-                                    self.connection.write_now(b"HTTP/1.1 100 Continue\r\n\r\n");
-                                sent.map_err(|_| Refusal::Gone)?;
+                                // 25 bytes always fit the empty send buffer of a connection
+                                // that has had no answer yet; anything else means it failed.
+                                const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+                                let sent = self.connection.write_now(CONTINUE);
+                                if !sent.is_ok_and(|n| n == CONTINUE.len()) {
+                                    return Err(Refusal::Gone);
+                                }
                             }
                             self.deadline = Instant::now() + front.config.timeouts.body;
                             self.phase = Phase::Body { request, framing };
@@ -146,11 +141,6 @@ impl Reading {
                     request.reservation.shrink_to(WAITER_COST + request.body.len());
                     return Ok(Some(Outcome::Relay(request)));
                 }
-                Phase::Linger { drained } => {
-                    *drained += self.input.len();
-                    self.input.clear();
-                    return if *drained > LINGER_BYTES { Err(Refusal::Gone) } else { Ok(None) };
-                }
                 Phase::Done => return Err(Refusal::Gone),
             }
         }
@@ -164,7 +154,7 @@ impl Reading {
             Phase::Body { request, framing: BodyFraming::Length(n) } => {
                 n.saturating_sub(request.body.len() + self.input.len())
             }
-            Phase::Body { .. } | Phase::Linger { .. } | Phase::Done => scratch,
+            Phase::Body { .. } | Phase::Done => scratch,
         }
         .min(scratch)
     }
@@ -185,60 +175,47 @@ pub fn serve(mut reading: Reading, front: &Front, scratch: &mut [u8]) -> Option<
             Err(_) => break Err(Refusal::Gone),
         }
     };
-    let Reading { mut connection, exchange, .. } = reading;
+    let Reading { connection, exchange, .. } = reading;
     match outcome {
         Ok(Outcome::Relay(request)) => {
             let _ = front.registry.send(Inbound::Request { connection, exchange, request });
             None
         }
         Ok(Outcome::Local(response)) => {
-            write_response(&mut connection, &exchange, &response);
-            close(connection);
+            front.outbox.send(connection, exchange, response, false, &front.gauges);
             None
         }
-        Err(refusal) => answer(connection, exchange, &refusal, front),
+        Err(refusal) => {
+            answer(connection, exchange, &refusal, front);
+            None
+        }
     }
 }
 
-/// Ends a reading whose deadline passed: 408 (then linger) for a request, close for a linger.
-pub fn expire(reading: Reading, front: &Front) -> Option<Reading> {
+/// Ends a reading whose deadline passed: 408.
+pub fn expire(reading: Reading, front: &Front) {
     let timeouts = &front.config.timeouts;
     let (phase, flag, limit) = match reading.phase {
         Phase::Head => ("request head", "--head-timeout", timeouts.head),
         Phase::Body { .. } => ("request body", "--body-timeout", timeouts.body),
-        Phase::Linger { .. } | Phase::Done => return None,
+        Phase::Done => return,
     };
     answer(reading.connection, reading.exchange, &Refusal::TimedOut { phase, flag, limit }, front)
 }
 
 /// Ends a reading because the relay is shutting down: 503 with `Retry-After: 1`.
-pub fn shut_down(reading: Reading, front: &Front) -> Option<Reading> {
-    match reading.phase {
-        Phase::Head | Phase::Body { .. } => {
-            // The linger is skipped: the process is about to exit.
-            answer(reading.connection, reading.exchange, &Refusal::ShuttingDown, front);
-        }
-        Phase::Linger { .. } | Phase::Done => {}
-    }
-    None
+pub fn shut_down(reading: Reading, front: &Front) {
+    answer(reading.connection, reading.exchange, &Refusal::ShuttingDown, front);
 }
 
-/// Answers a refusal, then lingers; a client that left gets nothing.
-fn answer(
-    mut connection: Connection,
-    exchange: Exchange,
-    refusal: &Refusal,
-    front: &Front,
-) -> Option<Reading> {
+/// Answers a refusal through the outbox; a client that left gets nothing.
+fn answer(connection: Connection, exchange: Exchange, refusal: &Refusal, front: &Front) {
     if let Some(reason) = refusal.reason() {
         front.gauges.refused(reason);
     }
-    let response = refusal.response()?;
-    write_response(&mut connection, &exchange, &response);
-    connection.shutdown_write();
-    let deadline = Instant::now() + LINGER_TIME;
-    let phase = Phase::Linger { drained: 0 };
-    Some(Reading { connection, exchange, input: Vec::new(), head_seen: 0, phase, deadline })
+    if let Some(response) = refusal.response() {
+        front.outbox.send(connection, exchange, response, false, &front.gauges);
+    }
 }
 
 /// What a complete request comes to.

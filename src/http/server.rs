@@ -1,15 +1,15 @@
-//! The reader's poller, the worker pool and the writer pool (SPEC §4, §8).
+//! The reader's poller and the worker pool (docs/protocol.md §4, §8).
 //!
 //! One poller thread accepts connections and watches, with epoll, every connection whose request
 //! is not complete yet; when one has bytes, it goes to a worker, which reads what is there and
 //! either finishes the request or gives it back. The poller also enforces each reading's deadline
 //! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
 //! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. A second small pool writes the registry's replies. [`Poller::stop`] (`SIGTERM`)
-//! closes the listener and the connections still being read.
+//! meanwhile. Every answer is written by the [`Outbox`] thread. [`Poller::stop`] (`SIGTERM`)
+//! answers the requests still being read 503 and closes the listener.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,14 +22,15 @@ use log::{debug, error, warn};
 
 use crate::auth::{Scope, TokenStore};
 
-use super::conn::{write_job, Connection, WriteJob};
+use super::conn::Connection;
+use super::outbox::{drain_wakeups, Outbox, Waker};
+use super::parked::Inbound;
 use super::read::{self, Reading};
 use crate::config::Config;
 use crate::limits::{
     retry_after, ClientKey, LogThrottle, MemoryBudget, PeerConnections, Rate, RateTable, Refused,
 };
 use crate::metrics::Gauges;
-use crate::registry::run::Inbound;
 use crate::sys::{self, Interest};
 use crate::wheel::{TimerId, TimerWheel};
 
@@ -56,6 +57,8 @@ pub struct Front {
     pub config: Arc<Config>,
     /// Where relay requests go.
     pub registry: Sender<Inbound>,
+    /// Where answers go.
+    pub outbox: Outbox,
     /// Live numbers.
     pub gauges: Arc<Gauges>,
     /// The memory budget (`--max-memory`).
@@ -77,6 +80,7 @@ impl Front {
     pub fn new(
         config: Config,
         registry: Sender<Inbound>,
+        outbox: Outbox,
         gauges: Arc<Gauges>,
         memory: Arc<MemoryBudget>,
         tokens: Option<Arc<TokenStore>>,
@@ -89,6 +93,7 @@ impl Front {
         Front {
             config: Arc::new(config),
             registry,
+            outbox,
             gauges,
             memory,
             rate_per_ip,
@@ -121,7 +126,9 @@ impl Front {
                 let per_minute = self.config.limits.auth_failures_per_ip.unwrap_or(0);
                 if let Some(held) = self.auth_log.allow(client, 429, now) {
                     warn!(
-                        "{client}: {per_minute} or more failed authentications within a minute;                          answering its requests 429 for {} s (--auth-failures-per-ip; {held}                          more refused since the last warning)",
+                        "{client}: {per_minute} or more failed authentications within a minute; \
+                         answering its requests 429 for {} s (--auth-failures-per-ip; {held} \
+                         more refused since the last warning)",
                         retry_after(wait)
                     );
                 }
@@ -154,20 +161,10 @@ impl Front {
 enum Job {
     /// A reading with new bytes to read.
     Read(Reading),
-    /// A reading whose deadline passed: answer 408, or end a linger.
+    /// A reading whose deadline passed: answer 408.
     Expire(Reading),
     /// A reading cut short by a drain: answer 503 with `Retry-After`.
     Shutdown(Reading),
-}
-
-/// Wakes the poller from its wait, so it takes back readings the workers return.
-struct Waker(UnixStream);
-
-impl Waker {
-    fn wake(&self) {
-        // A full socket buffer means a wake-up is pending already.
-        let _ = (&self.0).write(&[1]);
-    }
 }
 
 /// The running poller thread, to stop it.
@@ -192,10 +189,7 @@ impl Poller {
 /// [`Poller::stop`]. A poller failure is logged and ends accepting.
 pub fn start(listener: TcpListener, front: Front, workers: usize) -> io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (wake_rx, wake_tx) = UnixStream::pair()?;
-    wake_rx.set_nonblocking(true)?;
-    wake_tx.set_nonblocking(true)?;
-    let waker = Arc::new(Waker(wake_tx));
+    let (waker, wake_rx) = Waker::pair()?;
     let (flag, poller_waker) = (Arc::clone(&stop), Arc::clone(&waker));
     let thread = spawn("poller".into(), move || {
         if let Err(e) = serve(listener, front, workers, wake_rx, poller_waker, &flag) {
@@ -225,8 +219,14 @@ fn serve(
             for job in jobs {
                 let unfinished = match job {
                     Job::Read(reading) => read::serve(reading, &front, &mut scratch),
-                    Job::Expire(reading) => read::expire(reading, &front),
-                    Job::Shutdown(reading) => read::shut_down(reading, &front),
+                    Job::Expire(reading) => {
+                        read::expire(reading, &front);
+                        None
+                    }
+                    Job::Shutdown(reading) => {
+                        read::shut_down(reading, &front);
+                        None
+                    }
                 };
                 if let Some(reading) = unfinished {
                     if returned_tx.send(reading).is_ok() {
@@ -255,8 +255,13 @@ fn serve(
     };
     let mut ready = Vec::new();
     loop {
-        let timeout = (!reader.pending.is_empty() || reader.paused_until.is_some()).then_some(TICK);
-        poller.wait(&mut ready, timeout)?;
+        waker.sleeping();
+        if reader.returned.is_empty() && !stop.load(Ordering::SeqCst) {
+            let busy = !reader.pending.is_empty() || reader.paused_until.is_some();
+            poller.wait(&mut ready, busy.then_some(TICK))?;
+        }
+        waker.awake();
+        reader.take_back(&poller);
         if stop.load(Ordering::SeqCst) {
             // Requests still being read hear 503 + Retry-After rather than a silent close;
             // dropping the reader then closes the listener.
@@ -269,7 +274,7 @@ fn serve(
         for token in ready.drain(..) {
             match token {
                 LISTENER => reader.accept(&poller, now),
-                WAKER => reader.take_back(&poller),
+                WAKER => drain_wakeups(&reader.wake_rx),
                 id => reader.dispatch(id),
             }
         }
@@ -323,7 +328,11 @@ impl Reader {
             let gauges = &self.front.gauges;
             let open = gauges.connection_opened();
             self.next_id += 1;
-            let mut connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
+            let Ok(mut connection) =
+                Connection::new(stream, peer, self.next_id, Arc::clone(gauges))
+            else {
+                continue; // dropped, so closed and uncounted
+            };
             // Dropping a refused connection closes it and uncounts it.
             if self.front.config.limits.max_connections.is_some_and(|max| open > max) {
                 gauges.refused(Refused::Connections);
@@ -364,8 +373,6 @@ impl Reader {
 
     /// Takes back the readings workers returned incomplete.
     fn take_back(&mut self, poller: &sys::Poller) {
-        let mut drain = [0u8; 64];
-        while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
         while let Ok(reading) = self.returned.try_recv() {
             self.watch(poller, reading);
         }
@@ -396,24 +403,6 @@ impl Reader {
             }
         }
     }
-}
-
-/// Starts `count` writer threads for the registry's replies.
-pub fn spawn_writers(
-    count: usize,
-    jobs: Receiver<WriteJob>,
-    registry: Sender<Inbound>,
-) -> io::Result<()> {
-    for n in 0..count {
-        let jobs = jobs.clone();
-        let registry = registry.clone();
-        spawn(format!("writer-{n}"), move || {
-            for job in jobs {
-                write_job(job, &registry);
-            }
-        })?;
-    }
-    Ok(())
 }
 
 /// Spawns a named thread with the relay's stack size.

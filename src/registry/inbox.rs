@@ -13,10 +13,9 @@
 //! waiters per id and kind; a waiter whose client left is removed at once and does not count.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{Action, ConnId, Parked, Registry, Reply, Request, Role, Timer};
-use crate::http::response::Response;
+use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::limits::{ClientKey, Refused, Reservation};
 use crate::wheel::TimerId;
 
@@ -62,7 +61,7 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let id = std::mem::take(&mut request.id);
-        let reply = |response| Reply { conn, response, confirm: false };
+        let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
                 let body: Arc<[u8]> = Arc::from(request.body);
@@ -76,24 +75,24 @@ impl Registry {
                 let content_type = request.content_type;
                 let stored =
                     Stored { content_type, body, acked: false, deadline, timer, reservation };
-                let message = message_response(&stored);
+                let message = message_answer(&stored);
                 inbox.message = Some(stored);
                 let getters = std::mem::take(&mut inbox.getters);
                 let awaiters = std::mem::take(&mut inbox.awaiters);
-                out.push(reply(Response::new(200)));
+                out.push(reply(Answer::Done));
                 for waiter in getters {
                     self.unpark(waiter);
                     self.counts.inbox_fetched += 1;
-                    out.push(Reply { conn: waiter, response: message.clone(), confirm: false });
+                    out.push(Reply::to(waiter, message.clone()));
                 }
                 for waiter in awaiters {
                     self.unpark(waiter);
-                    out.push(Reply { conn: waiter, response: replaced(), confirm: false });
+                    out.push(Reply::to(waiter, Answer::Replaced));
                 }
             }
             Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
                 Some(stored) if !stored.acked => {
-                    out.push(reply(message_response(stored)));
+                    out.push(reply(message_answer(stored)));
                     self.counts.inbox_fetched += 1;
                 }
                 _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
@@ -108,28 +107,24 @@ impl Registry {
                         stored.body = Arc::from(&b""[..]);
                         stored.reservation.shrink_to(0);
                     }
-                    out.push(reply(Response::new(200)));
+                    out.push(reply(Answer::Done));
                     let awaiters =
                         self.inboxes.get_mut(&id).map(|i| std::mem::take(&mut i.awaiters));
                     for waiter in awaiters.unwrap_or_default() {
                         self.unpark(waiter);
-                        out.push(Reply {
-                            conn: waiter,
-                            response: Response::new(200),
-                            confirm: false,
-                        });
+                        out.push(Reply::to(waiter, Answer::Done));
                     }
                 }
-                None => out.push(reply(no_message())),
+                None => out.push(reply(Answer::NoMessage)),
             },
             Action::InboxAck => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) => out.push(reply(plain(if stored.acked { "true" } else { "false" }))),
-                None => out.push(reply(no_message())),
+                Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked))),
+                None => out.push(reply(Answer::NoMessage)),
             },
             Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if stored.acked => out.push(reply(Response::new(200))),
+                Some(stored) if stored.acked => out.push(reply(Answer::Done)),
                 Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
-                None => out.push(reply(no_message())),
+                None => out.push(reply(Answer::NoMessage)),
             },
             Action::LinkReceive | Action::LinkSend => {}
         }
@@ -151,9 +146,8 @@ impl Registry {
         });
         if waiting >= MAX_WAITERS {
             self.counts.refused.add(Refused::InboxWaiters);
-            let text = format!("{MAX_WAITERS} requests already wait on this inbox; retry shortly.");
-            let response = Response::text(503, text).header("Retry-After", "1");
-            return out.push(Reply { conn, response, confirm: false });
+            let refusal = Refusal::InboxWaiters { max: MAX_WAITERS };
+            return out.push(Reply::refused(conn, refusal));
         }
         let client = ClientKey::of(request.client.ip());
         if let Err(refusal) = self.admit(conn, client) {
@@ -204,7 +198,7 @@ impl Registry {
         }
         for waiter in awaiters {
             self.unpark(waiter);
-            out.push(Reply { conn: waiter, response: no_message(), confirm: false });
+            out.push(Reply::to(waiter, Answer::NoMessage));
         }
         self.inbox_settle(id);
     }
@@ -230,29 +224,10 @@ impl Registry {
     }
 }
 
-fn message_response(stored: &Stored) -> Response {
-    let content_type =
-        stored.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
-    Response::new(200).header("Content-Type", content_type).body(Arc::clone(&stored.body))
-}
-
-fn plain(text: &'static str) -> Response {
-    Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.as_bytes())
-}
-
-fn no_message() -> Response {
-    Response::text(404, "No message in this inbox: none was posted, or it expired (--inbox-ttl).")
-}
-
-fn replaced() -> Response {
-    Response::text(404, "The message was replaced by a newer one before it was acknowledged.")
-}
-
-/// The 408 an `/inbox` waiter gets when its wait ends; clients simply poll again.
-pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
-    let text = format!(
-        "Request timed out: nothing arrived within {} s (--inbox-timeout); poll again.",
-        timeout.as_secs_f64()
-    );
-    Reply { conn, response: Response::text(408, text), confirm: false }
+/// A stored message, as a GET gets it.
+fn message_answer(stored: &Stored) -> Answer {
+    Answer::InboxMessage {
+        body: Arc::clone(&stored.body),
+        content_type: stored.content_type.clone(),
+    }
 }

@@ -2,25 +2,25 @@
 //!
 //! ```text
 //!  GET (receiver) ──► receivers FIFO ──┐
-//!                                      ├─► pair ──► delivery in flight ──Written ok──► sender 200
+//!                                      ├─► pair ──► delivery in flight ──taken──► sender 200
 //!  POST (sender) ───► messages FIFO ───┘                     │
-//!                                                            └─Written failed──► message back at
+//!                                                            └─not taken──► message back at
 //!                                                               the head of the FIFO, next receiver
 //! ```
 //!
 //! A receiver waits `--link-timeout`, then 408. A message waits as long from its POST, whether or
 //! not its sender is still connected (a fully received body is meant to be delivered); its
-//! sender, if still there, is answered 200 only once the receiver's response was written. The
-//! first non-empty `wsecret` claims the id for senders until it has been idle for [`CLAIM_IDLE`].
+//! sender, if still there, is answered only once a receiver took the whole message (the
+//! delivery rule, docs/protocol.md §2). The first non-empty `wsecret` claims the id for senders
+//! until it has been idle for [`CLAIM_IDLE`].
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{ConnId, Parked, Registry, Reply, Request, Role, Timer, CLAIM_IDLE};
+use super::CLAIM_IDLE;
+use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
-use crate::http::response::Response;
 use crate::limits::{ClientKey, Reservation};
 use crate::wheel::TimerId;
 
@@ -38,17 +38,6 @@ impl Channel {
     fn is_idle(&self) -> bool {
         self.receivers.is_empty() && self.messages.is_empty() && self.in_flight == 0
     }
-}
-
-/// One side of a hand-off, as its counterpart sees it in the `HttpRelay-*` / `X-Real-*` headers.
-#[derive(Clone, Debug)]
-pub(super) struct Party {
-    pub(super) ip: IpAddr,
-    pub(super) port: u16,
-    pub(super) arrived_ms: u64,
-    pub(super) method: &'static str,
-    /// The query without `wsecret` and `seqid`, keys sorted, re-encoded.
-    pub(super) query: String,
 }
 
 impl Party {
@@ -127,7 +116,7 @@ impl Registry {
         let channel = self.links.get(&request.id);
         let claim = channel.and_then(|c| c.claim.as_deref());
         if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
-            return out.push(Reply { conn, response: unauthorized(), confirm: false });
+            return out.push(Reply::refused(conn, Refusal::Claimed));
         }
         if channel.is_none_or(|c| c.receivers.is_empty()) {
             if let Err(refusal) = self.admit(conn, client) {
@@ -183,23 +172,26 @@ impl Registry {
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
             }
-            let mut response = Response::new(200).body(message.body.clone());
-            if let Some(content_type) = &message.content_type {
-                response = response.header("Content-Type", content_type.clone());
-            }
-            let response = with_metadata(response, &receiver, &message.sender);
-            out.push(Reply { conn, response, confirm: true });
+            let answer = Answer::LinkMessage {
+                body: Arc::clone(&message.body),
+                content_type: message.content_type.clone(),
+                own: receiver.clone(),
+                sender: message.sender.clone(),
+            };
+            out.push(Reply { conn, answer, delivery: true });
             channel.in_flight += 1;
             self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
         }
     }
 
-    /// A delivery was written (the sender hears 200) or failed (the message goes to the next receiver).
-    pub(super) fn link_written(
+    /// A delivery ended: taken (the sender hears it was delivered) or not (the message goes back
+    /// to the head of its queue, for the next receiver). While draining, a sender whose message
+    /// was not taken is answered at once: kept (with a state file) or shutting down.
+    pub(super) fn link_delivery_ended(
         &mut self,
         now: Instant,
         conn: ConnId,
-        ok: bool,
+        taken: bool,
         out: &mut Vec<Reply>,
     ) {
         let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
@@ -207,19 +199,28 @@ impl Registry {
         };
         let channel = self.links.entry(id.clone()).or_default();
         channel.in_flight = channel.in_flight.saturating_sub(1);
-        if ok {
+        if taken {
             self.counts.link_delivered += 1;
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
             if self.unpark(message.ticket).is_some() {
-                let response = with_metadata(Response::new(200), &message.sender, &receiver);
-                out.push(Reply { conn: message.ticket, response, confirm: false });
+                let answer = Answer::LinkDelivered { own: message.sender.clone(), receiver };
+                out.push(Reply::to(message.ticket, answer));
             }
             return self.link_settle(now, &id);
         }
-        let timer = Timer::LinkMessage { id: id.clone(), ticket: message.ticket };
+        let ticket = message.ticket;
+        let timer = Timer::LinkMessage { id: id.clone(), ticket };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
         channel.messages.push_front(message);
+        if self.draining && self.unpark(ticket).is_some() {
+            let answer = if self.settings.keeps_messages {
+                Answer::LinkKept
+            } else {
+                Answer::Refused(Refusal::ShuttingDown)
+            };
+            out.push(Reply::to(ticket, answer));
+        }
         self.link_pair(&id, out);
     }
 
@@ -249,7 +250,9 @@ impl Registry {
         }
         if self.unpark(ticket).is_some() {
             self.counts.timeouts += 1;
-            out.push(timed_out(ticket, self.settings.link_timeout));
+            let after = self.settings.link_timeout;
+            let answer = Answer::TimedOut { protocol: super::Protocol::Link, after };
+            out.push(Reply::to(ticket, answer));
         }
         self.link_settle(now, id);
     }
@@ -274,37 +277,6 @@ impl Registry {
             channel.idle_timer =
                 Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
         }
-    }
-}
-
-/// The 408 a `/link` waiter gets when no counterpart came in time.
-pub(super) fn timed_out(conn: ConnId, timeout: Duration) -> Reply {
-    let text = format!(
-        "Request timed out: no counterpart arrived within {} s (--link-timeout).",
-        timeout.as_secs_f64()
-    );
-    Reply { conn, response: Response::text(408, text), confirm: false }
-}
-
-fn unauthorized() -> Response {
-    Response::text(
-        401,
-        "This id is claimed by another sender; send its secret in ?wsecret= or HttpRelay-WSecret.",
-    )
-}
-
-/// Adds what `own` may know of its counterpart `other` (httprelay.io's metadata headers).
-fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
-    let response = response
-        .header("X-Real-IP", other.ip.to_string())
-        .header("X-Real-Port", other.port.to_string())
-        .header("HttpRelay-Time", other.arrived_ms.to_string())
-        .header("HttpRelay-Your-Time", own.arrived_ms.to_string())
-        .header("HttpRelay-Method", other.method);
-    if other.query.is_empty() {
-        response
-    } else {
-        response.header("HttpRelay-Query", other.query.clone())
     }
 }
 

@@ -1,18 +1,19 @@
 //! The relay's state machine: every channel, every parked request, every deadline (SPEC §2, §8).
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
-//! It never sees a socket; `run.rs` is the thin loop that owns the connections, feeds events in
-//! and hands replies to the writer threads. The `/link` rules live in `link.rs`, the `/inbox`
-//! rules in `inbox.rs`.
+//! It never sees a socket and speaks no HTTP: a reply is an [`Answer`], a plain value that
+//! `src/http/` renders. `src/http/parked.rs` is the thin loop that owns the connections, feeds
+//! events in and hands the answers to the outbox. The `/link` rules live in `link.rs`, the
+//! `/inbox` rules in `inbox.rs`.
 //!
 //! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
-//! on the timer wheel, and no thread. A delivery is a reply with `confirm` set: the loop checks the
-//! connection is still open, writes, and reports back with [`Event::Written`]; only then is the
-//! sender told its message was delivered.
+//! on the timer wheel, and no thread. A `/link` hand-off is a reply with `delivery` set: the
+//! outbox writes it and reports back with [`Event::DeliveryEnded`] whether the receiver took
+//! every byte; only then is the sender told its message was delivered (docs/protocol.md §2).
 
+pub mod answer;
 mod inbox;
 mod link;
-pub mod run;
 pub(crate) mod state;
 
 use std::collections::hash_map::RandomState;
@@ -21,9 +22,9 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::http::response::Response;
-use crate::limits::{retry_after, ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
+use crate::limits::{ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
 use crate::wheel::{TimerId, TimerWheel};
+pub use answer::{Answer, Party, Protocol, Refusal};
 
 /// Identifies one client connection for its whole life; never reused.
 pub type ConnId = u64;
@@ -93,24 +94,38 @@ pub enum Event {
     Arrived { conn: ConnId, request: Request },
     /// The client of a parked request closed its connection.
     Gone { conn: ConnId },
-    /// A confirmed reply to `conn` was written in full (`ok`) or could not be.
-    Written { conn: ConnId, ok: bool },
+    /// A delivery to `conn` ended: the receiver took every byte (`taken`), or it did not (the
+    /// write failed, the connection was reset or hung up, or `--write-timeout` passed).
+    DeliveryEnded { conn: ConnId, taken: bool },
     /// Time passed: fire what is due.
     Tick,
-    /// The relay is shutting down (`SIGTERM`, `SIGINT`): every parked request hears 503 with
-    /// `Retry-After: 1`, and so does every request that arrives from now on.
+    /// The relay is shutting down (`SIGTERM`, `SIGINT`): every parked request is answered
+    /// (shutting down, or for a sender whose message the state file keeps, kept), and so is
+    /// every request that arrives from now on. Deliveries being written are left to end.
     Drain,
 }
 
-/// A response for the loop to send on connection `conn`, closing it after.
+/// An answer for the loop to send on connection `conn`, closing it after.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
     /// The connection to answer.
     pub conn: ConnId,
-    /// What to send.
-    pub response: Response,
-    /// Check the connection is open first, and report the outcome as [`Event::Written`].
-    pub confirm: bool,
+    /// What to say.
+    pub answer: Answer,
+    /// A `/link` delivery: report whether the receiver took it, as [`Event::DeliveryEnded`].
+    pub delivery: bool,
+}
+
+impl Reply {
+    /// A plain answer to `conn`.
+    fn to(conn: ConnId, answer: Answer) -> Reply {
+        Reply { conn, answer, delivery: false }
+    }
+
+    /// A refusal to `conn`.
+    fn refused(conn: ConnId, refusal: Refusal) -> Reply {
+        Reply::to(conn, Answer::Refused(refusal))
+    }
 }
 
 /// Settings the registry needs from the configuration.
@@ -128,6 +143,9 @@ pub struct Settings {
     pub max_parked_per_ip: Option<usize>,
     /// Writes (POST, DELETE) per minute per id (`--rate-per-id`).
     pub rate_per_id: Option<u32>,
+    /// Whether undelivered messages survive a restart (`--state-file`): then a sender waiting
+    /// at shutdown is told its message was kept, not to send it again.
+    pub keeps_messages: bool,
 }
 
 /// Live counts, for `/health` and metrics.
@@ -145,7 +163,7 @@ pub struct Counts {
     pub inboxes: usize,
     /// Requests the registry refused, by reason.
     pub refused: RefusalCounts,
-    /// `/link` messages written in full to a receiver (the sender heard 200), since the start.
+    /// `/link` messages taken in full by a receiver (the sender heard 200), since the start.
     pub link_delivered: u64,
     /// `/inbox` messages answered to a GET or HEAD, since the start.
     pub inbox_fetched: u64,
@@ -168,7 +186,7 @@ struct Parked {
 
 #[derive(Debug)]
 enum Role {
-    LinkReceiver(link::Party),
+    LinkReceiver(Party),
     LinkSender,
     Inbox(inbox::Waiting),
 }
@@ -230,7 +248,9 @@ impl Registry {
     /// Acts on one event at time `now`, appending the replies to send to `out`.
     pub fn handle(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
         match event {
-            Event::Arrived { conn, .. } if self.draining => out.push(shutting_down(conn)),
+            Event::Arrived { conn, .. } if self.draining => {
+                out.push(Reply::refused(conn, Refusal::ShuttingDown))
+            }
             Event::Arrived { conn, request } => {
                 if matches!(
                     request.action,
@@ -248,24 +268,37 @@ impl Registry {
                 }
             }
             Event::Gone { conn } => self.gone(now, conn),
-            Event::Written { conn, ok } => {
+            Event::DeliveryEnded { conn, taken } => {
                 self.dirty = true;
-                self.link_written(now, conn, ok, out)
+                self.link_delivery_ended(now, conn, taken, out)
             }
             Event::Tick => self.tick(now, out),
             Event::Drain => self.drain(now, out),
         }
     }
 
-    /// Answers every parked request 503 and refuses every later one. Deliveries already being
-    /// written are left to finish; their senders, unparked here, are not told.
+    /// Answers every parked request and refuses every later one. Nothing the relay keeps is
+    /// answered "retry": a sender whose message waits is told it was kept when the state file
+    /// keeps it. A sender whose message is being delivered stays parked until the delivery ends
+    /// (`link_delivery_ended` answers it); if the process exits first, it is told nothing.
     fn drain(&mut self, now: Instant, out: &mut Vec<Reply>) {
         self.draining = true;
+        let in_flight: std::collections::HashSet<ConnId> =
+            self.deliveries.values().map(|d| d.message.ticket).collect();
         let mut conns: Vec<ConnId> = self.parked.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
+            if in_flight.contains(&conn) {
+                continue;
+            }
+            let sender = self.parked.get(&conn).is_some_and(|p| matches!(p.role, Role::LinkSender));
             self.gone(now, conn);
-            out.push(shutting_down(conn));
+            let answer = if sender && self.settings.keeps_messages {
+                Answer::LinkKept
+            } else {
+                Answer::Refused(Refusal::ShuttingDown)
+            };
+            out.push(Reply::to(conn, answer));
         }
     }
 
@@ -306,34 +339,21 @@ impl Registry {
         table.take(key, now).map_err(|wait| {
             self.counts.refused.add(Refused::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
-            let text = format!(
-                "Too many writes to this id: at most {per_minute} a minute (--rate-per-id)."
-            );
-            let response = Response::text(429, text).header("Retry-After", retry_after(wait));
-            Reply { conn, response, confirm: false }
+            Reply::refused(conn, Refusal::WriteRate { per_minute, wait })
         })
     }
 
     /// Whether one more request from `client` may park (`--max-parked`, `--max-parked-per-ip`);
     /// if not, the refusal to send.
     fn admit(&mut self, conn: ConnId, client: ClientKey) -> Result<(), Reply> {
-        if self.settings.max_parked.is_some_and(|max| self.parked.len() >= max) {
+        if let Some(max) = self.settings.max_parked.filter(|&max| self.parked.len() >= max) {
             self.counts.refused.add(Refused::Parked);
-            let max = self.settings.max_parked.unwrap_or(0);
-            let text = format!(
-                "The relay is full: {max} requests are waiting (--max-parked); retry shortly."
-            );
-            let response = Response::text(503, text).header("Retry-After", "1");
-            return Err(Reply { conn, response, confirm: false });
+            return Err(Reply::refused(conn, Refusal::Full { max }));
         }
         let waiting = self.parked_by_client.get(&client).copied().unwrap_or(0);
         if self.settings.max_parked_per_ip.is_some_and(|max| waiting >= max) {
             self.counts.refused.add(Refused::ParkedPerIp);
-            let text = format!(
-                "This client already has {waiting} requests waiting (--max-parked-per-ip)."
-            );
-            let response = Response::text(429, text).header("Retry-After", "1");
-            return Err(Reply { conn, response, confirm: false });
+            return Err(Reply::refused(conn, Refusal::ParkedPerClient { waiting }));
         }
         Ok(())
     }
@@ -402,23 +422,18 @@ impl Registry {
             Role::LinkReceiver(_) => {
                 self.counts.timeouts += 1;
                 self.link_receiver_gone(now, conn, &parked.id);
-                out.push(link::timed_out(conn, self.settings.link_timeout));
+                let after = self.settings.link_timeout;
+                out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Link, after }));
             }
             Role::Inbox(kind) => {
                 self.counts.timeouts += 1;
                 self.inbox_waiter_gone(conn, &parked.id, kind);
-                out.push(inbox::timed_out(conn, self.settings.inbox_timeout));
+                let after = self.settings.inbox_timeout;
+                out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Inbox, after }));
             }
             Role::LinkSender => {}
         }
     }
-}
-
-/// The answer to a request while the relay drains.
-fn shutting_down(conn: ConnId) -> Reply {
-    let text = "The relay is shutting down; retry in a moment.";
-    let response = Response::text(503, text).header("Retry-After", "1");
-    Reply { conn, response, confirm: false }
 }
 
 /// Gives a map's memory back once it holds less than a quarter of what it has room for, so a

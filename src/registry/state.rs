@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Stored};
-use super::link::{Message, Party};
+use super::link::Message;
+use super::Party;
 use super::{ConnId, Registry, Timer};
 use crate::limits::MemoryBudget;
 use crate::state::{InboxEntry, LinkEntry, Snapshot};

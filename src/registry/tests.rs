@@ -30,6 +30,7 @@ impl Scenario {
             max_parked,
             max_parked_per_ip: None,
             rate_per_id: None,
+            keeps_messages: false,
         };
         Scenario { registry: Registry::new(settings, start), start, now: start }
     }
@@ -49,7 +50,7 @@ impl Scenario {
     }
 
     fn written(&mut self, conn: ConnId, ok: bool) -> Vec<String> {
-        self.event(Event::Written { conn, ok })
+        self.event(Event::DeliveryEnded { conn, taken: ok })
     }
 
     /// Moves the clock to `at` after the start and ticks.
@@ -79,11 +80,30 @@ fn held(s: &Scenario) -> (usize, usize, usize) {
     (counts.parked, counts.messages, counts.bytes)
 }
 
+/// One reply as a line: `conn <- status "body"`, with the statuses and sentences the HTTP side
+/// gives these answers (`src/http/answers.rs`), shortened to what the scenarios check.
 fn render(reply: &Reply) -> String {
-    let body = String::from_utf8_lossy(&reply.response.body);
-    let body = body.trim_end();
-    let confirm = if reply.confirm { " (confirm)" } else { "" };
-    format!("{} <- {} {body:?}{confirm}", reply.conn, reply.response.status)
+    let (status, body) = match &reply.answer {
+        Answer::LinkMessage { body, .. } | Answer::InboxMessage { body, .. } => {
+            (200, String::from_utf8_lossy(body).into_owned())
+        }
+        Answer::LinkDelivered { .. } | Answer::Done => (200, String::new()),
+        Answer::LinkKept => (202, "kept".into()),
+        Answer::Acknowledged(acked) => (200, acked.to_string()),
+        Answer::NoMessage => (404, "No message in this inbox".into()),
+        Answer::Replaced => (404, "The message was replaced".into()),
+        Answer::TimedOut { .. } => (408, "Request timed out".into()),
+        Answer::Refused(refusal) => {
+            let status = match refusal {
+                Refusal::Full { .. } | Refusal::InboxWaiters { .. } | Refusal::ShuttingDown => 503,
+                Refusal::ParkedPerClient { .. } | Refusal::WriteRate { .. } => 429,
+                Refusal::Claimed => 401,
+            };
+            (status, format!("{refusal:?}"))
+        }
+    };
+    let confirm = if reply.delivery { " (confirm)" } else { "" };
+    format!("{} <- {status} {body:?}{confirm}", reply.conn)
 }
 
 #[test]
@@ -248,20 +268,24 @@ fn metadata_names_the_counterpart() {
     sender.arrived_ms = 42;
     sender.content_type = Some("application/json".into());
     s.registry.handle(s.now, Event::Arrived { conn: 2, request: sender }, &mut out);
-    let response = &out[0].response;
-    assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
-    assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
-    assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
-    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("1700000000000"));
-    assert_eq!(response.header_value("HttpRelay-Method"), Some("POST"));
-    assert_eq!(response.header_value("HttpRelay-Query"), Some("a=1&b=2"));
-    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
+    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+        panic!("not a message: {out:?}")
+    };
+    assert_eq!(sender.ip.to_string(), "10.0.0.9");
+    assert_eq!(sender.port, 5555);
+    assert_eq!(sender.arrived_ms, 42);
+    assert_eq!(own.arrived_ms, 1_700_000_000_000);
+    assert_eq!(sender.method, "POST");
+    assert_eq!(sender.query, "a=1&b=2");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
     out.clear();
-    s.registry.handle(s.now, Event::Written { conn: 1, ok: true }, &mut out);
-    let response = &out[0].response;
-    assert_eq!(response.header_value("HttpRelay-Method"), Some("GET"));
-    assert_eq!(response.header_value("HttpRelay-Your-Time"), Some("42"));
-    assert_eq!(response.header_value("HttpRelay-Query"), None);
+    s.registry.handle(s.now, Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
+    let Answer::LinkDelivered { own, receiver } = &out[0].answer else {
+        panic!("not delivered: {out:?}")
+    };
+    assert_eq!(receiver.method, "GET");
+    assert_eq!(own.arrived_ms, 42);
+    assert_eq!(receiver.query, "");
 }
 
 impl Scenario {
@@ -404,11 +428,58 @@ fn drain_answers_every_parked_request_503_and_refuses_new_ones() {
     assert!(s.post(2, "b", "", "token").is_empty());
     assert!(s.inbox(3, "c", Action::InboxGet, "").is_empty());
     let drained = s.event(Event::Drain);
-    let refusal = "\"The relay is shutting down; retry in a moment.\"";
+    let refusal = "\"ShuttingDown\"";
     assert_eq!(drained, [1, 2, 3].map(|conn| format!("{conn} <- 503 {refusal}")),);
     assert_eq!(held(&s).0, 0);
     assert_eq!(s.get(4, "a"), [format!("4 <- 503 {refusal}")]);
     assert!(s.at(TIMEOUT * 2).is_empty(), "no deadline fires for a drained request");
+}
+
+#[test]
+fn drain_tells_a_waiting_sender_its_message_was_kept_when_the_state_file_keeps_it() {
+    let mut s = Scenario::new();
+    s.registry.settings.keeps_messages = true;
+    s.post(1, "a", "", "token");
+    s.inbox(2, "c", Action::InboxGet, "");
+    assert_eq!(s.event(Event::Drain), ["1 <- 202 \"kept\"", "2 <- 503 \"ShuttingDown\""]);
+    assert_eq!(held(&s), (0, 1, 5), "the message stays, to be saved");
+}
+
+#[test]
+fn drain_lets_a_delivery_in_flight_end_before_its_sender_is_answered() {
+    // Taken: the sender hears it was delivered, even while draining.
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.post(2, "a", "", "m");
+    assert!(s.event(Event::Drain).is_empty(), "neither side of a delivery is answered yet");
+    assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
+    assert_eq!(held(&s), (0, 0, 0));
+    // Not taken, no state file: the message is lost at exit, so the sender is told to retry.
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.post(2, "a", "", "m");
+    s.event(Event::Drain);
+    assert_eq!(s.written(1, false), ["2 <- 503 \"ShuttingDown\""]);
+    // Not taken, with a state file: kept.
+    let mut s = Scenario::new();
+    s.registry.settings.keeps_messages = true;
+    s.get(1, "a");
+    s.post(2, "a", "", "m");
+    s.event(Event::Drain);
+    assert_eq!(s.written(1, false), ["2 <- 202 \"kept\""]);
+    assert_eq!(held(&s), (0, 1, 1));
+}
+
+#[test]
+fn a_delivery_not_taken_goes_back_to_the_head_of_the_queue() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "", "m1");
+    s.post(2, "a", "", "m2");
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm)"]);
+    assert!(s.written(3, false).is_empty());
+    assert_eq!(s.get(4, "a"), ["4 <- 200 \"m1\" (confirm)"], "m1 first, not m2");
+    assert_eq!(s.written(4, true), ["1 <- 200 \"\""]);
+    assert_eq!(held(&s), (1, 1, 2));
 }
 
 /// Wall-clock time of the scenarios' start, Unix milliseconds.
@@ -455,13 +526,15 @@ fn snapshot_restore_round_trip() {
         Event::Arrived { conn: 12, request: request("l", Action::LinkReceive, "", "") },
         &mut out,
     );
-    let response = &out[0].response;
-    assert_eq!(&*response.body, b"m1");
-    assert_eq!(response.header_value("X-Real-IP"), Some("10.0.0.9"));
-    assert_eq!(response.header_value("X-Real-Port"), Some("5555"));
-    assert_eq!(response.header_value("HttpRelay-Time"), Some("42"));
-    assert_eq!(response.header_value("HttpRelay-Query"), Some("b=2"));
-    assert_eq!(response.header_value("Content-Type"), Some("application/json"));
+    let Answer::LinkMessage { body, content_type, sender, .. } = &out[0].answer else {
+        panic!("not a message: {out:?}")
+    };
+    assert_eq!(&**body, b"m1");
+    assert_eq!(sender.ip.to_string(), "10.0.0.9");
+    assert_eq!(sender.port, 5555);
+    assert_eq!(sender.arrived_ms, 42);
+    assert_eq!(sender.query, "b=2");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
     // Written: nobody to tell (the sender's connection did not survive the restart).
     assert!(r.written(12, true).is_empty());
     assert_eq!(r.get(13, "l"), ["13 <- 200 \"m2\" (confirm)"]);

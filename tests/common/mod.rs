@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod sockopt;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,139 @@
+//! How the registry's answers are said in HTTP: status, headers and the one-sentence body of
+//! each (docs/protocol.md §2–§4). The registry decides what happened; this file is the only
+//! place that knows how a hand-off, a timeout or a refusal looks on the wire.
+
+use super::response::Response;
+use crate::limits::retry_after;
+use crate::registry::{Answer, Party, Protocol, Refusal};
+
+/// The response for `answer`.
+pub fn render(answer: Answer) -> Response {
+    match answer {
+        Answer::LinkMessage { body, content_type, own, sender } => {
+            let response = Response::new(200).body(body);
+            let response = match content_type {
+                Some(content_type) => response.header("Content-Type", content_type),
+                None => response,
+            };
+            with_metadata(response, &own, &sender)
+        }
+        Answer::LinkDelivered { own, receiver } => {
+            with_metadata(Response::new(200), &own, &receiver)
+        }
+        // 202: accepted, not yet delivered. A 2xx, so no client sends the message again; not
+        // 200, which on /link means "a receiver took it".
+        Answer::LinkKept => Response::text(
+            202,
+            "The relay is restarting; your message was kept and will be delivered after the \
+             restart (--state-file). Do not send it again.",
+        )
+        .header("HttpRelay-Kept", "1"),
+        Answer::InboxMessage { body, content_type } => {
+            let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
+            Response::new(200).header("Content-Type", content_type).body(body)
+        }
+        Answer::Done => Response::new(200),
+        Answer::Acknowledged(acked) => Response::new(200)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(if acked { &b"true"[..] } else { &b"false"[..] }),
+        Answer::NoMessage => Response::text(
+            404,
+            "No message in this inbox: none was posted, or it expired (--inbox-ttl).",
+        ),
+        Answer::Replaced => Response::text(
+            404,
+            "The message was replaced by a newer one before it was acknowledged.",
+        ),
+        Answer::TimedOut { protocol: Protocol::Link, after } => Response::text(
+            408,
+            format_args!(
+                "Request timed out: no counterpart arrived within {} s (--link-timeout).",
+                after.as_secs_f64()
+            ),
+        ),
+        Answer::TimedOut { protocol: Protocol::Inbox, after } => Response::text(
+            408,
+            format_args!(
+                "Request timed out: nothing arrived within {} s (--inbox-timeout); poll again.",
+                after.as_secs_f64()
+            ),
+        ),
+        Answer::Refused(refusal) => refused(refusal),
+    }
+}
+
+fn refused(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Full { max } => Response::text(
+            503,
+            format_args!(
+                "The relay is full: {max} requests are waiting (--max-parked); retry shortly."
+            ),
+        )
+        .header("Retry-After", "1"),
+        Refusal::ParkedPerClient { waiting } => Response::text(
+            429,
+            format_args!(
+                "This client already has {waiting} requests waiting (--max-parked-per-ip)."
+            ),
+        )
+        .header("Retry-After", "1"),
+        Refusal::WriteRate { per_minute, wait } => Response::text(
+            429,
+            format_args!(
+                "Too many writes to this id: at most {per_minute} a minute (--rate-per-id)."
+            ),
+        )
+        .header("Retry-After", retry_after(wait)),
+        Refusal::InboxWaiters { max } => Response::text(
+            503,
+            format_args!("{max} requests already wait on this inbox; retry shortly."),
+        )
+        .header("Retry-After", "1"),
+        Refusal::Claimed => Response::text(
+            401,
+            "This id is claimed by another sender; send its secret in ?wsecret= or \
+             HttpRelay-WSecret.",
+        ),
+        Refusal::ShuttingDown => shutting_down(),
+    }
+}
+
+/// 503 with `Retry-After: 1`: the relay is draining; nothing was kept for this request.
+pub fn shutting_down() -> Response {
+    Response::text(503, "The relay is shutting down; retry in a moment.").header("Retry-After", "1")
+}
+
+/// Adds what `own` may know of its counterpart `other` (httprelay.io's metadata headers).
+fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
+    let response = response
+        .header("X-Real-IP", other.ip.to_string())
+        .header("X-Real-Port", other.port.to_string())
+        .header("HttpRelay-Time", other.arrived_ms.to_string())
+        .header("HttpRelay-Your-Time", own.arrived_ms.to_string())
+        .header("HttpRelay-Method", other.method);
+    if other.query.is_empty() {
+        response
+    } else {
+        response.header("HttpRelay-Query", other.query.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_is_a_2xx_that_is_not_200() {
+        let response = render(Answer::LinkKept);
+        assert_eq!(response.status, 202);
+        assert_eq!(response.header_value("HttpRelay-Kept"), Some("1"));
+    }
+
+    #[test]
+    fn inbox_message_without_a_type_is_octet_stream() {
+        let body: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"x"[..]);
+        let response = render(Answer::InboxMessage { body, content_type: None });
+        assert_eq!(response.header_value("Content-Type"), Some("application/octet-stream"));
+    }
+}

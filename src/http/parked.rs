@@ -1,0 +1,183 @@
+//! The registry thread: the thin I/O loop around [`Registry`] (docs/protocol.md §8).
+//!
+//! It owns the connections of parked requests, feeds the registry events (requests from the
+//! workers, the ends of deliveries from the outbox, ticks of the clock, clients found gone),
+//! renders each answer (`answers.rs`) and hands it, with its connection, to the [`Outbox`]. It
+//! never waits on a socket. To learn that a waiting client has left, each parked connection is
+//! watched in an epoll set that every tick reads without waiting (so the cost is in the clients
+//! that leave or send, not in the ones that wait); whatever a parked client sends is read and
+//! dropped there, so a close behind a stray byte is seen too, and a receiver is asked once more
+//! the same way right before a delivery. [`Inbound::Drain`] (`SIGTERM`) has the registry answer
+//! every parked request.
+//!
+//! With `--state-file`, when the stored messages changed it hands a snapshot to the [`Persister`]
+//! at most once per [`SAVE_EVERY`], and once more on [`Inbound::Save`] (the last act of a drain).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::answers::render;
+use super::conn::{Connection, Exchange};
+use super::outbox::Outbox;
+use crate::metrics::Gauges;
+use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
+use crate::state::{unix_ms, Persister};
+use crate::sys::{Interest, Poller};
+
+/// Parked connections reported per read of the epoll set; a tick reads until there are no more.
+pub const WATCH_BATCH: usize = 1024;
+
+/// Shortest time between two snapshots while the relay runs: a crash loses at most this much.
+pub const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What reaches the registry thread.
+pub enum Inbound {
+    /// A worker read and validated a relay request.
+    Request { connection: Connection, exchange: Exchange, request: Request },
+    /// The outbox finished a delivery: the receiver took it, or not.
+    DeliveryEnded { conn: ConnId, taken: bool },
+    /// The relay is shutting down: answer every parked request, and every later one too.
+    Drain,
+    /// Hand a snapshot of the stored messages to the persister now, then answer on the channel.
+    Save(Sender<()>),
+}
+
+/// A connection waiting for its answer.
+struct Waiting {
+    connection: Connection,
+    exchange: Exchange,
+}
+
+/// The registry thread's I/O: the parked connections and where their answers go.
+struct Loop {
+    waiting: HashMap<ConnId, Waiting>,
+    watched: Poller,
+    outbox: Outbox,
+    gauges: Arc<Gauges>,
+    /// Where a parked client's stray bytes are read into and dropped.
+    scratch: Vec<u8>,
+}
+
+/// Runs the registry until every sender of `inbound` is gone. `watched` is an empty epoll set
+/// for this thread alone.
+pub fn run(
+    mut registry: Registry,
+    inbound: Receiver<Inbound>,
+    outbox: Outbox,
+    gauges: Arc<Gauges>,
+    persister: Option<Arc<Persister>>,
+    watched: Poller,
+) {
+    let mut io = Loop { waiting: HashMap::new(), watched, outbox, gauges, scratch: vec![0; 4096] };
+    let mut last_save: Option<Instant> = None;
+    let mut arrived: Vec<ConnId> = Vec::new();
+    let mut events: VecDeque<Event> = VecDeque::new();
+    let mut replies: Vec<Reply> = Vec::new();
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        let save_due = persister.is_some() && registry.is_dirty();
+        let received = if registry.is_idle() && io.waiting.is_empty() && !save_due {
+            inbound.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            inbound.recv_deadline(next_tick)
+        };
+        match received {
+            Ok(Inbound::Request { connection, exchange, request }) => {
+                let conn = connection.id();
+                io.waiting.insert(conn, Waiting { connection, exchange });
+                arrived.push(conn);
+                events.push_back(Event::Arrived { conn, request });
+            }
+            Ok(Inbound::DeliveryEnded { conn, taken }) => {
+                events.push_back(Event::DeliveryEnded { conn, taken })
+            }
+            Ok(Inbound::Drain) => events.push_back(Event::Drain),
+            Ok(Inbound::Save(done)) => {
+                if let Some(persister) = &persister {
+                    persister.offer(registry.snapshot(Instant::now(), unix_ms()));
+                    last_save = Some(Instant::now());
+                }
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + TICK;
+            events.push_back(Event::Tick);
+            io.notice_leavers(&mut events);
+            crate::registry::shrink(&mut io.waiting);
+        }
+        while let Some(event) = events.pop_front() {
+            registry.handle(now, event, &mut replies);
+            // Published before the answers go out, so a client that got its answer sees the
+            // counts that answer left behind.
+            io.gauges.set_registry(registry.counts());
+            for reply in replies.drain(..) {
+                io.answer(reply, &mut events);
+            }
+        }
+        // Watched only once parked: a request answered at once costs no system call here.
+        // Should the kernel refuse (out of memory), a client's leaving is noticed at its
+        // delivery or its timeout instead.
+        for conn in arrived.drain(..) {
+            if let Some(parked) = io.waiting.get(&conn) {
+                let _ = io.watched.add(&parked.connection, Interest::Parked, conn);
+            }
+        }
+        if let Some(persister) = &persister {
+            if registry.is_dirty() && last_save.is_none_or(|at| now >= at + SAVE_EVERY) {
+                persister.offer(registry.snapshot(now, unix_ms()));
+                last_save = Some(now);
+            }
+        }
+    }
+}
+
+impl Loop {
+    /// Hands one answer to the outbox. A delivery to a receiver found gone first ends at once,
+    /// not taken, so the registry gives the message to the next receiver.
+    fn answer(&mut self, reply: Reply, events: &mut VecDeque<Event>) {
+        let Reply { conn, answer, delivery } = reply;
+        let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn) else {
+            if delivery {
+                events.push_back(Event::DeliveryEnded { conn, taken: false });
+            }
+            return;
+        };
+        if delivery && !connection.still_there(&mut self.scratch) {
+            events.push_back(Event::DeliveryEnded { conn, taken: false });
+            return;
+        }
+        self.outbox.send(connection, exchange, render(answer), delivery, &self.gauges);
+    }
+
+    /// Reads, without waiting, which parked connections had input or a hang-up: drops what they
+    /// sent and turns those whose clients left into `Gone` events. A report for a connection no
+    /// longer parked (answered meanwhile) is ignored.
+    fn notice_leavers(&mut self, events: &mut VecDeque<Event>) {
+        let mut ready = Vec::new();
+        loop {
+            ready.clear();
+            if self.watched.wait(&mut ready, Some(Duration::ZERO)).is_err() {
+                return;
+            }
+            for &conn in &ready {
+                let Some(parked) = self.waiting.get_mut(&conn) else { continue };
+                let there = parked.connection.still_there(&mut self.scratch)
+                    && self.watched.modify(&parked.connection, Interest::Parked, conn).is_ok();
+                if !there {
+                    self.waiting.remove(&conn);
+                    events.push_back(Event::Gone { conn });
+                }
+            }
+            if ready.len() < WATCH_BATCH {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What the registry answers a request with, as plain values (docs/protocol.md §2–§4).
+//!
+//! The registry decides *what happened* (a message handed over, a wait that ran out, a limit
+//! reached); `src/http/answers.rs` decides how that is said in HTTP: status, headers, sentence.
+//! So the relay's rules are tested here without any HTTP type, and the wording lives in one place.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One side of a `/link` hand-off, as its counterpart sees it (httprelay.io's `HttpRelay-*` and
+/// `X-Real-*` metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Party {
+    /// The client's address (after trusted-proxy resolution).
+    pub ip: IpAddr,
+    /// The client's port, or 0 when it is not known.
+    pub port: u16,
+    /// When the request arrived, Unix milliseconds.
+    pub arrived_ms: u64,
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The query without `wsecret` and `seqid`, keys sorted, re-encoded.
+    pub query: String,
+}
+
+/// The protocol a wait belongs to, for the sentence of its 408.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `/link`, bounded by `--link-timeout`.
+    Link,
+    /// `/inbox`, bounded by `--inbox-timeout`.
+    Inbox,
+}
+
+/// What the registry answers one request with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A `/link` receiver gets a sender's message. Sent as a *delivery*: the sender hears
+    /// [`Answer::LinkDelivered`] only once the receiver took every byte.
+    LinkMessage { body: Arc<[u8]>, content_type: Option<String>, own: Party, sender: Party },
+    /// A `/link` sender: a receiver took the whole message.
+    LinkDelivered { own: Party, receiver: Party },
+    /// A `/link` sender at shutdown: its message was not delivered but is kept in the state file
+    /// and will be offered again after the restart, so the sender must not send it again.
+    LinkKept,
+    /// An `/inbox` GET or HEAD: the stored message (it stays stored).
+    InboxMessage { body: Arc<[u8]>, content_type: Option<String> },
+    /// Done, nothing to say: a POST to `/inbox` stored, a DELETE acknowledged, an `/await`'s
+    /// acknowledgement arrived.
+    Done,
+    /// `/inbox/{id}/ack`: whether the stored message was acknowledged.
+    Acknowledged(bool),
+    /// The inbox holds no live message.
+    NoMessage,
+    /// An `/await` whose message was replaced by a newer one before it was acknowledged.
+    Replaced,
+    /// A wait ran out.
+    TimedOut { protocol: Protocol, after: Duration },
+    /// A request refused by one of the registry's limits or rules.
+    Refused(Refusal),
+}
+
+/// Why the registry refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--max-parked` requests wait already.
+    Full { max: usize },
+    /// The client has `--max-parked-per-ip` requests waiting already.
+    ParkedPerClient { waiting: usize },
+    /// `--rate-per-id`: too many writes to one id; `wait` until the next is allowed.
+    WriteRate { per_minute: u32, wait: Duration },
+    /// [`MAX_WAITERS`](super::inbox::MAX_WAITERS) requests wait on the inbox already.
+    InboxWaiters { max: usize },
+    /// The `/link` id is claimed by a sender with another `wsecret`.
+    Claimed,
+    /// The relay is shutting down.
+    ShuttingDown,
+}
