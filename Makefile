@@ -18,7 +18,7 @@ run:
 	$(CARGO) run --release --locked --bin handoff
 
 test:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
