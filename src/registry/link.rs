@@ -104,7 +104,8 @@ impl Registry {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
-        let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
+        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
+        let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
         let role = Role::LinkReceiver(Party::of(&request, "GET"));
         let reservation = request.reservation;
         let id = request.id;
@@ -141,7 +142,7 @@ impl Registry {
         if let Some(timer) = channel.idle_timer.take() {
             self.wheel.cancel(timer);
         }
-        let deadline = now + self.settings.link_timeout;
+        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
         let timer = self
             .wheel
             .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
@@ -321,7 +322,8 @@ fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
 /// httprelay.io renders it.
 fn relay_query(query: &str) -> String {
     let hidden = |k: &[u8]| k.eq_ignore_ascii_case(b"wsecret") || k.eq_ignore_ascii_case(b"seqid");
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = query_pairs(query).filter(|(k, _)| !hidden(k)).collect();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        query_pairs(query).filter(|(k, _)| !hidden(k)).collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
     for (key, value) in pairs {
