@@ -923,7 +923,8 @@ mod tests {
                 assert_eq!(timeouts(config)[n], MAX_WAIT, "{flag} {most}");
             }
             let max = u64::MAX.to_string();
-            for over in ["86401", "86400001ms", "25h", &max, &format!("{max}ms"), &format!("{max}s")]
+            for over in
+                ["86401", "86400001ms", "25h", &max, &format!("{max}ms"), &format!("{max}s")]
             {
                 assert_eq!(run(&[&flag, over], &[]), Err(invalid(&flag, over, expected)));
             }
