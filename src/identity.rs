@@ -167,7 +167,8 @@ mod tests {
     #[test]
     fn entries() {
         let v6 = ip("2001:db8::1");
-        let cases: [(&str, Option<(IpAddr, Option<u16>)>); 22] = [
+        type Parsed = Option<(IpAddr, Option<u16>)>;
+        let cases: [(&str, Parsed); 22] = [
             ("1.2.3.4", Some((ip("1.2.3.4"), None))),
             ("1.2.3.4:4711", Some((ip("1.2.3.4"), Some(4711)))),
             ("1.2.3.4:0", Some((ip("1.2.3.4"), Some(0)))),
