@@ -290,7 +290,7 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| c.workers.to_string() },
     Flag { name: "head-timeout", env: "HANDOFF_HEAD_TIMEOUT", placeholder: "DURATION",
-        help: "Time a client has to send the request head.",
+        help: "Time a client has to send the request head (at most 24h, as every duration).",
         set: |c, v| { c.timeouts.head = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.head) },
     Flag { name: "body-timeout", env: "HANDOFF_BODY_TIMEOUT", placeholder: "DURATION",
@@ -310,7 +310,7 @@ static FLAGS: &[Flag] = &[
         set: |c, v| { c.timeouts.inbox_ttl = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.inbox_ttl) },
     Flag { name: "max-body", env: "HANDOFF_MAX_BODY", placeholder: "SIZE",
-        help: "Largest request body; a bigger one is refused with 413.",
+        help: "Largest request body, at most 1G; a bigger one is refused with 413.",
         set: |c, v| {
             c.limits.max_body = in_range(size(v)?, 1..=MAX_BODY, "a size from 1 byte to 1G")?;
             Ok(())
@@ -324,7 +324,7 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| show_size(c.limits.max_id) },
     Flag { name: "max-head", env: "HANDOFF_MAX_HEAD", placeholder: "SIZE",
-        help: "Longest request head (request line and headers); a longer one gets 431.",
+        help: "Longest request head (request line and headers), at most 1M; a longer one gets 431.",
         set: |c, v| {
             c.limits.max_head =
                 in_range(size(v)?, 256..=MAX_HEAD, "a size from 256 bytes to 1M")?;
@@ -332,7 +332,7 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| show_size(c.limits.max_head) },
     Flag { name: "max-headers", env: "HANDOFF_MAX_HEADERS", placeholder: "N",
-        help: "Most header lines in a request; a request with more is refused.",
+        help: "Most header lines in a request, at most 10000; a request with more is refused.",
         set: |c, v| {
             c.limits.max_headers =
                 in_range(count(v)?, 1..=MAX_HEADERS, "a number from 1 to 10000")?;
@@ -359,7 +359,8 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| c.limits.max_connections_per_ip.unwrap_or(0).to_string() },
     Flag { name: "max-memory", env: "HANDOFF_MAX_MEMORY", placeholder: "SIZE",
-        help: "Memory held in bodies and waiters; beyond it requests get 503. 0 disables.",
+        help: "Memory held in bodies and waiters, at most 1024G; beyond it requests get 503. \
+               0 disables.",
         set: |c, v| { c.limits.max_memory = memory(v)?; Ok(()) },
         show: |c| show_size(c.limits.max_memory.unwrap_or(0)) },
     Flag { name: "max-memory-per-ip", env: "HANDOFF_MAX_MEMORY_PER_IP", placeholder: "SIZE|auto",
