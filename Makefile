@@ -18,7 +18,7 @@ run:
 	$(CARGO) run --release --locked --bin handoff
 
 test:
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -85,11 +85,11 @@ fuzz:
 # also runs the real Pubky SDKs against handoff: the Rust crate (interop/pubky-rs/, its own
 # Cargo project, pinned in its Cargo.lock) and the JavaScript one in Node (interop/pubky/,
 # pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
-INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm \
+INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool qemu-aarch64-static node npm \
 	debootstrap systemd-nspawn
 
 interop-deps:
-	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static \
+	apt-get install -y nginx caddy haproxy chromium openssl curl prometheus qemu-user-static \
 		debootstrap systemd-container
 	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done

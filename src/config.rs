@@ -12,6 +12,7 @@ use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::identity::Client;
 use crate::limits::Cidr;
 
 /// Everything the relay is configured with.
@@ -47,11 +48,14 @@ pub struct Access {
 }
 
 impl Access {
-    /// Whether a client at `ip` may use the relay: inside `allow_ip` (when set), not inside
-    /// `deny_ip`.
-    pub fn ip_allowed(&self, ip: IpAddr) -> bool {
-        let inside = |cidrs: &[Cidr]| cidrs.iter().any(|cidr| cidr.contains(ip));
-        (self.allow_ip.is_empty() || inside(&self.allow_ip)) && !inside(&self.deny_ip)
+    /// Whether `client` may use the relay: inside `allow_ip` (when set), not inside `deny_ip`.
+    /// A client the proxies named unreadably may use it only when neither list is set: it is
+    /// on no allow list, and it could be anyone on a deny list (fail closed).
+    pub fn allows(&self, client: Client) -> bool {
+        if client == Client::Unidentified {
+            return self.allow_ip.is_empty() && self.deny_ip.is_empty();
+        }
+        (self.allow_ip.is_empty() || client.is_in(&self.allow_ip)) && !client.is_in(&self.deny_ip)
     }
 }
 
@@ -94,6 +98,9 @@ pub struct Limits {
     pub max_connections_per_ip: Option<usize>,
     /// Bytes held in bodies and waiters (`--max-memory`). Defaults to 64 MiB.
     pub max_memory: Option<usize>,
+    /// Bytes one client may hold of them (`--max-memory-per-ip`). Defaults to
+    /// [`MemoryShare::Auto`], an eighth of `--max-memory`.
+    pub max_memory_per_ip: MemoryShare,
     /// Requests per minute per client (`--rate-per-ip`), burst alike. Defaults to 100.
     pub rate_per_ip: Option<u32>,
     /// Writes (POST, DELETE) per minute per id (`--rate-per-id`), burst alike. Defaults to 10.
@@ -101,6 +108,35 @@ pub struct Limits {
     /// Failed authentications (401, 403) per minute per client before it gets 429
     /// (`--auth-failures-per-ip`), burst alike. Defaults to 5.
     pub auth_failures_per_ip: Option<u32>,
+}
+
+/// `--max-memory-per-ip`: how much of the memory budget one client key (an IPv4 address, an
+/// IPv6 /64) may hold in stored bodies and waiters across `/link` and `/inbox`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryShare {
+    /// `1/`[`SHARE_OF_MEMORY`] of `--max-memory`, none when that is disabled. The default.
+    Auto,
+    /// At most this many bytes.
+    Bytes(usize),
+    /// No per-client share (`0`).
+    Off,
+}
+
+/// The default `--max-memory-per-ip` is `--max-memory` divided by this: room for
+/// `--max-parked-per-ip` (100) senders of a full `--max-body` (65 KiB each with the request's
+/// allowance, 6.5 MiB) within 8 MiB of the default 64 MiB, while one client holds at most an
+/// eighth of the budget (docs/decisions-12.md).
+pub const SHARE_OF_MEMORY: usize = 8;
+
+impl Limits {
+    /// The bytes one client key may hold, `None` when unbounded.
+    pub fn memory_per_ip(&self) -> Option<usize> {
+        match self.max_memory_per_ip {
+            MemoryShare::Auto => self.max_memory.map(|m| (m / SHARE_OF_MEMORY).max(1)),
+            MemoryShare::Bytes(n) => Some(n),
+            MemoryShare::Off => None,
+        }
+    }
 }
 
 /// Which browser origins may read the relay's responses (`--cors`).
@@ -161,6 +197,7 @@ impl Default for Limits {
             max_parked_per_ip: Some(100),
             max_connections_per_ip: Some(64),
             max_memory: Some(64 * 1024 * 1024),
+            max_memory_per_ip: MemoryShare::Auto,
             rate_per_ip: Some(100),
             rate_per_id: Some(10),
             auth_failures_per_ip: Some(5),
@@ -257,7 +294,7 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| c.workers.to_string() },
     Flag { name: "head-timeout", env: "HANDOFF_HEAD_TIMEOUT", placeholder: "DURATION",
-        help: "Time a client has to send the request head.",
+        help: "Time a client has to send the request head (at most 24h, as every duration).",
         set: |c, v| { c.timeouts.head = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.head) },
     Flag { name: "body-timeout", env: "HANDOFF_BODY_TIMEOUT", placeholder: "DURATION",
@@ -281,9 +318,9 @@ static FLAGS: &[Flag] = &[
         set: |c, v| { c.timeouts.write = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.write) },
     Flag { name: "max-body", env: "HANDOFF_MAX_BODY", placeholder: "SIZE",
-        help: "Largest request body; a bigger one is refused with 413.",
+        help: "Largest request body, at most 1G; a bigger one is refused with 413.",
         set: |c, v| {
-            c.limits.max_body = in_range(size(v)?, 1.., "a size of at least 1 byte")?;
+            c.limits.max_body = in_range(size(v)?, 1..=MAX_BODY, "a size from 1 byte to 1G")?;
             Ok(())
         },
         show: |c| show_size(c.limits.max_body) },
@@ -295,16 +332,18 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| show_size(c.limits.max_id) },
     Flag { name: "max-head", env: "HANDOFF_MAX_HEAD", placeholder: "SIZE",
-        help: "Longest request head (request line and headers); a longer one gets 431.",
+        help: "Longest request head (request line and headers), at most 1M; a longer one gets 431.",
         set: |c, v| {
-            c.limits.max_head = in_range(size(v)?, 256.., "a size of at least 256 bytes")?;
+            c.limits.max_head =
+                in_range(size(v)?, 256..=MAX_HEAD, "a size from 256 bytes to 1M")?;
             Ok(())
         },
         show: |c| show_size(c.limits.max_head) },
     Flag { name: "max-headers", env: "HANDOFF_MAX_HEADERS", placeholder: "N",
-        help: "Most header lines in a request; a request with more is refused.",
+        help: "Most header lines in a request, at most 10000; a request with more is refused.",
         set: |c, v| {
-            c.limits.max_headers = in_range(count(v)?, 1.., "a number of at least 1")?;
+            c.limits.max_headers =
+                in_range(count(v)?, 1..=MAX_HEADERS, "a number from 1 to 10000")?;
             Ok(())
         },
         show: |c| c.limits.max_headers.to_string() },
@@ -328,9 +367,26 @@ static FLAGS: &[Flag] = &[
         },
         show: |c| c.limits.max_connections_per_ip.unwrap_or(0).to_string() },
     Flag { name: "max-memory", env: "HANDOFF_MAX_MEMORY", placeholder: "SIZE",
-        help: "Memory held in bodies and waiters; beyond it requests get 503. 0 disables.",
-        set: |c, v| { c.limits.max_memory = Some(size(v)?).filter(|&n| n > 0); Ok(()) },
+        help: "Memory held in bodies and waiters, at most 1024G; beyond it requests get 503. \
+               0 disables.",
+        set: |c, v| { c.limits.max_memory = memory(v)?; Ok(()) },
         show: |c| show_size(c.limits.max_memory.unwrap_or(0)) },
+    Flag { name: "max-memory-per-ip", env: "HANDOFF_MAX_MEMORY_PER_IP", placeholder: "SIZE|auto",
+        help: "Memory one client IP (IPv6: per /64) may hold in stored bodies and waiters across \
+               /link and /inbox; beyond it requests get 429. auto: 1/8 of --max-memory. \
+               0 disables.",
+        set: |c, v| {
+            c.limits.max_memory_per_ip = match v {
+                "auto" => MemoryShare::Auto,
+                v => memory(v)?.map_or(MemoryShare::Off, MemoryShare::Bytes),
+            };
+            Ok(())
+        },
+        show: |c| match c.limits.max_memory_per_ip {
+            MemoryShare::Auto => "auto".into(),
+            MemoryShare::Bytes(n) => show_size(n),
+            MemoryShare::Off => "0".into(),
+        } },
     Flag { name: "rate-per-ip", env: "HANDOFF_RATE_PER_IP", placeholder: "N",
         help: "Requests per minute per client IP, in bursts of as many; more get 429. 0 disables.",
         set: |c, v| { c.limits.rate_per_ip = per_minute(v)?; Ok(()) },
@@ -606,12 +662,35 @@ fn duration(value: &str) -> Result<Duration, Expected> {
     }
 }
 
-/// A duration above zero: every wait in the relay is bounded.
+/// Longest value of every duration flag: a day. Far beyond any hand-off, and small enough
+/// that no deadline computed from it can overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Largest `--max-body`: 1 GiB (a body is held in memory whole).
+const MAX_BODY: usize = 1 << 30;
+/// Largest `--max-head`: 1 MiB.
+const MAX_HEAD: usize = 1 << 20;
+/// Most `--max-headers`.
+const MAX_HEADERS: usize = 10_000;
+/// Largest `--max-memory` and `--max-memory-per-ip`: 1 TiB (`1024G`), so that sums of
+/// reservations stay far from overflowing on 64-bit systems.
+const MAX_MEMORY: u64 = 1 << 40;
+
+/// A duration above zero and at most [`MAX_WAIT`]: every wait in the relay is bounded.
 fn timeout(value: &str) -> Result<Duration, Expected> {
     match duration(value)? {
         Duration::ZERO => Err("a duration above zero (every wait in the relay is bounded)"),
+        d if d > MAX_WAIT => Err("a duration of at most 24h"),
         d => Ok(d),
     }
+}
+
+/// A memory size of at most [`MAX_MEMORY`]; `0` disables the limit.
+fn memory(value: &str) -> Result<Option<usize>, Expected> {
+    let n = size(value)?;
+    if u64::try_from(n).map_or(true, |n| n > MAX_MEMORY) {
+        return Err("a size of at most 1024G, or 0 for no limit");
+    }
+    Ok(Some(n).filter(|&n| n > 0))
 }
 
 /// The largest unit that divides `d` exactly: 600 s → `10m`, 25 s → `25s`, 1.5 s → `1500ms`.
@@ -842,12 +921,62 @@ mod tests {
         assert_eq!(run(&[], &[("HANDOFF_INBOX_TTL", "0")]), Err(err));
     }
 
+    /// Every duration flag at its maximum is accepted; one millisecond more, and `u64::MAX` in
+    /// each unit, are refused at parse time with the maximum in the message.
+    #[test]
+    fn durations_are_bounded() {
+        let flags = ["head-timeout", "body-timeout", "link-timeout", "inbox-timeout", "inbox-ttl"];
+        let timeouts = |c: Config| {
+            let t = c.timeouts;
+            [t.head, t.body, t.link, t.inbox, t.inbox_ttl]
+        };
+        let expected = "a duration of at most 24h";
+        for (n, name) in flags.into_iter().enumerate() {
+            let flag = format!("--{name}");
+            for most in ["24h", "1440m", "86400", "86400000ms"] {
+                let config = run(&[&flag, most], &[]).unwrap();
+                assert_eq!(timeouts(config)[n], MAX_WAIT, "{flag} {most}");
+            }
+            let max = u64::MAX.to_string();
+            for over in
+                ["86401", "86400001ms", "25h", &max, &format!("{max}ms"), &format!("{max}s")]
+            {
+                assert_eq!(run(&[&flag, over], &[]), Err(invalid(&flag, over, expected)));
+            }
+            // Past u64 it is not a number at all.
+            let beyond = format!("{max}0");
+            assert_eq!(run(&[&flag, &beyond], &[]), Err(invalid(&flag, &beyond, DURATION)));
+        }
+    }
+
+    #[test]
+    fn flag_max_memory_per_ip() {
+        let get = |c: &Config| c.limits.memory_per_ip();
+        let expected = "a size of at most 1024G, or 0 for no limit";
+        check("max-memory-per-ip", get, "512K", Some(512 << 10), "1025G", expected);
+        assert_eq!(get(&run(&[], &[]).unwrap()), Some(8 << 20), "an eighth of 64 MiB");
+        assert_eq!(get(&run(&["--max-memory", "4M"], &[]).unwrap()), Some(512 << 10));
+        let off = run(&["--max-memory-per-ip", "0"], &[]).unwrap();
+        assert_eq!((off.limits.max_memory_per_ip, get(&off)), (MemoryShare::Off, None));
+        assert_eq!(get(&run(&["--max-memory", "0"], &[]).unwrap()), None, "no budget, no share");
+        let auto = run(&["--max-memory-per-ip", "1M", "--max-memory-per-ip", "auto"], &[]).unwrap();
+        assert_eq!(auto.limits.max_memory_per_ip, MemoryShare::Auto);
+        let bad = "1.5M";
+        let err = invalid("--max-memory-per-ip", bad, SIZE);
+        assert_eq!(run(&["--max-memory-per-ip", bad], &[]), Err(err));
+        let at_most = run(&["--max-memory", "1024G"], &[]).unwrap().limits.max_memory;
+        assert_eq!(at_most, Some(1 << 40));
+    }
+
     #[test]
     fn flag_max_body() {
         check("max-body", |c| c.limits.max_body, "1M", 1 << 20, "1.5M", SIZE);
-        let expected = "a size of at least 1 byte";
+        let expected = "a size from 1 byte to 1G";
         let err = invalid("--max-body", "0", expected);
         assert_eq!(run(&["--max-body", "0"], &[]), Err(err));
+        assert_eq!(run(&["--max-body", "1G"], &[]).unwrap().limits.max_body, 1 << 30);
+        let err = invalid("--max-body", "1025M", expected);
+        assert_eq!(run(&["--max-body", "1025M"], &[]), Err(err));
     }
 
     #[test]
@@ -860,15 +989,21 @@ mod tests {
 
     #[test]
     fn flag_max_head() {
-        let expected = "a size of at least 256 bytes";
+        let expected = "a size from 256 bytes to 1M";
         check("max-head", |c| c.limits.max_head, "16KiB", 16384, "255", expected);
         assert_eq!(run(&["--max-head", "256"], &[]).unwrap().limits.max_head, 256);
+        assert_eq!(run(&["--max-head", "1M"], &[]).unwrap().limits.max_head, 1 << 20);
+        let err = invalid("--max-head", "1025K", expected);
+        assert_eq!(run(&["--max-head", "1025K"], &[]), Err(err));
     }
 
     #[test]
     fn flag_max_headers() {
-        let expected = "a number of at least 1";
+        let expected = "a number from 1 to 10000";
         check("max-headers", |c| c.limits.max_headers, "50", 50, "0", expected);
+        assert_eq!(run(&["--max-headers", "10000"], &[]).unwrap().limits.max_headers, 10_000);
+        let err = invalid("--max-headers", "10001", expected);
+        assert_eq!(run(&["--max-headers", "10001"], &[]), Err(err));
         assert_eq!(run(&["--max-headers", "5K"], &[]), Err(invalid("--max-headers", "5K", COUNT)));
     }
 
@@ -977,18 +1112,25 @@ mod tests {
 
     #[test]
     fn allow_and_deny_lists() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let ip = |s: &str| Client::Known { ip: s.parse().unwrap(), port: None, trusted: false };
         let open = Access::default();
-        assert!(open.ip_allowed(ip("203.0.113.1")));
+        assert!(open.allows(ip("203.0.113.1")));
+        assert!(open.allows(Client::Unidentified), "no list: nothing to check");
         let access = run(&["--allow-ip", "10.0.0.0/8, fd00::/8", "--deny-ip", "10.6.0.0/16"], &[])
             .unwrap()
             .access;
-        assert!(access.ip_allowed(ip("10.1.2.3")));
-        assert!(access.ip_allowed(ip("::ffff:10.1.2.3")), "IPv4-mapped counts as IPv4");
-        assert!(access.ip_allowed(ip("fd12::1")));
-        assert!(!access.ip_allowed(ip("10.6.0.1")), "deny wins over allow");
-        assert!(!access.ip_allowed(ip("192.0.2.1")));
-        assert!(!access.ip_allowed(ip("2001:db8::1")));
+        assert!(access.allows(ip("10.1.2.3")));
+        assert!(access.allows(ip("::ffff:10.1.2.3")), "IPv4-mapped counts as IPv4");
+        assert!(access.allows(ip("fd12::1")));
+        assert!(!access.allows(ip("10.6.0.1")), "deny wins over allow");
+        assert!(!access.allows(ip("192.0.2.1")));
+        assert!(!access.allows(ip("2001:db8::1")));
+        assert!(!access.allows(Client::Unidentified), "on no allow list");
+        let everyone = run(&["--allow-ip", "0.0.0.0/0,::/0"], &[]).unwrap().access;
+        assert!(!everyone.allows(Client::Unidentified), "not even one of everyone");
+        let deny = run(&["--deny-ip", "192.0.2.0/24"], &[]).unwrap().access;
+        assert!(deny.allows(ip("198.51.100.1")));
+        assert!(!deny.allows(Client::Unidentified), "could be anyone denied");
     }
 
     #[test]

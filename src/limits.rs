@@ -1,8 +1,8 @@
 //! Who a client is, and the limits that keep one client from taking the relay (SPEC §4).
 //!
 //! Plain values with the time passed in, so each is table-tested on a fake clock: the client
-//! key limits count (an IPv4 address or an IPv6 /64), client-IP derivation behind trusted
-//! proxies, token buckets and a bounded table of them, per-peer connection slots, the memory
+//! key limits count (an IPv4 address or an IPv6 /64; who the client is comes from
+//! `identity.rs`), token buckets and a bounded table of them, per-peer connection slots, the memory
 //! budget, and a throttle that lets a refusal be logged once per client per minute. Where each
 //! limit is enforced is the caller's business (the poller, the workers, the registry).
 
@@ -41,6 +41,8 @@ impl ClientKey {
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
+            // The key of `identity::UNIDENTIFIED`: no TCP peer has the unspecified address.
+            ClientKey::V4(0) => f.write_str("an unidentified client"),
             ClientKey::V4(v4) => write!(f, "{}", std::net::Ipv4Addr::from(v4)),
             ClientKey::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(prefix) << 64)),
         }
@@ -101,34 +103,6 @@ impl FromStr for Cidr {
         }
         Ok(Cidr { network, prefix })
     }
-}
-
-/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the right-most
-/// `X-Forwarded-For` entry that is not itself trusted (entries left of it could be forged by
-/// the client), or else `X-Real-IP`. A malformed entry ends the walk at the hop that added it.
-pub fn client_ip(
-    peer: IpAddr,
-    trusted: &[Cidr],
-    forwarded_for: Option<&[u8]>,
-    real_ip: Option<&[u8]>,
-) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|cidr| cidr.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let parse = |bytes: &[u8]| std::str::from_utf8(bytes).ok()?.trim().parse::<IpAddr>().ok();
-    if let Some(list) = forwarded_for {
-        let mut nearest = peer;
-        for entry in list.rsplit(|&b| b == b',') {
-            match parse(entry) {
-                Some(ip) if is_trusted(ip) => nearest = ip,
-                Some(ip) => return ip,
-                None => return nearest,
-            }
-        }
-        return nearest;
-    }
-    real_ip.and_then(parse).unwrap_or(peer)
 }
 
 /// What a request is charged against `--max-memory` besides its body: an allowance for its
@@ -293,39 +267,106 @@ impl Drop for PeerSlot {
     }
 }
 
-/// The bytes the relay may hold in bodies and waiters (`--max-memory`): a request reserves its
-/// share before anything is allocated for it, and gives it back when it is done.
+/// The bytes the relay may hold in bodies and waiters (`--max-memory`), and of them the share
+/// one client key may hold (`--max-memory-per-ip`): a request reserves its bytes before anything
+/// is allocated for it, and a [`Reservation`] gives them back, to both, when it is dropped.
 #[derive(Debug)]
 pub struct MemoryBudget {
     limit: Option<usize>,
     used: AtomicUsize,
+    /// Most bytes one client key may hold; `None`: no per-client share.
+    per_client: Option<usize>,
+    /// Bytes held per client key, for those holding any. Only touched for reservations made
+    /// with a key while `per_client` is set.
+    held: Mutex<HashMap<ClientKey, usize>>,
 }
 
-/// Bytes reserved from a [`MemoryBudget`]; dropping it gives them back.
+/// Bytes reserved from a [`MemoryBudget`], charged to a client key when one was given;
+/// dropping it gives them back.
 #[derive(Debug, Default)]
 pub struct Reservation {
     budget: Option<Arc<MemoryBudget>>,
     bytes: usize,
+    client: Option<ClientKey>,
+}
+
+/// Why [`MemoryBudget::reserve_for`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortage {
+    /// The whole budget would pass `--max-memory`.
+    Total,
+    /// The client would hold more than its share, `limit` bytes (`--max-memory-per-ip`).
+    Client { limit: usize },
 }
 
 impl MemoryBudget {
-    /// A budget of `limit` bytes (`None`: unlimited, but still counted).
+    /// A budget of `limit` bytes (`None`: unlimited, but still counted), without a per-client
+    /// share.
+    #[cfg(test)]
     pub fn new(limit: Option<usize>) -> Arc<MemoryBudget> {
-        Arc::new(MemoryBudget { limit, used: AtomicUsize::new(0) })
+        MemoryBudget::with_share(limit, None)
     }
 
-    /// Reserves `bytes`, or `None` when that would pass the limit.
+    /// A budget of `limit` bytes of which one client key may hold `per_client`.
+    pub fn with_share(limit: Option<usize>, per_client: Option<usize>) -> Arc<MemoryBudget> {
+        let held = Mutex::new(HashMap::new());
+        Arc::new(MemoryBudget { limit, used: AtomicUsize::new(0), per_client, held })
+    }
+
+    /// Reserves `bytes` without charging a client (messages restored from the state file), or
+    /// `None` when that would pass the limit.
     pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        self.reserve_for(None, bytes).ok()
+    }
+
+    /// Reserves `bytes` for `client` (`None`: a trusted proxy itself, charged to no share):
+    /// refused when the client would pass its share, or the whole budget its limit.
+    pub fn reserve_for(
+        self: &Arc<Self>,
+        client: Option<ClientKey>,
+        bytes: usize,
+    ) -> Result<Reservation, Shortage> {
+        let (Some(key), Some(share)) = (client, self.per_client) else {
+            self.take(bytes)?;
+            return Ok(Reservation { budget: Some(Arc::clone(self)), bytes, client: None });
+        };
+        // Held while the total is taken, so that the two never disagree.
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mine = held.get(&key).copied().unwrap_or(0);
+        if mine.checked_add(bytes).is_none_or(|total| total > share) {
+            return Err(Shortage::Client { limit: share });
+        }
+        self.take(bytes)?;
+        held.insert(key, mine + bytes);
+        Ok(Reservation { budget: Some(Arc::clone(self)), bytes, client: Some(key) })
+    }
+
+    /// Adds `bytes` to the total, or refuses when that would pass the limit.
+    fn take(&self, bytes: usize) -> Result<(), Shortage> {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            let total = used.checked_add(bytes)?;
+            let total = used.checked_add(bytes).ok_or(Shortage::Total)?;
             if self.limit.is_some_and(|limit| total > limit) {
-                return None;
+                return Err(Shortage::Total);
             }
             match self.used.compare_exchange_weak(used, total, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Some(Reservation { budget: Some(Arc::clone(self)), bytes }),
+                Ok(_) => return Ok(()),
                 Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Gives back `bytes` from the total and from `client`'s share.
+    fn give_back(&self, client: Option<ClientKey>, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(key) = client {
+            let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(mine) = held.get_mut(&key) {
+                *mine = mine.saturating_sub(bytes);
+                if *mine == 0 {
+                    held.remove(&key);
+                }
             }
         }
     }
@@ -333,6 +374,13 @@ impl MemoryBudget {
     /// Bytes reserved now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes `client` holds now.
+    #[cfg(test)]
+    pub fn held_by(&self, client: ClientKey) -> usize {
+        let held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.get(&client).copied().unwrap_or(0)
     }
 
     /// The limit, if any.
@@ -346,7 +394,7 @@ impl Reservation {
     pub fn shrink_to(&mut self, bytes: usize) {
         if let Some(budget) = &self.budget {
             if bytes < self.bytes {
-                budget.used.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+                budget.give_back(self.client, self.bytes - bytes);
                 self.bytes = bytes;
             }
         }
@@ -356,7 +404,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
-            budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+            budget.give_back(self.client, self.bytes);
         }
     }
 }
@@ -412,6 +460,8 @@ pub enum Refused {
     ParkedPerIp,
     /// `--max-memory`: 503.
     Memory,
+    /// `--max-memory-per-ip`: 429.
+    MemoryPerIp,
     /// `--rate-per-ip`: 429.
     RatePerIp,
     /// `--rate-per-id`: 429.
@@ -444,6 +494,7 @@ impl Refused {
         Refused::Parked,
         Refused::ParkedPerIp,
         Refused::Memory,
+        Refused::MemoryPerIp,
         Refused::RatePerIp,
         Refused::RatePerId,
         Refused::InboxWaiters,
@@ -465,6 +516,7 @@ impl Refused {
             Refused::Parked => "parked",
             Refused::ParkedPerIp => "parked_per_ip",
             Refused::Memory => "memory",
+            Refused::MemoryPerIp => "memory_per_ip",
             Refused::RatePerIp => "rate_per_ip",
             Refused::RatePerId => "rate_per_id",
             Refused::InboxWaiters => "inbox_waiters",
@@ -535,31 +587,6 @@ mod tests {
         }
         for bad in ["10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0/8", "x", "10.0.0.0/+8", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn client_ip_behind_trusted_proxies() {
-        let trusted: Vec<Cidr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
-        let proxy = ip("127.0.0.1");
-        let cases: [(IpAddr, Option<&str>, Option<&str>, &str); 9] = [
-            // An untrusted peer's headers are ignored.
-            (ip("203.0.113.7"), Some("198.51.100.1"), Some("198.51.100.2"), "203.0.113.7"),
-            // The right-most untrusted entry; what the client wrote to its left is ignored.
-            (proxy, Some("6.6.6.6, 198.51.100.1"), None, "198.51.100.1"),
-            (proxy, Some("6.6.6.6, 198.51.100.1, 10.1.1.1"), None, "198.51.100.1"),
-            (proxy, Some("198.51.100.1,10.1.1.1 ,10.2.2.2"), None, "198.51.100.1"),
-            // Garbage ends the walk at the hop that added it.
-            (proxy, Some("198.51.100.1, garbage, 10.1.1.1"), None, "10.1.1.1"),
-            // Only trusted entries: the left-most.
-            (proxy, Some("10.1.1.1, 10.2.2.2"), None, "10.1.1.1"),
-            (proxy, None, Some("2001:db8::5"), "2001:db8::5"),
-            (proxy, None, Some("nonsense"), "127.0.0.1"),
-            (proxy, None, None, "127.0.0.1"),
-        ];
-        for (peer, xff, real, expected) in cases {
-            let got = client_ip(peer, &trusted, xff.map(str::as_bytes), real.map(str::as_bytes));
-            assert_eq!(got, ip(expected), "{peer} {xff:?} {real:?}");
         }
     }
 
@@ -663,6 +690,43 @@ mod tests {
         assert_eq!(budget.used(), 0);
         assert!(budget.reserve(usize::MAX).is_none());
         assert_eq!(Reservation::default().bytes, 0);
+    }
+
+    #[test]
+    fn memory_share_per_client() {
+        let budget = MemoryBudget::with_share(Some(100), Some(40));
+        let (a, b) = (ClientKey::of(ip("192.0.2.1")), ClientKey::of(ip("192.0.2.2")));
+        let a1 = budget.reserve_for(Some(a), 30).unwrap();
+        assert_eq!(budget.reserve_for(Some(a), 11).unwrap_err(), Shortage::Client { limit: 40 });
+        let mut a2 = budget.reserve_for(Some(a), 10).unwrap();
+        assert_eq!(budget.held_by(a), 40);
+        // Another client has its own share; a client-less reservation has none.
+        let b1 = budget.reserve_for(Some(b), 40).unwrap();
+        assert_eq!(budget.reserve_for(None, 21).unwrap_err(), Shortage::Total);
+        let none = budget.reserve_for(None, 20).unwrap();
+        assert_eq!(budget.used(), 100);
+        // Shrinking and dropping give back to both the total and the share.
+        a2.shrink_to(4);
+        assert_eq!((budget.used(), budget.held_by(a)), (94, 34));
+        drop(a1);
+        assert_eq!((budget.used(), budget.held_by(a)), (64, 4));
+        // The total refuses before the share when it is the one short.
+        drop(a2);
+        let _a3 = budget.reserve_for(Some(a), 40).unwrap();
+        assert_eq!(
+            budget.reserve_for(Some(ClientKey::of(ip("192.0.2.3"))), 1).unwrap_err(),
+            Shortage::Total
+        );
+        drop((b1, none));
+        assert_eq!(budget.held_by(b), 0);
+        assert_eq!(
+            budget.reserve_for(Some(a), usize::MAX).unwrap_err(),
+            Shortage::Client { limit: 40 }
+        );
+        // No share: the total alone.
+        let unshared = MemoryBudget::new(Some(10));
+        let _all = unshared.reserve_for(Some(a), 10).unwrap();
+        assert_eq!(unshared.held_by(a), 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod auth;
 mod config;
 mod cors;
 mod http;
+mod identity;
 mod limits;
 mod logging;
 mod metrics;
@@ -111,10 +112,11 @@ fn run(config: config::Config) -> Result<(), String> {
         rate_per_id: config.limits.rate_per_id,
         keeps_messages: config.state_file.is_some(),
     };
-    let memory = limits::MemoryBudget::new(config.limits.max_memory);
+    let memory =
+        limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
     let mut registry = Registry::new(settings, Instant::now());
     let persister = match &config.state_file {
-        Some(path) => Some(restore(&mut registry, path, &memory).map_err(spawn_failed)?),
+        Some(path) => Some(restore(&mut registry, path, &memory)?),
         None => None,
     };
     let registry_gauges = Arc::clone(&gauges);
@@ -162,8 +164,8 @@ fn restore(
     registry: &mut Registry,
     path: &std::path::Path,
     memory: &Arc<limits::MemoryBudget>,
-) -> std::io::Result<Arc<state::Persister>> {
-    let snapshot = state::load(path);
+) -> Result<Arc<state::Persister>, String> {
+    let snapshot = state::open(path).map_err(|e| e.to_string())?;
     let done = registry.restore(Instant::now(), state::unix_ms(), snapshot, memory);
     info!(
         "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
@@ -175,7 +177,7 @@ fn restore(
     if done.over_budget > 0 {
         warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
     }
-    state::Persister::start(path.to_path_buf())
+    state::Persister::start(path.to_path_buf()).map_err(|e| format!("cannot start a thread: {e}"))
 }
 
 /// The last save, once the drain is over: what is still stored is written before the exit.

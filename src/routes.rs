@@ -40,7 +40,8 @@ impl Route {
 /// Why a request names no route it may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteError {
-    /// The target is not origin-form (`/path`) or absolute-form (`http://host/path`) (400).
+    /// The target is not origin-form (`/path`) or absolute-form (`http://host/path`), or it
+    /// holds a fragment (`#`) (400).
     BadTarget,
     /// No route has this path (404).
     NotFound,
@@ -68,7 +69,10 @@ impl RouteError {
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RouteError::BadTarget => f.write_str("Request target must be a path such as /link/ID."),
+            RouteError::BadTarget => f.write_str(
+                "Request target must be a path such as /link/ID (or an http:// or https:// URL), \
+                 without a fragment (#).",
+            ),
             RouteError::NotFound => f.write_str("No such route; GET / lists the endpoints."),
             RouteError::MethodNotAllowed { allow } => {
                 write!(f, "Method not allowed here; allowed: {allow}.")
@@ -102,17 +106,26 @@ pub fn usage(now: &str) -> Response {
 }
 
 /// Splits a request target into path and query (without `?`), accepting origin-form and, as
-/// RFC 9112 §3.2.2 requires of servers, absolute-form (`http://host/path?q`).
+/// RFC 9112 §3.2.2 requires of servers, absolute-form for the `http` and `https` schemes
+/// (`http://host/path?q`, scheme in any case). A fragment (`#`) is never part of a request
+/// target (RFC 9112 §3.2), so one is refused rather than taken into the id.
 pub fn split_target(target: &str) -> Result<(&str, &str), RouteError> {
-    let origin_form = match target.find("://") {
-        Some(scheme_end) if target.starts_with("http") => {
-            let rest = &target[scheme_end + 3..];
+    if target.contains('#') {
+        return Err(RouteError::BadTarget);
+    }
+    let scheme_end = |scheme: &str| {
+        let prefix = target.get(..scheme.len())?;
+        prefix.eq_ignore_ascii_case(scheme).then_some(scheme.len())
+    };
+    let origin_form = match scheme_end("http://").or_else(|| scheme_end("https://")) {
+        Some(end) => {
+            let rest = &target[end..];
             match rest.find(['/', '?']) {
                 Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
                 Some(_) | None => "/",
             }
         }
-        _ => target,
+        None => target,
     };
     if !origin_form.starts_with('/') {
         return Err(RouteError::BadTarget);
@@ -302,5 +315,11 @@ mod tests {
         assert_eq!(split_target("http://relay.example?q"), Ok(("/", "")));
         assert_eq!(split_target("*"), Err(RouteError::BadTarget));
         assert_eq!(split_target("link/a"), Err(RouteError::BadTarget));
+        assert_eq!(split_target("HTTPS://relay.example/x"), Ok(("/x", "")));
+        assert_eq!(split_target("httpfoo://evil/health"), Err(RouteError::BadTarget));
+        assert_eq!(split_target("ftp://evil/health"), Err(RouteError::BadTarget));
+        assert_eq!(split_target("/inbox/a#frag/ack"), Err(RouteError::BadTarget));
+        assert_eq!(split_target("/inbox/a?x=1#f"), Err(RouteError::BadTarget));
+        assert_eq!(split_target("http://h/inbox/a#f"), Err(RouteError::BadTarget));
     }
 }

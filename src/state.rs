@@ -166,34 +166,98 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Reads the state file at start. A missing file is an empty state. A corrupt or unreadable one
-/// is logged, moved aside to `PATH.corrupt` when it can be, and counts as empty: losing the state
-/// is better than not relaying.
-pub fn load(path: &Path) -> Snapshot {
-    let data = match std::fs::read(path) {
-        Ok(data) => data,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Snapshot::default(),
-        Err(e) => {
-            error!("cannot read the state file {}: {e}; starting empty", path.display());
-            return Snapshot::default();
-        }
-    };
-    match Snapshot::decode(&data) {
-        Some(snapshot) => snapshot,
-        None => {
-            let aside = with_suffix(path, ".corrupt");
-            let moved = match std::fs::rename(path, &aside) {
-                Ok(()) => format!("moved to {}", aside.display()),
-                Err(e) => format!("cannot move it aside: {e}"),
-            };
-            error!(
-                "the state file {} is corrupt or not a handoff-state 1 file ({moved}); \
-                 starting empty",
+/// Why the relay will not start with this `--state-file`: each message is one line naming the
+/// path and the fix. Starting anyway would lose the messages at the first save.
+#[derive(Debug)]
+pub enum StateError {
+    /// The path names a directory.
+    IsDirectory { path: PathBuf },
+    /// The file exists but cannot be read (permissions, I/O error).
+    Unreadable { path: PathBuf, error: io::Error },
+    /// The directory the file is to live in does not exist (or is not a directory).
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    /// `PATH.tmp` cannot be created in the directory, so no save could succeed.
+    NotWritable { path: PathBuf, dir: PathBuf, error: io::Error },
+}
+
+impl std::fmt::Display for StateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateError::IsDirectory { path } => write!(
+                f,
+                "the state file {} is a directory: --state-file must name a file in it, such as {}",
+                path.display(),
+                path.join("handoff.state").display()
+            ),
+            StateError::Unreadable { path, error } => write!(
+                f,
+                "cannot read the state file {}: {error}; give the relay's user read and write \
+                 access to it, or move it away to start empty (--state-file)",
                 path.display()
-            );
-            Snapshot::default()
+            ),
+            StateError::NoDirectory { path, dir } => write!(
+                f,
+                "the directory {} of the state file {} does not exist: create it, writable by the \
+                 relay's user (--state-file)",
+                dir.display(),
+                path.display()
+            ),
+            StateError::NotWritable { path, dir, error } => write!(
+                f,
+                "cannot write in {}, the directory of the state file {}: {error}; make it \
+                 writable by the relay's user (--state-file)",
+                dir.display(),
+                path.display()
+            ),
         }
     }
+}
+
+impl std::error::Error for StateError {}
+
+/// Opens the state file at start as it will be used: the directory must take `PATH.tmp` (created
+/// and removed again), and an existing file must be readable. A missing file is an empty state.
+/// A corrupt one is logged, moved aside to `PATH.corrupt`, and counts as empty: losing that
+/// state is better than not relaying. Anything else is an error, and the relay does not start.
+pub fn open(path: &Path) -> Result<Snapshot, StateError> {
+    let path_buf = || path.to_path_buf();
+    if path.is_dir() {
+        return Err(StateError::IsDirectory { path: path_buf() });
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(StateError::NoDirectory { path: path_buf(), dir });
+    }
+    let tmp = with_suffix(path, ".tmp");
+    let probe = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp);
+    match probe {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Err(error) => return Err(StateError::NotWritable { path: path_buf(), dir, error }),
+    }
+    let data = match std::fs::read(path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::default()),
+        Err(error) => return Err(StateError::Unreadable { path: path_buf(), error }),
+    };
+    if let Some(snapshot) = Snapshot::decode(&data) {
+        return Ok(snapshot);
+    }
+    let aside = with_suffix(path, ".corrupt");
+    let moved = match std::fs::rename(path, &aside) {
+        Ok(()) => format!("moved to {}", aside.display()),
+        Err(e) => format!("cannot move it aside: {e}"),
+    };
+    error!(
+        "the state file {} is corrupt or not a handoff-state 1 file ({moved}); starting empty",
+        path.display()
+    );
+    Ok(Snapshot::default())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -202,15 +266,22 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `snapshot` to `path` atomically: `PATH.tmp` (mode 0600), fsync, rename.
+/// Writes `snapshot` to `path` atomically: `PATH.tmp` (mode 0600), fsync, rename. A write that
+/// fails removes `PATH.tmp` again: it would hold message bodies nobody reads.
 pub fn save(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
     let tmp = with_suffix(path, ".tmp");
-    let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(&snapshot.encode())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
+    let write = || {
+        let mut file =
+            OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(&snapshot.encode())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // The rename is durable once the directory is; not every file system allows this.
         let _ = File::open(dir).and_then(|d| d.sync_all());
@@ -343,16 +414,44 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("handoff-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state");
-        assert_eq!(load(&path), Snapshot::default(), "a missing file is an empty state");
+        assert_eq!(open(&path).unwrap(), Snapshot::default(), "a missing file is an empty state");
+        assert!(!dir.join("state.tmp").exists(), "the probe is removed");
         save(&path, &sample()).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!dir.join("state.tmp").exists());
-        assert_eq!(load(&path), sample());
+        assert_eq!(open(&path).unwrap(), sample());
         std::fs::write(&path, b"garbage").unwrap();
-        assert_eq!(load(&path), Snapshot::default());
+        assert_eq!(open(&path).unwrap(), Snapshot::default());
         assert_eq!(std::fs::read(dir.join("state.corrupt")).unwrap(), b"garbage");
         assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_refuses_what_it_could_not_use() {
+        let dir = std::env::temp_dir().join(format!("handoff-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let is_dir = open(&dir).unwrap_err();
+        assert!(matches!(is_dir, StateError::IsDirectory { .. }), "{is_dir}");
+        assert!(is_dir.to_string().contains("is a directory"), "{is_dir}");
+        let missing = dir.join("no-such-dir").join("state");
+        let no_dir = open(&missing).unwrap_err();
+        assert!(matches!(no_dir, StateError::NoDirectory { .. }), "{no_dir}");
+        assert!(no_dir.to_string().contains("does not exist: create it"), "{no_dir}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_tmp_file() {
+        let dir = std::env::temp_dir().join(format!("handoff-failed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The path is a directory: the rename fails after PATH.tmp was written.
+        let path = dir.join("state");
+        std::fs::create_dir_all(path.join("inside")).unwrap();
+        assert!(save(&path, &sample()).is_err());
+        assert!(!dir.join("state.tmp").exists(), "PATH.tmp left behind with message bodies");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -365,7 +464,7 @@ mod tests {
         persister.offer(Snapshot::default());
         persister.offer(sample());
         assert!(persister.flush(Duration::from_secs(5)));
-        assert_eq!(load(&path), sample());
+        assert_eq!(open(&path).unwrap(), sample());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

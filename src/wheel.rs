@@ -18,6 +18,13 @@
 
 use std::time::{Duration, Instant};
 
+/// The deadline `wait` after `now`, computed without overflow: every configured wait is at most
+/// a day (`config::MAX_WAIT`), and a sum the clock cannot represent (never, in practice) is
+/// clamped to that day, or to `now`.
+pub fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).or_else(|| now.checked_add(crate::config::MAX_WAIT)).unwrap_or(now)
+}
+
 /// Names one entry of the wheel, to cancel it. Stale ids (already fired or cancelled) are harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId {

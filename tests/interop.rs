@@ -1,5 +1,5 @@
 //! Interop tests: handoff behind the real nginx and Caddy, with the configurations shipped in
-//! `proxy/`, and real clients (curl over TLS). Not part of `make test`: they need the programs
+//! `proxy/`, behind HAProxy (`option forwardfor`), and real clients (curl over TLS). Not part of `make test`: they need the programs
 //! `make interop-deps` installs, and run with `make interop`.
 //!
 //! Addresses: the proxies listen on 127.0.0.2 (Linux routes all of 127/8 to lo), curl connects
@@ -950,4 +950,85 @@ fn shipped_units_under_a_running_systemd() {
         assert!(stdout.contains(&format!("\nok {n} - ")), "no check {n} passed:\n{stdout}");
     }
     println!("{stdout}");
+}
+
+/// HAProxy in front, with `option forwardfor`, plain HTTP on [`PROXY_IP`]: killed when dropped.
+/// `option forwardfor` adds an `X-Forwarded-For` line of its own after whatever the client sent,
+/// where nginx joins them into one line.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    fn start(relay: &Relay) -> Haproxy {
+        let dir = TempDir::new("haproxy");
+        let port = free_port();
+        let config = format!(
+            "defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
+             timeout server 30s\n\
+             frontend relay_in\n  bind {PROXY_IP}:{port}\n  option forwardfor\n  \
+             default_backend relay\n\
+             backend relay\n  server handoff {}\n",
+            relay.addr()
+        );
+        fs::write(dir.join("haproxy.cfg"), config).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f", &dir.join("haproxy.cfg")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .expect("cannot run haproxy (apt-get install haproxy)");
+        let addr: SocketAddr = format!("{PROXY_IP}:{port}").parse().unwrap();
+        let deadline = Instant::now() + WAIT_CAP;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            let log = fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "haproxy not listening on {addr}: {log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Haproxy { child, port, _dir: dir }
+    }
+
+    /// `curl -X method` through HAProxy from [`CLIENT_IP`] with a forged `X-Forwarded-For`;
+    /// the status.
+    fn forged(&self, method: &str, path: &str, forged: &str) -> u16 {
+        let output = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
+            .args(["--interface", CLIENT_IP, "-X", method, "-H"])
+            .arg(format!("X-Forwarded-For: {forged}"))
+            .args(if method == "POST" { &["--data", "x"][..] } else { &[][..] })
+            .arg(format!("http://{PROXY_IP}:{}{path}", self.port))
+            .output()
+            .expect("cannot run curl");
+        String::from_utf8_lossy(&output.stdout).parse().expect("a status from curl")
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Behind HAProxy, a forged `X-Forwarded-For` line and the line HAProxy adds are one list
+/// (issue 12): the receiver is told the real client (127.0.0.3), not the forged 6.6.6.6, and a
+/// forged `10.9.9.9` does not pass `--allow-ip 10.0.0.0/8`.
+#[test]
+#[ignore = "needs haproxy and curl: make interop"]
+fn haproxy_forwardfor_lines_are_one_list() {
+    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32"]);
+    let proxy = Haproxy::start(&relay);
+    let receiver = relay.spawn_get("/link/haproxy");
+    relay.wait_parked(1);
+    assert_eq!(proxy.forged("POST", "/link/haproxy", "6.6.6.6"), 200);
+    let receiver = receiver.join().unwrap();
+    assert_eq!(receiver.header("x-real-ip"), Some(CLIENT_IP), "{receiver}");
+    drop(proxy);
+
+    let guarded = Relay::start(&["--trust-proxy", "127.0.0.1/32", "--allow-ip", "10.0.0.0/8"]);
+    let proxy = Haproxy::start(&guarded);
+    assert_eq!(proxy.forged("GET", "/inbox/haproxy/ack", "10.9.9.9"), 403);
 }

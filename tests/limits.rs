@@ -444,7 +444,17 @@ fn max_connections_per_ip_exempts_trusted_proxies() {
 /// `/health` "memory" follows every step down to 0.
 #[test]
 fn max_memory_refuses_until_stored_data_is_acknowledged() {
-    let relay = Relay::start(&["--max-memory", "8K", "--max-body", "4K", "--link-timeout", "60s"]);
+    // The whole budget is the subject: no per-client share (an eighth of 8K would refuse first).
+    let relay = Relay::start(&[
+        "--max-memory",
+        "8K",
+        "--max-memory-per-ip",
+        "0",
+        "--max-body",
+        "4K",
+        "--link-timeout",
+        "60s",
+    ]);
     let waiters: Vec<TcpStream> =
         (0..2).map(|i| relay.open(&get_request(&format!("/link/mem-{i}")))).collect();
     relay.wait_parked(2);
@@ -487,7 +497,16 @@ fn max_memory_refuses_until_stored_data_is_acknowledged() {
 /// no room for another; once it expires, `/health` "memory" is back to 0 and the POST passes.
 #[test]
 fn max_memory_is_given_back_when_stored_data_expires() {
-    let relay = Relay::start(&["--max-memory", "8K", "--max-body", "4K", "--inbox-ttl", "2s"]);
+    let relay = Relay::start(&[
+        "--max-memory",
+        "8K",
+        "--max-memory-per-ip",
+        "0",
+        "--max-body",
+        "4K",
+        "--inbox-ttl",
+        "2s",
+    ]);
     let stored = relay.post("/inbox/exp-a", &[b'a'; 4096], &[]);
     assert_eq!(stored.status, 200, "{stored}");
     let refused_post = relay.post("/inbox/exp-b", &[b'b'; 4096], &[]);

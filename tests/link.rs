@@ -190,6 +190,19 @@ fn relay_query_drops_secrets_and_sorts_keys() {
     assert_eq!(receiver.header("httprelay-query"), None, "{receiver}");
 }
 
+/// httprelay.io drops `wsecret` and `seqid` whatever their case (issue 12).
+#[test]
+fn relay_query_drops_seqid_and_wsecret_in_any_case() {
+    let relay = relay("10s");
+    let receiver = relay.spawn_get("/link/query-case");
+    relay.wait_parked(1);
+    let sender = relay.post("/link/query-case?b=2&a=hello%20world&A=x&SEQID=4&WSecret=", b"q", &[]);
+    assert_confirmed(&sender);
+    let receiver = receiver.join().unwrap();
+    assert_delivered(&receiver, b"q");
+    assert_eq!(receiver.header("httprelay-query"), Some("A=x&a=hello+world&b=2"), "{receiver}");
+}
+
 #[test]
 fn write_secret_claims_the_id_for_senders() {
     let relay = relay("10s");

@@ -142,6 +142,7 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
         set -e
         ip link set lo up
         "$ACTIVATE" -l 127.0.0.1:8080 "$RELAY" 2>/dev/null &
+        relay=$!
         for i in $(seq 100); do (exec 5<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 0.05; done
         exec 3<>/dev/tcp/127.0.0.1/8080
         printf 'GET /link/netns HTTP/1.1\r\nHost: relay.test\r\n\r\n' >&3
@@ -149,9 +150,12 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
         printf 'POST /link/netns HTTP/1.1\r\nHost: relay.test\r\nContent-Length: 6\r\n\r\nsealed' >&4
         head -n1 <&4
         cat <&3
-        kill -TERM %1
-        wait %1
-        echo "exit $?"
+        # The PID, not the job: the relay may exit and be reaped before `wait` runs, and a
+        # job spec then names no job; bash keeps an exited child's status by PID.
+        kill -TERM "$relay"
+        status=0
+        wait "$relay" || status=$?
+        echo "exit $status"
     "#;
     let output = Command::new("unshare")
         .args(["--net", "bash", "-c", script])

@@ -24,7 +24,7 @@ use std::fmt;
 pub enum ChunkError {
     /// The decoded body would exceed `--max-body` (413).
     TooLarge { limit: usize },
-    /// A chunk-size line is not hex digits (at most 15) with an optional extension and CRLF (400).
+    /// A chunk-size line is not hex digits with an optional extension and CRLF (400).
     BadChunkSize,
     /// Chunk data, or a trailer line, is not followed by CRLF (400).
     BadChunkEnd,
@@ -70,14 +70,13 @@ impl std::error::Error for ChunkError {}
 const MAX_EXT: usize = 1024;
 /// Longest trailer section skipped, in bytes, line ends included.
 const MAX_TRAILERS: usize = 8192;
-/// Most hex digits in a chunk size: 15 digits cannot overflow `u64`.
-const MAX_SIZE_DIGITS: u8 = 15;
 
 /// Where the decoder is in the chunked grammar; see the module header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Reading the hex digits of a chunk size.
-    Size { size: u64, digits: u8 },
+    /// Reading the hex digits of a chunk size (`digits`: whether any came yet). Leading zeros
+    /// are unbounded in number (`chunk-size = 1*HEXDIG`); the value is bounded by `max_body`.
+    Size { size: u64, digits: bool },
     /// Skipping a chunk extension (or whitespace) until CR; `len` bytes skipped so far.
     Ext { size: u64, len: usize },
     /// Chunk-size line read up to its CR; LF expected.
@@ -108,7 +107,7 @@ pub struct ChunkedDecoder {
 impl ChunkedDecoder {
     /// A decoder that refuses bodies over `max_body` decoded bytes.
     pub fn new(max_body: usize) -> Self {
-        let state = State::Size { size: 0, digits: 0 };
+        let state = State::Size { size: 0, digits: false };
         ChunkedDecoder { state, received: 0, max_body }
     }
 
@@ -147,18 +146,26 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Decoded bytes the body may still take under `max_body`.
+    fn room(&self) -> u64 {
+        u64::try_from(self.max_body).unwrap_or(u64::MAX).saturating_sub(self.received)
+    }
+
     /// The state after reading `byte` outside chunk data.
     fn step(&self, byte: u8) -> Result<State, ChunkError> {
         use State::*;
         Ok(match (self.state, byte) {
-            (Size { size, digits }, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
-                if digits >= MAX_SIZE_DIGITS {
-                    return Err(ChunkError::BadChunkSize);
-                }
+            (Size { size, .. }, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
                 let digit = char::from(byte).to_digit(16).map_or(0, u64::from);
-                Size { size: (size << 4) | digit, digits: digits + 1 }
+                // Bounded by value as the digits come: a size over what is left of --max-body
+                // is refused at once, so the checked arithmetic never overflows in practice.
+                let size = size.checked_mul(16).and_then(|s| s.checked_add(digit));
+                match size.filter(|&size| size <= self.room()) {
+                    Some(size) => Size { size, digits: true },
+                    None => return Err(ChunkError::TooLarge { limit: self.max_body }),
+                }
             }
-            (Size { digits: 0, .. }, _) => return Err(ChunkError::BadChunkSize),
+            (Size { digits: false, .. }, _) => return Err(ChunkError::BadChunkSize),
             (Size { size, .. }, b'\r') => SizeLf { size },
             // BWS before ";" is allowed by RFC 9112 §7.1.1; both start the skipped extension.
             (Size { size, .. }, b';' | b' ' | b'\t') => Ext { size, len: 1 },
@@ -166,16 +173,11 @@ impl ChunkedDecoder {
             (Ext { len, .. }, _) if len >= MAX_EXT => return Err(ChunkError::TooLong),
             (Ext { size, len }, b) if b != b'\n' => Ext { size, len: len + 1 },
             (SizeLf { size: 0 }, b'\n') => Trailer { line: 0, total: 0 },
-            (SizeLf { size }, b'\n') => {
-                let max = u64::try_from(self.max_body).unwrap_or(u64::MAX);
-                if size > max.saturating_sub(self.received) {
-                    return Err(ChunkError::TooLarge { limit: self.max_body });
-                }
-                Data { left: size }
-            }
+            // `size <= self.room()`, checked digit by digit.
+            (SizeLf { size }, b'\n') => Data { left: size },
             (Size { .. } | Ext { .. } | SizeLf { .. }, _) => return Err(ChunkError::BadChunkSize),
             (DataCr, b'\r') => DataLf,
-            (DataLf, b'\n') => Size { size: 0, digits: 0 },
+            (DataLf, b'\n') => Size { size: 0, digits: false },
             (Trailer { total, .. } | TrailerLf { total, .. }, _) if total >= MAX_TRAILERS => {
                 return Err(ChunkError::TooLong)
             }
@@ -282,10 +284,28 @@ mod tests {
         (Ok(19), b"ab", false)
     );
     chunked!(
-        bad_chunk_size,
+        leading_zeros_are_not_bounded,
         MAX,
-        b"0000000000000005\r\nhello\r\n0\r\n\r\n",
-        (Err(ChunkError::BadChunkSize), b"", false)
+        b"000000000000000000005\r\nhello\r\n0000000000000000000000\r\n\r\n",
+        (Ok(56), b"hello", true)
+    );
+    chunked!(
+        sixteen_hex_digits_max_value,
+        usize::MAX,
+        b"ffffffffffffffff\r\nab",
+        (Ok(20), b"ab", false)
+    );
+    chunked!(
+        size_past_u64_is_too_large,
+        usize::MAX,
+        b"10000000000000000\r\n",
+        (Err(ChunkError::TooLarge { limit: usize::MAX }), b"", false)
+    );
+    chunked!(
+        size_over_max_body_is_refused_at_its_digit,
+        16,
+        b"11",
+        (Err(ChunkError::TooLarge { limit: 16 }), b"", false)
     );
     chunked!(empty_chunk_size, MAX, b"\r\nhello\r\n", (Err(ChunkError::BadChunkSize), b"", false));
     chunked!(

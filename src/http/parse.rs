@@ -69,11 +69,23 @@ pub struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    /// The first value of the header `name` (case-insensitive).
+    /// The first value of the header `name` (case-insensitive). For the singleton fields of
+    /// [`SINGLETONS`] it is the only one, once [`validate`] has passed.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+        self.headers(name).next()
+    }
+
+    /// Every value of the header `name` (case-insensitive), in the order the lines came: the
+    /// lines of a list field are one list (RFC 9110 §5.3).
+    pub fn headers<'h>(&'h self, name: &'h str) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'h {
+        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 }
+
+/// Fields the relay reads one value of, which must therefore come once: two lines would leave
+/// the relay and a proxy in front of it disagreeing about which one counts. (`Host` and
+/// `Content-Length` have errors of their own.)
+pub const SINGLETONS: [&str; 3] = ["Authorization", "HttpRelay-WSecret", "Content-Type"];
 
 /// How the body of a request is framed (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +132,8 @@ pub enum HeadError {
     TransferEncodingInHttp10,
     /// An HTTP/1.1 request without a Host header, or with more than one (400).
     BadHost,
+    /// One of the [`SINGLETONS`] sent on more than one line (400).
+    DuplicateField { name: &'static str },
 }
 
 impl HeadError {
@@ -167,6 +181,7 @@ impl fmt::Display for HeadError {
             UnsupportedTransferEncoding => "Only a single Transfer-Encoding: chunked is supported.",
             TransferEncodingInHttp10 => "Transfer-Encoding is not allowed in an HTTP/1.0 request.",
             BadHost => "Request must have exactly one Host header (HTTP/1.0: at most one).",
+            DuplicateField { name } => return write!(f, "{name} must appear only once."),
         };
         f.write_str(sentence)
     }
@@ -336,13 +351,11 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
 
 /// Applies the framing and Host rules to a parsed head and says how its body is framed.
 ///
-/// Checked in this order: Host count, duplicate Content-Length, Content-Length with
-/// Transfer-Encoding, Transfer-Encoding in HTTP/1.0, then the Content-Length or
-/// Transfer-Encoding value.
+/// Checked in this order: Host count, duplicate Content-Length, the other [`SINGLETONS`],
+/// Content-Length with Transfer-Encoding, Transfer-Encoding in HTTP/1.0, then the
+/// Content-Length or Transfer-Encoding value.
 pub fn validate(head: &Head<'_>) -> Result<Framing, HeadError> {
-    let named = |name: &'static str| {
-        head.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-    };
+    let named = |name: &'static str| head.headers(name);
     let hosts = named("host").count();
     if hosts > 1 || (hosts == 0 && head.version == Version::Http11) {
         return Err(HeadError::BadHost);
@@ -351,6 +364,9 @@ pub fn validate(head: &Head<'_>) -> Result<Framing, HeadError> {
     let length = lengths.next();
     if lengths.next().is_some() {
         return Err(HeadError::DuplicateContentLength);
+    }
+    if let Some(name) = SINGLETONS.into_iter().find(|name| named(name).nth(1).is_some()) {
+        return Err(HeadError::DuplicateField { name });
     }
     let has_te = named("transfer-encoding").next().is_some();
     match (length, has_te) {
@@ -673,6 +689,9 @@ mod tests {
         assert_eq!(head.header("Host"), Some(&b"a"[..]));
         assert_eq!(head.header("X"), Some(&b"1"[..]));
         assert_eq!(head.header("Y"), None);
+        let all: Vec<&[u8]> = head.headers("x").collect();
+        assert_eq!(all, [&b"1"[..], &b"2"[..]]);
+        assert_eq!(head.headers("Y").count(), 0);
     }
 
     // Framing and Host.
@@ -747,6 +766,26 @@ mod tests {
         duplicate_content_length,
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
         Err(HeadError::DuplicateContentLength)
+    );
+    framing!(
+        duplicate_authorization,
+        b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nauthorization: Bearer y\r\n\r\n",
+        Err(HeadError::DuplicateField { name: "Authorization" })
+    );
+    framing!(
+        duplicate_wsecret,
+        b"POST / HTTP/1.1\r\nHost: a\r\nHttpRelay-WSecret: a\r\nHTTPRELAY-WSECRET: a\r\n\r\n",
+        Err(HeadError::DuplicateField { name: "HttpRelay-WSecret" })
+    );
+    framing!(
+        duplicate_content_type,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent-Type: a/b\r\n\r\n",
+        Err(HeadError::DuplicateField { name: "Content-Type" })
+    );
+    framing!(
+        list_fields_may_repeat,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\r\n",
+        Ok(Framing::None)
     );
     framing!(
         length_with_transfer_encoding,

@@ -16,7 +16,6 @@
 //! drains what the client still sends before closing, so that no reset cuts the answer.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
@@ -27,10 +26,12 @@ use super::response::Response;
 use super::server::Front;
 use crate::auth::{Denied, Scope};
 use crate::cors;
-use crate::limits::{client_ip, retry_after, ClientKey, Refused, WAITER_COST};
+use crate::identity;
+use crate::limits::{retry_after, ClientKey, Refused, Shortage, WAITER_COST};
 use crate::logging::id_tag;
 use crate::registry::Request;
 use crate::routes::{route, split_target, usage, Route, RouteError};
+use crate::wheel::deadline_after;
 
 /// A request being read. See the module docs.
 pub struct Reading {
@@ -71,7 +72,7 @@ impl Reading {
             input: Vec::new(),
             head_seen: 0,
             phase: Phase::Head,
-            deadline: now + head_timeout,
+            deadline: deadline_after(now, head_timeout),
         }
     }
 
@@ -112,7 +113,8 @@ impl Reading {
                                     return Err(Refusal::Gone);
                                 }
                             }
-                            self.deadline = Instant::now() + front.config.timeouts.body;
+                            self.deadline =
+                                deadline_after(Instant::now(), front.config.timeouts.body);
                             self.phase = Phase::Body { request, framing };
                         }
                     }
@@ -242,14 +244,14 @@ fn start(
     let limits = &front.config.limits;
     exchange.method = if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
     exchange.cors_origin = cors::allowed_origin(&front.config.cors, head.header("origin"));
-    let client = client_ip(
-        conn.peer().ip(),
+    let client = identity::client(
+        conn.peer(),
         &front.config.trust_proxy,
-        head.header("x-forwarded-for"),
-        head.header("x-real-ip"),
+        head.headers("x-forwarded-for"),
+        head.headers("x-real-ip"),
     );
-    exchange.client = ClientKey::of(client);
-    if !front.config.access.ip_allowed(client) {
+    exchange.client = client.key();
+    if !front.config.access.allows(client) {
         return Err(Refusal::IpDenied);
     }
     let framing = validate(head)?;
@@ -270,7 +272,7 @@ fn start(
         }
         Route::Metrics => {
             // Loopback clients (after --trust-proxy) may read it; others need a stats token.
-            if !client.to_canonical().is_loopback() {
+            if !client.is_loopback() {
                 if !front.tokens_required() {
                     return Err(Refusal::MetricsNotLoopback);
                 }
@@ -309,12 +311,18 @@ fn start(
     };
     // Reserved before anything is allocated for the body (SPEC §4); a chunked body reserves
     // --max-body and gives back the rest once its size is known.
-    let reservation = front.memory.reserve(WAITER_COST + body_bytes).ok_or(Refusal::Memory)?;
+    let reservation = front
+        .memory
+        .reserve_for(client.memory_key(), WAITER_COST.saturating_add(body_bytes))
+        .map_err(|shortage| match shortage {
+            Shortage::Total => Refusal::Memory,
+            Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
+        })?;
     let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
     let request = Request {
         id,
         action,
-        client: SocketAddr::new(client, conn.peer().port()),
+        client: client.address(),
         arrived_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -352,6 +360,10 @@ pub(super) enum Refusal {
     },
     /// `--max-memory` (503).
     Memory,
+    /// `--max-memory-per-ip`: the client holds its share already (429).
+    MemoryPerIp {
+        limit: usize,
+    },
     /// The relay is draining on `SIGTERM` (503).
     ShuttingDown,
     /// A client outside `--allow-ip` or inside `--deny-ip` (403).
@@ -378,7 +390,7 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::Expectation => 417,
             Refusal::TimedOut { .. } => 408,
-            Refusal::RateLimited { .. } => 429,
+            Refusal::RateLimited { .. } | Refusal::MemoryPerIp { .. } => 429,
             Refusal::Memory | Refusal::ShuttingDown => 503,
             Refusal::IpDenied | Refusal::MetricsNotLoopback => 403,
             Refusal::Auth(denied) => denied.status(),
@@ -394,7 +406,9 @@ impl Refusal {
                 response.header("Retry-After", retry_after(*wait))
             }
             Refusal::Auth(denied) => response.header("WWW-Authenticate", denied.challenge()),
-            Refusal::Memory | Refusal::ShuttingDown => response.header("Retry-After", "1"),
+            Refusal::Memory | Refusal::MemoryPerIp { .. } | Refusal::ShuttingDown => {
+                response.header("Retry-After", "1")
+            }
             _ => response,
         })
     }
@@ -410,6 +424,7 @@ impl Refusal {
             Refusal::TimedOut { .. } => Refused::Slow,
             Refusal::RateLimited { .. } => Refused::RatePerIp,
             Refusal::Memory => Refused::Memory,
+            Refusal::MemoryPerIp { .. } => Refused::MemoryPerIp,
             Refusal::IpDenied => Refused::IpDenied,
             Refusal::Auth(Denied::Missing | Denied::Unknown) => Refused::Unauthorized,
             Refusal::Auth(Denied::Scope(_)) => Refused::Forbidden,
@@ -441,6 +456,11 @@ impl fmt::Display for Refusal {
             Refusal::Memory => {
                 f.write_str("The relay holds as much as its memory budget allows (--max-memory); retry shortly.")
             }
+            Refusal::MemoryPerIp { limit } => write!(
+                f,
+                "This client holds its {limit}-byte share of the relay's memory \
+                 (--max-memory-per-ip); retry once its messages are delivered."
+            ),
             Refusal::IpDenied => {
                 f.write_str("This address may not use the relay (--allow-ip, --deny-ip).")
             }

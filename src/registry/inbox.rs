@@ -65,7 +65,7 @@ impl Registry {
         match request.action {
             Action::InboxPost => {
                 let body: Arc<[u8]> = Arc::from(request.body);
-                let deadline = now + self.settings.inbox_ttl;
+                let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(id.clone()));
                 self.inbox_drop_message(&id);
                 self.counts.messages += 1;
@@ -158,7 +158,8 @@ impl Registry {
             Waiting::Message => inbox.getters.push(conn),
             Waiting::Ack => inbox.awaiters.push(conn),
         }
-        let timer = self.wheel.insert(now + self.settings.inbox_timeout, Timer::Waiter(conn));
+        let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
+        let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
         let reservation = request.reservation;
         self.park(
             conn,

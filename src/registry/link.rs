@@ -93,7 +93,8 @@ impl Registry {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
-        let timer = self.wheel.insert(now + self.settings.link_timeout, Timer::Waiter(conn));
+        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
+        let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
         let role = Role::LinkReceiver(Party::of(&request, "GET"));
         let reservation = request.reservation;
         let id = request.id;
@@ -130,7 +131,7 @@ impl Registry {
         if let Some(timer) = channel.idle_timer.take() {
             self.wheel.cancel(timer);
         }
-        let deadline = now + self.settings.link_timeout;
+        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
         let timer = self
             .wheel
             .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
@@ -288,11 +289,13 @@ fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
         .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
 }
 
-/// `HttpRelay-Query`: the query minus `wsecret` and `seqid`, keys sorted (stable), each pair
-/// re-encoded as `application/x-www-form-urlencoded`, as httprelay.io renders it.
+/// `HttpRelay-Query`: the query minus `wsecret` and `seqid` (any case, as httprelay.io drops
+/// them), keys sorted (stable), each pair re-encoded as `application/x-www-form-urlencoded`, as
+/// httprelay.io renders it.
 fn relay_query(query: &str) -> String {
+    let hidden = |k: &[u8]| k.eq_ignore_ascii_case(b"wsecret") || k.eq_ignore_ascii_case(b"seqid");
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
-        query_pairs(query).filter(|(k, _)| k != b"wsecret" && k != b"seqid").collect();
+        query_pairs(query).filter(|(k, _)| !hidden(k)).collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
     for (key, value) in pairs {
@@ -355,6 +358,8 @@ mod tests {
         assert_eq!(relay_query("bad=%zz&ok=1"), "ok=1");
         assert_eq!(relay_query(""), "");
         assert_eq!(relay_query("k=%0D%0A"), "k=%0D%0A");
+        assert_eq!(relay_query("b=2&a=hello%20world&A=x&SEQID=4"), "A=x&a=hello+world&b=2");
+        assert_eq!(relay_query("WSecret=s&SeqId=1&x=1"), "x=1");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::inbox::{Inbox, Stored};
 use super::link::Message;
 use super::Party;
 use super::{ConnId, Registry, Timer};
+use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
 use crate::state::{InboxEntry, LinkEntry, Snapshot};
 
@@ -81,7 +82,9 @@ impl Registry {
     ) -> Restored {
         let mut done = Restored::default();
         let remaining = |expires_ms: u64| {
-            (expires_ms > now_ms).then(|| now + Duration::from_millis(expires_ms - now_ms))
+            // What is left is at most a day (config::MAX_WAIT), whatever the file says.
+            let left = Duration::from_millis(expires_ms.saturating_sub(now_ms));
+            (expires_ms > now_ms).then(|| crate::wheel::deadline_after(now, left.min(MAX_WAIT)))
         };
         for entry in snapshot.inbox {
             let Some(deadline) = remaining(entry.expires_ms) else {

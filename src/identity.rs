@@ -1,0 +1,274 @@
+//! Who the client is: the TCP peer, or behind `--trust-proxy` the address the proxies name
+//! (SPEC §4). One pure function, [`client`], owns the derivation; everything that asks "who is
+//! this" (access lists, `/metrics`, rate and throttle keys, the per-client memory share, the
+//! `X-Real-IP`/`X-Real-Port` metadata) uses its answer.
+//!
+//! Fail closed: an address the relay cannot read where it needs one names a client it cannot
+//! identify ([`Client::Unidentified`]), never the proxy that forwarded it. Such a client is not
+//! loopback, not trusted, on no allow list, and shares one rate and throttle key of its own.
+//! RFC 7239 `Forwarded` is not read (docs/decisions-12.md says why).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::limits::{Cidr, ClientKey};
+
+/// The client of a request, as [`client`] derives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// An address: the TCP peer, or one named by trusted proxies.
+    Known {
+        ip: IpAddr,
+        /// The client's own port when known: the peer's, or one written in the forwarded entry;
+        /// never a proxy's port paired with a forwarded address.
+        port: Option<u16>,
+        /// The address is itself in `--trust-proxy` (a proxy speaking for itself, or a chain
+        /// of trusted hops only): it is not a client key for the per-client memory share.
+        trusted: bool,
+    },
+    /// Trusted proxies named the client with something that is not an address (`unknown`, an
+    /// obfuscated identifier, garbage).
+    Unidentified,
+}
+
+/// The address that stands for an unidentified client where the registry needs one (the
+/// unspecified address, which no TCP peer has). Access checks never see it: they use [`Client`].
+pub const UNIDENTIFIED: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+impl Client {
+    /// The key the client is rate-limited, throttled and counted under; one shared key for
+    /// every unidentified client.
+    pub fn key(self) -> ClientKey {
+        ClientKey::of(self.address().ip())
+    }
+
+    /// The key of its share of `--max-memory-per-ip`; `None` for a trusted proxy itself.
+    pub fn memory_key(self) -> Option<ClientKey> {
+        match self {
+            Client::Known { trusted: true, .. } => None,
+            _ => Some(self.key()),
+        }
+    }
+
+    /// Whether the client is on loopback (`/metrics` is answered to it); never when unidentified.
+    pub fn is_loopback(self) -> bool {
+        matches!(self, Client::Known { ip, .. } if ip.to_canonical().is_loopback())
+    }
+
+    /// The client as the registry records it and `X-Real-IP`/`X-Real-Port` show it: port 0 when
+    /// the port is not known, [`UNIDENTIFIED`] for an unidentified client.
+    pub fn address(self) -> SocketAddr {
+        match self {
+            Client::Known { ip, port, .. } => SocketAddr::new(ip, port.unwrap_or(0)),
+            Client::Unidentified => SocketAddr::new(UNIDENTIFIED, 0),
+        }
+    }
+
+    /// Whether the client is inside one of `cidrs`; an unidentified client is inside none.
+    pub fn is_in(self, cidrs: &[Cidr]) -> bool {
+        matches!(self, Client::Known { ip, .. } if cidrs.iter().any(|cidr| cidr.contains(ip)))
+    }
+}
+
+/// Derives the client of a request from its TCP `peer`, the `--trust-proxy` ranges, every
+/// `X-Forwarded-For` field line in the order received and every `X-Real-IP` line.
+///
+/// An untrusted peer is the client and its headers are ignored. Behind a trusted peer the
+/// `X-Forwarded-For` lines are one comma-separated list (RFC 9110 §5.3), read from the right:
+/// trusted entries are proxies and are passed; the first entry that is not trusted is the client
+/// (what lies to its left may be forged); an entry that is not an address ends the walk as
+/// [`Client::Unidentified`]. When every entry is trusted, the left-most one is the client. With
+/// no entries at all, one `X-Real-IP` line names the client (an unreadable value, or more than one
+/// line, is unidentified); with neither header, the trusted peer itself is the client.
+pub fn client<'a>(
+    peer: SocketAddr,
+    trusted: &[Cidr],
+    forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
+    real_ip: impl Iterator<Item = &'a [u8]>,
+) -> Client {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|cidr| cidr.contains(ip));
+    let known = |ip: IpAddr, port: Option<u16>| Client::Known { ip, port, trusted: is_trusted(ip) };
+    if !is_trusted(peer.ip()) {
+        return known(peer.ip(), Some(peer.port()));
+    }
+    let mut nearest = None;
+    let entries = forwarded_for.rev().flat_map(|line| line.rsplit(|&b| b == b','));
+    for entry in entries.map(trim_ows).filter(|entry| !entry.is_empty()) {
+        match parse_entry(entry) {
+            Some((ip, port)) if is_trusted(ip) => nearest = Some(known(ip, port)),
+            Some((ip, port)) => return known(ip, port),
+            None => return Client::Unidentified,
+        }
+    }
+    if let Some(client) = nearest {
+        return client;
+    }
+    let mut real_ip = real_ip.map(trim_ows);
+    match (real_ip.next(), real_ip.next()) {
+        (None, _) => known(peer.ip(), Some(peer.port())),
+        (Some(value), None) => match parse_entry(value) {
+            Some((ip, port)) => known(ip, port),
+            None => Client::Unidentified,
+        },
+        (Some(_), Some(_)) => Client::Unidentified,
+    }
+}
+
+/// Reads one forwarded entry in the forms proxies and clients write: `1.2.3.4`,
+/// `1.2.3.4:port`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:port` (surrounding whitespace
+/// already trimmed). `None` for anything else, including a port that is not 1 to 5 digits below
+/// 65536.
+fn parse_entry(entry: &[u8]) -> Option<(IpAddr, Option<u16>)> {
+    let text = std::str::from_utf8(entry).ok()?;
+    if let Some(bracketed) = text.strip_prefix('[') {
+        let (inside, after) = bracketed.split_once(']')?;
+        let ip: Ipv6Addr = inside.parse().ok()?;
+        let port = match after {
+            "" => None,
+            _ => Some(port(after.strip_prefix(':')?)?),
+        };
+        return Some((IpAddr::V6(ip), port));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    let (address, port_text) = text.split_once(':')?;
+    let ip: Ipv4Addr = address.parse().ok()?;
+    Some((IpAddr::V4(ip), Some(port(port_text)?)))
+}
+
+/// A port: 1 to 5 ASCII digits, at most 65535.
+fn port(text: &str) -> Option<u16> {
+    if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// `bytes` without leading and trailing spaces and tabs (RFC 9110 OWS).
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !is_ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn known(address: &str, port: Option<u16>, trusted: bool) -> Client {
+        Client::Known { ip: ip(address), port, trusted }
+    }
+
+    #[test]
+    fn entries() {
+        let v6 = ip("2001:db8::1");
+        type Parsed = Option<(IpAddr, Option<u16>)>;
+        let cases: [(&str, Parsed); 22] = [
+            ("1.2.3.4", Some((ip("1.2.3.4"), None))),
+            ("1.2.3.4:4711", Some((ip("1.2.3.4"), Some(4711)))),
+            ("1.2.3.4:0", Some((ip("1.2.3.4"), Some(0)))),
+            ("2001:db8::1", Some((v6, None))),
+            ("[2001:db8::1]", Some((v6, None))),
+            ("[2001:db8::1]:443", Some((v6, Some(443)))),
+            ("::ffff:1.2.3.4", Some((ip("::ffff:1.2.3.4"), None))),
+            ("1.2.3.4:65536", None),
+            ("1.2.3.4:", None),
+            ("1.2.3.4:+80", None),
+            ("1.2.3.4:000080", None),
+            ("[1.2.3.4]", None),
+            ("[2001:db8::1", None),
+            ("[2001:db8::1]443", None),
+            ("[2001:db8::1]:", None),
+            ("2001:db8::1:443x", None),
+            ("fe80::1%eth0", None),
+            ("unknown", None),
+            ("_hidden", None),
+            ("\"[2001:db8::1]\"", None),
+            ("1.2.3", None),
+            ("", None),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(parse_entry(entry.as_bytes()), expected, "{entry:?}");
+        }
+    }
+
+    /// (peer, X-Forwarded-For lines, X-Real-IP lines, expected client).
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Client);
+
+    #[test]
+    fn derivation() {
+        let trusted: Vec<Cidr> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let proxy = "127.0.0.1:9000";
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            // An untrusted peer is the client, with its own port; its headers are ignored.
+            ("203.0.113.7:5000", &["198.51.100.1"], &["198.51.100.2"], known("203.0.113.7", Some(5000), false)),
+            ("203.0.113.7:5000", &["garbage"], &[], known("203.0.113.7", Some(5000), false)),
+            // The right-most untrusted entry; no proxy port goes with it.
+            (proxy, &["6.6.6.6, 198.51.100.1"], &[], known("198.51.100.1", None, false)),
+            (proxy, &["6.6.6.6, 198.51.100.1, 10.1.1.1"], &[], known("198.51.100.1", None, false)),
+            (proxy, &["198.51.100.1,10.1.1.1 ,10.2.2.2"], &[], known("198.51.100.1", None, false)),
+            // Several lines are one list, in order: a forged first line is to the left.
+            (proxy, &["127.0.0.1", "198.51.100.1"], &[], known("198.51.100.1", None, false)),
+            (proxy, &["10.9.9.9", "198.51.100.1, 10.1.1.1"], &[], known("198.51.100.1", None, false)),
+            (proxy, &["198.51.100.1", "10.1.1.1"], &[], known("198.51.100.1", None, false)),
+            // Ports and brackets, with the entry's own port.
+            (proxy, &["203.0.113.7:4711"], &[], known("203.0.113.7", Some(4711), false)),
+            (proxy, &["[2001:db8::7]"], &[], known("2001:db8::7", None, false)),
+            (proxy, &[" [2001:db8::7]:443 , 10.1.1.1:80"], &[], known("2001:db8::7", Some(443), false)),
+            (proxy, &["2001:db8::7"], &[], known("2001:db8::7", None, false)),
+            // Empty list elements are not entries.
+            (proxy, &[",, 198.51.100.1 ,,"], &[], known("198.51.100.1", None, false)),
+            (proxy, &[""], &["198.51.100.2"], known("198.51.100.2", None, false)),
+            // What cannot be read is an unidentified client, never the proxy.
+            (proxy, &["198.51.100.1, garbage, 10.1.1.1"], &[], Client::Unidentified),
+            (proxy, &["unknown"], &[], Client::Unidentified),
+            (proxy, &["127.0.0.1", "_obfuscated"], &[], Client::Unidentified),
+            (proxy, &["1.2.3.4:99999"], &[], Client::Unidentified),
+            // An unreadable entry left of the client is never reached.
+            (proxy, &["garbage, 198.51.100.1"], &[], known("198.51.100.1", None, false)),
+            // Only trusted entries: the left-most, a trusted address.
+            (proxy, &["10.1.1.1, 10.2.2.2"], &[], known("10.1.1.1", None, true)),
+            // X-Real-IP when there is no X-Forwarded-For entry.
+            (proxy, &[], &["2001:db8::5"], known("2001:db8::5", None, false)),
+            (proxy, &[], &["[2001:db8::5]:8443"], known("2001:db8::5", Some(8443), false)),
+            (proxy, &[], &["nonsense"], Client::Unidentified),
+            (proxy, &[], &["198.51.100.1", "198.51.100.2"], Client::Unidentified),
+            (proxy, &["198.51.100.1"], &["nonsense"], known("198.51.100.1", None, false)),
+            // Neither header: the trusted peer itself, with its port.
+            (proxy, &[], &[], known("127.0.0.1", Some(9000), true)),
+        ];
+        for &(peer, xff, real, expected) in cases {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let got = client(
+                peer,
+                &trusted,
+                xff.iter().map(|line| line.as_bytes()),
+                real.iter().map(|line| line.as_bytes()),
+            );
+            assert_eq!(got, expected, "{peer} {xff:?} {real:?}");
+        }
+    }
+
+    #[test]
+    fn an_unidentified_client_is_nobody_in_particular() {
+        let client = Client::Unidentified;
+        let everything: Vec<Cidr> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        assert!(!client.is_in(&everything));
+        assert!(!client.is_loopback());
+        assert_eq!(client.key(), ClientKey::of(UNIDENTIFIED));
+        assert_eq!(client.memory_key(), Some(client.key()));
+        assert_eq!(client.key().to_string(), "an unidentified client");
+        let loopback = known("::ffff:127.0.0.1", None, false);
+        assert!(loopback.is_loopback());
+        assert_ne!(client.key(), loopback.key());
+        assert_eq!(known("10.1.1.1", None, true).memory_key(), None);
+        assert_eq!(known("10.1.1.1", Some(7), false).address(), "10.1.1.1:7".parse().unwrap());
+        assert_eq!(known("10.1.1.1", None, false).address(), "10.1.1.1:0".parse().unwrap());
+    }
+}
