@@ -1,4 +1,4 @@
-//! Who a client is, and the limits that keep one client from taking the relay (SPEC §4).
+//! Who a client is, and the limits that keep one client from taking the relay (protocol §4).
 //!
 //! Plain values with the time passed in, so each is table-tested on a fake clock: the client
 //! key limits count (an IPv4 address or an IPv6 /64), client-IP derivation behind trusted

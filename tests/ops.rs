@@ -1,4 +1,4 @@
-//! Operations, over the real binary (SPEC §7): the `SIGTERM`/`SIGINT` drain and socket
+//! Operations, over the real binary (protocol §7): the `SIGTERM`/`SIGINT` drain and socket
 //! activation (`systemd-socket-activate`, also inside a network namespace of its own), and the
 //! systemd units' hardening (`systemd-analyze`).
 

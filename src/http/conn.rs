@@ -129,7 +129,7 @@ pub struct Exchange {
     pub(super) method: String,
     pub(super) route: &'static str,
     pub(super) id_tag: Option<String>,
-    /// The browser origin allowed to read the response (SPEC §5), if any.
+    /// The browser origin allowed to read the response (protocol §5), if any.
     pub(super) cors_origin: Option<String>,
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,
@@ -196,7 +196,7 @@ pub fn write_response(conn: &mut Connection, exchange: &Exchange, response: &Res
 }
 
 /// One line per request at `info`; error answers at most once per client and status a minute
-/// (SPEC §4), saying how many were held back.
+/// (protocol §4), saying how many were held back.
 fn log_request(exchange: &Exchange, status: u16, written: bool) {
     let held_back = if status >= 400 {
         match refusal_log_allowed(exchange.client, status) {

@@ -1,4 +1,4 @@
-//! `/link/{id}`: the httprelay.io link method, a synchronous one-to-one hand-off (SPEC §2).
+//! `/link/{id}`: the httprelay.io link method, a synchronous one-to-one hand-off (protocol §2).
 //!
 //! ```text
 //!  GET (receiver) ──► receivers FIFO ──┐

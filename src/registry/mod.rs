@@ -1,4 +1,4 @@
-//! The relay's state machine: every channel, every parked request, every deadline (SPEC §2, §8).
+//! The relay's state machine: every channel, parked request and deadline (protocol §2, §3).
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
 //! It never sees a socket; `run.rs` is the thin loop that owns the connections, feeds events in
@@ -28,7 +28,7 @@ use crate::wheel::{TimerId, TimerWheel};
 /// Identifies one client connection for its whole life; never reused.
 pub type ConnId = u64;
 
-/// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (SPEC §2).
+/// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
 
 /// Width of one timer-wheel tick: deadlines fire at most this late.
@@ -365,7 +365,7 @@ impl Registry {
         };
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
-            // The message stays deliverable (SPEC §2); only the confirmation has nobody to go to.
+            // The message stays deliverable (protocol §2); only its 200 has nobody to go to.
             Role::LinkSender => {}
             Role::Inbox(kind) => self.inbox_waiter_gone(conn, &parked.id, kind),
         }

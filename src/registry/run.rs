@@ -1,4 +1,4 @@
-//! The registry thread: the thin loop around [`Registry`] (SPEC §8).
+//! The registry thread: the thin loop around [`Registry`] (README "Design").
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, write outcomes from the writers, ticks of the clock, clients found gone) and hands each
