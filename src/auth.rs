@@ -1,4 +1,4 @@
-//! Bearer tokens with scopes, read from `--token-file` (SPEC §6).
+//! Bearer tokens with scopes, read from `--token-file` (protocol §6).
 //!
 //! Owns the token file's format and checks, the scope each relay action needs, the check of an
 //! `Authorization: Bearer` header against the tokens, and the constant-time comparison every

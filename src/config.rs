@@ -1,4 +1,4 @@
-//! Flags and environment variables → one checked [`Config`] value (SPEC §4, §7).
+//! Flags and environment variables → one checked [`Config`] value (protocol §4, §7).
 //!
 //! Every flag is defined once, in one table ([`FLAGS`]): name, environment variable, placeholder,
 //! help, the setter that checks its value and the function that renders it, so `--help` shows
@@ -30,13 +30,13 @@ pub struct Config {
     pub cors: Cors,
     /// Proxies trusted to name the client in `X-Forwarded-For` (`--trust-proxy`). Defaults to none.
     pub trust_proxy: Vec<Cidr>,
-    /// Who may use the relay (SPEC §6).
+    /// Who may use the relay (protocol §6).
     pub access: Access,
     /// Where the stored messages are saved across restarts (`--state-file`). Defaults to none.
     pub state_file: Option<PathBuf>,
 }
 
-/// Access control (SPEC §6); off by default.
+/// Access control (protocol §6); off by default.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Access {
     /// Bearer tokens with scopes (`--token-file`). Defaults to none: no token needed.

@@ -1,4 +1,4 @@
-//! Cross-origin access for browser apps that call the relay directly (SPEC §5).
+//! Cross-origin access for browser apps that call the relay directly (protocol §5).
 //!
 //! The Pubky browser SDK fetches with `credentials: 'include'`, for which `*` is not enough: the
 //! origin itself must be echoed with `Access-Control-Allow-Credentials: true`. `--cors mirror`

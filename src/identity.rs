@@ -1,5 +1,5 @@
 //! Who the client is: the TCP peer, or behind `--trust-proxy` the address the proxies name
-//! (SPEC §4). One pure function, [`client`], owns the derivation; everything that asks "who is
+//! (protocol §4.1). One pure function, [`client`], owns the derivation; everything that asks "who is
 //! this" (access lists, `/metrics`, rate and throttle keys, the per-client memory share, the
 //! `X-Real-IP`/`X-Real-Port` metadata) uses its answer.
 //!

@@ -1,4 +1,4 @@
-//! Who a client is, and the limits that keep one client from taking the relay (SPEC §4).
+//! Who a client is, and the limits that keep one client from taking the relay (protocol §4).
 //!
 //! Plain values with the time passed in, so each is table-tested on a fake clock: the client
 //! key limits count (an IPv4 address or an IPv6 /64; who the client is comes from
@@ -488,7 +488,7 @@ pub enum Refused {
 
 impl Refused {
     /// Every reason, in the order `/health` lists them.
-    pub const ALL: [Refused; 16] = [
+    pub const ALL: [Refused; 17] = [
         Refused::Connections,
         Refused::ConnectionsPerIp,
         Refused::Parked,

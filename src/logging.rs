@@ -1,4 +1,4 @@
-//! Logging setup, and the keyed hash that stands for a channel id in logs (SPEC §7).
+//! Logging setup, and the keyed hash that stands for a channel id in logs (protocol §7).
 //!
 //! Lines carry no timestamp (journald and most supervisors add their own). When stderr is the
 //! journal's stream (`JOURNAL_STREAM` names its device and inode, as systemd sets it), each line

@@ -1,4 +1,4 @@
-//! handoff: a small self-hosted HTTP relay for login hand-offs (see README.md and SPEC).
+//! handoff: a small self-hosted HTTP relay for login hand-offs (README.md, docs/protocol.md).
 //!
 //! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs

@@ -1,5 +1,5 @@
 //! The relay's live numbers, shared between threads, and how `/health` (JSON) and `/metrics`
-//! (Prometheus text format) show them (SPEC §1).
+//! (Prometheus text format) show them (protocol §1).
 //!
 //! The registry publishes its counts after every batch of events; the HTTP side counts open
 //! connections, the refusals it makes, and every response by route and status. Readers see

@@ -1,4 +1,4 @@
-//! Which route a request names and which methods that route allows (SPEC §1).
+//! Which route a request names and which methods that route allows (protocol §1).
 //!
 //! Pure: the HTTP side calls [`route`] as soon as the head is in, so a wrong path or method is
 //! answered before any body is read. Channel ids are one percent-decoded path segment; the query

@@ -1,4 +1,4 @@
-//! The only `unsafe` code: Linux system calls that std has no safe API for (SPEC §8).
+//! The only `unsafe` code: Linux system calls that std has no safe API for (README "Design").
 //!
 //! - `epoll`, so one thread learns which of thousands of sockets have bytes to read: std can
 //!   only block on one socket at a time, or spin.

@@ -1,4 +1,4 @@
-//! Access control over the wire (SPEC §6): bearer tokens and scopes on every route, `SIGHUP`
+//! Access control over the wire (protocol §6): bearer tokens and scopes on every route, `SIGHUP`
 //! reloads, the failed-authentication throttle, allow and deny lists, and a token file refused
 //! at start.
 
@@ -205,7 +205,7 @@ fn root_minimal_health_and_preflights_stay_open() {
     // The detailed answer with a stats token.
     let detailed = health(&relay, STATS);
     assert!(detailed.contains("\"parked\":0") && detailed.contains("\"refused\""), "{detailed}");
-    // A preflight carries no credentials (SPEC §5) and is granted, authorization included.
+    // A preflight carries no credentials (protocol §5) and is granted, authorization included.
     let preflight = relay.send(&request(
         "OPTIONS",
         "/inbox/p",

@@ -1,4 +1,4 @@
-//! CORS for browser apps that call the relay directly (SPEC §5), black-box, in each `--cors` mode.
+//! CORS for browser apps calling the relay directly (protocol §5), black-box in each `--cors` mode.
 
 mod common;
 

@@ -95,21 +95,19 @@ fn slow_readers_delay_nobody_else() {
         return;
     }
     let write_timeout = Duration::from_secs(4);
-    let relay = Relay::start(
-        &[&NO_CLIENT_LIMITS[..], &["--write-timeout", "4s", "--max-connections", "0"]].concat(),
-    );
+    let flags = ["--write-timeout", "4s", "--link-timeout", "6s", "--max-connections", "0"];
+    let relay = Relay::start(&[&NO_CLIENT_LIMITS[..], &flags].concat());
     let addr = relay.addr();
     let stalled: Vec<TcpStream> =
         (0..100).map(|i| stalled_receiver(addr, &format!("stall-{i}"))).collect();
     relay.wait_parked(100);
     let body = vec![b's'; 64 * 1024];
     let started = Instant::now();
-    let senders: Vec<_> =
-        (0..100).map(|i| relay.spawn_post(&format!("/link/stall-{i}"), &body, &[])).collect();
-    relay.wait_gauge("parked", 0);
-    let (_, health) = relay.health();
-    let writing = json_number(&health, "writing").unwrap_or(0);
-    assert!(writing >= 100, "the stalled replies are not shown as being written: {health}");
+    let senders: Vec<TcpStream> = (0..100)
+        .map(|i| relay.open(&post_request(&format!("/link/stall-{i}"), &body, &[])))
+        .collect();
+    // The senders wait for their deliveries; the replies are shown as being written.
+    relay.wait_gauge("writing", 100);
     let links: Vec<Duration> =
         (0..20).map(|i| timed_hand_off(addr, &format!("free-{i}"))).collect();
     let inbox: Vec<Duration> = (0..20)
@@ -125,10 +123,10 @@ fn slow_readers_delay_nobody_else() {
     assert!(started.elapsed() < write_timeout, "the figures were taken after the stall ended");
     assert!(link_median < Duration::from_millis(100), "{link_median:?}");
     assert!(inbox_median < Duration::from_millis(100), "{inbox_median:?}");
-    // Past the deadline the stalled replies are closed, counted, and their senders not told 200.
-    for sender in senders {
-        let answer = sender.join().unwrap();
-        assert_ne!(answer.status, 200, "a stalled receiver took nothing: {answer}");
+    // Past the deadline the stalled replies are closed, counted, and their senders not told
+    // 200: they wait on, and hear 408 at --link-timeout.
+    for mut sender in senders {
+        assert_eq!(status_or_none(&mut sender), Some(408), "a stalled receiver took nothing");
     }
     relay.wait_gauge("writing", 0);
     let (_, health) = relay.health();
@@ -247,7 +245,7 @@ fn trial(
     body.resize(1 + rng.below(64 * 1024) as usize, b'm');
     let sender_delay = Duration::from_millis(rng.below(15));
     let second_delay = Duration::from_millis(rng.below(40));
-    let give_up = Duration::from_secs(5);
+    let give_up = Duration::from_secs(4);
 
     let mut first = connect(addr);
     let mut request = get_request(&id);
@@ -312,8 +310,12 @@ fn trial(
     let mut second = connect(addr);
     second.write_all(&get_request(&id)).unwrap();
     let expected = body.clone();
+    let release = second.try_clone().unwrap();
     let second_thread = thread::spawn(move || {
-        read_whole(&mut second, give_up, None).is_some_and(|got| got == expected)
+        let took = read_whole(&mut second, give_up, None).is_some_and(|got| got == expected);
+        // Closes its end now: `release` holds the socket open past this thread.
+        let _ = second.shutdown(Shutdown::Both);
+        took
     });
     let sender_status = (!sender_leaves).then(|| {
         sender.set_read_timeout(Some(give_up + Duration::from_secs(2))).unwrap();
@@ -322,6 +324,11 @@ fn trial(
         let status = raw.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok());
         status.unwrap_or(0)
     });
+    if sender_status == Some(200) {
+        // A 200 came from a receiver that took the message: the second one, or the first, in
+        // which case the second waits for nothing (a taken message is never sent again).
+        let _ = release.shutdown(Shutdown::Both);
+    }
     let first_took_it = first_thread.join().unwrap();
     let second_took_it = second_thread.join().unwrap();
     Seen { sender_status, first_took_it, second_took_it }
@@ -416,6 +423,13 @@ fn loss_matrix() {
             assert_eq!(row.sender_200, row.trials, "{kind:?}: a sender was not told 200");
         }
     }
+    let (sigterm, sigterm_false_200) = sigterm_mid_delivery();
+    println!(
+        "{:<26} {:>7} {:>7} {:>10} {:>11}",
+        "SIGTERM mid-delivery", "waits", sigterm.0, sigterm.1, sigterm_false_200
+    );
+    total.trials += sigterm.0;
+    total.false_200 += sigterm_false_200;
     println!(
         "total: {} trials, {} false 200, {} delivered, {} duplicates\n",
         total.trials, total.false_200, total.delivered, total.duplicates
@@ -444,14 +458,15 @@ fn the_drain_answers_parked_requests_during_a_stall() {
         (0..20).map(|i| stalled_receiver(addr, &format!("stall-{i}"))).collect();
     relay.wait_parked(20);
     let body = vec![b's'; 64 * 1024];
-    let senders: Vec<_> =
-        (0..20).map(|i| relay.spawn_post(&format!("/link/stall-{i}"), &body, &[])).collect();
-    relay.wait_gauge("parked", 0);
+    let senders: Vec<TcpStream> = (0..20)
+        .map(|i| relay.open(&post_request(&format!("/link/stall-{i}"), &body, &[])))
+        .collect();
+    relay.wait_gauge("writing", 20);
     let waiters: Vec<_> = (0..10)
         .map(|i| relay.spawn_get(&format!("/link/parked-{i}")))
         .chain((0..5).map(|i| relay.spawn_get(&format!("/inbox/parked-{i}"))))
         .collect();
-    relay.wait_parked(15);
+    relay.wait_parked(35); // the 20 senders and the 15 waiters
     let sent = Instant::now();
     signal(relay.pid(), "TERM");
     for waiter in waiters {
@@ -465,10 +480,10 @@ fn the_drain_answers_parked_requests_during_a_stall() {
     assert!(answered < Duration::from_secs(1), "{answered:?}");
     let status = relay.wait_exit(Duration::from_secs(3)).expect("still running 3 s after SIGTERM");
     assert!(status.success(), "exit status {status}");
-    for sender in senders {
-        // Their receivers took nothing: never 200.
-        let answer = sender.join().unwrap();
-        assert_ne!(answer.status, 200, "{answer}");
+    for mut sender in senders {
+        // Their receivers took nothing: never 200 (the process exits before their deliveries
+        // end, so they hear nothing at all).
+        assert_ne!(status_or_none(&mut sender), Some(200));
     }
     drop(stalled);
 }
@@ -525,7 +540,7 @@ fn a_receiver_that_sent_a_byte_and_left_does_not_swallow_the_message() {
     let relay = Relay::start(&NO_CLIENT_LIMITS);
     for n in 0..20 {
         let path = format!("/link/stray-{n}");
-        let mut gone = relay.open(&[get_request(&path), b"\r\n".to_vec()].concat());
+        let gone = relay.open(&[get_request(&path), b"\r\n".to_vec()].concat());
         relay.wait_parked(1);
         gone.shutdown(Shutdown::Both).unwrap();
         drop(gone);
@@ -557,4 +572,51 @@ fn a_receiver_with_unread_input_gets_the_whole_message() {
         assert_eq!(got.map(|b| b.len()), Some(body.len()), "trial {n}");
         assert_eq!(sender.join().unwrap().status, 200, "trial {n}");
     }
+}
+
+/// The status of the response on `stream`, read to its end; `None` if none came.
+fn status_or_none(stream: &mut TcpStream) -> Option<u16> {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    raw.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+}
+
+/// Loss-matrix rows for SIGTERM in the middle of deliveries: 20 receivers read 32 KiB replies
+/// slowly, the relay is told to stop while they read. `((trials, sender 200), false 200)`.
+fn sigterm_mid_delivery() -> ((u64, u64), u64) {
+    let relay = Relay::start(&NO_CLIENT_LIMITS);
+    let addr = relay.addr();
+    let body = vec![b'd'; 32 * 1024];
+    let pairs: Vec<_> = (0..20)
+        .map(|i| {
+            let path = format!("/link/term-{i}");
+            let mut receiver = connect(addr);
+            tiny_receive_buffer(&receiver);
+            receiver.write_all(&get_request(&path)).unwrap();
+            let sender = relay.open(&post_request(&path, &body, &[]));
+            let expected = body.clone();
+            let reader = thread::spawn(move || {
+                let pace = Some(Duration::from_millis(2));
+                read_whole(&mut receiver, Duration::from_secs(10), pace)
+                    .is_some_and(|b| b == expected)
+            });
+            (sender, reader)
+        })
+        .collect();
+    relay.wait_gauge("writing", 20);
+    signal(relay.pid(), "TERM");
+    let (mut trials, mut sender_200, mut false_200) = (0, 0, 0);
+    for (mut sender, reader) in pairs {
+        let status = status_or_none(&mut sender);
+        let took = reader.join().unwrap();
+        trials += 1;
+        if status == Some(200) {
+            sender_200 += 1;
+            if !took {
+                false_200 += 1;
+            }
+        }
+    }
+    ((trials, sender_200), false_200)
 }

@@ -1,4 +1,4 @@
-//! `/`, `/health`, the parked-request limit and what the logs reveal (SPEC §1, §4, §7).
+//! `/`, `/health`, the parked-request limit and what the logs reveal (protocol §1, §4, §7).
 
 mod common;
 

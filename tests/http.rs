@@ -1,4 +1,4 @@
-//! The HTTP/1.1 front (SPEC §1, §4): routing, strict parsing, limits, deadlines, framing.
+//! The HTTP/1.1 front (protocol §1, §4): routing, strict parsing, limits, deadlines, framing.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! `/inbox/{id}`: Pubky http-relay 0.7's store and forward with acknowledgement (SPEC §3),
+//! `/inbox/{id}`: Pubky http-relay 0.7's store and forward with acknowledgement (protocol §3),
 //! black-box.
 
 mod common;
@@ -196,7 +196,7 @@ fn ack_and_delete_in_every_state() {
     deleted.assert_framing(false);
     assert_at_once(&deleted);
     assert_ack(&relay.get("/inbox/states/ack"), "true");
-    // README: a DELETE of an already acknowledged message is 200, and it stays acknowledged.
+    // protocol §9: a DELETE of an already acknowledged message is 200, and it stays acknowledged.
     let again = delete(&relay, "/inbox/states");
     assert_eq!(again.status, 200, "{again}");
     assert_ack(&relay.get("/inbox/states/ack"), "true");
@@ -307,7 +307,7 @@ fn message_expires_after_its_ttl() {
     assert_stored(&relay.post("/inbox/ttl", b"short-lived", &[]));
     assert_message(&relay.get("/inbox/ttl"), b"short-lived");
     assert_ack(&relay.get("/inbox/ttl/ack"), "false");
-    // An /await waiter hears 404 when the TTL runs out (README).
+    // An /await waiter hears 404 when the TTL runs out (protocol §9).
     let waiter = relay.spawn_get("/inbox/ttl/await");
     let awaited = waiter.join().unwrap();
     let expired_after = posted.elapsed();

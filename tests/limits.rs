@@ -1,6 +1,6 @@
 mod common;
 
-// Every limit of SPEC §4, black-box: each test starts its own relay with the limit set low,
+// Every limit of protocol §4, black-box: each test starts its own relay with the limit set low,
 // walks up to it over raw TCP, checks the refusal (status, `Retry-After`, the `/health`
 // "refused" counter) and that the relay serves again once the pressure is gone.
 //

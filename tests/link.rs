@@ -1,4 +1,4 @@
-//! `/link/{id}`: the synchronous one-to-one hand-off (SPEC §2), black-box.
+//! `/link/{id}`: the synchronous one-to-one hand-off (protocol §2), black-box.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! A fixed corpus of hostile requests against the real binary (SPEC §4: no input may crash, hang
+//! A fixed corpus of hostile requests to the real binary (protocol §4: no input may crash, hang
 //! or wedge the relay). Each input goes on its own connection, all in parallel; each must get its
 //! error status (or, when the client hangs up mid-request, a plain close) within a bounded time,
 //! and afterwards `/health` and a `/link` hand-off must still work.

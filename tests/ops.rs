@@ -1,4 +1,4 @@
-//! Operations, over the real binary (SPEC §7): the `SIGTERM`/`SIGINT` drain and socket
+//! Operations, over the real binary (protocol §7): the `SIGTERM`/`SIGINT` drain and socket
 //! activation (`systemd-socket-activate`, also inside a network namespace of its own), and the
 //! systemd units' hardening (`systemd-analyze`).
 
@@ -148,8 +148,10 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
         printf 'GET /link/netns HTTP/1.1\r\nHost: relay.test\r\n\r\n' >&3
         exec 4<>/dev/tcp/127.0.0.1/8080
         printf 'POST /link/netns HTTP/1.1\r\nHost: relay.test\r\nContent-Length: 6\r\n\r\nsealed' >&4
-        head -n1 <&4
+        # The receiver reads and closes first: the sender's 200 waits for it (protocol §2).
         cat <&3
+        exec 3<&-
+        head -n1 <&4
         # The PID, not the job: the relay may exit and be reaped before `wait` runs, and a
         # job spec then names no job; bash keeps an exited child's status by PID.
         kill -TERM "$relay"
@@ -165,9 +167,9 @@ fn socket_activation_works_in_a_network_namespace_of_its_own() {
         .expect("cannot run unshare");
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{out}\n{}", String::from_utf8_lossy(&output.stderr));
-    let mut lines = out.lines();
-    assert_eq!(lines.next().map(str::trim_end), Some("HTTP/1.1 200 OK"), "sender: {out}");
-    assert!(out.contains("HTTP/1.1 200 OK\r\n") && out.contains("\r\n\r\nsealed"), "{out}");
+    // The receiver's whole response, then the sender's status line.
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.contains("\r\n\r\nsealed"), "{out}");
+    assert!(out.contains("sealedHTTP/1.1 200 OK\r\n"), "sender: {out}");
     assert!(out.trim_end().ends_with("exit 0"), "{out}");
 }
 

@@ -10,7 +10,7 @@
 // 3. The signer approves before the app polls: the SDK's GETs to the relay are held back in this
 //    process while the signer's POST goes out; flow.mjs prints `posted` and waits for a line on
 //    stdin (the test checks /health shows the message held and nobody waiting), then lets the
-//    app's GET go. The relay kept the POST (SPEC §2): the app must still get the token.
+//    app's GET go. The relay kept the POST (protocol §2): the app must still get the token.
 import { createInterface } from "node:readline";
 import { AuthFlowKind, AuthToken, Keypair, Pubky } from "@synonymdev/pubky";
 

@@ -1,4 +1,4 @@
-//! `handoff-bench`: a load generator for any relay that speaks `/link` and `/inbox` (SPEC §1–§3),
+//! `handoff-bench`: a load generator for any relay speaking `/link` and `/inbox` (protocol §1–§3),
 //! given by base URL. Plain HTTP/1.1 over `std::net::TcpStream`, one connection per request (the
 //! relay closes after each response), a thread per concurrent client; no async, no client crate.
 //!

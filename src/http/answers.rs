@@ -1,5 +1,5 @@
 //! How the registry's answers are said in HTTP: status, headers and the one-sentence body of
-//! each (docs/protocol.md §2–§4). The registry decides what happened; this file is the only
+//! each (protocol §2–§4). The registry decides what happened; this file is the only
 //! place that knows how a hand-off, a timeout or a refusal looks on the wire.
 
 use super::response::Response;

@@ -127,7 +127,7 @@ pub struct Exchange {
     pub(super) method: String,
     pub(super) route: &'static str,
     pub(super) id_tag: Option<String>,
-    /// The browser origin allowed to read the response (docs/protocol.md §5), if any.
+    /// The browser origin allowed to read the response (protocol §5), if any.
     pub(super) cors_origin: Option<String>,
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,

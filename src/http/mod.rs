@@ -1,4 +1,4 @@
-//! The HTTP/1.1 front (docs/protocol.md §4, §8): a pure parser and serializer over bytes
+//! The HTTP/1.1 front (protocol §4; README "Design"): a pure parser and serializer over bytes
 //! (`parse`, `chunked`, `response`), how the registry's answers are said (`answers`), the
 //! connection (`conn`), the resumable request reader (`read`), the poller and its workers
 //! (`server`), the registry thread's loop over parked connections (`parked`), and the one thread

@@ -1,5 +1,5 @@
 //! The outbox: one thread writes every response, and never waits on any one client
-//! (docs/protocol.md §2, §4).
+//! (protocol §2, §4).
 //!
 //! Workers (their own answers and refusals) and the registry thread (relay answers) hand it a
 //! connection and a [`Response`]; it renders the bytes and writes them without blocking, driven
@@ -407,7 +407,7 @@ fn acknowledged(sending: &mut Sending) -> Option<End> {
 }
 
 /// One line per request at `info`; error answers at most once per client and status a minute
-/// (docs/protocol.md §4), saying how many were held back.
+/// (protocol §4), saying how many were held back.
 fn log_request(exchange: &Exchange, status: u16, end: End) {
     let held_back = if status >= 400 {
         match refusal_log_allowed(exchange.client, status) {

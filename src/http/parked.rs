@@ -1,4 +1,4 @@
-//! The registry thread: the thin I/O loop around [`Registry`] (docs/protocol.md §8).
+//! The registry thread: the thin I/O loop around [`Registry`] (README "Design").
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, the ends of deliveries from the outbox, ticks of the clock, clients found gone),

@@ -8,7 +8,7 @@
 //! Strict by default (RFC 9112): CRLF line ends only, no obs-fold, no whitespace before a header
 //! colon, no control bytes in values, tokens for methods and header names. [`validate`] then
 //! applies the message-framing rules (Content-Length / Transfer-Encoding, Host). Limits and
-//! malformed input: SPEC §4.
+//! malformed input: protocol §4.
 //!
 //! Errors are only reported for complete lines (the LF has arrived), so every strict prefix of a
 //! valid head is `Partial`. A CR that is not followed by LF stays part of its line and fails that

@@ -1,4 +1,4 @@
-//! Reading one request, resumably, on a worker thread (SPEC §4).
+//! Reading one request, resumably, on a worker thread (protocol §4).
 //!
 //! A [`Reading`] is a request in progress: its connection, the bytes so far, and its phase (head,
 //! then body). A worker feeds it whatever the socket has, without waiting; if the request is
@@ -7,7 +7,7 @@
 //! costs memory for its bytes, never a thread. A complete request is answered by the worker
 //! (`/`, `/health`, preflights, refusals) or handed to the registry with its connection.
 //!
-//! Access control (SPEC §6) happens once, in [`start`], when the head is complete: the client
+//! Access control (protocol §6) happens once, in [`start`], when the head is complete: the client
 //! address (behind trusted proxies) against `--allow-ip`/`--deny-ip` first, then, after routing,
 //! the bearer token against the route's scope. A request that parks is never checked again.
 //!
@@ -309,7 +309,7 @@ fn start(
         }
         Some(_) => return Err(Refusal::Expectation),
     };
-    // Reserved before anything is allocated for the body (SPEC §4); a chunked body reserves
+    // Reserved before anything is allocated for the body (protocol §4); a chunked body reserves
     // --max-body and gives back the rest once its size is known.
     let reservation = front
         .memory

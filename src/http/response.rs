@@ -1,7 +1,7 @@
 //! Responses as plain values, and their serialization to bytes.
 //!
 //! The registry builds a [`Response`] without knowing about sockets; the HTTP side writes it. Every
-//! response closes its connection (`Connection: close`, SPEC §4 allows it) and forbids caching:
+//! response closes its connection (`Connection: close`, protocol §4 allows it) and forbids caching:
 //! relay bodies are one-time secrets that no proxy should keep.
 
 use std::sync::Arc;

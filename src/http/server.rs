@@ -1,4 +1,4 @@
-//! The reader's poller and the worker pool (docs/protocol.md §4, §8).
+//! The reader's poller and the worker pool (protocol §4; README "Design").
 //!
 //! One poller thread accepts connections and watches, with epoll, every connection whose request
 //! is not complete yet; when one has bytes, it goes to a worker, which reads what is there and

@@ -1,4 +1,4 @@
-//! What the registry answers a request with, as plain values (docs/protocol.md §2–§4).
+//! What the registry answers a request with, as plain values (protocol §2–§4).
 //!
 //! The registry decides *what happened* (a message handed over, a wait that ran out, a limit
 //! reached); `src/http/answers.rs` decides how that is said in HTTP: status, headers, sentence.

@@ -1,4 +1,4 @@
-//! `/inbox/{id}`: Pubky http-relay 0.7's store-and-forward inbox with acknowledgement (SPEC §3).
+//! `/inbox/{id}`: Pubky http-relay 0.7's store and forward with acknowledgement (protocol §3).
 //!
 //! ```text
 //!            POST (store, wake GET waiters 200, /await waiters 404)

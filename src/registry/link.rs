@@ -1,4 +1,4 @@
-//! `/link/{id}`: the httprelay.io link method, a synchronous one-to-one hand-off (SPEC §2).
+//! `/link/{id}`: the httprelay.io link method, a synchronous one-to-one hand-off (protocol §2).
 //!
 //! ```text
 //!  GET (receiver) ──► receivers FIFO ──┐
@@ -11,7 +11,7 @@
 //! A receiver waits `--link-timeout`, then 408. A message waits as long from its POST, whether or
 //! not its sender is still connected (a fully received body is meant to be delivered); its
 //! sender, if still there, is answered only once a receiver took the whole message (the
-//! delivery rule, docs/protocol.md §2). The first non-empty `wsecret` claims the id for senders
+//! delivery rule, protocol §2). The first non-empty `wsecret` claims the id for senders
 //! until it has been idle for [`CLAIM_IDLE`].
 
 use std::collections::VecDeque;

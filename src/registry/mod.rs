@@ -1,4 +1,4 @@
-//! The relay's state machine: every channel, every parked request, every deadline (SPEC §2, §8).
+//! The relay's state machine: every channel, parked request and deadline (protocol §2, §3).
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
 //! It never sees a socket and speaks no HTTP: a reply is an [`Answer`], a plain value that
@@ -9,7 +9,7 @@
 //! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
 //! on the timer wheel, and no thread. A `/link` hand-off is a reply with `delivery` set: the
 //! outbox writes it and reports back with [`Event::DeliveryEnded`] whether the receiver took
-//! every byte; only then is the sender told its message was delivered (docs/protocol.md §2).
+//! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
 mod inbox;
@@ -29,7 +29,7 @@ pub use answer::{Answer, Party, Protocol, Refusal};
 /// Identifies one client connection for its whole life; never reused.
 pub type ConnId = u64;
 
-/// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (SPEC §2).
+/// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
 
 /// Width of one timer-wheel tick: deadlines fire at most this late.
@@ -385,7 +385,7 @@ impl Registry {
         };
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
-            // The message stays deliverable (SPEC §2); only the confirmation has nobody to go to.
+            // The message stays deliverable (protocol §2); only its 200 has nobody to go to.
             Role::LinkSender => {}
             Role::Inbox(kind) => self.inbox_waiter_gone(conn, &parked.id, kind),
         }

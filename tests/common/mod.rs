@@ -269,7 +269,7 @@ impl Response {
     }
 
     /// Asserts an `Allow` header listing exactly `methods`, in any order, plus `OPTIONS` (CORS
-    /// preflights are answered on every relay path, SPEC §1, §5) if the relay lists it.
+    /// preflights are answered on every relay path, protocol §1, §5) if the relay lists it.
     pub fn assert_allow(&self, methods: &[&str]) {
         let allow = self.header("allow").unwrap_or_else(|| panic!("no Allow header: {self}"));
         let mut listed: Vec<&str> =
