@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::registry::Action;
+use crate::action::Action;
 
 /// Shortest token accepted, in characters: short tokens can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;

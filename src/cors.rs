@@ -6,7 +6,7 @@
 //! decision is made once per request, when its head is read; preflights never touch relay state.
 
 use crate::config::Cors;
-use crate::http::response::Response;
+use crate::response::Response;
 
 /// Request headers a page may send, whatever it asks for: iOS Safari sends `user-agent`, and
 /// refusing it broke Pubky sign-in.

@@ -12,6 +12,7 @@
 // boxing them would add an allocation to every request.
 #![allow(clippy::large_enum_variant)]
 
+mod action;
 mod auth;
 mod config;
 mod cors;
@@ -21,6 +22,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod registry;
+mod response;
 mod routes;
 mod state;
 mod sys;

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::config::Limits;
-use crate::http::response::Response;
 use crate::limits::{MemoryBudget, Refused};
 use crate::registry::Counts;
+use crate::response::Response;
 
 /// Live gauges and counters.
 #[derive(Debug, Default)]

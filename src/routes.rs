@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use crate::http::response::Response;
-use crate::registry::Action;
+use crate::action::Action;
+use crate::response::Response;
 
 /// A route of the relay, with its channel id where it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]

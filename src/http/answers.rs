@@ -2,9 +2,9 @@
 //! each (protocol §2–§4). The registry decides what happened; this file is the only
 //! place that knows how a hand-off, a timeout or a refusal looks on the wire.
 
-use super::response::Response;
 use crate::limits::retry_after;
 use crate::registry::{Answer, Party, Protocol, Refusal};
+use crate::response::Response;
 
 /// The response for `answer`.
 pub fn render(answer: Answer) -> Response {

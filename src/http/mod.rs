@@ -1,9 +1,9 @@
-//! The HTTP/1.1 front (protocol §4; README "Design"): a pure parser and serializer over bytes
-//! (`parse`, `chunked`, `response`), how the registry's answers are said (`answers`), the
-//! connection (`conn`), the resumable request reader (`read`), the poller and its workers
-//! (`server`), the registry thread's loop over parked connections (`parked`), and the one thread
-//! that writes every answer (`outbox`). It holds no relay state: relay requests go to the
-//! registry over a channel.
+//! The HTTP/1.1 front (protocol §4; README "Design"): a pure parser over bytes (`parse`,
+//! `chunked`), how the registry's answers are said (`answers`; the responses themselves are
+//! plain values in `crate::response`), the connection (`conn`), the resumable request reader
+//! (`read`), the poller and its workers (`server`), the registry thread's loop over parked
+//! connections (`parked`), and the one thread that writes every answer (`outbox`). It holds no
+//! relay state: relay requests go to the registry over a channel.
 
 pub mod answers;
 pub mod chunked;
@@ -12,5 +12,4 @@ pub mod outbox;
 pub mod parked;
 pub mod parse;
 pub mod read;
-pub mod response;
 pub mod server;

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,12 @@ use log::{debug, info};
 
 use super::conn::{Connection, Exchange};
 use super::parked::Inbound;
-use super::response::Response;
 use crate::cors;
 use crate::limits::Refused;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
 use crate::registry::ConnId;
+use crate::response::Response;
 use crate::sys::{self, Interest, Poller};
 use crate::wheel::{TimerId, TimerWheel};
 
@@ -66,8 +66,11 @@ impl Waker {
         Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), watched))
     }
 
-    /// Wakes the thread if it waits (or is about to).
+    /// Wakes the thread if it waits (or is about to). Call it after queueing the work.
     pub fn wake(&self) {
+        // Orders the queueing before the look at `asleep`, pairing with the fence in
+        // `sleeping`: either this sees the thread asleep, or the thread sees the work.
+        fence(Ordering::SeqCst);
         if self.asleep.swap(false, Ordering::SeqCst) {
             // A full socket buffer means a wake-up is pending already.
             let _ = io::Write::write(&mut &self.socket, &[1]);
@@ -78,6 +81,7 @@ impl Waker {
     /// waits, since a sender that came just before saw it awake and did not write.
     pub fn sleeping(&self) {
         self.asleep.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Marks the thread awake (it will look at its queue without being woken).

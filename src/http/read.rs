@@ -22,7 +22,6 @@ use super::chunked::{ChunkError, ChunkedDecoder};
 use super::conn::{Connection, Exchange};
 use super::parked::Inbound;
 use super::parse::{parse_head, validate, Framing, Head, HeadError, HeadLimits, Status, Version};
-use super::response::Response;
 use super::server::Front;
 use crate::auth::{Denied, Scope};
 use crate::cors;
@@ -30,6 +29,7 @@ use crate::identity;
 use crate::limits::{retry_after, ClientKey, Refused, Shortage, WAITER_COST};
 use crate::logging::id_tag;
 use crate::registry::Request;
+use crate::response::Response;
 use crate::routes::{route, split_target, usage, Route, RouteError};
 use crate::wheel::deadline_after;
 

@@ -22,6 +22,7 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use crate::action::Action;
 use crate::limits::{ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, Party, Protocol, Refusal};
@@ -34,35 +35,6 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
 
 /// Width of one timer-wheel tick: deadlines fire at most this late.
 pub const TICK: Duration = Duration::from_millis(100);
-
-/// What a request asks of a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// `GET /link/{id}`: wait for a sender's message.
-    LinkReceive,
-    /// `POST /link/{id}`: hand the body to one receiver.
-    LinkSend,
-    /// `GET`/`HEAD /inbox/{id}`: the stored message, or wait for one.
-    InboxGet,
-    /// `POST /inbox/{id}`: store the body, replacing any earlier message.
-    InboxPost,
-    /// `DELETE /inbox/{id}`: acknowledge the message.
-    InboxDelete,
-    /// `GET /inbox/{id}/ack`: whether the message was acknowledged.
-    InboxAck,
-    /// `GET /inbox/{id}/await`: wait for the acknowledgement.
-    InboxAwait,
-}
-
-impl Action {
-    /// The protocol the action belongs to, for logs.
-    pub fn protocol(self) -> &'static str {
-        match self {
-            Action::LinkReceive | Action::LinkSend => "link",
-            _ => "inbox",
-        }
-    }
-}
 
 /// A validated relay request, as the HTTP side hands it over.
 #[derive(Debug)]

@@ -1,6 +1,8 @@
 //! Responses as plain values, and their serialization to bytes.
 //!
-//! The registry builds a [`Response`] without knowing about sockets; the HTTP side writes it. Every
+//! A value every layer may build (`/health`, preflights, `/` as much as the registry's answers,
+//! which `http/answers.rs` turns into one) without importing the HTTP front; the outbox writes
+//! it. Every
 //! response closes its connection (`Connection: close`, protocol §4 allows it) and forbids caching:
 //! relay bodies are one-time secrets that no proxy should keep.
 
