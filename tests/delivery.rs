@@ -248,7 +248,7 @@ fn play_first_receiver(kind: Receiver, first: &mut TcpStream, give_up: Duration)
                 }
                 thread::sleep(Duration::from_millis(2));
             }
-            reset_on_close(&first);
+            reset_on_close(first);
             // A small message may have been read whole before the reset.
             whole_body(&raw).is_some()
         }
@@ -381,7 +381,7 @@ fn loss_matrix() {
         .map(|t| {
             let table = Arc::clone(&table);
             thread::spawn(move || {
-                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (t + 1) * 0x1234_5678_9ABC);
+                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 0x1234_5678_9ABC));
                 for k in 0..per_thread {
                     let n = t * 1000 + k;
                     let kind = RECEIVERS[(k % 8) as usize];

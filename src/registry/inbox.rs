@@ -150,8 +150,8 @@ impl Registry {
             return out.push(Reply::refused(conn, refusal));
         }
         let client = ClientKey::of(request.client.ip());
-        if let Err(refusal) = self.admit(conn, client) {
-            return out.push(refusal);
+        if let Err(refusal) = self.admit(client) {
+            return out.push(Reply::refused(conn, refusal));
         }
         let inbox = self.inboxes.entry(id.clone()).or_default();
         match kind {

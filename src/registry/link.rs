@@ -84,8 +84,8 @@ impl Registry {
         let client = ClientKey::of(request.client.ip());
         let has_message = self.links.get(&request.id).is_some_and(|c| !c.messages.is_empty());
         if !has_message {
-            if let Err(refusal) = self.admit(conn, client) {
-                return out.push(refusal);
+            if let Err(refusal) = self.admit(client) {
+                return out.push(Reply::refused(conn, refusal));
             }
         }
         let channel = self.links.entry(request.id.clone()).or_default();
@@ -120,8 +120,8 @@ impl Registry {
             return out.push(Reply::refused(conn, Refusal::Claimed));
         }
         if channel.is_none_or(|c| c.receivers.is_empty()) {
-            if let Err(refusal) = self.admit(conn, client) {
-                return out.push(refusal);
+            if let Err(refusal) = self.admit(client) {
+                return out.push(Reply::refused(conn, refusal));
             }
         }
         let channel = self.links.entry(request.id.clone()).or_default();

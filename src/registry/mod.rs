@@ -230,8 +230,8 @@ impl Registry {
                 ) {
                     self.dirty = true;
                 }
-                if let Err(reply) = self.check_write_rate(now, conn, &request) {
-                    return out.push(reply);
+                if let Err(refusal) = self.check_write_rate(now, &request) {
+                    return out.push(Reply::refused(conn, refusal));
                 }
                 match request.action {
                     Action::LinkReceive => self.link_receive(now, conn, request, out),
@@ -295,12 +295,7 @@ impl Registry {
     }
 
     /// `--rate-per-id`: a write (POST, DELETE) beyond the id's rate gets 429.
-    fn check_write_rate(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        request: &Request,
-    ) -> Result<(), Reply> {
+    fn check_write_rate(&mut self, now: Instant, request: &Request) -> Result<(), Refusal> {
         let link = match request.action {
             Action::LinkSend => true,
             Action::InboxPost | Action::InboxDelete => false,
@@ -311,21 +306,21 @@ impl Registry {
         table.take(key, now).map_err(|wait| {
             self.counts.refused.add(Refused::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
-            Reply::refused(conn, Refusal::WriteRate { per_minute, wait })
+            Refusal::WriteRate { per_minute, wait }
         })
     }
 
     /// Whether one more request from `client` may park (`--max-parked`, `--max-parked-per-ip`);
     /// if not, the refusal to send.
-    fn admit(&mut self, conn: ConnId, client: ClientKey) -> Result<(), Reply> {
+    fn admit(&mut self, client: ClientKey) -> Result<(), Refusal> {
         if let Some(max) = self.settings.max_parked.filter(|&max| self.parked.len() >= max) {
             self.counts.refused.add(Refused::Parked);
-            return Err(Reply::refused(conn, Refusal::Full { max }));
+            return Err(Refusal::Full { max });
         }
         let waiting = self.parked_by_client.get(&client).copied().unwrap_or(0);
         if self.settings.max_parked_per_ip.is_some_and(|max| waiting >= max) {
             self.counts.refused.add(Refused::ParkedPerIp);
-            return Err(Reply::refused(conn, Refusal::ParkedPerClient { waiting }));
+            return Err(Refusal::ParkedPerClient { waiting });
         }
         Ok(())
     }
