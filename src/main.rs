@@ -13,6 +13,8 @@
 #![allow(clippy::large_enum_variant)]
 
 mod auth;
+#[cfg(test)]
+mod bench_scale;
 mod config;
 mod cors;
 mod http;
