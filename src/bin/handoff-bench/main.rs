@@ -51,6 +51,7 @@ Options:
   --warmup DUR           soak: RSS is compared from the first sample after this [default: 60s]
   --wait DUR             soak: the relay's --link-timeout and --inbox-timeout, so the waits
                          meant to end in 408 last long enough [default: 2s]
+  --rss-tolerance PCT    soak: how far RSS may move after the warm-up [default: 5]
   --timeout DUR          per-request timeout [default: 10s]
   --json                 print one JSON object instead of a table
   -h, --help             print this help
@@ -85,6 +86,7 @@ struct Options {
     sample: Duration,
     warmup: Duration,
     wait: Duration,
+    rss_tolerance: f64,
 }
 
 fn main() -> ExitCode {
@@ -145,6 +147,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         sample: Duration::from_secs(10),
         warmup: Duration::from_secs(60),
         wait: Duration::from_secs(2),
+        rss_tolerance: 5.0,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -162,6 +165,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--sample" => options.sample = parse_duration(value()?)?.max(Duration::from_millis(10)),
             "--warmup" => options.warmup = parse_duration(value()?)?,
             "--wait" => options.wait = parse_duration(value()?)?,
+            "--rss-tolerance" => options.rss_tolerance = parse_count(arg, value()?)? as f64,
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             scenario if options.scenario.is_empty() => options.scenario = scenario.to_string(),
             extra => return Err(format!("unexpected argument {extra:?}")),

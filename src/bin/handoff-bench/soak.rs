@@ -7,7 +7,7 @@
 //! response is checked against the one status its step expects; anything else is *unexpected*.
 //!
 //! Every `--sample` the relay's RSS, descriptors and threads (`/proc/PID`) are printed. It passes
-//! when RSS after `--warmup` stays within ±5 % of its first sample after the warm-up, the
+//! when RSS after `--warmup` stays within `--rss-tolerance` (±5 %) of its first sample then, the
 //! descriptors and threads are back to their baseline once the load stopped, and nothing
 //! unexpected happened. A leak shows as RSS that keeps growing, or descriptors left behind.
 
@@ -20,9 +20,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::{proc_stats, read_status, run_id, Options, ProcStats, Target};
-
-/// How far RSS may move after the warm-up, as a fraction of its first sample after it.
-const RSS_TOLERANCE: f64 = 0.05;
 
 /// Longest wait for the relay's descriptors and threads to return to baseline after the load.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -144,7 +141,7 @@ fn soak(options: &Options) -> Result<bool, String> {
         thread::sleep(next.saturating_duration_since(Instant::now()));
         let stats = proc_stats(pid)?;
         let at = next - started;
-        row(&format!("{}", at.as_secs_f64().round()), &stats);
+        row(&format!("{:.1}", at.as_secs_f64()), &stats);
         samples.push((at, stats));
         next += options.sample;
     }
@@ -174,15 +171,17 @@ fn soak(options: &Options) -> Result<bool, String> {
                 .iter()
                 .fold((0.0f64, 0.0f64), |(lo, hi), &rss| (lo.min(drift(rss)), hi.max(drift(rss))));
             let last = after_warmup.last().copied().unwrap_or(first);
-            let ok = low >= -RSS_TOLERANCE && high <= RSS_TOLERANCE;
+            let tolerance = options.rss_tolerance / 100.0;
+            let ok = low >= -tolerance && high <= tolerance;
             pass &= ok;
             println!(
-                "  RSS after warm-up ({} samples from {} KiB): {:+.1} % to {:+.1} %, last {:+.1} %: {}",
+                "  RSS after warm-up ({} samples from {} KiB): {:+.1} % to {:+.1} %, last {:+.1} % (±{} % allowed): {}",
                 after_warmup.len(),
                 first,
                 low * 100.0,
                 high * 100.0,
                 drift(last) * 100.0,
+                options.rss_tolerance,
                 verdict(ok)
             );
         }
