@@ -426,6 +426,23 @@ mod tests {
         assert_eq!(passed_fds(42, |_: &str| None), 0);
     }
 
+    /// Other tests allocate meanwhile, so the counts may grow more, never less.
+    #[cfg(feature = "count-allocs")]
+    #[test]
+    fn counting_allocator_sees_an_allocation_and_its_release() {
+        use super::counting::allocations;
+        let before = allocations();
+        let held = std::hint::black_box(vec![7u8; 1 << 20]);
+        let during = allocations();
+        assert!(during.calls > before.calls, "{before:?} {during:?}");
+        assert!(during.bytes >= before.bytes + (1 << 20), "{before:?} {during:?}");
+        drop(held);
+        let after = allocations();
+        assert!(after.bytes >= during.bytes && after.calls >= during.calls, "{after:?}");
+        // Live bytes went up by the megabyte and back down; other tests move it by far less.
+        assert!(during.live >= (1 << 20), "{during:?}");
+    }
+
     #[test]
     fn level_triggered_reports_until_drained() {
         let mut poller = Poller::new(8).unwrap();
