@@ -124,7 +124,7 @@ bench:
 # Side by side with Pubky's relay (http-relay from crates.io, installed once into target/peers):
 # every handoff-bench scenario against it, the glibc build and the static x86_64 build in one
 # run, then one table with ratios; allocations per hand-off (valgrind's dhat for both, and a
-# counting allocator, --features count-allocs, for handoff). About 5 minutes.
+# counting allocator, --features count-allocs, for handoff). 5-10 minutes.
 bench-peers:
 	$(MAKE) static STATIC_TARGETS=x86_64-unknown-linux-musl
 	CARGO="$(CARGO)" benches/peers.sh
