@@ -4,7 +4,8 @@
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop interop-systemd bench
+.PHONY: all build release run test lint clean fuzz install uninstall static interop-deps interop interop-systemd bench \
+	bench-peers bench-scale soak
 
 all: build
 
@@ -23,6 +24,7 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features count-allocs -- -D warnings
 
 clean:
 	$(CARGO) clean
@@ -118,3 +120,27 @@ interop-systemd: build
 # a table on stdout (BENCHMARKS.md has the method and the results).
 bench:
 	CARGO="$(CARGO)" benches/run.sh
+
+# Side by side with Pubky's relay (http-relay from crates.io, installed once into target/peers):
+# every handoff-bench scenario against it, the glibc build and the static x86_64 build in one
+# run, then one table with ratios; allocations per hand-off (valgrind's dhat for both, and a
+# counting allocator, --features count-allocs, for handoff). 5-10 minutes.
+bench-peers:
+	$(MAKE) static STATIC_TARGETS=x86_64-unknown-linux-musl
+	CARGO="$(CARGO)" benches/peers.sh
+
+# The registry core and its timer wheel at 10^4, 10^5 and 10^6 parked fake connections and
+# stored messages, without sockets: memory per entry and the cost of an event and of a tick
+# (src/bench_scale.rs, an ignored test; about a minute and 1 GB).
+bench-scale:
+	@uptime
+	$(CARGO) test --release --locked --features count-allocs --bin handoff bench_scale -- \
+		--ignored --nocapture --test-threads=1
+
+# Mixed load for SOAK_SECS (default 30 minutes) against a fresh relay, its RSS, descriptors and
+# threads sampled every 10 s; fails unless RSS stays flat and nothing is left behind
+# (benches/soak.sh; RELAY=path for another build).
+SOAK_SECS ?= 1800
+
+soak:
+	CARGO="$(CARGO)" SOAK_SECS=$(SOAK_SECS) benches/soak.sh

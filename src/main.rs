@@ -14,6 +14,8 @@
 
 mod action;
 mod auth;
+#[cfg(test)]
+mod bench_scale;
 mod config;
 mod cors;
 mod http;
@@ -45,6 +47,12 @@ use http::parked::Inbound;
 use http::server::{self, Front};
 use registry::{Registry, Settings};
 
+/// `--features count-allocs` (benchmarks only): every allocation is counted, and
+/// [`report_allocations`] prints the totals.
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static ALLOCATOR: sys::counting::CountingAlloc = sys::counting::CountingAlloc;
+
 /// Longest time from `SIGTERM` to exit: what is still being written then is cut off.
 const DRAIN_LIMIT: Duration = Duration::from_millis(1800);
 
@@ -64,6 +72,8 @@ fn main() -> ExitCode {
         }
     };
     logging::init();
+    #[cfg(feature = "count-allocs")]
+    report_allocations();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,6 +81,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--features count-allocs`: a thread prints `allocations: CALLS calls BYTES bytes LIVE live`
+/// to stderr every 100 ms in which they changed, for `benches/peers.sh` to read before and after
+/// a run. Printing allocates nothing, so an idle relay prints nothing.
+#[cfg(feature = "count-allocs")]
+fn report_allocations() {
+    std::thread::spawn(|| {
+        let mut last = sys::counting::Allocations::default();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = sys::counting::allocations();
+            if now != last {
+                eprintln!("allocations: {} calls {} bytes {} live", now.calls, now.bytes, now.live);
+                last = now;
+            }
+        }
+    });
 }
 
 fn run(config: config::Config) -> Result<(), String> {

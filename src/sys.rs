@@ -324,6 +324,78 @@ pub fn watch_signals(signals: &[Signal]) -> io::Result<Receiver<Signal>> {
     Ok(rx)
 }
 
+/// Counts allocations for the benchmarks (`--features count-allocs`; never in a default build):
+/// the system allocator, plus three relaxed counters the bench harnesses read through
+/// [`allocations`]. Registered as the global allocator in `main.rs` only under that feature.
+#[cfg(feature = "count-allocs")]
+pub mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    static BYTES: AtomicUsize = AtomicUsize::new(0);
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// The system allocator, counting.
+    pub struct CountingAlloc;
+
+    /// Totals since the start: allocation calls (a `realloc` counts as one), bytes asked for,
+    /// bytes live now.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Allocations {
+        pub calls: usize,
+        pub bytes: usize,
+        pub live: usize,
+    }
+
+    /// The counters now.
+    pub fn allocations() -> Allocations {
+        Allocations {
+            calls: CALLS.load(Relaxed),
+            bytes: BYTES.load(Relaxed),
+            live: LIVE.load(Relaxed),
+        }
+    }
+
+    // SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
+    // GlobalAlloc contract; the counters are atomics and never affect what is returned.
+    unsafe impl GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            CALLS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(layout.size(), Relaxed);
+            LIVE.fetch_add(layout.size(), Relaxed);
+            // SAFETY: the caller's guarantees on `layout` are passed on as they are.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            CALLS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(layout.size(), Relaxed);
+            LIVE.fetch_add(layout.size(), Relaxed);
+            // SAFETY: as in `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size(), Relaxed);
+            // SAFETY: `ptr` came from this allocator, i.e. from `System`, with this `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            CALLS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(new_size, Relaxed);
+            // SAFETY: `ptr` came from `System` with `layout`; `new_size` is the caller's.
+            let moved = unsafe { System.realloc(ptr, layout, new_size) };
+            if !moved.is_null() {
+                LIVE.fetch_add(new_size, Relaxed);
+                LIVE.fetch_sub(layout.size(), Relaxed);
+            }
+            moved
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +449,23 @@ mod tests {
         assert_eq!(passed_fds(42, env("43", "1")), 0, "meant for another process");
         assert_eq!(passed_fds(42, env("42", "x")), 0);
         assert_eq!(passed_fds(42, |_: &str| None), 0);
+    }
+
+    /// Other tests allocate meanwhile, so the counts may grow more, never less.
+    #[cfg(feature = "count-allocs")]
+    #[test]
+    fn counting_allocator_sees_an_allocation_and_its_release() {
+        use super::counting::allocations;
+        let before = allocations();
+        let held = std::hint::black_box(vec![7u8; 1 << 20]);
+        let during = allocations();
+        assert!(during.calls > before.calls, "{before:?} {during:?}");
+        assert!(during.bytes >= before.bytes + (1 << 20), "{before:?} {during:?}");
+        drop(held);
+        let after = allocations();
+        assert!(after.bytes >= during.bytes && after.calls >= during.calls, "{after:?}");
+        // Live bytes went up by the megabyte and back down; other tests move it by far less.
+        assert!(during.live >= (1 << 20), "{during:?}");
     }
 
     #[test]

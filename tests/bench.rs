@@ -107,6 +107,68 @@ fn park_reads_the_relay_and_serves_everyone() {
 }
 
 #[test]
+fn park_on_inbox_serves_everyone() {
+    let relay = relay();
+    let pid = relay.pid().to_string();
+    let json = bench(&relay, &["park", "--inbox", "-n", "30", "-c", "4", "--pid", &pid]);
+    assert!(json.contains("\"scenario\":\"park-inbox\""), "{json}");
+    assert_eq!(json_number(&json, "relay_reports_parked"), Some(30), "{json}");
+    assert_eq!(json_number(&json, "served"), Some(30), "{json}");
+    assert_series(&json, 0, Some(30));
+}
+
+#[test]
+fn relay_cpu_per_hand_off_is_read_with_pid() {
+    let relay = relay();
+    let pid = relay.pid().to_string();
+    let json = bench(&relay, &["link-throughput", "-c", "2", "-d", "500ms", "--pid", &pid]);
+    // Whole milliseconds of /proc's 10 ms ticks: present, and not absurd for a relay that just
+    // made hundreds of hand-offs on 2 connections each.
+    let cpu_ms = json_number(&json, "relay_cpu_ms").unwrap_or_else(|| panic!("no CPU: {json}"));
+    assert!(cpu_ms < 5_000, "{json}");
+    assert!(json.contains("\"relay_cpu_us_per_op\":"), "{json}");
+    let without = bench(&relay, &["link-throughput", "-c", "1", "-d", "100ms"]);
+    assert!(!without.contains("relay_cpu"), "no --pid, no CPU figure: {without}");
+}
+
+/// Runs `handoff-bench soak` for 1.5 s against a relay whose waits last 300 ms. RSS may move
+/// 1000 % here: a relay 1.5 s old is still growing to its working size.
+fn soak(relay: &Relay) -> (bool, String) {
+    let url = format!("http://{}", relay.addr());
+    let pid = relay.pid().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_handoff-bench"))
+        .args(["soak", "-c", "6", "-d", "1500ms", "--sample", "500ms", "--warmup", "0s"])
+        .args(["--rss-tolerance", "1000", "--wait", "300ms", "--pid", &pid, "--url", &url])
+        .output()
+        .expect("cannot run handoff-bench");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+const SHORT_WAITS: [&str; 4] = ["--link-timeout", "300ms", "--inbox-timeout", "300ms"];
+
+#[test]
+fn soak_passes_against_a_healthy_relay() {
+    let relay = Relay::start(&[&NO_CLIENT_LIMITS[..], &SHORT_WAITS].concat());
+    let (ok, out) = soak(&relay);
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 unexpected: pass") && out.contains("soak: pass"), "{out}");
+    let samples = out.lines().filter(|l| l.trim_start().starts_with(['0', '1'])).count();
+    assert_eq!(samples, 3, "a row every 500 ms: {out}");
+}
+
+#[test]
+fn soak_fails_on_an_unexpected_status() {
+    // Bodies over 1 KiB get 413, so every slow reader's 60,000-byte POST is refused: the soak
+    // must count that as unexpected and fail.
+    let relay =
+        Relay::start(&[&NO_CLIENT_LIMITS[..], &SHORT_WAITS, &["--max-body", "1K"]].concat());
+    let (ok, out) = soak(&relay);
+    assert!(!ok, "{out}");
+    assert!(out.contains("soak: FAIL") && out.contains("expected 200"), "{out}");
+    assert!(out.contains("status 413"), "{out}");
+}
+
+#[test]
 fn bench_refuses_a_bad_url() {
     let output = Command::new(env!("CARGO_BIN_EXE_handoff-bench"))
         .args(["link-latency", "--url", "https://example.invalid"])

@@ -2,9 +2,11 @@
 //! given by base URL. Plain HTTP/1.1 over `std::net::TcpStream`, one connection per request (the
 //! relay closes after each response), a thread per concurrent client; no async, no client crate.
 //!
-//! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park` (see `--help`). Every
-//! request has a timeout and every loop is bounded by a count or a deadline. It only ever
-//! connects to the address it is given. Output: a table, or one JSON object with `--json`.
+//! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park`, and `soak` (in `soak.rs`;
+//! see `--help`). Every request has a timeout and every loop is bounded by a count or a deadline.
+//! It only ever connects to the address it is given. Output: a table, or one JSON object with
+//! `--json`. Given the relay's `--pid`, it also reads the relay's CPU time and footprint from
+//! `/proc`, which works for any relay on the same host.
 //!
 //! Parking N receivers needs N descriptors here and N in the relay: raise `ulimit -n` first
 //! (std cannot raise RLIMIT_NOFILE itself). Per-client limits of the relay must be off (`0`).
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
+mod soak;
+
 const HELP: &str = "\
 Usage: handoff-bench SCENARIO [OPTIONS]
 
@@ -29,6 +33,9 @@ Scenarios:
   inbox-flow       -c concurrent Pubky flows (GET that waits, POST, GET returns, DELETE) for -d
   park             -n receivers parked on distinct ids; relay RSS/threads/fds with --pid;
                    then the time until -c concurrent senders have served all of them
+  soak             -c threads of mixed load for -d (/link and /inbox flows, receivers that
+                   leave, slow readers, waits that end in 408); the relay's RSS, descriptors
+                   and threads every --sample; exits 1 unless it passes (needs --pid)
 
 Options:
   --url URL              base URL of the relay (plain http) [default: http://127.0.0.1:8080]
@@ -37,7 +44,14 @@ Options:
   -d, --duration DUR     run time of throughput scenarios: 10s, 500ms [default: 10s]
   -n, --count N          hand-offs (link-latency) or parked receivers (park) [default: 1000]
   --parked-background N  link-latency: keep N other receivers parked meanwhile [default: 0]
-  --pid PID              the relay's process id, to read /proc/PID/{status,fd}
+  --pid PID              the relay's process id, to read /proc/PID/{stat,status,fd}: its CPU
+                         time per hand-off or flow, its memory, threads and descriptors
+  --inbox                park: receivers wait on /inbox/ID instead of /link/ID
+  --sample DUR           soak: time between samples [default: 10s]
+  --warmup DUR           soak: RSS is compared from the first sample after this [default: 60s]
+  --wait DUR             soak: the relay's --link-timeout and --inbox-timeout, so the waits
+                         meant to end in 408 last long enough [default: 2s]
+  --rss-tolerance PCT    soak: how far RSS may move after the warm-up [default: 5]
   --timeout DUR          per-request timeout [default: 10s]
   --json                 print one JSON object instead of a table
   -h, --help             print this help
@@ -68,6 +82,11 @@ struct Options {
     parked_background: usize,
     pid: Option<u32>,
     json: bool,
+    inbox: bool,
+    sample: Duration,
+    warmup: Duration,
+    wait: Duration,
+    rss_tolerance: f64,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +107,7 @@ fn main() -> ExitCode {
         "link-throughput" => link_throughput(&options),
         "inbox-flow" => inbox_flow(&options),
         "park" => park(&options),
+        "soak" => return soak::run(&options),
         other => Err(format!("unknown scenario {other:?}")),
     };
     match report {
@@ -123,6 +143,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         parked_background: 0,
         pid: None,
         json: false,
+        inbox: false,
+        sample: Duration::from_secs(10),
+        warmup: Duration::from_secs(60),
+        wait: Duration::from_secs(2),
+        rss_tolerance: 5.0,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -136,6 +161,11 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--pid" => options.pid = Some(parse_count(arg, value()?)? as u32),
             "--timeout" => timeout = parse_duration(value()?)?,
             "--json" => options.json = true,
+            "--inbox" => options.inbox = true,
+            "--sample" => options.sample = parse_duration(value()?)?.max(Duration::from_millis(10)),
+            "--warmup" => options.warmup = parse_duration(value()?)?,
+            "--wait" => options.wait = parse_duration(value()?)?,
+            "--rss-tolerance" => options.rss_tolerance = parse_count(arg, value()?)? as f64,
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             scenario if options.scenario.is_empty() => options.scenario = scenario.to_string(),
             extra => return Err(format!("unexpected argument {extra:?}")),
@@ -390,11 +420,13 @@ fn link_latency(options: &Options) -> Result<Report, String> {
     let run = run_id();
     let background = park_receivers(
         target,
+        "/link",
         &format!("{run}-bg"),
         options.parked_background,
         options.concurrency.unwrap_or(32),
     )?;
     wait_parked(target, options.parked_background);
+    let cpu = CpuMeter::start(options.pid)?;
     let (go_tx, go_rx) = bounded::<usize>(1);
     let (sent_tx, sent_rx) = bounded::<()>(1);
     let (done_tx, done_rx) = bounded::<Series>(1);
@@ -425,15 +457,13 @@ fn link_latency(options: &Options) -> Result<Report, String> {
     drop(go_tx);
     let receiver_series = done_rx.recv_timeout(wait).map_err(|_| "receiver thread hung")?;
     let _ = receiver.join();
+    let mut facts = vec![
+        ("hand_offs", options.count as f64),
+        ("parked_background", options.parked_background as f64),
+    ];
+    cpu.finish(sender.ok.len(), &mut facts)?;
     drop(background);
-    Ok(Report {
-        scenario: "link-latency",
-        facts: vec![
-            ("hand_offs", options.count as f64),
-            ("parked_background", options.parked_background as f64),
-        ],
-        series: vec![sender, receiver_series],
-    })
+    Ok(Report { scenario: "link-latency", facts, series: vec![sender, receiver_series] })
 }
 
 /// `threads` threads each run `one(thread, k)` until `duration` is over; a run counts its latency.
@@ -473,6 +503,7 @@ fn for_duration(
 
 /// C concurrent pairs, each: receiver GET written, then sender POST; both answers read.
 fn link_throughput(options: &Options) -> Result<Report, String> {
+    let cpu = CpuMeter::start(options.pid)?;
     let (series, seconds) = for_duration(options, "hand-off", |target, id| {
         let path = format!("/link/{id}");
         let mut receiver = target.open("GET", &path, b"")?;
@@ -483,20 +514,19 @@ fn link_throughput(options: &Options) -> Result<Report, String> {
         drop(receiver);
         expect_200("sender", read_status(&mut sender))
     });
-    Ok(Report {
-        scenario: "link-throughput",
-        facts: vec![
-            ("concurrency", options.concurrency.unwrap_or(1) as f64),
-            ("seconds", seconds),
-            ("hand_offs", series.ok.len() as f64),
-            ("hand_offs_per_sec", series.ok.len() as f64 / seconds),
-        ],
-        series: vec![series],
-    })
+    let mut facts = vec![
+        ("concurrency", options.concurrency.unwrap_or(1) as f64),
+        ("seconds", seconds),
+        ("hand_offs", series.ok.len() as f64),
+        ("hand_offs_per_sec", series.ok.len() as f64 / seconds),
+    ];
+    cpu.finish(series.ok.len(), &mut facts)?;
+    Ok(Report { scenario: "link-throughput", facts, series: vec![series] })
 }
 
 /// C concurrent Pubky flows: a GET that waits, the POST, the GET's answer, the DELETE.
 fn inbox_flow(options: &Options) -> Result<Report, String> {
+    let cpu = CpuMeter::start(options.pid)?;
     let (series, seconds) = for_duration(options, "flow", |target, id| {
         let path = format!("/inbox/{id}");
         let mut poll = target.open("GET", &path, b"")?;
@@ -504,16 +534,14 @@ fn inbox_flow(options: &Options) -> Result<Report, String> {
         expect_200("GET", read_status(&mut poll))?;
         expect_200("DELETE", target.call("DELETE", &path, b""))
     });
-    Ok(Report {
-        scenario: "inbox-flow",
-        facts: vec![
-            ("concurrency", options.concurrency.unwrap_or(1) as f64),
-            ("seconds", seconds),
-            ("flows", series.ok.len() as f64),
-            ("flows_per_sec", series.ok.len() as f64 / seconds),
-        ],
-        series: vec![series],
-    })
+    let mut facts = vec![
+        ("concurrency", options.concurrency.unwrap_or(1) as f64),
+        ("seconds", seconds),
+        ("flows", series.ok.len() as f64),
+        ("flows_per_sec", series.ok.len() as f64 / seconds),
+    ];
+    cpu.finish(series.ok.len(), &mut facts)?;
+    Ok(Report { scenario: "inbox-flow", facts, series: vec![series] })
 }
 
 /// N receivers parked on distinct ids; the relay's footprint; then the time to serve them all.
@@ -522,10 +550,11 @@ fn park(options: &Options) -> Result<Report, String> {
     let n = options.count;
     let senders = options.concurrency.unwrap_or(32).max(1);
     let run = run_id();
+    let protocol = if options.inbox { "/inbox" } else { "/link" };
     let mut facts = vec![("parked", n as f64)];
     let before = options.pid.map(proc_stats).transpose()?;
     let started = Instant::now();
-    let receivers = park_receivers(target, &run, n, senders)?;
+    let receivers = park_receivers(target, protocol, &run, n, senders)?;
     facts.push(("park_seconds", started.elapsed().as_secs_f64()));
     let seen = wait_parked(target, n);
     facts.push(("relay_reports_parked", seen.map_or(-1.0, |p| p as f64)));
@@ -555,7 +584,7 @@ fn park(options: &Options) -> Result<Report, String> {
                 let mut series = Series::named("serve");
                 for (j, mut receiver) in chunk {
                     let at = Instant::now();
-                    let path = format!("/link/{run}-{j}");
+                    let path = format!("{protocol}/{run}-{j}");
                     let result =
                         target.open("POST", &path, b"bench-token").and_then(|mut sender| {
                             expect_200("receiver", read_status(&mut receiver))?;
@@ -578,12 +607,14 @@ fn park(options: &Options) -> Result<Report, String> {
     facts.push(("serve_seconds", seconds));
     facts.push(("served", served.ok.len() as f64));
     facts.push(("served_per_sec", served.ok.len() as f64 / seconds));
-    Ok(Report { scenario: "park", facts, series: vec![served] })
+    let scenario = if options.inbox { "park-inbox" } else { "park" };
+    Ok(Report { scenario, facts, series: vec![served] })
 }
 
-/// Opens `n` receivers (`GET /link/{run}-{j}`) from `threads` threads and keeps them open.
+/// Opens `n` receivers (`GET {protocol}/{run}-{j}`) from `threads` threads and keeps them open.
 fn park_receivers(
     target: &Target,
+    protocol: &'static str,
     run: &str,
     n: usize,
     threads: usize,
@@ -600,7 +631,7 @@ fn park_receivers(
                     if j >= n {
                         return Ok(mine);
                     }
-                    mine.push((j, target.open("GET", &format!("/link/{run}-{j}"), b"")?));
+                    mine.push((j, target.open("GET", &format!("{protocol}/{run}-{j}"), b"")?));
                 }
             })
         })
@@ -650,6 +681,45 @@ fn split<T>(items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
         out[i % parts].push(item);
     }
     out
+}
+
+/// The relay's CPU time (utime + stime of all its threads) over a run, when its pid is known.
+struct CpuMeter {
+    pid: Option<u32>,
+    before: Duration,
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> Result<CpuMeter, String> {
+        let before = pid.map(cpu_time).transpose()?.unwrap_or_default();
+        Ok(CpuMeter { pid, before })
+    }
+
+    /// Adds `relay_cpu_ms` and `relay_cpu_us_per_op` (per successful hand-off or flow).
+    fn finish(self, ops: usize, facts: &mut Vec<(&'static str, f64)>) -> Result<(), String> {
+        let Some(pid) = self.pid else { return Ok(()) };
+        let used = cpu_time(pid)?.saturating_sub(self.before);
+        facts.push(("relay_cpu_ms", used.as_secs_f64() * 1e3));
+        facts.push(("relay_cpu_us_per_op", used.as_secs_f64() * 1e6 / ops.max(1) as f64));
+        Ok(())
+    }
+}
+
+/// `/proc` counts CPU time in clock ticks of `USER_HZ`, which Linux fixes at 100 a second for
+/// user space on every architecture it runs handoff on (std cannot ask `sysconf`).
+const USER_HZ: u64 = 100;
+
+/// utime + stime of a whole process (every thread, living or exited) from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    // Then field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).zip(fields.get(12)).map(|(u, s)| u + s);
+    let ticks = ticks.ok_or_else(|| format!("/proc/{pid}/stat: too few fields"))?;
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
 /// What /proc says about a process.
