@@ -259,10 +259,11 @@ fn one(target: &Target, kind: Kind, id: &str, wait: Duration) -> Result<(), Stri
             let mut receiver = target.open("GET", &link, b"")?;
             let body = vec![b's'; SLOW_BODY];
             let mut sender = target.open("POST", &link, &body)?;
-            let (status, body_len) = read_slowly(&mut receiver)?;
+            let received = read_slowly(&mut receiver);
             drop(receiver);
-            expect("slow GET", 200, Ok(status))?;
             expect("POST", 200, read_status(&mut sender))?;
+            let (status, body_len) = received?;
+            expect("slow GET", 200, Ok(status))?;
             match body_len {
                 SLOW_BODY => Ok(()),
                 n => Err(format!("slow GET: {n} body bytes, expected {SLOW_BODY}")),
