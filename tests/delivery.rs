@@ -126,7 +126,8 @@ fn slow_readers_delay_nobody_else() {
     // Past the deadline the stalled replies are closed, counted, and their senders not told
     // 200: they wait on, and hear 408 at --link-timeout.
     for mut sender in senders {
-        assert_eq!(status_or_none(&mut sender), Some(408), "a stalled receiver took nothing");
+        let status = status_or_none(&mut sender, Duration::from_secs(60));
+        assert_eq!(status, Some(408), "a stalled receiver took nothing");
     }
     relay.wait_gauge("writing", 0);
     let (_, health) = relay.health();
@@ -513,7 +514,7 @@ fn the_drain_answers_parked_requests_during_a_stall() {
     for mut sender in senders {
         // Their receivers took nothing: never 200 (the process exits before their deliveries
         // end, so they hear nothing at all).
-        assert_ne!(status_or_none(&mut sender), Some(200));
+        assert_ne!(status_or_none(&mut sender, READ_TIMEOUT), Some(200));
     }
     drop(stalled);
 }
@@ -606,8 +607,8 @@ fn a_receiver_with_unread_input_gets_the_whole_message() {
 }
 
 /// The status of the response on `stream`, read to its end; `None` if none came.
-fn status_or_none(stream: &mut TcpStream) -> Option<u16> {
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+fn status_or_none(stream: &mut TcpStream, limit: Duration) -> Option<u16> {
+    stream.set_read_timeout(Some(limit)).unwrap();
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     raw.get(9..12).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
@@ -639,7 +640,7 @@ fn sigterm_mid_delivery() -> ((u64, u64), u64) {
     signal(relay.pid(), "TERM");
     let (mut trials, mut sender_200, mut false_200) = (0, 0, 0);
     for (mut sender, reader) in pairs {
-        let status = status_or_none(&mut sender);
+        let status = status_or_none(&mut sender, READ_TIMEOUT);
         let took = reader.join().unwrap();
         trials += 1;
         if status == Some(200) {
