@@ -339,8 +339,14 @@ fn a_state_file_the_relay_cannot_use_refuses_the_start() {
 // Durations at and past their maximum
 // ---------------------------------------------------------------------------------------------
 
-const DURATION_FLAGS: [&str; 5] =
-    ["--head-timeout", "--body-timeout", "--link-timeout", "--inbox-timeout", "--inbox-ttl"];
+const DURATION_FLAGS: [&str; 6] = [
+    "--head-timeout",
+    "--body-timeout",
+    "--link-timeout",
+    "--inbox-timeout",
+    "--inbox-ttl",
+    "--write-timeout",
+];
 
 /// Each duration flag at `u64::MAX` seconds (and milliseconds) is a one-line start-up error
 /// with exit status 2, never a process that starts and aborts at its first request.
