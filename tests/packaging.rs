@@ -90,7 +90,7 @@ fn make_help_lists_every_target() {
     let makefile = fs::read_to_string(root().join("Makefile")).expect("Makefile");
     let targets: Vec<&str> = makefile
         .lines()
-        .filter_map(|line| line.split_once(':').map(|(name, rest)| (name, rest)))
+        .filter_map(|line| line.split_once(':'))
         .filter(|(name, rest)| {
             !name.is_empty()
                 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -219,6 +219,13 @@ fn readme_sizes_match_the_build() {
     let out = run("podman", &["image", "inspect", "--format", "{{.Size}}", &image]);
     let bytes: u64 = stdout(&out).trim().parse().expect("image size");
     assert_about(&image, readme_kb(&text, &format!("`make image`: `{image}`")), bytes);
+    // The toolchain the README names is the one that built these.
+    let rustc = stdout(&run("rustc", &["--version"]));
+    let rustc = rustc.split_whitespace().nth(1).expect("rustc --version");
+    assert!(
+        text.contains(&format!("tested with {rustc} (`rustc --version`)")),
+        "README names another Rust than {rustc}"
+    );
     // The README's own recipes name this version's files.
     assert!(
         text.contains(&format!("handoff_{VERSION}_arm64.deb")),
@@ -365,17 +372,14 @@ fn dist_archives_hold_the_build_and_their_checksums() {
             .map(|l| format!("{} {}", &l[..10], l.rsplit(' ').next().unwrap_or("")))
             .collect();
         entries.sort();
-        let want: Vec<String> = [
+        let mut want = vec![
             format!("drwxr-xr-x {name}/"),
             format!("-rw-r--r-- {name}/LICENSE"),
             format!("-rw-r--r-- {name}/README.md"),
             format!("-rwxr-xr-x {name}/handoff"),
             format!("-rw-r--r-- {name}/handoff.service"),
             format!("-rw-r--r-- {name}/handoff.socket"),
-        ]
-        .into_iter()
-        .collect();
-        let mut want = want;
+        ];
         want.sort();
         assert_eq!(entries, want, "{archive}:\n{listing}");
         run("tar", &["xzf", archive, "-C", dir.str()]);
@@ -404,13 +408,11 @@ fn dist_archives_hold_the_build_and_their_checksums() {
     // Reproducible: the same commit, the same bytes.
     let again = TempDir::new("dist-again");
     run("packaging/dist.sh", &[VERSION, again.str()]);
-    for file in ["SHA256SUMS"] {
-        assert_eq!(
-            read(&dist.join(file)),
-            read(&Path::new(again.str()).join(file)),
-            "a second make dist differs"
-        );
-    }
+    assert_eq!(
+        read(&dist.join("SHA256SUMS")),
+        read(&Path::new(again.str()).join("SHA256SUMS")),
+        "a second make dist gave other archives"
+    );
 }
 
 /// podman, with what lets it run containers where its defaults cannot (docs/testing.md): runc,
@@ -609,5 +611,37 @@ fn image_serves_through_its_published_port_and_keeps_state() {
         (after.status, after.text().as_str()),
         (200, "still here"),
         "in a new container: {after}"
+    );
+}
+
+/// `make install BINARY=... PREFIX=... DESTDIR=...` installs that binary and the units, with
+/// `ExecStart` at the binary's new place, as README's static-binary recipe says.
+#[test]
+fn make_install_installs_the_given_binary() {
+    let dest = TempDir::new("install");
+    let binary = handoff_binary();
+    run(
+        "make",
+        &[
+            "-s",
+            "install",
+            &format!("BINARY={binary}"),
+            "PREFIX=/opt/handoff",
+            &format!("DESTDIR={}", dest.str()),
+        ],
+    );
+    let installed = Path::new(dest.str());
+    assert!(
+        read(&installed.join("opt/handoff/bin/handoff")) == read(Path::new(&binary)),
+        "not BINARY"
+    );
+    let units = installed.join("etc/systemd/system");
+    let service = fs::read_to_string(units.join("handoff.service")).expect("handoff.service");
+    assert!(service.lines().any(|l| l == "ExecStart=/opt/handoff/bin/handoff"), "{service}");
+    assert!(read(&units.join("handoff.socket")) == read(&root().join("systemd/handoff.socket")));
+    run("make", &["-s", "uninstall", "PREFIX=/opt/handoff", &format!("DESTDIR={}", dest.str())]);
+    assert!(
+        !installed.join("opt/handoff/bin/handoff").exists()
+            && !units.join("handoff.service").exists()
     );
 }
