@@ -125,7 +125,7 @@ pub enum MemoryShare {
 /// The default `--max-memory-per-ip` is `--max-memory` divided by this: room for
 /// `--max-parked-per-ip` (100) senders of a full `--max-body` (65 KiB each with the request's
 /// allowance, 6.5 MiB) within 8 MiB of the default 64 MiB, while one client holds at most an
-/// eighth of the budget (docs/decisions-12.md).
+/// eighth of the budget (protocol §9, A client's share of memory).
 pub const SHARE_OF_MEMORY: usize = 8;
 
 impl Limits {

@@ -6,7 +6,7 @@
 //! Fail closed: an address the relay cannot read where it needs one names a client it cannot
 //! identify ([`Client::Unidentified`]), never the proxy that forwarded it. Such a client is not
 //! loopback, not trusted, on no allow list, and shares one rate and throttle key of its own.
-//! RFC 7239 `Forwarded` is not read (docs/decisions-12.md says why).
+//! RFC 7239 `Forwarded` is not read (README "Limits", Behind a proxy, says why).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

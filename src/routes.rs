@@ -98,8 +98,8 @@ pub fn usage(now: &str) -> Response {
          DELETE /inbox/{{id}}        acknowledge the message\n\
          GET    /inbox/{{id}}/ack    true or false: was it acknowledged\n\
          GET    /inbox/{{id}}/await  wait for the acknowledgement\n\
-         GET    /health             live counts and limits as JSON\n\
-         GET    /metrics            the same in Prometheus text format (loopback or stats token)\n",
+         GET    /health            live counts and limits as JSON\n\
+         GET    /metrics           the same in Prometheus text format (loopback or stats token)\n",
         env!("CARGO_PKG_VERSION")
     );
     Response::new(200).header("Content-Type", "text/plain; charset=utf-8").body(text.into_bytes())

@@ -12,8 +12,14 @@
 #   5. HANDOFF_STATE_FILE under StateDirectory=: an /inbox message survives a restart
 #   6. the journal has the relay's lines with their priorities (-p warning keeps only warnings)
 #   7. a token file passed as a systemd credential (LoadCredential=, as README says) is enforced
+# With --deb PACKAGE (the amd64 .deb `make deb` makes) it checks the package instead:
+#   1. `apt-get install ./PACKAGE`: the socket enabled and listening, the service started by
+#      the first connection from /usr/bin/handoff, a /link hand-off, /etc/default/handoff a conffile
+#   2. `apt-get remove`: socket and service stopped, the binary gone, the (edited) conffile kept
+#   3. `apt-get purge`: nothing left (no files, units, enablement links, state, configuration)
 #
 # Usage (as root): systemd/test-under-systemd.sh BINARY
+#                  systemd/test-under-systemd.sh --deb PACKAGE.deb
 # It builds nothing. The container's root file system is made once with debootstrap and cached
 # in $HANDOFF_SYSTEMD_CACHE (default /var/cache/handoff-systemd-rootfs); each run boots it with
 # a throw-away overlay (--volatile=overlay), so the cache is never changed. Needs debootstrap and
@@ -103,6 +109,19 @@ finish() {
     echo "$status" > "$OUT/status"
 }
 
+# A real /link hand-off: the receiver waits, the sender delivers.
+link_handoff() {
+    local receiver code
+    curl -s -m 20 "$BASE/link/x" > /tmp/receiver.body &
+    receiver=$!
+    wait_parked 1
+    code=$(curl -s -m 10 -o /tmp/sender.body -w '%{http_code}' -X POST --data hello "$BASE/link/x") ||
+        fail "POST /link/x: curl failed (exit $?)"
+    [ "$code" = 200 ] || fail "POST /link/x answered $code: $(cat /tmp/sender.body)"
+    wait "$receiver" || fail "the receiver's curl failed (exit $?)"
+    [ "$(cat /tmp/receiver.body)" = hello ] || fail "the receiver got \"$(cat /tmp/receiver.body)\", not hello"
+}
+
 check_socket_activation_and_link() {
     install -D -m 755 "$IN/handoff" /usr/local/bin/handoff
     install -D -m 644 "$IN/units/handoff.socket" /etc/systemd/system/handoff.socket
@@ -134,15 +153,7 @@ check_socket_activation_and_link() {
     [ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/1/ns/net)" ] ||
         fail "the relay shares PID 1's network namespace (PrivateNetwork=)"
 
-    # A real /link hand-off: the receiver waits, the sender delivers.
-    curl -s -m 20 "$BASE/link/x" > /tmp/receiver.body &
-    local receiver=$!
-    wait_parked 1
-    code=$(curl -s -m 10 -o /tmp/sender.body -w '%{http_code}' -X POST --data hello "$BASE/link/x") ||
-        fail "POST /link/x: curl failed (exit $?)"
-    [ "$code" = 200 ] || fail "POST /link/x answered $code: $(cat /tmp/sender.body)"
-    wait "$receiver" || fail "the receiver's curl failed (exit $?)"
-    [ "$(cat /tmp/receiver.body)" = hello ] || fail "the receiver got \"$(cat /tmp/receiver.body)\", not hello"
+    link_handoff
     ok "1 - socket activation, /health 200 JSON, /link hand-off (hello) under the full hardening"
 }
 
@@ -309,8 +320,97 @@ inside() {
     echo "7 passed, 0 failed"
 }
 
+
+# ---------------------------------------------------------------------------------------------
+# --deb: the package, as a Debian or Raspberry Pi OS admin installs and removes it.
+# ---------------------------------------------------------------------------------------------
+
+# What of the package is on the system: its files, units, links, state and configuration.
+leftovers() {
+    local path
+    for path in /usr/bin/handoff /lib/systemd/system/handoff.socket /lib/systemd/system/handoff.service \
+        /etc/default/handoff /var/lib/handoff /var/lib/private/handoff /usr/share/doc/handoff \
+        /usr/share/man/man8/handoff.8.gz; do
+        [ -e "$path" ] || [ -L "$path" ] && echo "$path"
+    done
+    find /etc/systemd /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
+        -name 'handoff.*' 2>/dev/null || true
+}
+
+check_deb_install() {
+    local deb
+    deb=$(echo "$IN"/*.deb)
+    [ -f "$deb" ] || fail "no package in $IN"
+    apt-get install -y "$deb" > /tmp/apt.log 2>&1 || fail "apt-get install $deb failed: $(tail -n 20 /tmp/apt.log)"
+    [ "$(systemctl is-enabled handoff.socket || true)" = enabled ] ||
+        fail "after install, handoff.socket is $(systemctl is-enabled handoff.socket || true), not enabled"
+    [ "$(is_active handoff.socket)" = active ] || fail "after install, handoff.socket is $(is_active handoff.socket)"
+    [ "$(is_active handoff.service)" = inactive ] ||
+        fail "after install, handoff.service is $(is_active handoff.service) before any connection"
+    local code
+    code=$(curl -s -m 10 -o /tmp/health.body -w '%{http_code}' "$BASE/health") || fail "GET /health: curl failed (exit $?)"
+    [ "$code" = 200 ] || fail "GET /health answered $code: $(cat /tmp/health.body)"
+    [ "$(is_active handoff.service)" = active ] || fail "handoff.service is $(is_active handoff.service) after a connection"
+    [ "$(readlink "/proc/$(main_pid)/exe")" = /usr/bin/handoff ] ||
+        fail "the service runs $(readlink "/proc/$(main_pid)/exe"), not /usr/bin/handoff"
+    link_handoff
+    dpkg-query -W -f='${Conffiles}\n' handoff | grep -q '^ /etc/default/handoff ' ||
+        fail "/etc/default/handoff is not a conffile: $(dpkg-query -W -f='${Conffiles}' handoff)"
+    ok "1 - apt-get install: socket enabled and active, service socket-activated from /usr/bin/handoff, /link hand-off (hello), /etc/default/handoff a conffile"
+}
+
+check_deb_remove() {
+    # An admin's setting and a stored message: remove keeps the one, purge deletes both.
+    echo "HANDOFF_STATE_FILE=/var/lib/handoff/state" >> /etc/default/handoff
+    restart
+    local code
+    code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X POST --data kept "$BASE/inbox/y")
+    [ "$code" = 200 ] || fail "POST /inbox/y answered $code"
+    apt-get remove -y handoff > /tmp/apt.log 2>&1 || fail "apt-get remove handoff failed: $(tail -n 20 /tmp/apt.log)"
+    [ "$(is_active handoff.socket)" = inactive ] || fail "after remove, handoff.socket is $(is_active handoff.socket)"
+    [ "$(is_active handoff.service)" = inactive ] || fail "after remove, handoff.service is $(is_active handoff.service)"
+    [ ! -e /usr/bin/handoff ] || fail "after remove, /usr/bin/handoff is still there"
+    grep -qx 'HANDOFF_STATE_FILE=/var/lib/handoff/state' /etc/default/handoff ||
+        fail "remove did not keep the edited /etc/default/handoff"
+    [ -f /var/lib/private/handoff/state ] || fail "remove deleted the state file (only purge should)"
+    [ "$(dpkg-query -W -f='${db:Status-Status}' handoff)" = config-files ] ||
+        fail "after remove, dpkg has handoff as $(dpkg-query -W -f='${db:Status-Status}' handoff), not config-files"
+    curl -s -m 2 -o /dev/null "$BASE/health" && fail "after remove, something still answers on $BASE"
+    ok "2 - apt-get remove: socket and service stopped, binary gone, edited /etc/default/handoff and state kept"
+}
+
+check_deb_purge() {
+    apt-get purge -y handoff > /tmp/apt.log 2>&1 || fail "apt-get purge handoff failed: $(tail -n 20 /tmp/apt.log)"
+    local left
+    left=$(leftovers)
+    [ -z "$left" ] || fail "after purge, left behind: $left"
+    dpkg -L handoff > /tmp/dpkg-L.log 2>&1 && fail "after purge, dpkg -L handoff lists: $(cat /tmp/dpkg-L.log)"
+    local status
+    status=$(dpkg-query -W -f='${db:Status-Status}' handoff 2>/dev/null || true)
+    [ -z "$status" ] || [ "$status" = not-installed ] || fail "after purge, dpkg has handoff as $status"
+    [ -z "$(systemctl list-unit-files --no-legend handoff.socket handoff.service)" ] ||
+        fail "after purge, systemd still knows: $(systemctl list-unit-files --no-legend handoff.socket handoff.service)"
+    ok "3 - apt-get purge: dpkg -L empty, no files, units, links, state or /etc/default/handoff left"
+}
+
+inside_deb() {
+    trap 'finish $?' EXIT
+    set -E
+    trap 'echo "FAIL: line $LINENO: \"$BASH_COMMAND\" exited $?"' ERR
+    echo "systemd $(systemctl --version | head -n 1 | cut -d' ' -f2) is PID 1: $(systemctl is-system-running || true)"
+    [ -z "$(leftovers)" ] || fail "before install, already there: $(leftovers)"
+    check_deb_install
+    check_deb_remove
+    check_deb_purge
+    echo "3 passed, 0 failed"
+}
+
 if [ "${1:-}" = --inside ]; then
     inside
+    exit 0
+fi
+if [ "${1:-}" = --inside-deb ]; then
+    inside_deb
     exit 0
 fi
 
@@ -323,9 +423,18 @@ die() {
     exit 1
 }
 
-[ $# = 1 ] || die "usage: $0 BINARY (the relay to install, e.g. target/release/handoff)"
-BINARY=$1
-[ -x "$BINARY" ] || die "$BINARY is not an executable file"
+USAGE="usage: $0 BINARY (the relay to install, e.g. target/release/handoff), or $0 --deb PACKAGE.deb"
+CHECKS=--inside
+if [ "${1:-}" = --deb ]; then
+    [ $# = 2 ] || die "$USAGE"
+    DEB=$2
+    [ -f "$DEB" ] || die "$DEB is not a file: make deb makes it"
+    CHECKS=--inside-deb
+else
+    [ $# = 1 ] || die "$USAGE"
+    BINARY=$1
+    [ -x "$BINARY" ] || die "$BINARY is not an executable file"
+fi
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, systemd-nspawn)"
 for program in debootstrap systemd-nspawn; do
     command -v "$program" >/dev/null || die "no $program: make interop-deps (apt-get install debootstrap systemd-container)"
@@ -378,8 +487,12 @@ exec 9>&-
 
 WORK=$(mktemp -d /tmp/handoff-systemd-test.XXXXXX)
 mkdir -p "$WORK/in/units" "$WORK/out"
-cp "$BINARY" "$WORK/in/handoff"
-cp "$UNIT_DIR/handoff.socket" "$UNIT_DIR/handoff.service" "$WORK/in/units/"
+if [ "$CHECKS" = --inside-deb ]; then
+    cp "$DEB" "$WORK/in/"
+else
+    cp "$BINARY" "$WORK/in/handoff"
+    cp "$UNIT_DIR/handoff.socket" "$UNIT_DIR/handoff.service" "$WORK/in/units/"
+fi
 cp "$0" "$WORK/in/test-under-systemd.sh"
 cat > "$WORK/in/handoff-check.service" <<EOF
 [Unit]
@@ -390,7 +503,7 @@ FailureAction=poweroff
 
 [Service]
 Type=oneshot
-ExecStart=/bin/bash $IN/test-under-systemd.sh --inside
+ExecStart=/bin/bash $IN/test-under-systemd.sh $CHECKS
 StandardOutput=append:$OUT/checks.log
 StandardError=append:$OUT/checks.log
 TimeoutStartSec=240
@@ -412,7 +525,7 @@ took=$(($(date +%s) - started))
 cat "$WORK/out/checks.log" 2>/dev/null || true
 status=$(cat "$WORK/out/status" 2>/dev/null || echo none)
 if [ "$status" = 0 ]; then
-    echo "passed: the units under systemd in $took s (container: boot, checks, power-off)"
+    echo "passed: $([ "$CHECKS" = --inside-deb ] && echo "the package" || echo "the units") under systemd in $took s (container: boot, checks, power-off)"
     rm -rf "$WORK"
     exit 0
 fi
