@@ -5,6 +5,7 @@
 //! connections, the refusals it makes, and every response by route and status. Readers see
 //! plain atomics and small locked tables, and never ask the registry thread.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -15,6 +16,9 @@ use crate::http::response::Response;
 use crate::limits::{MemoryBudget, Refused};
 use crate::registry::Counts;
 
+/// The relay's version, as `--version` shows it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Live gauges and counters.
 #[derive(Debug, Default)]
 pub struct Gauges {
@@ -24,9 +28,31 @@ pub struct Gauges {
     registry: Mutex<Counts>,
     /// Responses written, by route (`Route::kind`, `-` before routing) and status.
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// This relay's name in `/health` and `/metrics` (`--instance`, else the host name).
+    instance: String,
+    /// Whether every response names the instance in [`INSTANCE_HEADER`] (`--instance` given).
+    instance_header: bool,
 }
 
+/// The response header naming the relay that answered, so an operator (and a test) behind a
+/// proxy that spreads ids over several relays sees which one it was.
+pub const INSTANCE_HEADER: &str = "Handoff-Instance";
+
 impl Gauges {
+    /// Gauges of the relay named `instance`; `header`: name it on every response too.
+    pub fn new(instance: String, header: bool) -> Gauges {
+        Gauges { instance, instance_header: header, ..Gauges::default() }
+    }
+
+    /// `response` as it is written: with the [`INSTANCE_HEADER`] when `--instance` was given.
+    pub fn with_instance_header<'a>(&self, response: &'a Response) -> Cow<'a, Response> {
+        if self.instance_header {
+            Cow::Owned(response.clone().header(INSTANCE_HEADER, self.instance.as_str()))
+        } else {
+            Cow::Borrowed(response)
+        }
+    }
+
     /// Publishes the registry's counts.
     pub fn set_registry(&self, counts: Counts) {
         *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = counts;
@@ -68,6 +94,10 @@ impl Gauges {
             }
         };
         let one = |value: usize| [(String::new(), value as u64)];
+        // Not `instance`: Prometheus sets that label on every series it scrapes (the target's
+        // address) and would rename this one `exported_instance`.
+        let info = [(format!("{{relay=\"{}\",version=\"{}\"}}", self.instance, VERSION), 1)];
+        family("info", "gauge", "Always 1: this relay's --instance name and version.", &info);
         let requests: Vec<(String, u64)> = requests
             .into_iter()
             .map(|((route, status), n)| (format!("{{route=\"{route}\",status=\"{status}\"}}"), n))
@@ -153,10 +183,11 @@ impl Gauges {
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
-            "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
+            "{{\"status\":\"{}\",\"instance\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
              \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
+            self.instance,
             counts.parked,
             counts.parked,
             counts.messages,

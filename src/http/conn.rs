@@ -180,6 +180,7 @@ pub fn write_job(job: WriteJob, registry: &Sender<Inbound>) {
 pub fn write_response(conn: &mut Connection, exchange: &Exchange, response: &Response) -> bool {
     // Counted before the write, so a client that has its answer sees it counted.
     conn.gauges.count_request(exchange.route, response.status);
+    let response = &*conn.gauges.with_instance_header(response);
     let mut out = Vec::with_capacity(512 + response.body.len());
     match &exchange.cors_origin {
         Some(origin) => {
