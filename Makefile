@@ -75,7 +75,9 @@ fuzz:
 	$(FUZZ_RUN) chunked fuzz/corpus/chunked fuzz/seeds/chunked -- -runs=$(FUZZ_RUNS)
 
 # Interop, not part of `make test` (which only compiles them): tests/interop.rs runs handoff
-# behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
+# behind the real nginx and Caddy with the configurations in proxy/, and tests/cluster.rs three
+# relays behind nginx and behind HAProxy (proxy/nginx-cluster.conf, proxy/haproxy.cfg: sharding
+# by channel id, a relay killed and restarted, about 10 s); both talk to it with curl
 # (over TLS) and headless Chromium; checks /metrics with promtool; runs the static aarch64 build
 # under qemu-aarch64-static; and runs the units in systemd/ under a real, booted systemd in a
 # Debian container (systemd/test-under-systemd.sh, as root: systemd-nspawn, the root file system
@@ -85,11 +87,11 @@ fuzz:
 # also runs the real Pubky SDKs against handoff: the Rust crate (interop/pubky-rs/, its own
 # Cargo project, pinned in its Cargo.lock) and the JavaScript one in Node (interop/pubky/,
 # pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
-INTEROP_PROGRAMS = nginx caddy chromium openssl curl promtool qemu-aarch64-static node npm \
-	debootstrap systemd-nspawn
+INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool qemu-aarch64-static node \
+	npm debootstrap systemd-nspawn
 
 interop-deps:
-	apt-get install -y nginx caddy chromium openssl curl prometheus qemu-user-static \
+	apt-get install -y nginx caddy haproxy chromium openssl curl prometheus qemu-user-static \
 		debootstrap systemd-container
 	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
@@ -107,6 +109,7 @@ interop:
 	$(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
 
 # Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
 # systemd/ installed and run under a real systemd in a container; about 5 s once its root file
