@@ -427,7 +427,7 @@ fn front_door(cluster: &Cluster) {
         answered.insert(health.instance());
     }
     println!("{:?}: GET /health through the proxy answered by {answered:?}", cluster.kind);
-    assert!(answered.len() > 1, "/health always went to {answered:?}");
+    assert!(answered.len() > 1, "/health always went to {answered:?}:\n{}", cluster.logs());
     assert_eq!(cluster.call("GET", "/", b"").unwrap().status, 200);
     assert_eq!(cluster.call("GET", "/metrics", b"").unwrap().status, 404);
     for index in 0..RELAYS {
