@@ -6,7 +6,8 @@
 //! Each test: 1,000 hand-offs over random ids (half `/link`, half the Pubky `/inbox` flow with
 //! its acknowledgement) spread over the relays; then 100 receivers wait, one relay is killed
 //! with `SIGKILL`, and every hand-off completes on the others; then the relay restarts with its
-//! `--state-file` and the `/inbox` messages it held are served again. The relay that answered is
+//! `--state-file` and the `/inbox` messages it held, and the `/link` messages of the senders that
+//! were waiting on it, are served again. The relay that answered is
 //! read from the `Handoff-Instance` header and checked against each relay's `/metrics`, read
 //! through the proxy's loopback operator listener.
 //!
@@ -40,6 +41,8 @@ const HAND_OFFS: usize = 1000;
 const WAITING: usize = 100;
 /// `/inbox` messages stored before the kill, to be served again after the restart.
 const HELD: usize = 60;
+/// `/link` senders waiting (no receiver yet) at the kill: their messages too are held.
+const HELD_LINKS: usize = 30;
 /// The relay that is killed (index; `relay-2`).
 const VICTIM: usize = 1;
 /// Every waiting hand-off must complete within this time of the kill.
@@ -303,9 +306,20 @@ impl Answer {
 /// read to the end. Unlike the common harness, a refused or reset connection is an error to
 /// return, not a panic: the failover part retries on it as a client would.
 fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> io::Result<Answer> {
+    call_within(addr, method, path, body, CAP)
+}
+
+/// [`call`], giving up on the answer after `limit` (an error).
+fn call_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    limit: Duration,
+) -> io::Result<Answer> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(CAP))?;
-    stream.set_write_timeout(Some(CAP))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
     let length = match (method, body.len()) {
         ("GET" | "HEAD" | "DELETE", 0) => String::new(),
         (_, n) => format!("Content-Length: {n}\r\n"),
@@ -560,11 +574,29 @@ fn cluster_test(kind: Kind) {
     let victim_held: Vec<&String> =
         held.iter().filter(|(_, owner)| *owner == victim).map(|(id, _)| id).collect();
     assert!(!victim_held.is_empty(), "{victim} holds none of {HELD} messages");
+    // /link senders waiting for a receiver: their messages are held too.
+    let link_held: Vec<(String, String, thread::JoinHandle<io::Result<Answer>>)> = (0..HELD_LINKS)
+        .map(|_| {
+            let id = ids.next();
+            let owner = owner(&cluster, &id);
+            let (addr, path, body) = (cluster.plain, format!("/link/{id}"), id.clone());
+            (id, owner, thread::spawn(move || call(addr, "POST", &path, body.as_bytes())))
+        })
+        .collect();
+    let victim_links: Vec<String> = link_held
+        .iter()
+        .filter(|(_, owner, _)| *owner == victim)
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    assert!(!victim_links.is_empty(), "{victim} holds none of {HELD_LINKS} /link messages");
+    let relays: Vec<&Relay> = cluster.relays.iter().collect();
+    wait_parked(&relays, HELD_LINKS as u64);
     // The victim's state file has them (it is written at most a second after a change).
     let deadline = Instant::now() + CAP;
     loop {
         let saved = fs::read(&cluster.states[VICTIM]).unwrap_or_default();
-        if victim_held.iter().all(|id| saved.windows(id.len()).any(|w| w == id.as_bytes())) {
+        let has = |id: &String| saved.windows(id.len()).any(|w| w == id.as_bytes());
+        if victim_held.iter().copied().chain(&victim_links).all(has) {
             break;
         }
         assert!(Instant::now() < deadline, "{victim}'s state file never held its messages");
@@ -594,8 +626,7 @@ fn cluster_test(kind: Kind) {
             })
         })
         .collect();
-    let relays: Vec<&Relay> = cluster.relays.iter().collect();
-    wait_parked(&relays, WAITING as u64);
+    wait_parked(&relays, (HELD_LINKS + WAITING) as u64);
 
     // SIGKILL, then every sender posts (retrying as a client would).
     let status =
@@ -659,6 +690,16 @@ fn cluster_test(kind: Kind) {
         outcomes.iter().filter(|o| o.attempts != (1, 1)).map(|o| o.attempts).collect();
     println!("{kind:?}: (receiver, sender) requests of the retried hand-offs: {attempts:?}");
     assert!(slowest <= FAILOVER_LIMIT, "slowest hand-off took {slowest:?} after the kill");
+    // The /link senders waiting on the victim were cut off: their POST had been sent, so the
+    // proxy answers 502 rather than send it again.
+    let (cut, waiting_senders): (Vec<_>, Vec<_>) =
+        link_held.into_iter().partition(|(_, owner, _)| *owner == victim);
+    for (_, _, sender) in cut {
+        match sender.join().unwrap() {
+            Ok(answer) => assert_eq!(answer.status, 502, "{answer:?}"),
+            Err(e) => panic!("a /link sender on {victim}: {e}"),
+        }
+    }
 
     // The victim returns on its address with its state file: its ids come back to it, and the
     // /inbox messages it held are served again.
@@ -688,6 +729,28 @@ fn cluster_test(kind: Kind) {
         assert_eq!(message.status, 200, "{message:?}");
         assert_eq!((message.instance(), message.body.as_slice()), (victim.clone(), id.as_bytes()));
     }
+    // The /link messages it held are delivered there too, and the other relays' waiting senders
+    // were never disturbed. (A GET that reaches a relay without the message waits: with nginx,
+    // each worker takes the relay back on its own, so such a GET is given up after 2 s and sent
+    // again.)
+    let held_links = victim_links.iter().map(|id| (id.clone(), victim.clone(), None));
+    let others = waiting_senders.into_iter().map(|(id, owner, sender)| (id, owner, Some(sender)));
+    for (id, owner, sender) in held_links.chain(others) {
+        let path = format!("/link/{id}");
+        let deadline = Instant::now() + CAP;
+        let received = loop {
+            match call_within(cluster.plain, "GET", &path, b"", Duration::from_secs(2)) {
+                Ok(answer) if answer.status == 200 => break answer,
+                Ok(answer) if answer.status != 502 => panic!("{answer:?}"),
+                _ => assert!(Instant::now() < deadline, "{path}: never delivered"),
+            }
+        };
+        assert_eq!((received.instance(), received.body.as_slice()), (owner.clone(), id.as_bytes()));
+        if let Some(sender) = sender {
+            let sent = sender.join().unwrap().expect("a waiting /link sender");
+            assert_eq!((sent.status, sent.instance()), (200, owner));
+        }
+    }
     // What the restart strands: /inbox messages posted to the substitute while the victim was
     // down are on a relay the proxy no longer sends their id to.
     let stranded = waiting
@@ -701,10 +764,12 @@ fn cluster_test(kind: Kind) {
         .count();
     println!(
         "{kind:?}: {victim} restarted; its ids came back to it after {:.2?}; the {} /inbox \
-         messages it held when killed were served again; {stranded} /inbox messages stored on \
-         another relay while it was down are out of reach until their TTL ends",
+         and {} /link messages it held when killed were served again (the /link senders waiting \
+         on it got 502); {stranded} /inbox messages stored on another relay while it \
+         was down are out of reach until their TTL ends",
         back_after.unwrap(),
-        victim_held.len()
+        victim_held.len(),
+        victim_links.len()
     );
 }
 
