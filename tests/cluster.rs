@@ -7,9 +7,9 @@
 //! its acknowledgement) spread over the relays; then 100 receivers wait, one relay is killed
 //! with `SIGKILL`, and every hand-off completes on the others; then the relay restarts with its
 //! `--state-file` and the `/inbox` messages it held, and the `/link` messages of the senders that
-//! were waiting on it, are served again. The relay that answered is
-//! read from the `Handoff-Instance` header and checked against each relay's `/metrics`, read
-//! through the proxy's loopback operator listener.
+//! were waiting on it, are served again. The relay that answered is read from the
+//! `Handoff-Instance` header and checked against each relay's `/metrics`, read through the
+//! proxy's loopback operator listener.
 //!
 //! Addresses: the proxies listen on 127.0.0.2 and reach the relays on 127.0.0.1; curl (for the
 //! TLS listener) connects from 127.0.0.3, the test's own client from 127.0.0.1.
