@@ -49,6 +49,9 @@ const VICTIM: usize = 1;
 const FAILOVER_LIMIT: Duration = Duration::from_secs(5);
 /// Longest wait for anything the test awaits (a proxy up, a state file written, a relay back).
 const CAP: Duration = Duration::from_secs(30);
+/// How long a `/link` sender that waits through the kill (and, on a surviving relay, the
+/// restart) may go without an answer: far more than the test takes, even on a crowded machine.
+const HELD_WAIT: Duration = Duration::from_secs(300);
 
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
@@ -580,7 +583,8 @@ fn cluster_test(kind: Kind) {
             let id = ids.next();
             let owner = owner(&cluster, &id);
             let (addr, path, body) = (cluster.plain, format!("/link/{id}"), id.clone());
-            (id, owner, thread::spawn(move || call(addr, "POST", &path, body.as_bytes())))
+            let post = move || call_within(addr, "POST", &path, body.as_bytes(), HELD_WAIT);
+            (id, owner, thread::spawn(post))
         })
         .collect();
     let victim_links: Vec<String> = link_held
