@@ -104,7 +104,9 @@ fuzz: ## the parser's fuzz targets, FUZZ_RUNS inputs each (cargo-fuzz)
 	$(FUZZ_RUN) chunked fuzz/corpus/chunked fuzz/seeds/chunked -- -runs=$(FUZZ_RUNS)
 
 # Interop, not part of `make test` (which only compiles them): tests/interop.rs runs handoff
-# behind the real nginx and Caddy with the configurations in proxy/, and talks to it with curl
+# behind the real nginx and Caddy with the configurations in proxy/, and tests/cluster.rs three
+# relays behind nginx and behind HAProxy (proxy/nginx-cluster.conf, proxy/haproxy.cfg: sharding
+# by channel id, a relay killed and restarted, about 10 s); both talk to it with curl
 # (over TLS) and headless Chromium; checks /metrics with promtool; runs the static aarch64 build
 # under qemu-aarch64-static; and runs the units in systemd/ under a real, booted systemd in a
 # Debian container (systemd/test-under-systemd.sh, as root: systemd-nspawn, the root file system
@@ -141,6 +143,7 @@ interop: ## the interop, packaging and systemd tests against the static build (r
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test packaging -- --ignored --test-threads=1
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
 
 # Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
 # systemd/ installed and run under a real systemd in a container; about 5 s once its root file

@@ -34,6 +34,10 @@ pub struct Config {
     pub access: Access,
     /// Where the stored messages are saved across restarts (`--state-file`). Defaults to none.
     pub state_file: Option<PathBuf>,
+    /// This relay's name among several behind one proxy (`--instance`), also sent in the
+    /// `Handoff-Instance` response header. Defaults to none: `/health` and `/metrics` then name
+    /// the relay by [`host_name`], and no header is sent.
+    pub instance: Option<String>,
 }
 
 /// Access control (protocol §6); off by default.
@@ -168,6 +172,7 @@ impl Default for Config {
             trust_proxy: Vec::new(),
             access: Access::default(),
             state_file: None,
+            instance: None,
         }
     }
 }
@@ -277,6 +282,7 @@ const COUNT: Expected = "a whole number such as 100";
 const CIDRS: Expected = "address ranges such as 127.0.0.1/32,10.0.0.0/8 or ::1, or none";
 const LISTEN: Expected = "a socket address such as 127.0.0.1:8080 or [::]:8080";
 const PATH: Expected = "a file path, or none";
+const NAME: Expected = "1 to 64 letters, digits, '.', '-' or '_', or none";
 
 /// All flags that take a value, in `--help` order. Kept out of rustfmt so that a flag reads as
 /// one block: what it is, how a value is checked and stored, how it is shown.
@@ -423,6 +429,18 @@ static FLAGS: &[Flag] = &[
             Ok(())
         },
         show: |c| c.state_file.as_ref().map_or("none".into(), |p| p.display().to_string()) },
+    Flag { name: "instance", env: "HANDOFF_INSTANCE", placeholder: "NAME",
+        help: "This relay's name among several behind one proxy: shown in /health and /metrics, \
+               and sent in a Handoff-Instance header on every response. none: /health and \
+               /metrics show the host name, and no header is sent.",
+        set: |c, v| {
+            c.instance = match v {
+                "none" => None,
+                name => Some(instance_name(name).ok_or(NAME)?.to_string()),
+            };
+            Ok(())
+        },
+        show: |c| c.instance.clone().unwrap_or_else(|| "none".into()) },
     Flag { name: "auth-failures-per-ip", env: "HANDOFF_AUTH_FAILURES_PER_IP", placeholder: "N",
         help: "Failed authentications (401, 403) per minute per client IP before it gets 429. \
                0 disables.",
@@ -585,6 +603,24 @@ fn in_range(
 }
 
 /// A whole number of ASCII digits; no sign, no spaces.
+/// `name` if it can name an instance: 1 to 64 ASCII letters, digits, `.`, `-` or `_`, so that it
+/// goes into a header, a JSON string and a Prometheus label as it is, with no escaping.
+fn instance_name(name: &str) -> Option<&str> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    (1..=64).contains(&name.len()).then_some(name).filter(|n| n.bytes().all(allowed))
+}
+
+/// The machine's host name (`/proc/sys/kernel/hostname`, else `/etc/hostname`), which names the
+/// relay in `/health` and `/metrics` when `--instance` is not given; `handoff` if neither file
+/// holds a usable name.
+pub fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|text| instance_name(text.trim()).map(str::to_string))
+        .unwrap_or_else(|| "handoff".into())
+}
+
 /// A comma-separated list of address ranges; `none` is the empty list.
 fn cidrs(value: &str) -> Result<Vec<Cidr>, Expected> {
     if value == "none" {
@@ -1085,6 +1121,22 @@ mod tests {
         assert_eq!(over, Ok(Some(PathBuf::from("/a"))));
         assert_eq!(run(&["--state-file", "none"], &[]).map(|c| get(&c)), Ok(None));
         assert_eq!(run(&["--state-file", ""], &[]), Err(invalid("--state-file", "", PATH)));
+    }
+
+    #[test]
+    fn flag_instance() {
+        let get = |c: &Config| c.instance.clone();
+        assert_eq!(Config::default().instance, None);
+        check("instance", get, "relay-2.eu_1", Some("relay-2.eu_1".to_string()), "a b", NAME);
+        assert_eq!(run(&["--instance", "none"], &[]).map(|c| get(&c)), Ok(None));
+        let longest = "x".repeat(64);
+        assert_eq!(run(&["--instance", &longest], &[]).map(|c| get(&c)), Ok(Some(longest)));
+        // Nothing that would need escaping in a header, JSON or a Prometheus label.
+        for bad in ["", &"x".repeat(65), "r\"1", "r\\1", "r:1", "r/1", "r\u{e9}", "r\r\nX: 1"] {
+            assert_eq!(run(&["--instance", bad], &[]), Err(invalid("--instance", bad, NAME)));
+        }
+        // The host name is a usable name.
+        assert!(instance_name(&host_name()).is_some(), "{}", host_name());
     }
 
     #[test]

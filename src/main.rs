@@ -131,7 +131,8 @@ fn run(config: config::Config) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let spawn_failed = |e: std::io::Error| format!("cannot start a thread: {e}");
 
-    let gauges = Arc::new(metrics::Gauges::default());
+    let instance = config.instance.clone().unwrap_or_else(config::host_name);
+    let gauges = Arc::new(metrics::Gauges::new(instance, config.instance.is_some()));
     let (registry_tx, registry_rx) = unbounded();
     let settings = Settings {
         link_timeout: config.timeouts.link,

@@ -15,6 +15,9 @@ use crate::limits::{MemoryBudget, Refused};
 use crate::registry::Counts;
 use crate::response::Response;
 
+/// The relay's version, as `--version` shows it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Live gauges and counters.
 #[derive(Debug, Default)]
 pub struct Gauges {
@@ -26,9 +29,31 @@ pub struct Gauges {
     registry: Mutex<Counts>,
     /// Responses written, by route (`Route::kind`, `-` before routing) and status.
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// This relay's name in `/health` and `/metrics` (`--instance`, else the host name).
+    instance: String,
+    /// Whether every response names the instance in [`INSTANCE_HEADER`] (`--instance` given).
+    instance_header: bool,
 }
 
+/// The response header naming the relay that answered, so an operator (and a test) behind a
+/// proxy that spreads ids over several relays sees which one it was.
+pub const INSTANCE_HEADER: &str = "Handoff-Instance";
+
 impl Gauges {
+    /// Gauges of the relay named `instance`; `header`: name it on every response too.
+    pub fn new(instance: String, header: bool) -> Gauges {
+        Gauges { instance, instance_header: header, ..Gauges::default() }
+    }
+
+    /// `response` as it is written: with the [`INSTANCE_HEADER`] when `--instance` was given.
+    pub fn with_instance_header(&self, response: Response) -> Response {
+        if self.instance_header {
+            response.header(INSTANCE_HEADER, self.instance.as_str())
+        } else {
+            response
+        }
+    }
+
     /// Publishes the registry's counts.
     pub fn set_registry(&self, counts: Counts) {
         *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = counts;
@@ -75,6 +100,10 @@ impl Gauges {
             }
         };
         let one = |value: usize| [(String::new(), value as u64)];
+        // Not `instance`: Prometheus sets that label on every series it scrapes (the target's
+        // address) and would rename this one `exported_instance`.
+        let info = [(format!("{{relay=\"{}\",version=\"{}\"}}", self.instance, VERSION), 1)];
+        family("info", "gauge", "Always 1: this relay's --instance name and version.", &info);
         let requests: Vec<(String, u64)> = requests
             .into_iter()
             .map(|((route, status), n)| (format!("{{route=\"{route}\",status=\"{status}\"}}"), n))
@@ -166,10 +195,11 @@ impl Gauges {
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
-            "{{\"status\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
+            "{{\"status\":\"{}\",\"instance\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
              \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
+            self.instance,
             counts.parked,
             counts.parked,
             counts.messages,

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get_request, handoff_binary, post_request, read_response, Relay};
+use common::{get_request, handoff_binary, post_request, read_response, request, Relay};
 
 /// systemd's tool that listens, then runs a program with the socket as descriptor 3.
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
@@ -423,5 +423,51 @@ fn readme_shows_the_shipped_proxy_files() {
             .map(|(block, _)| block)
             .unwrap_or_else(|| panic!("README has no {fence:?} block"));
         assert_eq!(block, body, "README's {fence:?} block is not proxy/{file}");
+    }
+}
+
+/// `--instance` names the relay in `/health`, in `/metrics` (`handoff_info{relay=...}`) and in
+/// the `Handoff-Instance` header of every response: relay answers, refusals and local answers.
+#[test]
+fn instance_is_named_in_health_metrics_and_every_response() {
+    let relay = Relay::start(&["--instance", "relay-2", "--inbox-timeout", "300ms"]);
+    let (health, text) = relay.health();
+    assert!(text.starts_with("{\"status\":\"ok\",\"instance\":\"relay-2\","), "{health}");
+    let version = env!("CARGO_PKG_VERSION");
+    let info = format!("handoff_info{{relay=\"relay-2\",version=\"{version}\"}}");
+    assert_eq!(sample(&scrape(&relay), &info), 1.0);
+    let receiver = relay.spawn_get("/link/named");
+    relay.wait_parked(1);
+    let answers = [
+        relay.post("/link/named", b"sealed", &[]),
+        receiver.join().unwrap(),
+        relay.get("/inbox/named"),
+        relay.get("/"),
+        relay.get("/nowhere"),
+        relay.send(b"GET / HTTP/1.1\r\n\r\n"),
+        relay.send(&request("OPTIONS", "/inbox/named", &[("Origin", "https://a.example")], b"")),
+        health,
+    ];
+    for (answer, status) in answers.iter().zip([200, 200, 408, 200, 404, 400, 204, 200]) {
+        assert_eq!(answer.status, status, "{answer}");
+        assert_eq!(answer.header("handoff-instance"), Some("relay-2"), "{answer}");
+        assert_eq!(answer.header_count("handoff-instance"), 1, "{answer}");
+    }
+}
+
+/// Without `--instance`, `/health` and `/metrics` name the relay by the host name and no
+/// response carries the header (a host name is not every operator's to publish).
+#[test]
+fn without_instance_the_host_name_is_shown_but_not_sent() {
+    let relay = Relay::start(&[]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (health, text) = relay.health();
+    assert!(text.contains(&format!("\"instance\":\"{}\"", host.trim())), "{health}");
+    let samples = scrape(&relay);
+    assert!(samples
+        .iter()
+        .any(|(s, v)| s.contains(&format!("relay=\"{}\"", host.trim())) && *v == 1.0));
+    for answer in [health, relay.get("/"), relay.get("/nowhere")] {
+        assert_eq!(answer.header("handoff-instance"), None, "{answer}");
     }
 }

@@ -252,6 +252,7 @@ impl Writer {
     /// Renders a reply and writes what the socket takes now.
     fn start(&mut self, poller: &Poller, outgoing: Outgoing, now: Instant) {
         let Outgoing { connection, exchange, response, delivery } = outgoing;
+        let response = self.gauges.with_instance_header(response);
         let status = response.status;
         let mut bytes = Vec::with_capacity(512 + response.body.len());
         let head_only = exchange.method == "HEAD";

@@ -1,9 +1,0 @@
-/work/main/target-lint/debug/deps/handoff_bench-3e94c91adb435d7e.d: src/bin/handoff-bench.rs Cargo.toml
-
-/work/main/target-lint/debug/deps/libhandoff_bench-3e94c91adb435d7e.rmeta: src/bin/handoff-bench.rs Cargo.toml
-
-src/bin/handoff-bench.rs:
-Cargo.toml:
-
-# env-dep:CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
-# env-dep:CLIPPY_CONF_DIR
