@@ -39,6 +39,7 @@ fn settings() -> Settings {
         max_parked: None,
         max_parked_per_ip: None,
         rate_per_id: None,
+        keeps_messages: false,
     }
 }
 
@@ -195,7 +196,7 @@ fn parked_links(n: usize) {
         let Some((oldest, receiver)) = receivers.pop_front() else { break };
         let (sender, request) = (sim.conn(), fake(oldest, Action::LinkSend, &body));
         send.time(|| sim.arrive(sender, request));
-        written.time(|| sim.handle(Event::Written { conn: receiver, ok: true }));
+        written.time(|| sim.handle(Event::DeliveryEnded { conn: receiver, taken: true }));
     }
     assert_eq!(sim.registry.counts().parked, n, "the size held while timing");
     let mut ticks = sim.time_ticks();
