@@ -652,3 +652,38 @@ fn sigterm_mid_delivery() -> ((u64, u64), u64) {
     }
     ((trials, sender_200), false_200)
 }
+
+/// A receiving side that reads the whole answer and then resets: not taken from a client (the
+/// message goes to the next receiver), taken from a trusted proxy (HAProxy closes that way).
+#[test]
+fn a_reset_after_the_whole_answer_counts_only_from_a_trusted_proxy() {
+    for trusted in [false, true] {
+        let mut args = NO_CLIENT_LIMITS.to_vec();
+        args.extend(["--write-timeout", "5s"]);
+        if trusted {
+            args.extend(["--trust-proxy", "127.0.0.1/32"]);
+        }
+        let relay = Relay::start(&args);
+        let mut first = relay.open(&get_request("/link/reset"));
+        relay.wait_parked(1);
+        let sender = relay.spawn_post("/link/reset", b"token", &[]);
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 1024];
+        while whole_body(&raw).is_none() {
+            match first.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(whole_body(&raw).as_deref(), Some(&b"token"[..]));
+        reset_on_close(&first);
+        drop(first);
+        if trusted {
+            assert_eq!(sender.join().unwrap().status, 200, "a trusted proxy took it");
+        } else {
+            let next = relay.get("/link/reset");
+            assert_eq!((next.status, next.body.as_slice()), (200, &b"token"[..]), "{next}");
+            assert_eq!(sender.join().unwrap().status, 200);
+        }
+    }
+}

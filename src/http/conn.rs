@@ -131,6 +131,9 @@ pub struct Exchange {
     pub(super) cors_origin: Option<String>,
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,
+    /// Whether the TCP peer is a trusted proxy (`--trust-proxy`), which may close a connection
+    /// it has read in full with a reset (HAProxy does): see `outbox.rs`.
+    pub(super) via_proxy: bool,
     pub(super) started: Instant,
 }
 
@@ -143,6 +146,7 @@ impl Exchange {
             id_tag: None,
             cors_origin: None,
             client,
+            via_proxy: false,
             started,
         }
     }

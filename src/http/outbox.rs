@@ -17,7 +17,10 @@
 //! the reply reached the receiver's TCP and acknowledged, and the receiver then closed its end
 //! cleanly, with no reset (RFC 9112 §9.6: a client reads a `close` response to its end, then
 //! closes). A write error, a reset, or the deadline first means not taken: the registry gives the
-//! message to the next receiver.
+//! message to the next receiver. One exception: a trusted proxy (`--trust-proxy`) that resets
+//! the connection after every byte was written has taken it. HAProxy closes each relay
+//! connection that way once it has read the whole response; a proxy reads what it is sent at
+//! once and passes it on, and from there the hand-off is the proxy's (protocol §2.1).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -323,7 +326,7 @@ impl Writer {
                         self.acknowledging.push(conn);
                         break acknowledged(sending);
                     }
-                    Err(_) => break Some(End::Failed),
+                    Err(_) => break Some(reset_after_the_reply(sending)),
                 },
                 Stage::Acknowledging => break acknowledged(sending),
             }
@@ -402,12 +405,22 @@ fn acknowledged(sending: &mut Sending) -> Option<End> {
     match sending.connection.read_now(&mut probe) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-        Err(_) => return Some(End::Failed),
+        Err(_) => return Some(reset_after_the_reply(sending)),
     }
     match sys::unacknowledged(&sending.connection) {
         Ok(0) => Some(End::Done),
         Ok(_) => None,
         Err(_) => Some(End::Failed),
+    }
+}
+
+/// How a reply ends when its connection is reset after every byte was written: taken when the
+/// peer is a trusted proxy (see the module docs), else failed.
+fn reset_after_the_reply(sending: &Sending) -> End {
+    if sending.exchange.via_proxy {
+        End::Done
+    } else {
+        End::Failed
     }
 }
 

@@ -251,6 +251,8 @@ fn start(
         head.headers("x-real-ip"),
     );
     exchange.client = client.key();
+    exchange.via_proxy =
+        front.config.trust_proxy.iter().any(|cidr| cidr.contains(conn.peer().ip()));
     if !front.config.access.allows(client) {
         return Err(Refusal::IpDenied);
     }
