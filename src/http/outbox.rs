@@ -301,6 +301,9 @@ impl Writer {
                                     self.deadlines.cancel(sending.timer);
                                     sending.timer = self.deadlines.insert(now + LINGER_TIME, conn);
                                 }
+                                // The client can hardly have read the answer and closed yet:
+                                // wait for that instead of asking the socket at once.
+                                break watch(poller, sending, Interest::Always, conn);
                             }
                         }
                         Err(_) => break Some(End::Failed),
@@ -316,6 +319,11 @@ impl Writer {
                     }
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                         if !sending.delivery {
+                            break Some(End::Done);
+                        }
+                        // Usually every byte is acknowledged by now, and closing the connection
+                        // takes it out of the epoll set; else it is asked again every tick.
+                        if let Ok(0) = sys::unacknowledged(&sending.connection) {
                             break Some(End::Done);
                         }
                         sending.stage = Stage::Acknowledging;
