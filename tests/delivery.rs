@@ -260,18 +260,24 @@ fn play_first_receiver(kind: Receiver, first: &mut TcpStream, give_up: Duration)
         Receiver::ReadsAllKeepsOpen => {
             // Reads up to the end of the body, never to the end of stream, and holds on.
             first.set_read_timeout(Some(give_up)).unwrap();
-            let mut raw = Vec::new();
-            let mut buf = [0u8; 4096];
-            while whole_body(&raw).is_none() {
-                match first.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => raw.extend_from_slice(&buf[..n]),
-                }
-            }
+            let body = read_to_the_body_end(first);
             thread::sleep(Duration::from_millis(3500));
-            whole_body(&raw).is_some()
+            body.is_some()
         }
     }
+}
+
+/// Reads until a whole response body is in (not to the end of stream); that body, if it came.
+fn read_to_the_body_end(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while whole_body(&raw).is_none() {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    whole_body(&raw)
 }
 
 /// What one trial saw.
@@ -667,15 +673,7 @@ fn a_reset_after_the_whole_answer_counts_only_from_a_trusted_proxy() {
         let mut first = relay.open(&get_request("/link/reset"));
         relay.wait_parked(1);
         let sender = relay.spawn_post("/link/reset", b"token", &[]);
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 1024];
-        while whole_body(&raw).is_none() {
-            match first.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-        }
-        assert_eq!(whole_body(&raw).as_deref(), Some(&b"token"[..]));
+        assert_eq!(read_to_the_body_end(&mut first).as_deref(), Some(&b"token"[..]));
         reset_on_close(&first);
         drop(first);
         if trusted {
