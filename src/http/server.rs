@@ -190,30 +190,36 @@ impl Poller {
 pub fn start(listener: TcpListener, front: Front, workers: usize) -> io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
     let (waker, wake_rx) = Waker::pair()?;
+    let front = Arc::new(front);
+    // The workers and the epoll set exist before this returns (and the relay says it listens).
+    let (jobs, returned) = spawn_workers(&front, workers, &waker)?;
+    listener.set_nonblocking(true)?;
+    sys::set_backlog(&listener, BACKLOG)?;
+    let poller = sys::Poller::new(256)?;
+    poller.add(&listener, Interest::Always, LISTENER)?;
+    poller.add(&wake_rx, Interest::Always, WAKER)?;
     let (flag, poller_waker) = (Arc::clone(&stop), Arc::clone(&waker));
     let thread = spawn("poller".into(), move || {
-        if let Err(e) = serve(listener, front, workers, wake_rx, poller_waker, &flag) {
+        let served = serve(poller, listener, front, jobs, returned, wake_rx, poller_waker, &flag);
+        if let Err(e) = served {
             error!("the poller failed, no longer accepting: {e}");
         }
     })?;
     Ok(Poller { stop, waker, thread })
 }
 
-/// Starts the worker pool and runs the poller on this thread until `stop` is set.
-fn serve(
-    listener: TcpListener,
-    front: Front,
+/// Starts `workers` worker threads: the queue of jobs for them, and where they give back the
+/// readings that are not complete yet.
+fn spawn_workers(
+    front: &Arc<Front>,
     workers: usize,
-    wake_rx: UnixStream,
-    waker: Arc<Waker>,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let front = Arc::new(front);
+    waker: &Arc<Waker>,
+) -> io::Result<(Sender<Job>, Receiver<Reading>)> {
     let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
     let (returned_tx, returned) = unbounded::<Reading>();
     for n in 0..workers {
         let (front, jobs, returned_tx, waker) =
-            (Arc::clone(&front), jobs.clone(), returned_tx.clone(), Arc::clone(&waker));
+            (Arc::clone(front), jobs.clone(), returned_tx.clone(), Arc::clone(waker));
         spawn(format!("worker-{n}"), move || {
             let mut scratch = vec![0u8; READ_CHUNK];
             for job in jobs {
@@ -236,11 +242,21 @@ fn serve(
             }
         })?;
     }
-    listener.set_nonblocking(true)?;
-    sys::set_backlog(&listener, BACKLOG)?;
-    let mut poller = sys::Poller::new(256)?;
-    poller.add(&listener, Interest::Always, LISTENER)?;
-    poller.add(&wake_rx, Interest::Always, WAKER)?;
+    Ok((jobs_tx, returned))
+}
+
+/// Runs the poller on this thread until `stop` is set.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    mut poller: sys::Poller,
+    listener: TcpListener,
+    front: Arc<Front>,
+    jobs_tx: Sender<Job>,
+    returned: Receiver<Reading>,
+    wake_rx: UnixStream,
+    waker: Arc<Waker>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let mut reader = Reader {
         front,
         listener,
