@@ -81,6 +81,13 @@ pub struct Timeouts {
     pub write: Duration,
 }
 
+impl Config {
+    /// Whether the TCP peer `ip` is a trusted proxy (`--trust-proxy`).
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trust_proxy.iter().any(|cidr| cidr.contains(ip))
+    }
+}
+
 /// Size and count limits. `None` means the limit was disabled with `0`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {

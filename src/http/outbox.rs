@@ -112,6 +112,7 @@ struct Outgoing {
 pub struct Outbox {
     queue: Sender<Outgoing>,
     waker: Arc<Waker>,
+    gauges: Arc<Gauges>,
 }
 
 impl Outbox {
@@ -125,7 +126,7 @@ impl Outbox {
         let (waker, watched) = Waker::pair()?;
         let mut poller = Poller::new(256)?;
         poller.add(&watched, Interest::Always, WAKER)?;
-        let thread_waker = Arc::clone(&waker);
+        let (thread_waker, thread_gauges) = (Arc::clone(&waker), Arc::clone(&gauges));
         super::server::spawn("outbox".into(), move || {
             let mut writer = Writer {
                 sending: HashMap::new(),
@@ -133,12 +134,12 @@ impl Outbox {
                 deadlines: TimerWheel::new(Instant::now(), TICK, 1024),
                 write_timeout,
                 registry,
-                gauges,
+                gauges: thread_gauges,
                 scratch: vec![0u8; 16 * 1024],
             };
             writer.run(&mut poller, &incoming, &watched, &thread_waker);
         })?;
-        Ok(Outbox { queue, waker })
+        Ok(Outbox { queue, waker, gauges })
     }
 
     /// Writes `response` on `connection` and closes it; `delivery`: report to the registry
@@ -150,9 +151,8 @@ impl Outbox {
         exchange: Exchange,
         response: Response,
         delivery: bool,
-        gauges: &Gauges,
     ) {
-        gauges.count_request(exchange.route, response.status);
+        self.gauges.count_request(exchange.route, response.status);
         let outgoing = Outgoing { connection, exchange, response, delivery };
         if self.queue.send(outgoing).is_ok() {
             self.waker.wake();
@@ -181,8 +181,8 @@ struct Sending {
     drained: usize,
     stage: Stage,
     delivery: bool,
-    /// Whether the connection is in the epoll set.
-    watched: bool,
+    /// What the epoll set watches the connection for, if it is in it.
+    watched: Option<Interest>,
     timer: TimerId,
 }
 
@@ -274,7 +274,7 @@ impl Writer {
             drained: 0,
             stage: Stage::Writing,
             delivery,
-            watched: false,
+            watched: None,
             timer,
         };
         self.sending.insert(conn, sending);
@@ -327,9 +327,8 @@ impl Writer {
                             break Some(End::Done);
                         }
                         sending.stage = Stage::Acknowledging;
-                        if sending.watched {
+                        if sending.watched.take().is_some() {
                             let _ = poller.remove(&sending.connection);
-                            sending.watched = false;
                         }
                         self.acknowledging.push(conn);
                         break acknowledged(sending);
@@ -391,14 +390,15 @@ impl Writer {
 /// Puts a connection in the epoll set with `interest` (or changes it); `None` (keep going)
 /// when watched, else the reply fails: a connection that cannot be watched cannot finish.
 fn watch(poller: &Poller, sending: &mut Sending, interest: Interest, conn: ConnId) -> Option<End> {
-    let watched = if sending.watched {
-        poller.modify(&sending.connection, interest, conn)
-    } else {
-        poller.add(&sending.connection, interest, conn)
+    let watched = match sending.watched {
+        // Level-triggered: watched so already, nothing to change.
+        Some(current) if current == interest => Ok(()),
+        Some(_) => poller.modify(&sending.connection, interest, conn),
+        None => poller.add(&sending.connection, interest, conn),
     };
     match watched {
         Ok(()) => {
-            sending.watched = true;
+            sending.watched = Some(interest);
             None
         }
         Err(_) => Some(End::Failed),

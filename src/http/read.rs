@@ -184,7 +184,7 @@ pub fn serve(mut reading: Reading, front: &Front, scratch: &mut [u8]) -> Option<
             None
         }
         Ok(Outcome::Local(response)) => {
-            front.outbox.send(connection, exchange, response, false, &front.gauges);
+            front.outbox.send(connection, exchange, response, false);
             None
         }
         Err(refusal) => {
@@ -216,7 +216,7 @@ fn answer(connection: Connection, exchange: Exchange, refusal: &Refusal, front: 
         front.gauges.refused(reason);
     }
     if let Some(response) = refusal.response() {
-        front.outbox.send(connection, exchange, response, false, &front.gauges);
+        front.outbox.send(connection, exchange, response, false);
     }
 }
 
@@ -251,8 +251,7 @@ fn start(
         head.headers("x-real-ip"),
     );
     exchange.client = client.key();
-    exchange.via_proxy =
-        front.config.trust_proxy.iter().any(|cidr| cidr.contains(conn.peer().ip()));
+    exchange.via_proxy = front.config.is_trusted_proxy(conn.peer().ip());
     if !front.config.access.allows(client) {
         return Err(Refusal::IpDenied);
     }

@@ -355,7 +355,7 @@ impl Reader {
                 debug!("refused a connection: {open} open (--max-connections)");
                 continue;
             }
-            let trusted = self.front.config.trust_proxy.iter().any(|cidr| cidr.contains(peer.ip()));
+            let trusted = self.front.config.is_trusted_proxy(peer.ip());
             if let (Some(peers), false) = (&self.front.peers, trusted) {
                 match peers.open(ClientKey::of(peer.ip())) {
                     Some(slot) => connection.peer_slot = Some(slot),

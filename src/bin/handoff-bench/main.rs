@@ -279,6 +279,17 @@ fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
     })
 }
 
+/// A hand-off's two sides, both 200: the receiver reads its answer and closes first, since the
+/// sender's 200 may wait until the receiver took the message (handoff's does).
+fn hand_off(mut receiver: TcpStream, mut sender: TcpStream, what: &str) -> Result<(), String> {
+    let received = read_status(&mut receiver);
+    drop(receiver);
+    match (received?, read_status(&mut sender)?) {
+        (200, 200) => Ok(()),
+        (got, sent) => Err(format!("{what}: status {got}, sender: status {sent}, expected 200")),
+    }
+}
+
 fn expect_200(what: &str, status: Result<u16, String>) -> Result<(), String> {
     match status? {
         200 => Ok(()),
@@ -506,13 +517,9 @@ fn link_throughput(options: &Options) -> Result<Report, String> {
     let cpu = CpuMeter::start(options.pid)?;
     let (series, seconds) = for_duration(options, "hand-off", |target, id| {
         let path = format!("/link/{id}");
-        let mut receiver = target.open("GET", &path, b"")?;
-        let mut sender = target.open("POST", &path, b"bench-token")?;
-        // The receiver reads and closes before the sender's answer is read: a relay may hold
-        // the sender's 200 until the receiver took the message (handoff does).
-        expect_200("receiver", read_status(&mut receiver))?;
-        drop(receiver);
-        expect_200("sender", read_status(&mut sender))
+        let receiver = target.open("GET", &path, b"")?;
+        let sender = target.open("POST", &path, b"bench-token")?;
+        hand_off(receiver, sender, "receiver")
     });
     let mut facts = vec![
         ("concurrency", options.concurrency.unwrap_or(1) as f64),
@@ -582,15 +589,12 @@ fn park(options: &Options) -> Result<Report, String> {
             let (target, run) = (target.clone(), run.clone());
             thread::spawn(move || {
                 let mut series = Series::named("serve");
-                for (j, mut receiver) in chunk {
+                for (j, receiver) in chunk {
                     let at = Instant::now();
                     let path = format!("{protocol}/{run}-{j}");
-                    let result =
-                        target.open("POST", &path, b"bench-token").and_then(|mut sender| {
-                            expect_200("receiver", read_status(&mut receiver))?;
-                            drop(receiver);
-                            expect_200("sender", read_status(&mut sender))
-                        });
+                    let result = target
+                        .open("POST", &path, b"bench-token")
+                        .and_then(|sender| hand_off(receiver, sender, "receiver"));
                     series.record(at, result);
                 }
                 series

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{proc_stats, read_status, run_id, Options, ProcStats, Target};
+use super::{hand_off, proc_stats, read_status, run_id, Options, ProcStats, Target};
 
 /// Longest wait for the relay's descriptors and threads to return to baseline after the load.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -236,7 +236,7 @@ fn one(target: &Target, kind: Kind, id: &str, wait: Duration) -> Result<(), Stri
         Kind::LinkHandOff => {
             let receiver = target.open("GET", &link, b"")?;
             let sender = target.open("POST", &link, b"soak-token")?;
-            link_pair(receiver, sender, "GET")
+            hand_off(receiver, sender, "GET")
         }
         Kind::InboxFlow => {
             let mut poll = target.open("GET", &inbox, b"")?;
@@ -253,7 +253,7 @@ fn one(target: &Target, kind: Kind, id: &str, wait: Duration) -> Result<(), Stri
             thread::sleep(Duration::from_millis(20));
             let receiver = target.open("GET", &link, b"")?;
             let sender = target.open("POST", &link, b"soak-token")?;
-            link_pair(receiver, sender, "GET after one left")
+            hand_off(receiver, sender, "GET after one left")
         }
         Kind::SlowReader => {
             let mut receiver = target.open("GET", &link, b"")?;
@@ -271,17 +271,6 @@ fn one(target: &Target, kind: Kind, id: &str, wait: Duration) -> Result<(), Stri
         }
         Kind::LinkTimeout => expect("unanswered /link GET", 408, wait_call(target, &link, wait)),
         Kind::InboxTimeout => expect("unanswered /inbox GET", 408, wait_call(target, &inbox, wait)),
-    }
-}
-
-/// A `/link` hand-off's two sides: the receiver reads and closes first, since the sender's 200
-/// may wait until the receiver took the message (handoff's does).
-fn link_pair(mut receiver: TcpStream, mut sender: TcpStream, what: &str) -> Result<(), String> {
-    let received = read_status(&mut receiver);
-    drop(receiver);
-    match (received?, read_status(&mut sender)?) {
-        (200, 200) => Ok(()),
-        (got, sent) => Err(format!("{what}: status {got}, POST: status {sent}, expected 200")),
     }
 }
 
