@@ -25,6 +25,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ const EPOLLIN: u32 = 0x001;
 const EPOLLOUT: u32 = 0x004;
 const EPOLLRDHUP: u32 = 0x2000;
 const EPOLLONESHOT: u32 = 1 << 30;
+const EPOLLET: u32 = 1 << 31;
 
 fn check(result: i32) -> io::Result<i32> {
     if result < 0 {
@@ -86,8 +88,13 @@ pub enum Interest {
     /// Once, when bytes arrive, the peer closes or the connection fails: parked connections,
     /// whose stray bytes are read and dropped so that a close behind them is seen.
     Parked,
-    /// Every time the send buffer has room (level-triggered): replies being written.
-    Writable,
+    /// A reply not yet written whole: when the send buffer gains room, and when the client
+    /// sends, closes or fails. Edge-triggered: each change is reported once, so the outbox
+    /// writes and reads until the socket would block, and the registration never changes.
+    Reply,
+    /// A reply written whole, whose client's close is awaited: as [`Interest::Reply`] without
+    /// the send buffer (which would report at once).
+    Closing,
 }
 
 impl Interest {
@@ -97,14 +104,15 @@ impl Interest {
             Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
             // EPOLLHUP and EPOLLERR are always reported.
             Interest::Parked => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-            Interest::Writable => EPOLLOUT,
+            Interest::Reply => EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+            Interest::Closing => EPOLLIN | EPOLLRDHUP | EPOLLET,
         }
     }
 }
 
 /// An epoll instance: readiness of many descriptors, each named by a `u64` token.
 pub struct Poller {
-    epoll: OwnedFd,
+    epoll: Arc<OwnedFd>,
     events: Vec<EpollEvent>,
 }
 
@@ -114,8 +122,14 @@ impl Poller {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
         // that nothing else owns, so OwnedFd may take it.
         let fd = check(unsafe { epoll_create1(EPOLL_CLOEXEC) })?;
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(Poller { epoll, events: vec![EpollEvent { events: 0, data: 0 }; batch.max(1)] })
+    }
+
+    /// Another handle on the same epoll set, for a thread that adds descriptors to the set
+    /// another thread waits on (the kernel allows both at once).
+    pub fn handle(&self) -> Poller {
+        Poller { epoll: Arc::clone(&self.epoll), events: vec![EpollEvent { events: 0, data: 0 }] }
     }
 
     fn control(&self, op: i32, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
@@ -148,6 +162,28 @@ impl Poller {
     /// Waits until a descriptor is ready or `timeout` passes (`None`: no limit), then appends
     /// the tokens of the ready ones to `ready`.
     pub fn wait(&mut self, ready: &mut Vec<u64>, timeout: Option<Duration>) -> io::Result<()> {
+        let count = self.wait_for(timeout)?;
+        ready.extend(self.events[..count].iter().map(|event| event.data));
+        Ok(())
+    }
+
+    /// Like [`wait`](Self::wait), with whether each descriptor reported input, an end of
+    /// stream, a hang-up or an error (anything but room to write).
+    pub fn wait_input(
+        &mut self,
+        ready: &mut Vec<(u64, bool)>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let count = self.wait_for(timeout)?;
+        ready.extend(self.events[..count].iter().map(|event| {
+            let events = event.events;
+            (event.data, events & !EPOLLOUT != 0)
+        }));
+        Ok(())
+    }
+
+    /// `epoll_wait` into `events`: how many it filled.
+    fn wait_for(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let timeout_ms = match timeout {
             // Round up, so a wait never ends before the deadline it serves.
             Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
@@ -159,13 +195,11 @@ impl Poller {
         let result = unsafe {
             epoll_wait(self.epoll.as_raw_fd(), self.events.as_mut_ptr(), capacity, timeout_ms)
         };
-        let count = match check(result) {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(e),
-        };
-        ready.extend(self.events[..count].iter().map(|event| event.data));
-        Ok(())
+        match check(result) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,12 +1,14 @@
-//! The outbox: one thread writes every response, and never waits on any one client
-//! (protocol §2, §4).
+//! The outbox: one thread that sees every response to its end, and never waits on any one
+//! client (protocol §2, §4).
 //!
-//! Workers (their own answers and refusals) and the registry thread (relay answers) hand it a
-//! connection and a [`Response`]; it renders the bytes and writes them without blocking, driven
-//! by `EPOLLOUT`, so a client that reads slowly costs the bytes of its reply and a place in the
-//! epoll set, never a thread, and never delays anyone else's reply. Each reply has one absolute
-//! deadline, `--write-timeout`, for the whole of it; past it the connection is closed and counted
-//! (`slow_reader`).
+//! A worker (its own answers and refusals) renders its reply and writes what the socket takes
+//! at once, without waiting; the registry thread (relay answers) hands its replies over unwritten,
+//! since its time is every client's. Either way the connection goes into the outbox thread's
+//! epoll set, edge-triggered, once for its whole reply, and the reply into its queue; the thread
+//! writes the rest as the client reads, driven by `EPOLLOUT`, so a client that reads slowly
+//! costs the bytes of its reply and a place in the epoll set, never a thread, and never delays
+//! anyone else's reply. Each reply has one absolute deadline, `--write-timeout`, for the whole
+//! of it; past it the connection is closed and counted (`slow_reader`).
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
 //! then what the client still sends is read and dropped until its end of stream, for at most
@@ -99,20 +101,15 @@ pub fn drain_wakeups(watched: &UnixStream) {
     while matches!((&*watched).read(&mut drain), Ok(n) if n > 0) {}
 }
 
-/// One reply for the outbox.
-struct Outgoing {
-    connection: Connection,
-    exchange: Exchange,
-    response: Response,
-    delivery: bool,
-}
-
 /// Where replies go: cheap to clone, one per thread that answers.
 #[derive(Clone)]
 pub struct Outbox {
-    queue: Sender<Outgoing>,
+    queue: Sender<Sending>,
     waker: Arc<Waker>,
     gauges: Arc<Gauges>,
+    /// The outbox thread's epoll set: an answering thread puts the connection it wrote to there.
+    watch: Arc<Poller>,
+    write_timeout: Duration,
 }
 
 impl Outbox {
@@ -126,35 +123,80 @@ impl Outbox {
         let (waker, watched) = Waker::pair()?;
         let mut poller = Poller::new(256)?;
         poller.add(&watched, Interest::Always, WAKER)?;
+        let watch = Arc::new(poller.handle());
         let (thread_waker, thread_gauges) = (Arc::clone(&waker), Arc::clone(&gauges));
         super::server::spawn("outbox".into(), move || {
             let mut writer = Writer {
                 sending: HashMap::new(),
                 acknowledging: Vec::new(),
+                early: HashMap::new(),
                 deadlines: TimerWheel::new(Instant::now(), TICK, 1024),
-                write_timeout,
                 registry,
                 gauges: thread_gauges,
                 scratch: vec![0u8; 16 * 1024],
             };
             writer.run(&mut poller, &incoming, &watched, &thread_waker);
         })?;
-        Ok(Outbox { queue, waker, gauges })
+        Ok(Outbox { queue, waker, gauges, watch, write_timeout })
     }
 
     /// Writes `response` on `connection` and closes it; `delivery`: report to the registry
     /// whether the client took it (a `/link` hand-off). Counted as a request at once, so a
     /// client that has its answer sees it counted.
-    pub fn send(
+    ///
+    /// The calling thread renders the reply and writes what the socket takes now, without
+    /// waiting (usually all of it); the outbox thread does the rest and waits for the client's
+    /// close. For the workers, whose time is their own.
+    pub fn send(&self, connection: Connection, exchange: Exchange, response: Response) {
+        self.queue(connection, exchange, response, false, true);
+    }
+
+    /// Like [`send`](Self::send), but the outbox thread writes too: for the registry thread,
+    /// whose time is every client's, and its deliveries.
+    pub fn hand_over(
         &self,
         connection: Connection,
         exchange: Exchange,
         response: Response,
         delivery: bool,
     ) {
+        self.queue(connection, exchange, response, delivery, false);
+    }
+
+    /// Renders and queues a reply, writing it first if `write_now`. The outbox thread learns
+    /// of it from its connection's readiness in its epoll set (or at its next tick), and is
+    /// woken only when it sleeps with nothing in flight.
+    fn queue(
+        &self,
+        connection: Connection,
+        exchange: Exchange,
+        response: Response,
+        delivery: bool,
+        write_now: bool,
+    ) {
         self.gauges.count_request(exchange.route, response.status);
-        let outgoing = Outgoing { connection, exchange, response, delivery };
-        if self.queue.send(outgoing).is_ok() {
+        let response = self.gauges.with_instance_header(response);
+        let now = Instant::now();
+        let deadline = now + self.write_timeout;
+        let mut sending = Sending::new(connection, exchange, response, delivery, deadline);
+        let interest = match write_now.then(|| sending.write()) {
+            None | Some(Ok(false)) => Some(Interest::Reply),
+            Some(Ok(true)) => {
+                if !delivery {
+                    sending.deadline = now + LINGER_TIME;
+                }
+                Some(Interest::Closing)
+            }
+            // The outbox thread writes once more and ends the reply as failed.
+            Some(Err(_)) => None,
+        };
+        // Watched before it is queued, so no readiness is missed; the outbox thread keeps what
+        // it hears of a connection whose reply it has not taken yet.
+        if let Some(interest) = interest {
+            let conn = sending.connection.id();
+            sending.watched = self.watch.add(&sending.connection, interest, conn).is_ok();
+        }
+        if self.queue.send(sending).is_ok() {
             self.waker.wake();
         }
     }
@@ -181,9 +223,63 @@ struct Sending {
     drained: usize,
     stage: Stage,
     delivery: bool,
-    /// What the epoll set watches the connection for, if it is in it.
-    watched: Option<Interest>,
-    timer: TimerId,
+    /// Whether the connection is in the outbox thread's epoll set (edge-triggered, for good).
+    watched: bool,
+    /// Whether the client sent something (bytes, its end of stream, a reset) not read yet.
+    input: bool,
+    /// When the reply is given up (`--write-timeout`), or when a client that has its answer
+    /// is closed on (`LINGER_TIME`).
+    deadline: Instant,
+    /// Its place on the outbox thread's wheel, once it is there.
+    timer: Option<TimerId>,
+}
+
+impl Sending {
+    /// Renders `response` for `exchange` (CORS headers, no body for `HEAD`).
+    fn new(
+        connection: Connection,
+        exchange: Exchange,
+        response: Response,
+        delivery: bool,
+        deadline: Instant,
+    ) -> Sending {
+        let status = response.status;
+        let mut bytes = Vec::with_capacity(512 + response.body.len());
+        let head_only = exchange.method == "HEAD";
+        match &exchange.cors_origin {
+            Some(origin) => cors::add_headers(response, origin).write_to(head_only, &mut bytes),
+            None => response.write_to(head_only, &mut bytes),
+        }
+        Sending {
+            connection,
+            exchange,
+            status,
+            bytes,
+            written: 0,
+            drained: 0,
+            stage: Stage::Writing,
+            delivery,
+            watched: false,
+            input: false,
+            deadline,
+            timer: None,
+        }
+    }
+
+    /// Writes what the socket takes now: `Ok(true)` once every byte is written, and then the
+    /// write side is shut and the reply [`Stage::Draining`].
+    fn write(&mut self) -> io::Result<bool> {
+        while self.written < self.bytes.len() {
+            match self.connection.write_now(&self.bytes[self.written..])? {
+                0 => return Ok(false),
+                n => self.written += n,
+            }
+        }
+        self.connection.shutdown_write();
+        self.bytes = Vec::new();
+        self.stage = Stage::Draining;
+        Ok(true)
+    }
 }
 
 /// How a reply ended.
@@ -202,8 +298,10 @@ struct Writer {
     sending: HashMap<ConnId, Sending>,
     /// Deliveries in [`Stage::Acknowledging`], asked again every tick.
     acknowledging: Vec<ConnId>,
+    /// Connections that reported readiness before their reply was taken from the queue, and
+    /// whether that included input.
+    early: HashMap<ConnId, bool>,
     deadlines: TimerWheel<ConnId>,
-    write_timeout: Duration,
     registry: Sender<Inbound>,
     gauges: Arc<Gauges>,
     scratch: Vec<u8>,
@@ -213,31 +311,30 @@ impl Writer {
     fn run(
         &mut self,
         poller: &mut Poller,
-        incoming: &Receiver<Outgoing>,
+        incoming: &Receiver<Sending>,
         watched: &UnixStream,
         waker: &Waker,
     ) {
         let mut ready = Vec::new();
         loop {
-            waker.sleeping();
-            if incoming.is_empty() {
-                let timeout = (!self.sending.is_empty()).then_some(TICK);
-                if poller.wait(&mut ready, timeout).is_err() {
-                    // EINTR is handled by wait; anything else leaves nothing to wait on.
-                    std::thread::sleep(TICK);
-                }
+            // With replies in flight it wakes every tick anyway, and on its connections'
+            // readiness, so answering threads need not wake it; with none it sleeps until woken.
+            let idle = self.sending.is_empty();
+            if idle {
+                waker.sleeping();
+            }
+            if incoming.is_empty()
+                && poller.wait_input(&mut ready, (!idle).then_some(TICK)).is_err()
+            {
+                // EINTR is handled by wait; anything else leaves nothing to wait on.
+                std::thread::sleep(TICK);
             }
             waker.awake();
             let now = Instant::now();
-            for token in ready.drain(..) {
-                match token {
-                    WAKER => drain_wakeups(watched),
-                    conn => self.progress(poller, conn, now),
-                }
-            }
+            // The queue first: a connection can be ready before its reply is taken from it.
             loop {
                 match incoming.try_recv() {
-                    Ok(outgoing) => self.start(poller, outgoing, now),
+                    Ok(sending) => self.receive(poller, sending, now),
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => {
                         if self.sending.is_empty() {
@@ -247,70 +344,65 @@ impl Writer {
                     }
                 }
             }
+            for (token, input) in ready.drain(..) {
+                match token {
+                    WAKER => drain_wakeups(watched),
+                    conn if self.sending.contains_key(&conn) => {
+                        self.progress(poller, conn, input, now)
+                    }
+                    conn => *self.early.entry(conn).or_default() |= input,
+                }
+            }
             self.tick(poller, now);
             self.gauges.set_writing(self.sending.len());
         }
     }
 
-    /// Renders a reply and writes what the socket takes now.
-    fn start(&mut self, poller: &Poller, outgoing: Outgoing, now: Instant) {
-        let Outgoing { connection, exchange, response, delivery } = outgoing;
-        let response = self.gauges.with_instance_header(response);
-        let status = response.status;
-        let mut bytes = Vec::with_capacity(512 + response.body.len());
-        let head_only = exchange.method == "HEAD";
-        match &exchange.cors_origin {
-            Some(origin) => cors::add_headers(response, origin).write_to(head_only, &mut bytes),
-            None => response.write_to(head_only, &mut bytes),
-        }
-        let conn = connection.id();
-        let timer = self.deadlines.insert(now + self.write_timeout, conn);
-        let sending = Sending {
-            connection,
-            exchange,
-            status,
-            bytes,
-            written: 0,
-            drained: 0,
-            stage: Stage::Writing,
-            delivery,
-            watched: None,
-            timer,
-        };
+    /// Takes a reply from an answering thread, and moves it on if its connection reported
+    /// readiness already, or if it is not watched yet.
+    fn receive(&mut self, poller: &Poller, mut sending: Sending, now: Instant) {
+        let conn = sending.connection.id();
+        sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
+        let watched = sending.watched;
         self.sending.insert(conn, sending);
-        self.progress(poller, conn, now);
+        match self.early.remove(&conn) {
+            Some(input) => self.progress(poller, conn, input, now),
+            None if !watched => self.progress(poller, conn, true, now),
+            None => {}
+        }
     }
 
-    /// Moves a reply on as far as its socket allows now.
-    fn progress(&mut self, poller: &Poller, conn: ConnId, now: Instant) {
+    /// Moves a reply on as far as its socket allows now; `input`: the connection reported
+    /// input, an end of stream or an error since it was last asked.
+    fn progress(&mut self, poller: &Poller, conn: ConnId, input: bool, now: Instant) {
         let Some(sending) = self.sending.get_mut(&conn) else { return };
+        sending.input |= input;
         let end = loop {
             match sending.stage {
-                Stage::Writing => {
-                    match sending.connection.write_now(&sending.bytes[sending.written..]) {
-                        Ok(0) => break watch(poller, sending, Interest::Writable, conn),
-                        Ok(n) => {
-                            sending.written += n;
-                            if sending.written == sending.bytes.len() {
-                                sending.connection.shutdown_write();
-                                sending.bytes = Vec::new();
-                                sending.stage = Stage::Draining;
-                                if !sending.delivery {
-                                    // The client has its answer; its end of stream is waited for
-                                    // only briefly.
-                                    self.deadlines.cancel(sending.timer);
-                                    sending.timer = self.deadlines.insert(now + LINGER_TIME, conn);
-                                }
-                                // The client can hardly have read the answer and closed yet:
-                                // wait for that instead of asking the socket at once.
-                                break watch(poller, sending, Interest::Always, conn);
+                Stage::Writing => match sending.write() {
+                    Ok(false) => break watch(poller, sending, conn),
+                    Ok(true) => {
+                        if !sending.delivery {
+                            // The client has its answer; its end of stream is waited for only
+                            // briefly.
+                            sending.deadline = now + LINGER_TIME;
+                            if let Some(timer) = sending.timer.take() {
+                                self.deadlines.cancel(timer);
                             }
+                            sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
                         }
-                        Err(_) => break Some(End::Failed),
+                        // Edge-triggered: input that arrived while writing was reported then.
+                        if !sending.input {
+                            break watch(poller, sending, conn);
+                        }
                     }
-                }
+                    Err(_) => break Some(End::Failed),
+                },
                 Stage::Draining => match sending.connection.read_now(&mut self.scratch) {
-                    Ok(0) => break watch(poller, sending, Interest::Always, conn),
+                    Ok(0) => {
+                        sending.input = false;
+                        break watch(poller, sending, conn);
+                    }
                     Ok(n) => {
                         sending.drained += n;
                         if sending.drained > LINGER_BYTES {
@@ -321,15 +413,12 @@ impl Writer {
                         if !sending.delivery {
                             break Some(End::Done);
                         }
-                        // Usually every byte is acknowledged by now, and closing the connection
-                        // takes it out of the epoll set; else it is asked again every tick.
+                        // Usually every byte is acknowledged by now; else it is asked again
+                        // every tick (and a reset is reported by the epoll set meanwhile).
                         if let Ok(0) = sys::unacknowledged(&sending.connection) {
                             break Some(End::Done);
                         }
                         sending.stage = Stage::Acknowledging;
-                        if sending.watched.take().is_some() {
-                            let _ = poller.remove(&sending.connection);
-                        }
                         self.acknowledging.push(conn);
                         break acknowledged(sending);
                     }
@@ -361,7 +450,7 @@ impl Writer {
         let mut waiting = std::mem::take(&mut self.acknowledging);
         waiting.retain(|conn| self.sending.contains_key(conn));
         for conn in waiting.clone() {
-            self.progress(poller, conn, now);
+            self.progress(poller, conn, false, now);
         }
         waiting.retain(|conn| self.sending.contains_key(conn));
         self.acknowledging.append(&mut waiting);
@@ -371,7 +460,9 @@ impl Writer {
     /// Ends a reply: reports a delivery, logs, closes.
     fn finish(&mut self, conn: ConnId, end: End) {
         let Some(mut sending) = self.sending.remove(&conn) else { return };
-        self.deadlines.cancel(sending.timer);
+        if let Some(timer) = sending.timer {
+            self.deadlines.cancel(timer);
+        }
         if end == End::TimedOut {
             self.gauges.refused(Refused::SlowReader);
             debug!("closed a connection: its reply was not taken within --write-timeout");
@@ -387,18 +478,17 @@ impl Writer {
     }
 }
 
-/// Puts a connection in the epoll set with `interest` (or changes it); `None` (keep going)
-/// when watched, else the reply fails: a connection that cannot be watched cannot finish.
-fn watch(poller: &Poller, sending: &mut Sending, interest: Interest, conn: ConnId) -> Option<End> {
-    let watched = match sending.watched {
-        // Level-triggered: watched so already, nothing to change.
-        Some(current) if current == interest => Ok(()),
-        Some(_) => poller.modify(&sending.connection, interest, conn),
-        None => poller.add(&sending.connection, interest, conn),
-    };
-    match watched {
+/// Puts a connection in the epoll set if the answering thread could not: `None` (keep going)
+/// when watched, else the reply fails, since a connection that cannot be watched cannot finish.
+fn watch(poller: &Poller, sending: &mut Sending, conn: ConnId) -> Option<End> {
+    if sending.watched {
+        return None;
+    }
+    let interest =
+        if sending.stage == Stage::Writing { Interest::Reply } else { Interest::Closing };
+    match poller.add(&sending.connection, interest, conn) {
         Ok(()) => {
-            sending.watched = Some(interest);
+            sending.watched = true;
             None
         }
         Err(_) => Some(End::Failed),

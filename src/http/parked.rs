@@ -153,7 +153,7 @@ impl Loop {
             events.push_back(Event::DeliveryEnded { conn, taken: false });
             return;
         }
-        self.outbox.send(connection, exchange, render(answer), delivery);
+        self.outbox.hand_over(connection, exchange, render(answer), delivery);
     }
 
     /// Reads, without waiting, which parked connections had input or a hang-up: drops what they

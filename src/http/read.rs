@@ -184,7 +184,7 @@ pub fn serve(mut reading: Reading, front: &Front, scratch: &mut [u8]) -> Option<
             None
         }
         Ok(Outcome::Local(response)) => {
-            front.outbox.send(connection, exchange, response, false);
+            front.outbox.send(connection, exchange, response);
             None
         }
         Err(refusal) => {
@@ -216,7 +216,7 @@ fn answer(connection: Connection, exchange: Exchange, refusal: &Refusal, front: 
         front.gauges.refused(reason);
     }
     if let Some(response) = refusal.response() {
-        front.outbox.send(connection, exchange, response, false);
+        front.outbox.send(connection, exchange, response);
     }
 }
 
