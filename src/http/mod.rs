@@ -8,8 +8,10 @@
 pub mod answers;
 pub mod chunked;
 pub mod conn;
+pub mod gate;
 pub mod outbox;
 pub mod parked;
 pub mod parse;
 pub mod read;
+pub mod reader;
 pub mod server;

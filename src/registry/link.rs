@@ -21,7 +21,8 @@ use std::time::Instant;
 use super::CLAIM_IDLE;
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
-use crate::limits::{ClientKey, Reservation};
+use crate::identity::ClientKey;
+use crate::limits::Reservation;
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.
