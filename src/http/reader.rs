@@ -326,3 +326,295 @@ impl fmt::Display for ReadError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::HeadLimits;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn limits() -> ReaderLimits {
+        ReaderLimits {
+            head: HeadLimits { max_head: 256, max_headers: 8 },
+            head_timeout: 10 * SECOND,
+            body_timeout: 5 * SECOND,
+        }
+    }
+
+    fn length(n: usize) -> BodyPlan {
+        BodyPlan { framing: BodyFraming::Length(n), expect_continue: false }
+    }
+
+    fn chunked(max: usize) -> BodyPlan {
+        BodyPlan { framing: BodyFraming::Chunked { max }, expect_continue: false }
+    }
+
+    /// Plays the worker: feeds `parts` in turn at `now`, decides every head with `plan`, writes
+    /// every `100 Continue`; the steps it saw, as text (`more`, `head POST /x`, `continue`,
+    /// `complete <body>`, `refuse <status> <sentence>`).
+    fn run(reader: &mut RequestReader, parts: &[&[u8]], plan: BodyPlan, now: Instant) -> String {
+        let mut seen = Vec::new();
+        for part in parts {
+            let mut step = reader.feed(part, now);
+            loop {
+                let text = describe(&step);
+                seen.push(text);
+                step = match step {
+                    Step::Head(_) => reader.read_body(plan, now),
+                    Step::SendContinue => {
+                        reader.continue_sent();
+                        reader.feed(&[], now)
+                    }
+                    _ => break,
+                };
+            }
+        }
+        seen.join(", ")
+    }
+
+    fn describe(step: &Step<'_>) -> String {
+        match step {
+            Step::NeedMore => "more".into(),
+            Step::Head(head) => format!("head {} {}", head.method, head.target),
+            Step::SendContinue => "continue".into(),
+            Step::Complete(body) => format!("complete {}", String::from_utf8_lossy(body)),
+            Step::Refuse(e) => {
+                let status = e.response().map_or(0, |r| r.status);
+                format!("refuse {status} {e}")
+            }
+        }
+    }
+
+    /// The last step of feeding `request` split into `parts` at the given offsets.
+    fn outcome(request: &[u8], cuts: &[usize], plan: BodyPlan) -> String {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &cut in cuts {
+            parts.push(&request[from..cut]);
+            from = cut;
+        }
+        parts.push(&request[from..]);
+        parts.retain(|part| !part.is_empty()); // an empty part after the end shows a spent reader
+        let mut reader = RequestReader::new(limits(), Instant::now());
+        let seen = run(&mut reader, &parts, plan, Instant::now());
+        seen.rsplit(", ").next().unwrap_or("").to_string()
+    }
+
+    const POST: &[u8] = b"POST /link/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    const CHUNKED: &[u8] =
+        b"POST /inbox/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n";
+    const GET: &[u8] = b"GET /link/a HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    #[test]
+    fn a_whole_request_at_once() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[POST], length(5), now), "head POST /link/a, complete hello");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[GET], length(0), now), "head GET /link/a, complete ");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(
+            run(&mut reader, &[CHUNKED], chunked(64), now),
+            "head POST /inbox/a, complete hello"
+        );
+    }
+
+    #[test]
+    fn every_transition_in_turn() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.feed(b"POST /link/a HTTP/1.1\r\n", now), Step::NeedMore);
+        let Step::Head(head) = reader.feed(b"Host: h\r\nContent-Length: 5\r\n\r\nhe", now) else {
+            panic!("no head")
+        };
+        assert_eq!(head.method, "POST");
+        // While the head is being decided, feeding reads nothing more.
+        assert_eq!(reader.feed(b"", now), Step::NeedMore);
+        assert_eq!(reader.timed_out(), None, "deciding is the caller's time");
+        assert_eq!(reader.read_body(length(5), now), Step::NeedMore);
+        assert_eq!(reader.room(100), 3, "the body's rest, no more");
+        assert_eq!(reader.feed(b"ll", now), Step::NeedMore);
+        assert_eq!(reader.feed(b"o", now), Step::Complete(b"hello".to_vec()));
+        // Done: the reader is spent.
+        assert_eq!(reader.feed(b"GET", now), Step::NeedMore);
+        assert_eq!(reader.timed_out(), None);
+        assert_eq!(reader.read_body(length(1), now), Step::Refuse(ReadError::Gone));
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        for request in [POST, GET] {
+            let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            for end in 0..head_end {
+                let mut reader = RequestReader::new(limits(), Instant::now());
+                assert_eq!(reader.feed(&request[..end], Instant::now()), Step::NeedMore, "{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_at_every_byte_gives_the_same_request() {
+        for (request, plan) in [(POST, length(5)), (CHUNKED, chunked(64)), (GET, length(0))] {
+            let whole = outcome(request, &[], plan);
+            assert!(whole.starts_with("complete"), "{whole}");
+            for cut in 0..=request.len() {
+                assert_eq!(outcome(request, &[cut], plan), whole, "cut at {cut}");
+            }
+            let every: Vec<usize> = (1..request.len()).collect();
+            assert_eq!(outcome(request, &every, plan), whole, "a byte at a time");
+        }
+    }
+
+    #[test]
+    fn the_head_deadline() {
+        let start = Instant::now();
+        let mut reader = RequestReader::new(limits(), start);
+        assert_eq!(reader.deadline(), start + 10 * SECOND);
+        assert_eq!(reader.feed(b"GET / HT", start + 9 * SECOND), Step::NeedMore);
+        let expired = ReadError::TimedOut { phase: ReadPhase::Head, limit: 10 * SECOND };
+        assert_eq!(reader.timed_out(), Some(expired.clone()));
+        assert_eq!(reader.feed(b"TP/1.1\r\n\r\n", start + 10 * SECOND), Step::Refuse(expired));
+        let mut late = RequestReader::new(limits(), start);
+        let Step::Refuse(e) = late.feed(b"", start + 10 * SECOND) else { panic!("not refused") };
+        let response = e.response().unwrap();
+        assert_eq!(response.status, 408);
+        assert_eq!(e.to_string(), "The request head did not arrive within 10 s (--head-timeout).");
+        assert_eq!(e.reason(), Some(RefusalReason::Slow));
+    }
+
+    #[test]
+    fn the_body_deadline_runs_from_the_heads_acceptance() {
+        let start = Instant::now();
+        let mut reader = RequestReader::new(limits(), start);
+        assert!(matches!(reader.feed(&POST[..POST.len() - 5], start + 9 * SECOND), Step::Head(_)));
+        let accepted = start + 9 * SECOND + SECOND / 2;
+        assert_eq!(reader.read_body(length(5), accepted), Step::NeedMore);
+        assert_eq!(reader.deadline(), accepted + 5 * SECOND, "the head's deadline no longer holds");
+        assert_eq!(reader.feed(b"hel", accepted + 4 * SECOND), Step::NeedMore);
+        let expired = ReadError::TimedOut { phase: ReadPhase::Body, limit: 5 * SECOND };
+        assert_eq!(reader.timed_out(), Some(expired.clone()));
+        assert_eq!(reader.feed(b"lo", accepted + 5 * SECOND), Step::Refuse(expired.clone()));
+        assert_eq!(
+            expired.to_string(),
+            "The request body did not arrive within 5 s (--body-timeout)."
+        );
+    }
+
+    #[test]
+    fn the_head_limit() {
+        let now = Instant::now();
+        // Exactly --max-head bytes is a head; one more is 431.
+        let pad = |n: usize| {
+            let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+            head.resize(n - 4, b'a');
+            head.extend_from_slice(b"\r\n\r\n");
+            head
+        };
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.room(1000), 256);
+        assert!(matches!(reader.feed(&pad(256), now), Step::Head(_)));
+        let mut reader = RequestReader::new(limits(), now);
+        let Step::Refuse(e) = reader.feed(&pad(257), now) else { panic!("not refused") };
+        assert_eq!(e, ReadError::Head(HeadError::TooLarge { limit: 256 }));
+        assert_eq!(e.response().map(|r| r.status), Some(431));
+        assert_eq!(e.reason(), Some(RefusalReason::Malformed));
+        // A head without a line feed is parsed once --max-head bytes are in, and refused.
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.feed(&[b'a'; 255], now), Step::NeedMore);
+        assert_eq!(reader.room(1000), 1);
+        assert!(matches!(reader.feed(b"a", now), Step::Refuse(ReadError::Head(_))));
+        // A bad head is refused at its first bad line.
+        let mut reader = RequestReader::new(limits(), now);
+        let Step::Refuse(e) = reader.feed(b"GET / HTTP/1.1\r\nbad header\r\n", now) else {
+            panic!("not refused")
+        };
+        assert_eq!(e.response().map(|r| r.status), Some(400));
+    }
+
+    #[test]
+    fn a_chunked_body_past_max_body_is_413() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        let seen = run(&mut reader, &[CHUNKED], chunked(4), now);
+        assert_eq!(
+            seen,
+            "head POST /inbox/a, refuse 413 Body is larger than the 4-byte limit (--max-body)."
+        );
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(CHUNKED, now);
+        let _ = reader.read_body(chunked(4), now);
+        assert_eq!(reader.feed(b"", now), Step::NeedMore, "a refused reader is spent");
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(CHUNKED, now);
+        let Step::Refuse(e) = reader.read_body(chunked(4), now) else { panic!() };
+        assert_eq!(e.reason(), Some(RefusalReason::TooLarge));
+        // A malformed chunk is 400.
+        let mut reader = RequestReader::new(limits(), now);
+        let bad = b"POST /inbox/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let seen = run(&mut reader, &[bad], chunked(64), now);
+        assert!(seen.starts_with("head POST /inbox/a, refuse 400 "), "{seen}");
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(bad, now);
+        let Step::Refuse(e) = reader.read_body(chunked(64), now) else { panic!() };
+        assert_eq!(e.reason(), Some(RefusalReason::Malformed));
+    }
+
+    #[test]
+    fn expect_100_continue() {
+        let now = Instant::now();
+        let head = b"POST /link/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let plan = BodyPlan { expect_continue: true, ..length(5) };
+        // Owed while the body is not all here: written once, then the body is read.
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(
+            run(&mut reader, &[head, b"hel", b"lo"], plan, now),
+            "head POST /link/a, continue, more, more, complete hello"
+        );
+        // Until the continue is written, nothing is read and the step is repeated.
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(head, now);
+        assert_eq!(reader.read_body(plan, now), Step::SendContinue);
+        assert_eq!(reader.feed(b"", now), Step::SendContinue);
+        reader.continue_sent();
+        assert_eq!(reader.feed(b"hello", now), Step::Complete(b"hello".to_vec()));
+        // Not owed when the body came with the head.
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(b"hello");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[&whole], plan, now), "head POST /link/a, complete hello");
+    }
+
+    #[test]
+    fn pipelined_bytes_after_the_request_are_ignored() {
+        let now = Instant::now();
+        for (request, plan) in [(POST, length(5)), (CHUNKED, chunked(64)), (GET, length(0))] {
+            let mut two = request.to_vec();
+            two.extend_from_slice(GET);
+            let mut reader = RequestReader::new(limits(), now);
+            let seen = run(&mut reader, &[&two], plan, now);
+            assert_eq!(seen.rsplit(", ").next(), outcome(request, &[], plan).as_str().into());
+            assert_eq!(reader.feed(b"", now), Step::NeedMore, "and the reader is done");
+        }
+        // A body of known length is not read past its end.
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(&POST[..POST.len() - 5], now);
+        let _ = reader.read_body(length(5), now);
+        assert_eq!(reader.room(100), 5);
+    }
+
+    #[test]
+    fn never_panics_on_mutated_requests() {
+        use crate::testutil::{mutate, Rng};
+        let mut rng = Rng(0x5eed_13);
+        let now = Instant::now();
+        for n in 0..3000 {
+            let seed = [POST, CHUNKED, GET][n % 3];
+            let input = mutate(&mut rng, seed, b"\r\n:0 ;a");
+            let cut = rng.below(input.len() + 1);
+            let plan = if n % 3 == 1 { chunked(64) } else { length(rng.below(8)) };
+            let mut reader = RequestReader::new(limits(), now);
+            let _ = run(&mut reader, &[&input[..cut], &input[cut..]], plan, now);
+        }
+    }
+}
