@@ -432,3 +432,553 @@ impl From<RouteError> for Refusal {
         Refusal::Route(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::action::Action;
+    use crate::auth::Tokens;
+    use crate::config::MemoryShare;
+    use crate::http::parse::{parse_head, HeadLimits, Status};
+    use crate::http::reader::{ReadError, ReaderLimits, RequestReader, Step};
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const SEND: &str = "ssssssssssssssss-send";
+    const STATS: &str = "tttttttttttttttt-stats";
+
+    fn config(change: impl FnOnce(&mut Config)) -> Arc<Config> {
+        let mut config = Config::default();
+        change(&mut config);
+        Arc::new(config)
+    }
+
+    fn gate(config: Arc<Config>, tokens: bool) -> Gate {
+        let memory =
+            MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
+        let tokens = tokens.then(|| {
+            let text = format!("{SEND} send\n{STATS} stats\n");
+            Arc::new(TokenStore::fixed(Tokens::parse(&text).unwrap()))
+        });
+        Gate::new(config, memory, tokens)
+    }
+
+    fn peer(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    const CLIENT: &str = "192.0.2.1:4000";
+
+    /// The gate's decision on `request` (a head) from `from` at `now`, and what it noted.
+    fn decide_at(
+        gate: &Gate,
+        request: &str,
+        from: &str,
+        now: Instant,
+    ) -> (Result<Decision, Refusal>, Exchange) {
+        let limits = HeadLimits { max_head: 8192, max_headers: 100 };
+        let Ok(Status::Complete(head)) = parse_head(request.as_bytes(), &limits) else {
+            panic!("not a whole head: {request:?}")
+        };
+        let from = peer(from);
+        let mut exchange = Exchange::new(ClientKey::of(from.ip()), now);
+        let decided = gate.decide(&head, from, Now { instant: now, unix_ms: 7 }, &mut exchange);
+        (decided, exchange)
+    }
+
+    fn decide(gate: &Gate, request: &str) -> Result<Decision, Refusal> {
+        decide_at(gate, request, CLIENT, Instant::now()).0
+    }
+
+    fn refusal(gate: &Gate, request: &str) -> Refusal {
+        match decide(gate, request) {
+            Err(refusal) => refusal,
+            Ok(decision) => panic!("let through: {decision:?}"),
+        }
+    }
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
+    fn post(path: &str, extra: &str) -> String {
+        format!("POST {path} HTTP/1.1\r\nHost: h\r\n{extra}\r\n")
+    }
+
+    fn plan(decision: Result<Decision, Refusal>) -> BodyPlan {
+        match decision {
+            Ok(Decision::Relay { body, .. }) => body,
+            other => panic!("not a relay request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decides_each_route() {
+        let open = gate(config(|_| {}), false);
+        assert!(matches!(decide(&open, &get("/")), Ok(Decision::Usage)));
+        assert!(matches!(decide(&open, &get("/health")), Ok(Decision::Health { detailed: true })));
+        let (metrics, _) = decide_at(&open, &get("/metrics"), "127.0.0.1:9", Instant::now());
+        assert!(matches!(metrics, Ok(Decision::Metrics)));
+        let preflight = "OPTIONS /link/a HTTP/1.1\r\nHost: h\r\nOrigin: https://a.example\r\n\r\n";
+        let (decided, exchange) = decide_at(&open, preflight, CLIENT, Instant::now());
+        let Ok(Decision::Preflight(response)) = decided else { panic!("{decided:?}") };
+        assert_eq!(response.status, 204);
+        assert_eq!(exchange.cors_origin.as_deref(), Some("https://a.example"));
+        let request = post(
+            "/link/abc?x=1",
+            "Content-Length: 5\r\nContent-Type: text/plain\r\nHttpRelay-WSecret: w\r\n",
+        );
+        let (decided, exchange) = decide_at(&open, &request, CLIENT, Instant::now());
+        let Ok(Decision::Relay { request, body }) = decided else { panic!("{decided:?}") };
+        assert_eq!((request.id.as_slice(), request.action), (&b"abc"[..], Action::LinkSend));
+        assert_eq!((request.query.as_str(), request.arrived_ms), ("x=1", 7));
+        assert_eq!(request.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(request.wsecret.as_deref(), Some("w"));
+        assert_eq!(request.client, peer(CLIENT));
+        assert_eq!(body, BodyPlan { framing: BodyFraming::Length(5), expect_continue: false });
+        assert_eq!((exchange.method.as_str(), exchange.route), ("POST", "link"));
+        assert!(exchange.id_tag.is_some());
+    }
+
+    #[test]
+    fn body_plans_and_expect() {
+        let gate = gate(config(|c| c.limits.max_body = 100), false);
+        let length = |n| BodyPlan { framing: BodyFraming::Length(n), expect_continue: false };
+        assert_eq!(plan(decide(&gate, &get("/inbox/a"))), length(0));
+        assert_eq!(plan(decide(&gate, &post("/inbox/a", "Content-Length: 100\r\n"))), length(100));
+        let chunked = post("/inbox/a", "Transfer-Encoding: chunked\r\n");
+        assert_eq!(
+            plan(decide(&gate, &chunked)),
+            BodyPlan { framing: BodyFraming::Chunked { max: 100 }, expect_continue: false }
+        );
+        let expect = post("/inbox/a", "Content-Length: 3\r\nExpect: 100-Continue\r\n");
+        assert!(plan(decide(&gate, &expect)).expect_continue);
+        // Not for HTTP/1.0, nor for an empty body.
+        let old = "POST /inbox/a HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+        assert!(!plan(decide(&gate, old)).expect_continue);
+        let empty = post("/inbox/a", "Content-Length: 0\r\nExpect: 100-continue\r\n");
+        assert!(!plan(decide(&gate, &empty)).expect_continue);
+        let other = post("/inbox/a", "Content-Length: 3\r\nExpect: something\r\n");
+        assert_eq!(refusal(&gate, &other), Refusal::Expectation);
+        let large = post("/inbox/a", "Content-Length: 101\r\n");
+        assert_eq!(refusal(&gate, &large), Refusal::BodyTooLarge { limit: 100 });
+        let huge = post("/inbox/a", "Content-Length: 18446744073709551615\r\n");
+        assert_eq!(refusal(&gate, &huge), Refusal::BodyTooLarge { limit: 100 });
+    }
+
+    #[test]
+    fn the_first_check_that_fails_decides() {
+        // Each request fails this check and every later one; the earliest answers.
+        let strict = config(|c| {
+            c.access.deny_ip = vec!["192.0.2.0/24".parse().unwrap()];
+            c.limits.rate_per_ip = Some(1);
+            c.limits.max_body = 10;
+            c.limits.max_memory = Some(1);
+            c.limits.max_memory_per_ip = MemoryShare::Off;
+        });
+        let bad_framing = "Content-Length: 99\r\nTransfer-Encoding: chunked\r\nExpect: x\r\n";
+        let everything = post("/nowhere", bad_framing);
+        let gate = gate(Arc::clone(&strict), true);
+        assert_eq!(refusal(&gate, &everything), Refusal::IpDenied);
+        let allowed = config(|c| {
+            c.limits = strict.limits.clone();
+        });
+        let gate = self::gate(allowed, true);
+        assert_eq!(
+            refusal(&gate, &everything),
+            Refusal::Head(HeadError::LengthWithTransferEncoding)
+        );
+        let unrouted = post("/nowhere", "Content-Length: 99\r\nExpect: x\r\n");
+        assert_eq!(refusal(&gate, &unrouted), Refusal::Route(RouteError::NotFound));
+        let anonymous = post("/link/a", "Content-Length: 99\r\nExpect: x\r\n");
+        assert_eq!(refusal(&gate, &anonymous), Refusal::Auth(Denied::Missing));
+        let signed = format!("Authorization: Bearer {SEND}\r\nContent-Length: 99\r\nExpect: x\r\n");
+        let signed = post("/link/a", &signed);
+        assert!(matches!(refusal(&gate, &signed), Refusal::BodyTooLarge { limit: 10 }));
+        assert!(matches!(refusal(&gate, &signed), Refusal::RateLimited { per_minute: 1, .. }));
+        let tight = config(|c| {
+            c.limits.max_memory = Some(1);
+            c.limits.max_memory_per_ip = MemoryShare::Off;
+        });
+        let gate = self::gate(tight, false);
+        let expecting = post("/link/a", "Content-Length: 9\r\nExpect: x\r\n");
+        assert_eq!(refusal(&gate, &expecting), Refusal::Expectation);
+        assert_eq!(refusal(&gate, &post("/link/a", "Content-Length: 9\r\n")), Refusal::Memory);
+    }
+
+    #[test]
+    fn each_refusal_answers_its_status_headers_and_sentence() {
+        let wait = 2 * SECOND + SECOND / 10;
+        let cases = [
+            (Refusal::IpDenied, 403, None, "This address may not use the relay (--allow-ip, --deny-ip)."),
+            (Refusal::Head(HeadError::BadHost), 400, None, "Request must have exactly one Host header (HTTP/1.0: at most one)."),
+            (Refusal::Route(RouteError::MethodNotAllowed { allow: "GET" }), 405, Some(("Allow", "GET")), "Method not allowed here; allowed: GET."),
+            (Refusal::MetricsNotLoopback, 403, None, "/metrics is answered to loopback clients only, or with a stats token (--token-file)."),
+            (Refusal::Auth(Denied::Missing), 401, Some(("WWW-Authenticate", "Bearer realm=\"handoff\"")), "Missing"),
+            (Refusal::Auth(Denied::Scope(Scope::Send)), 403, None, "Scope"),
+            (Refusal::AuthThrottled { per_minute: 5, wait }, 429, Some(("Retry-After", "3")), "Too many failed authentications: at most 5 a minute per client (--auth-failures-per-ip); retry later."),
+            (Refusal::RateLimited { per_minute: 100, wait }, 429, Some(("Retry-After", "3")), "Too many requests: at most 100 a minute per client (--rate-per-ip)."),
+            (Refusal::BodyTooLarge { limit: 10 }, 413, None, "Body is larger than the 10-byte limit (--max-body)."),
+            (Refusal::Expectation, 417, None, "Only Expect: 100-continue is supported."),
+            (Refusal::Memory, 503, Some(("Retry-After", "1")), "The relay holds as much as its memory budget allows (--max-memory); retry shortly."),
+            (Refusal::MemoryPerIp { limit: 8 }, 429, Some(("Retry-After", "1")), "This client holds its 8-byte share of the relay's memory (--max-memory-per-ip); retry once its messages are delivered."),
+        ];
+        for (refusal, status, header, sentence) in cases {
+            let response = refusal.response();
+            assert_eq!(response.status, status, "{refusal:?}");
+            if let Some((name, value)) = header {
+                assert_eq!(response.header_value(name), Some(value), "{refusal:?}");
+            }
+            match refusal {
+                Refusal::Auth(denied) => assert_eq!(refusal.to_string(), denied.to_string()),
+                _ => assert_eq!(refusal.to_string(), sentence),
+            }
+            let body = String::from_utf8_lossy(&response.body).into_owned();
+            assert!(body.contains(&refusal.to_string()), "{body}");
+        }
+    }
+
+    #[test]
+    fn rate_per_ip_with_the_time_passed_in() {
+        let gate = gate(config(|c| c.limits.rate_per_ip = Some(60)), false);
+        let start = Instant::now();
+        let request = get("/link/a");
+        for _ in 0..60 {
+            assert!(decide_at(&gate, &request, CLIENT, start).0.is_ok());
+        }
+        let (refused, _) = decide_at(&gate, &request, CLIENT, start);
+        let Err(Refusal::RateLimited { per_minute: 60, wait }) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(wait <= SECOND && wait > SECOND / 2, "{wait:?}");
+        // Preflights count too; another client has its own bucket; a second later one more.
+        let preflight = "OPTIONS /link/a HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(decide_at(&gate, preflight, CLIENT, start).0.is_err());
+        assert!(decide_at(&gate, &request, "192.0.2.2:1", start).0.is_ok());
+        assert!(decide_at(&gate, &request, CLIENT, start + SECOND).0.is_ok());
+        // /, /health and /metrics are not counted.
+        assert!(decide_at(&gate, &get("/health"), CLIENT, start).0.is_ok());
+    }
+
+    #[test]
+    fn failed_authentications_throttle_even_a_good_token() {
+        let gate = gate(config(|c| c.limits.auth_failures_per_ip = Some(2)), true);
+        let start = Instant::now();
+        let bad = post("/link/a", "Authorization: Bearer nope-nope-nope-nope\r\n");
+        let good = post("/link/a", &format!("Authorization: Bearer {SEND}\r\n"));
+        let wrong_scope =
+            format!("GET /link/a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {SEND}\r\n\r\n");
+        let at = |request: &str, t| decide_at(&gate, request, CLIENT, t).0;
+        assert!(matches!(at(&bad, start), Err(Refusal::Auth(Denied::Unknown))));
+        let scoped = at(&wrong_scope, start);
+        assert!(matches!(scoped, Err(Refusal::Auth(Denied::Scope(Scope::Receive)))), "{scoped:?}");
+        let throttled = at(&good, start);
+        let Err(Refusal::AuthThrottled { per_minute: 2, wait }) = throttled else {
+            panic!("{throttled:?}")
+        };
+        assert_eq!(retry_after(wait), "30");
+        assert!(decide_at(&gate, &good, "192.0.2.2:1", start).0.is_ok(), "others unaffected");
+        assert!(at(&good, start + 30 * SECOND).is_ok(), "a token back after 30 s");
+    }
+
+    #[test]
+    fn health_and_metrics_with_tokens() {
+        let gate = gate(config(|_| {}), true);
+        let stats = format!("Authorization: Bearer {STATS}\r\n");
+        let with = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\n{stats}\r\n");
+        assert!(matches!(decide(&gate, &get("/health")), Ok(Decision::Health { detailed: false })));
+        assert!(matches!(decide(&gate, &with("/health")), Ok(Decision::Health { detailed: true })));
+        let wrong = "GET /health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n";
+        assert_eq!(refusal(&gate, wrong), Refusal::Auth(Denied::Unknown));
+        assert_eq!(refusal(&gate, &get("/metrics")), Refusal::Auth(Denied::Missing));
+        assert!(matches!(decide(&gate, &with("/metrics")), Ok(Decision::Metrics)));
+        let loopback = decide_at(&gate, &get("/metrics"), "[::1]:9", Instant::now()).0;
+        assert!(matches!(loopback, Ok(Decision::Metrics)));
+        let open = self::gate(config(|_| {}), false);
+        assert_eq!(refusal(&open, &get("/metrics")), Refusal::MetricsNotLoopback);
+    }
+
+    #[test]
+    fn memory_is_reserved_before_the_body() {
+        let gate = gate(
+            config(|c| {
+                c.limits.max_body = 2000;
+                c.limits.max_memory = Some(10_000);
+                c.limits.max_memory_per_ip = MemoryShare::Bytes(5100);
+                c.trust_proxy = vec!["10.0.0.1".parse().unwrap()];
+            }),
+            false,
+        );
+        let sized = post("/inbox/a", "Content-Length: 1000\r\n");
+        let Ok(Decision::Relay { request: first, .. }) = decide(&gate, &sized) else { panic!() };
+        assert_eq!(gate.memory().used(), WAITER_COST + 1000);
+        // A chunked body reserves --max-body, and gives back the rest once read.
+        let chunked = post("/inbox/a", "Transfer-Encoding: chunked\r\n");
+        let Ok(Decision::Relay { request: mut second, .. }) = decide(&gate, &chunked) else {
+            panic!()
+        };
+        assert_eq!(gate.memory().used(), 2 * WAITER_COST + 3000);
+        assert_eq!(refusal(&gate, &sized), Refusal::MemoryPerIp { limit: 5100 });
+        second.body = vec![0; 10];
+        body_read(&mut second);
+        assert_eq!(gate.memory().used(), 2 * WAITER_COST + 1010);
+        // The whole budget: other clients, then the proxy itself, which has no share.
+        let big = post("/inbox/a", "Content-Length: 2000\r\n");
+        let (other, _) = decide_at(&gate, &big, "192.0.2.2:1", Instant::now());
+        assert!(other.is_ok(), "{other:?}");
+        let (last, _) = decide_at(&gate, &big, "10.0.0.1:1", Instant::now());
+        assert!(last.is_ok(), "{last:?}");
+        let (full, _) = decide_at(&gate, &big, "10.0.0.1:1", Instant::now());
+        assert_eq!(full.unwrap_err(), Refusal::Memory);
+        drop((first, second, other, last));
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy() {
+        let gate = gate(
+            config(|c| {
+                c.trust_proxy = vec!["10.0.0.0/8".parse().unwrap()];
+                c.access.deny_ip = vec!["198.51.100.7".parse().unwrap()];
+            }),
+            false,
+        );
+        let forwarded = |entry: &str| {
+            format!("GET /link/a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: {entry}\r\n\r\n")
+        };
+        let (decided, exchange) =
+            decide_at(&gate, &forwarded("198.51.100.7"), "10.1.1.1:80", Instant::now());
+        assert_eq!(decided.unwrap_err(), Refusal::IpDenied);
+        assert_eq!(exchange.client, ClientKey::of("198.51.100.7".parse().unwrap()));
+        assert!(exchange.via_proxy);
+        let (decided, exchange) =
+            decide_at(&gate, &forwarded("198.51.100.8:4711"), "10.1.1.1:80", Instant::now());
+        let Ok(Decision::Relay { request, .. }) = decided else { panic!() };
+        assert_eq!(request.client, peer("198.51.100.8:4711"));
+        assert!(exchange.via_proxy);
+        // An untrusted peer's header is ignored; an unreadable entry is refused when lists are set.
+        let (decided, exchange) =
+            decide_at(&gate, &forwarded("198.51.100.7"), CLIENT, Instant::now());
+        assert!(decided.is_ok());
+        assert!(!exchange.via_proxy);
+        let (decided, _) = decide_at(&gate, &forwarded("unknown"), "10.1.1.1:80", Instant::now());
+        assert_eq!(decided.unwrap_err(), Refusal::IpDenied);
+    }
+
+    #[test]
+    fn connections_at_accept() {
+        let gate = gate(
+            config(|c| {
+                c.limits.max_connections = Some(3);
+                c.limits.max_connections_per_ip = Some(1);
+                c.trust_proxy = vec!["10.0.0.1".parse().unwrap()];
+            }),
+            false,
+        );
+        let slot = gate.admit_connection(peer(CLIENT), 1).unwrap();
+        assert!(slot.is_some());
+        assert_eq!(
+            gate.admit_connection(peer("192.0.2.1:5"), 2).unwrap_err(),
+            ConnectionRefusal::ConnectionsPerIp
+        );
+        assert!(gate.admit_connection(peer("10.0.0.1:1"), 2).unwrap().is_none(), "proxy exempt");
+        assert!(gate.admit_connection(peer("10.0.0.1:2"), 3).is_ok());
+        let over = gate.admit_connection(peer("192.0.2.9:1"), 4).unwrap_err();
+        assert_eq!(over, ConnectionRefusal::Connections { open: 4 });
+        assert_eq!(over.to_string(), "4 open (--max-connections)");
+        drop(slot);
+        assert!(gate.admit_connection(peer("192.0.2.1:6"), 2).unwrap().is_some(), "slot back");
+        let unlimited = self::gate(
+            config(|c| {
+                c.limits.max_connections = None;
+                c.limits.max_connections_per_ip = None;
+            }),
+            false,
+        );
+        assert!(unlimited.admit_connection(peer(CLIENT), usize::MAX).unwrap().is_none());
+    }
+
+    /// Where each counted reason is produced outside the reader and the gate.
+    const ELSEWHERE: [(RefusalReason, &str); 5] = [
+        (RefusalReason::Parked, "--max-parked: the registry"),
+        (RefusalReason::ParkedPerIp, "--max-parked-per-ip: the registry"),
+        (RefusalReason::RatePerId, "--rate-per-id: the registry"),
+        (RefusalReason::InboxWaiters, "live waiters per inbox id: the registry"),
+        (RefusalReason::SlowReader, "--write-timeout: the outbox"),
+    ];
+
+    /// Refusals the reader and the gate actually make, each run here: (reason, status, sentence).
+    fn produced() -> Vec<(Option<RefusalReason>, u16, String)> {
+        let mut out = Vec::new();
+        let now = Instant::now();
+        let mut refused = |r: Refusal| out.push((r.reason(), r.response().status, r.to_string()));
+        let strict = gate(
+            config(|c| {
+                c.limits.max_body = 10;
+                c.limits.max_id = 4;
+                c.limits.rate_per_ip = Some(1);
+                c.limits.auth_failures_per_ip = Some(1);
+                c.limits.max_memory = Some(2000);
+                c.limits.max_memory_per_ip = MemoryShare::Bytes(1100);
+                c.access.deny_ip = vec!["192.0.2.66".parse().unwrap()];
+            }),
+            true,
+        );
+        let send = format!("Authorization: Bearer {STATS}\r\n");
+        let cases = [
+            (post("/link/a", "Content-Length: 11\r\n"), CLIENT),
+            (get("/link/abcde"), CLIENT),
+            (post("/link/a", "Content-Length: 1\r\nContent-Length: 1\r\n"), CLIENT),
+            (post("/link/a", "Expect: nothing\r\n"), CLIENT),
+            (get("/link/a"), "192.0.2.66:1"),
+            (get("/link/a"), "192.0.2.2:1"),         // no token: 401
+            (get("/link/a"), "192.0.2.2:1"),         // throttled: 429
+            (post("/link/a", &send), "192.0.2.3:1"), // wrong scope: 403
+        ];
+        for (request, from) in &cases {
+            refused(decide_at(&strict, request, from, now).0.unwrap_err());
+        }
+        let open = gate(
+            config(|c| {
+                c.limits.rate_per_ip = Some(1);
+                c.limits.max_memory = Some(2500);
+                c.limits.max_memory_per_ip = MemoryShare::Bytes(1100);
+            }),
+            false,
+        );
+        refused(decide_at(&open, &get("/metrics"), CLIENT, now).0.unwrap_err());
+        let _held = decide_at(&open, &get("/link/a"), CLIENT, now).0.unwrap();
+        refused(decide_at(&open, &get("/link/a"), CLIENT, now).0.unwrap_err()); // rate
+        let _held2 = decide_at(&open, &get("/link/a"), "192.0.2.4:1", now).0.unwrap();
+        refused(decide_at(&open, &get("/link/a"), "192.0.2.5:1", now).0.unwrap_err()); // memory
+        let shared = gate(config(|c| c.limits.max_memory_per_ip = MemoryShare::Bytes(100)), false);
+        refused(decide_at(&shared, &get("/link/a"), CLIENT, now).0.unwrap_err());
+        // The reader's own: a head too large, too many headers, a late head and body, a chunked
+        // body past --max-body, a malformed chunk.
+        let limits = ReaderLimits {
+            head: HeadLimits { max_head: 64, max_headers: 2 },
+            head_timeout: SECOND,
+            body_timeout: SECOND,
+        };
+        let mut read = |input: &[u8], plan: Option<BodyPlan>, at: Instant| {
+            let mut reader = RequestReader::new(limits, now);
+            let mut step = reader.feed(input, at);
+            if let (Step::Head(_), Some(plan)) = (&step, plan) {
+                step = reader.read_body(plan, at);
+            }
+            let Step::Refuse(e) = step else { panic!("not refused: {input:?}") };
+            let e: ReadError = e;
+            let status = e.response().map_or(0, |r| r.status);
+            out.push((e.reason(), status, e.to_string()));
+        };
+        read(&[b'a'; 64], None, now);
+        read(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n", None, now);
+        read(b"GET / HT", None, now + SECOND);
+        let chunked = b"POST / HTTP/1.1\r\nHost: h\r\n\r\n4\r\nabcd\r\n0\r\n\r\n";
+        read(
+            chunked,
+            Some(BodyPlan { framing: BodyFraming::Chunked { max: 3 }, expect_continue: false }),
+            now,
+        );
+        read(
+            b"POST / HTTP/1.1\r\nHost: h\r\n\r\nq\r\n",
+            Some(BodyPlan { framing: BodyFraming::Chunked { max: 3 }, expect_continue: false }),
+            now,
+        );
+        let mut reader = RequestReader::new(limits, now);
+        let _ = reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n", now);
+        let _ = reader
+            .read_body(BodyPlan { framing: BodyFraming::Length(3), expect_continue: false }, now);
+        let Step::Refuse(late) = reader.feed(b"ab", now + SECOND) else { panic!("body in time") };
+        out.push((late.reason(), 408, late.to_string()));
+        // And at accept.
+        let accept = gate(
+            config(|c| {
+                c.limits.max_connections = Some(1);
+                c.limits.max_connections_per_ip = Some(1);
+            }),
+            false,
+        );
+        let _slot = accept.admit_connection(peer(CLIENT), 1).unwrap();
+        for refusal in [
+            accept.admit_connection(peer(CLIENT), 1).unwrap_err(),
+            accept.admit_connection(peer("192.0.2.9:1"), 2).unwrap_err(),
+        ] {
+            out.push((Some(refusal.reason()), 0, refusal.to_string()));
+        }
+        out
+    }
+
+    /// The `--flags` named in `text`.
+    fn flags_in(text: &str) -> BTreeSet<String> {
+        text.match_indices("--")
+            .map(|(at, _)| {
+                let name: String = text[at + 2..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                format!("--{name}")
+            })
+            .filter(|flag| flag.len() > 2)
+            .collect()
+    }
+
+    #[test]
+    fn every_counted_reason_and_readme_limit_is_produced() {
+        let produced = produced();
+        let made: BTreeSet<&str> =
+            produced.iter().filter_map(|(reason, ..)| reason.map(RefusalReason::name)).collect();
+        let elsewhere: BTreeSet<&str> = ELSEWHERE.iter().map(|(r, _)| r.name()).collect();
+        // /health's "refused" keys: each made here, or by the layer named in ELSEWHERE, not both.
+        for reason in RefusalReason::ALL {
+            let (here, there) = (made.contains(reason.name()), elsewhere.contains(reason.name()));
+            assert!(here != there, "{}: made here {here}, listed elsewhere {there}", reason.name());
+        }
+        // Each refusal answers the status its reason's documentation gives.
+        for (reason, status, sentence) in &produced {
+            let allowed: &[u16] = match reason {
+                Some(RefusalReason::Malformed) => &[400, 417, 431, 501, 505],
+                Some(RefusalReason::TooLarge) => &[413],
+                Some(RefusalReason::Slow) => &[408],
+                Some(RefusalReason::Unauthorized) => &[401],
+                Some(RefusalReason::Forbidden | RefusalReason::IpDenied) => &[403],
+                Some(
+                    RefusalReason::RatePerIp
+                    | RefusalReason::MemoryPerIp
+                    | RefusalReason::AuthThrottled,
+                ) => &[429],
+                Some(RefusalReason::Memory) => &[503],
+                Some(RefusalReason::Connections | RefusalReason::ConnectionsPerIp) => &[0],
+                _ => &[400, 403, 404, 405],
+            };
+            assert!(allowed.contains(status), "{reason:?} answered {status}: {sentence}");
+        }
+        // README "Limits": every flag in its table is named by a refusal made here, or its
+        // limit is one of ELSEWHERE's.
+        let readme = include_str!("../../README.md");
+        let start = readme.find("\n## Limits\n").expect("README has a Limits section") + 1;
+        let table: Vec<&str> = readme[start..]
+            .lines()
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .filter(|line| line.starts_with("| ") && !line.starts_with("| What"))
+            .collect();
+        assert!(table.len() >= 15, "the Limits table: {table:?}");
+        let named: BTreeSet<String> =
+            produced.iter().flat_map(|(_, _, sentence)| flags_in(sentence)).collect();
+        let named_elsewhere: BTreeSet<String> =
+            ELSEWHERE.iter().flat_map(|(_, owner)| flags_in(owner)).collect();
+        for row in table {
+            let flags = flags_in(row);
+            if flags.is_empty() {
+                assert!(row.contains("inbox id"), "a Limits row without a flag: {row}");
+            }
+            for flag in flags {
+                assert!(
+                    named.contains(&flag) || named_elsewhere.contains(&flag),
+                    "README Limits names {flag}, which no refusal here names: {row}"
+                );
+            }
+        }
+    }
+}

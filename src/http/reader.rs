@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn never_panics_on_mutated_requests() {
         use crate::testutil::{mutate, Rng};
-        let mut rng = Rng(0x5eed_13);
+        let mut rng = Rng(0x5eed_0013);
         let now = Instant::now();
         for n in 0..3000 {
             let seed = [POST, CHUNKED, GET][n % 3];
