@@ -27,9 +27,10 @@ use super::reader::{BodyFraming, BodyPlan};
 use crate::auth::{Denied, Scope, TokenStore};
 use crate::config::Config;
 use crate::cors;
-use crate::identity::{self, ClientKey};
+use crate::identity::{self, Client, ClientKey};
 use crate::limits::{
-    retry_after, MemoryBudget, PeerConnections, PeerSlot, Rate, RateTable, Shortage, WAITER_COST,
+    retry_after, MemoryBudget, PeerConnections, PeerSlot, Rate, RateTable, Reservation, Shortage,
+    WAITER_COST,
 };
 use crate::logging::{id_tag, LogThrottle};
 use crate::refused::RefusalReason;
@@ -132,7 +133,49 @@ impl Gate {
         now: Now,
         exchange: &mut Exchange,
     ) -> Result<Decision, Refusal> {
-        let limits = &self.config.limits;
+        let client = self.identify(head, peer, exchange)?;
+        let framing = validate(head)?;
+        let (path, query) = split_target(head.target)?;
+        let route = route(head.method, path, self.config.limits.max_id)?;
+        exchange.route = route.kind();
+        let (id, action) = match route {
+            Route::Relay { id, action } => (id, action),
+            Route::Root => return Ok(Decision::Usage),
+            Route::Health => return self.health(head, exchange.client, now.instant),
+            Route::Metrics => return self.metrics(head, client, now.instant),
+            Route::Preflight { allow } => {
+                return self.preflight(allow, head, exchange, now.instant)
+            }
+        };
+        exchange.id_tag = Some(id_tag(&id));
+        let authorization = head.header("authorization");
+        self.authorize(authorization, exchange.client, Scope::of(action), now.instant)?;
+        self.take_rate(exchange.client, now.instant)?;
+        let body = body_plan(head, framing, self.config.limits.max_body)?;
+        let reservation = self.reserve(client, body)?;
+        let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        let request = Request {
+            id,
+            action,
+            client: client.address(),
+            arrived_ms: now.unix_ms,
+            query: query.to_string(),
+            content_type: text("content-type"),
+            wsecret: text("httprelay-wsecret"),
+            body: Vec::new(),
+            reservation,
+        };
+        Ok(Decision::Relay { request, body })
+    }
+
+    /// CORS origin, then who the client is (behind `--trust-proxy`), then `--allow-ip` and
+    /// `--deny-ip`.
+    fn identify(
+        &self,
+        head: &Head<'_>,
+        peer: SocketAddr,
+        exchange: &mut Exchange,
+    ) -> Result<Client, Refusal> {
         exchange.method =
             if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
         exchange.cors_origin = cors::allowed_origin(&self.config.cors, head.header("origin"));
@@ -147,82 +190,65 @@ impl Gate {
         if !self.config.access.allows(client) {
             return Err(Refusal::IpDenied);
         }
-        let framing = validate(head)?;
-        let (path, query) = split_target(head.target)?;
-        let route = route(head.method, path, limits.max_id)?;
-        exchange.route = route.kind();
+        Ok(client)
+    }
+
+    /// `/health`: with tokens on, a probe without credentials gets the status alone; the counts
+    /// need a token with the stats scope, and credentials that are sent are checked.
+    fn health(
+        &self,
+        head: &Head<'_>,
+        client: ClientKey,
+        now: Instant,
+    ) -> Result<Decision, Refusal> {
         let authorization = head.header("authorization");
-        let (id, action) = match route {
-            Route::Root => return Ok(Decision::Usage),
-            Route::Health => {
-                // With tokens on, a probe without credentials gets the status alone; the counts
-                // need a token with the stats scope, and credentials that are sent are checked.
-                let detailed = self.tokens.is_none() || authorization.is_some();
-                if detailed {
-                    self.authorize(authorization, exchange.client, Scope::Stats, now.instant)?;
-                }
-                return Ok(Decision::Health { detailed });
+        let detailed = self.tokens.is_none() || authorization.is_some();
+        if detailed {
+            self.authorize(authorization, client, Scope::Stats, now)?;
+        }
+        Ok(Decision::Health { detailed })
+    }
+
+    /// `/metrics`: loopback clients (after `--trust-proxy`) may read it; others need a stats
+    /// token.
+    fn metrics(&self, head: &Head<'_>, client: Client, now: Instant) -> Result<Decision, Refusal> {
+        if !client.is_loopback() {
+            if self.tokens.is_none() {
+                return Err(Refusal::MetricsNotLoopback);
             }
-            Route::Metrics => {
-                // Loopback clients (after --trust-proxy) may read it; others need a stats token.
-                if !client.is_loopback() {
-                    if self.tokens.is_none() {
-                        return Err(Refusal::MetricsNotLoopback);
-                    }
-                    self.authorize(authorization, exchange.client, Scope::Stats, now.instant)?;
-                }
-                return Ok(Decision::Metrics);
-            }
-            Route::Preflight { allow } => {
-                self.take_rate(exchange.client, now.instant)?;
-                let requested = head.header("access-control-request-headers");
-                let allowed = exchange.cors_origin.is_some();
-                return Ok(Decision::Preflight(cors::preflight(allow, allowed, requested)));
-            }
-            Route::Relay { id, action } => (id, action),
+            self.authorize(head.header("authorization"), client.key(), Scope::Stats, now)?;
+        }
+        Ok(Decision::Metrics)
+    }
+
+    /// An `OPTIONS` preflight: counted in `--rate-per-ip`, then answered.
+    fn preflight(
+        &self,
+        allow: &'static str,
+        head: &Head<'_>,
+        exchange: &Exchange,
+        now: Instant,
+    ) -> Result<Decision, Refusal> {
+        self.take_rate(exchange.client, now)?;
+        let requested = head.header("access-control-request-headers");
+        let allowed = exchange.cors_origin.is_some();
+        Ok(Decision::Preflight(cors::preflight(allow, allowed, requested)))
+    }
+
+    /// `--max-memory` and `--max-memory-per-ip`: reserved before anything is allocated for the
+    /// body (protocol §4); a chunked body reserves `--max-body` and gives back the rest once
+    /// its size is known ([`body_read`]).
+    fn reserve(&self, client: Client, body: BodyPlan) -> Result<Reservation, Refusal> {
+        let body_bytes = match body.framing {
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked { max } => max,
         };
-        exchange.id_tag = Some(id_tag(&id));
-        self.authorize(authorization, exchange.client, Scope::of(action), now.instant)?;
-        self.take_rate(exchange.client, now.instant)?;
-        let too_large = Refusal::BodyTooLarge { limit: limits.max_body };
-        let (framing, body_bytes) = match framing {
-            Framing::None => (BodyFraming::Length(0), 0),
-            Framing::Length(n) => {
-                let n =
-                    usize::try_from(n).ok().filter(|&n| n <= limits.max_body).ok_or(too_large)?;
-                (BodyFraming::Length(n), n)
-            }
-            Framing::Chunked => (BodyFraming::Chunked { max: limits.max_body }, limits.max_body),
-        };
-        let expect_continue = match head.header("expect") {
-            None => false,
-            Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
-                head.version == Version::Http11 && framing != BodyFraming::Length(0)
-            }
-            Some(_) => return Err(Refusal::Expectation),
-        };
-        // Reserved before anything is allocated for the body (protocol §4); a chunked body
-        // reserves --max-body and gives back the rest once its size is known (`body_read`).
-        let reservation = self
-            .memory
+        self.memory
             .reserve_for(client.memory_key(), WAITER_COST.saturating_add(body_bytes))
             .map_err(|shortage| match shortage {
                 Shortage::Total => Refusal::Memory,
                 Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
-            })?;
-        let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
-        let request = Request {
-            id,
-            action,
-            client: client.address(),
-            arrived_ms: now.unix_ms,
-            query: query.to_string(),
-            content_type: text("content-type"),
-            wsecret: text("httprelay-wsecret"),
-            body: Vec::new(),
-            reservation,
-        };
-        Ok(Decision::Relay { request, body: BodyPlan { framing, expect_continue } })
+            })
     }
 
     /// `--token-file`: checks the `Authorization` header for `scope`, once, as the request
@@ -269,6 +295,28 @@ impl Gate {
         let per_minute = self.config.limits.rate_per_ip.unwrap_or(0);
         table.take(client, now).map_err(|wait| Refusal::RateLimited { per_minute, wait })
     }
+}
+
+/// `--max-body` against the announced length (a chunked body is bounded as it is decoded),
+/// then `Expect`: only `100-continue`, owed for an HTTP/1.1 body.
+fn body_plan(head: &Head<'_>, framing: Framing, max_body: usize) -> Result<BodyPlan, Refusal> {
+    let framing = match framing {
+        Framing::None => BodyFraming::Length(0),
+        Framing::Length(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max_body)
+            .map(BodyFraming::Length)
+            .ok_or(Refusal::BodyTooLarge { limit: max_body })?,
+        Framing::Chunked => BodyFraming::Chunked { max: max_body },
+    };
+    let expect_continue = match head.header("expect") {
+        None => false,
+        Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
+            head.version == Version::Http11 && framing != BodyFraming::Length(0)
+        }
+        Some(_) => return Err(Refusal::Expectation),
+    };
+    Ok(BodyPlan { framing, expect_continue })
 }
 
 /// A relay request whose body is read in full: the memory reserved for an unknown (chunked)
