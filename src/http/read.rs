@@ -52,8 +52,10 @@ enum End {
     Relay(Request),
     /// Answered by the worker (`/`, `/health`, `/metrics`, a preflight).
     Answer(Response),
-    /// Refused (counted under the reason, if any), or the client left (no response).
+    /// Refused: counted under the reason, if any, and answered, if anyone is there.
     Refused(Option<RefusalReason>, Option<Response>),
+    /// The client left or the connection failed: nobody to answer.
+    Gone,
 }
 
 /// Serves the bytes that arrived on a reading by `now` (when the poller saw them). `Some` gives
@@ -73,7 +75,7 @@ pub fn serve(
         match reading.connection.read_now(&mut scratch[..room]) {
             Ok(0) if room > 0 => return Some(reading),
             Ok(n) => filled = n,
-            Err(_) => break End::Refused(None, None),
+            Err(_) => break End::Gone,
         }
     };
     finish(reading, end, front);
@@ -116,13 +118,16 @@ fn advance(reading: &mut Reading, bytes: &[u8], front: &Front, now: Instant) -> 
                 // answer yet; anything else means it failed.
                 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
                 if !connection.write_now(CONTINUE).is_ok_and(|n| n == CONTINUE.len()) {
-                    return Some(End::Refused(None, None));
+                    return Some(End::Gone);
                 }
                 reader.continue_sent();
                 reader.feed(&[], now)
             }
             Step::Complete(body) => {
-                let mut request = request.take()?;
+                // unreachable without a request: a body is only read after the gate admitted it
+                let Some(mut request) = request.take() else {
+                    return Some(End::Gone);
+                };
                 request.body = body;
                 body_read(&mut request);
                 return Some(End::Relay(request));
@@ -136,7 +141,7 @@ fn advance(reading: &mut Reading, bytes: &[u8], front: &Front, now: Instant) -> 
 pub fn expire(reading: Reading, front: &Front) {
     let end = match reading.reader.timed_out() {
         Some(error) => End::Refused(error.reason(), error.response()),
-        None => End::Refused(None, None),
+        None => End::Gone,
     };
     finish(reading, end, front);
 }
@@ -156,6 +161,7 @@ fn finish(reading: Reading, end: End, front: &Front) {
             return;
         }
         End::Answer(response) => response,
+        End::Gone => return,
         End::Refused(reason, response) => {
             if let Some(reason) = reason {
                 front.gauges.refused(reason);
