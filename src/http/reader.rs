@@ -134,6 +134,8 @@ impl RequestReader {
     }
 
     /// Takes `bytes` (which may be empty: go on with what is buffered) that arrived by `now`.
+    /// The caller reads at most [`room`](Self::room) bytes at a time, which keeps the buffer
+    /// within `--max-head`, or the body's length (a chunked decoder consumes all it is given).
     pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Step<'_> {
         if matches!(self.phase, Phase::Done | Phase::Deciding) {
             return Step::NeedMore; // nothing more is read; the caller's turn
