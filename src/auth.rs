@@ -3,8 +3,8 @@
 //! Owns the token file's format and checks, the scope each relay action needs, the check of an
 //! `Authorization: Bearer` header against the tokens, and the constant-time comparison every
 //! secret goes through (tokens here, `/link` write secrets in the registry). It does not decide
-//! where a check happens (the request reader does, once, when a head arrives), nor throttle
-//! failures (`limits::RateTable`, driven by the reader), nor watch for `SIGHUP` (`sys`, `main`).
+//! where a check happens nor throttle failures (the gate does both, once per head:
+//! `http/gate.rs`), nor watch for `SIGHUP` (`sys`, `main`).
 //!
 //! A [`TokenStore`] holds the tokens in force behind an `RwLock<Arc<Tokens>>`: a worker clones the
 //! `Arc` and checks against a snapshot; a reload parses the whole file first and swaps the `Arc`
@@ -317,6 +317,12 @@ impl TokenStore {
     pub fn open(path: &Path) -> Result<TokenStore, TokenFileError> {
         let tokens = load(path)?;
         Ok(TokenStore { path: path.to_path_buf(), current: RwLock::new(Arc::new(tokens)) })
+    }
+
+    /// A store of `tokens` that no file backs, for tests of the code that checks them.
+    #[cfg(test)]
+    pub fn fixed(tokens: Tokens) -> TokenStore {
+        TokenStore { path: PathBuf::new(), current: RwLock::new(Arc::new(tokens)) }
     }
 
     /// The file the tokens come from.

@@ -12,8 +12,8 @@ use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::identity::Cidr;
 use crate::identity::Client;
-use crate::limits::Cidr;
 
 /// Everything the relay is configured with.
 #[derive(Clone, Debug, PartialEq)]

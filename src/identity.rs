@@ -8,9 +8,99 @@
 //! loopback, not trusted, on no allow list, and shares one rate and throttle key of its own.
 //! RFC 7239 `Forwarded` is not read (README "Limits", Behind a proxy, says why).
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 
-use crate::limits::{Cidr, ClientKey};
+/// What limits count per client: an IPv4 address, or the /64 of an IPv6 address (one
+/// subscriber's network: a client can use any of its 2^64 addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// An IPv4 address (IPv4-mapped IPv6 addresses count as IPv4).
+    V4(u32),
+    /// The upper 64 bits of an IPv6 address.
+    V6(u64),
+}
+
+impl ClientKey {
+    /// The key `ip` is counted under.
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match ip {
+            IpAddr::V4(v4) => ClientKey::V4(v4.into()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(v4.into()),
+                None => ClientKey::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            // The key of `identity::UNIDENTIFIED`: no TCP peer has the unspecified address.
+            ClientKey::V4(0) => f.write_str("an unidentified client"),
+            ClientKey::V4(v4) => write!(f, "{}", std::net::Ipv4Addr::from(v4)),
+            ClientKey::V6(prefix) => write!(f, "{}/64", Ipv6Addr::from(u128::from(prefix) << 64)),
+        }
+    }
+}
+
+/// An address range such as `10.0.0.0/8` or `fd00::/8`; a bare address is a range of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in the range (IPv4-mapped IPv6 addresses match IPv4 ranges).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (bits, net, width) = match (ip, self.network) {
+            (IpAddr::V4(a), IpAddr::V4(n)) => {
+                (u128::from(u32::from(a)), u128::from(u32::from(n)), 32)
+            }
+            (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.prefix);
+        shift >= 128 || bits >> shift == net >> shift
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Cidr, ()> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = address.parse().map_err(drop)?;
+        let width = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse().map_err(drop)?
+            }
+            Some(_) => return Err(()),
+            None => width,
+        };
+        if prefix > width {
+            return Err(());
+        }
+        Ok(Cidr { network, prefix })
+    }
+}
 
 /// The client of a request, as [`client`] derives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +248,40 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn client_keys() {
+        assert_eq!(ClientKey::of(ip("192.0.2.1")).to_string(), "192.0.2.1");
+        assert_eq!(ClientKey::of(ip("::ffff:192.0.2.1")), ClientKey::of(ip("192.0.2.1")));
+        let a = ClientKey::of(ip("2001:db8:1:2:aaaa::1"));
+        assert_eq!(a, ClientKey::of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")));
+        assert_ne!(a, ClientKey::of(ip("2001:db8:1:3::1")));
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+    }
+
+    #[test]
+    fn cidrs() {
+        let cases = [
+            ("10.0.0.0/8", "10.255.1.2", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", true),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "127.0.0.2", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "::1", false),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::/0", "2001:db8::1", true),
+            ("::1", "::1", true),
+        ];
+        for (cidr, address, expected) in cases {
+            let cidr: Cidr = cidr.parse().unwrap();
+            assert_eq!(cidr.contains(ip(address)), expected, "{cidr:?} {address}");
+        }
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0/8", "x", "10.0.0.0/+8", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     fn known(address: &str, port: Option<u16>, trusted: bool) -> Client {

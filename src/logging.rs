@@ -10,12 +10,13 @@
 //! within a run without the log revealing or confirming the id.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::Write;
-use std::sync::{LazyLock, OnceLock};
-use std::time::Instant;
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use crate::limits::{ClientKey, LogThrottle};
+use crate::identity::ClientKey;
 
 /// Starts `env_logger` on stderr: level from `RUST_LOG`, `info` by default; journald
 /// priority prefixes when stderr is the journal.
@@ -74,6 +75,44 @@ pub fn refusal_log_allowed(client: ClientKey, status: u16) -> Option<u64> {
     THROTTLE.allow(client, status, Instant::now())
 }
 
+/// Lets a refusal be logged once per client and kind per minute, counting the ones held back.
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    seen: Mutex<HashMap<(ClientKey, u16), (Instant, u64)>>,
+}
+
+/// How often one client's refusals of one kind may be logged.
+pub const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Most (client, kind) pairs remembered; beyond it the oldest minute is forgotten.
+const LOG_KEYS: usize = 10_000;
+
+impl LogThrottle {
+    /// `Some(held back since the last line)` when a line may be logged now for `key` and `kind`.
+    pub fn allow(&self, key: ClientKey, kind: u16, now: Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.len() >= LOG_KEYS {
+            seen.retain(|_, (at, _)| now.saturating_duration_since(*at) < LOG_EVERY);
+            if seen.len() >= LOG_KEYS {
+                seen.clear();
+            }
+        }
+        match seen.get_mut(&(key, kind)) {
+            Some((at, held)) if now.saturating_duration_since(*at) < LOG_EVERY => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                seen.insert((key, kind), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +140,17 @@ mod tests {
         assert_ne!(id_tag(b"secret-id"), id_tag(b"secret-ie"));
         assert_eq!(id_tag(b"secret-id").len(), 8);
         assert!(!id_tag(b"abcdef01").contains("abcdef01"));
+    }
+
+    #[test]
+    fn log_throttle_allows_one_line_per_minute_per_client_and_kind() {
+        let throttle = LogThrottle::default();
+        let start = Instant::now();
+        let key = ClientKey::of("192.0.2.1".parse().unwrap());
+        assert_eq!(throttle.allow(key, 429, start), Some(0));
+        assert_eq!(throttle.allow(key, 429, start + Duration::from_secs(1)), None);
+        assert_eq!(throttle.allow(key, 429, start + Duration::from_secs(2)), None);
+        assert_eq!(throttle.allow(key, 503, start), Some(0));
+        assert_eq!(throttle.allow(key, 429, start + LOG_EVERY), Some(2));
     }
 }

@@ -23,6 +23,7 @@ mod identity;
 mod limits;
 mod logging;
 mod metrics;
+mod refused;
 mod registry;
 mod response;
 mod routes;

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use crate::config::Limits;
-use crate::limits::{MemoryBudget, Refused};
+use crate::limits::MemoryBudget;
+use crate::refused::RefusalReason;
 use crate::registry::Counts;
 use crate::response::Response;
 
@@ -24,7 +25,7 @@ pub struct Gauges {
     connections: AtomicUsize,
     /// Replies the outbox is writing (or draining after), as last published.
     writing: AtomicUsize,
-    refused: [AtomicU64; Refused::ALL.len()],
+    refused: [AtomicU64; RefusalReason::ALL.len()],
     /// The registry's counts as last published.
     registry: Mutex<Counts>,
     /// Responses written, by route (`Route::kind`, `-` before routing) and status.
@@ -126,7 +127,7 @@ impl Gauges {
             "Waits that ran out (408).",
             &[(String::new(), counts.timeouts)],
         );
-        let refused: Vec<(String, u64)> = Refused::ALL
+        let refused: Vec<(String, u64)> = RefusalReason::ALL
             .into_iter()
             .map(|reason| {
                 let total =
@@ -165,7 +166,7 @@ impl Gauges {
     }
 
     /// Counts a refusal made on the HTTP side.
-    pub fn refused(&self, reason: Refused) {
+    pub fn refused(&self, reason: RefusalReason) {
         self.refused[reason as usize].fetch_add(1, Relaxed);
     }
 
@@ -213,7 +214,7 @@ impl Gauges {
             limit(memory.limit()),
             limits.max_body,
         );
-        for (n, reason) in Refused::ALL.into_iter().enumerate() {
+        for (n, reason) in RefusalReason::ALL.into_iter().enumerate() {
             let total = self.refused[reason as usize].load(Relaxed) + counts.refused.get(reason);
             let comma = if n > 0 { "," } else { "" };
             let _ = write!(json, "{comma}\"{}\":{total}", reason.name());

@@ -56,7 +56,7 @@ fn the_registry_imports_nothing_from_the_http_side() {
 #[test]
 fn policy_does_not_import_the_registry() {
     let graph = imports();
-    for policy in ["auth", "limits", "routes", "identity", "cors", "action"] {
+    for policy in ["auth", "limits", "routes", "identity", "cors", "action", "refused"] {
         let used = graph.get(policy).cloned().unwrap_or_default();
         assert!(!used.contains("registry"), "{policy} imports the registry: {used:?}");
     }

@@ -10,7 +10,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::limits::{ClientKey, PeerSlot};
+use crate::identity::ClientKey;
+use crate::limits::PeerSlot;
 use crate::metrics::Gauges;
 use crate::registry::ConnId;
 

@@ -37,9 +37,9 @@ use log::{debug, info};
 use super::conn::{Connection, Exchange};
 use super::parked::{Inbound, Waiting};
 use crate::cors;
-use crate::limits::Refused;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
+use crate::refused::RefusalReason;
 use crate::registry::ConnId;
 use crate::response::Response;
 use crate::sys::{self, Interest, Poller};
@@ -498,7 +498,7 @@ impl Writer {
             self.deadlines.cancel(timer);
         }
         if end == End::TimedOut {
-            self.gauges.refused(Refused::SlowReader);
+            self.gauges.refused(RefusalReason::SlowReader);
             debug!("closed a connection: its reply was not taken within --write-timeout");
         }
         if let Some(Delivery { sender }) = sending.delivery.take() {

@@ -13,31 +13,29 @@ use std::io;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, error, warn};
 
-use crate::auth::{Scope, TokenStore};
+use crate::auth::TokenStore;
 
 use super::conn::Connection;
+use super::gate::Gate;
 use super::outbox::{drain_wakeups, Outbox, Waker};
 use super::parked::Inbound;
 use super::read::{self, Reading};
+use super::reader::ReaderLimits;
 use crate::config::Config;
-use crate::limits::{
-    retry_after, ClientKey, LogThrottle, MemoryBudget, PeerConnections, Rate, RateTable, Refused,
-};
+use crate::limits::MemoryBudget;
 use crate::metrics::Gauges;
 use crate::sys::{self, Interest};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
 pub const THREAD_STACK: usize = 128 * 1024;
-/// Most clients whose request rate is tracked at once.
-const RATE_KEYS: usize = 1 << 20;
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 /// Poller tokens that are not connections (connection ids start above them).
@@ -61,18 +59,8 @@ pub struct Front {
     pub outbox: Outbox,
     /// Live numbers.
     pub gauges: Arc<Gauges>,
-    /// The memory budget (`--max-memory`).
-    pub memory: Arc<MemoryBudget>,
-    /// Requests per client and minute (`--rate-per-ip`).
-    rate_per_ip: Option<Mutex<RateTable<ClientKey>>>,
-    /// Open connections per TCP peer (`--max-connections-per-ip`).
-    peers: Option<Arc<PeerConnections>>,
-    /// The bearer tokens in force (`--token-file`); `None`: no token needed.
-    tokens: Option<Arc<TokenStore>>,
-    /// Failed authentications per client and minute (`--auth-failures-per-ip`).
-    auth_failures: Option<Mutex<RateTable<ClientKey>>>,
-    /// Lets a throttled client be warned about once a minute.
-    auth_log: LogThrottle,
+    /// What decides connections and request heads, with its state.
+    pub gate: Gate,
 }
 
 impl Front {
@@ -85,82 +73,16 @@ impl Front {
         memory: Arc<MemoryBudget>,
         tokens: Option<Arc<TokenStore>>,
     ) -> Front {
-        let limits = &config.limits;
-        let table = |per_minute| Mutex::new(RateTable::new(Rate { per_minute }, RATE_KEYS));
-        let rate_per_ip = limits.rate_per_ip.map(table);
-        let auth_failures = limits.auth_failures_per_ip.map(table);
-        let peers = limits.max_connections_per_ip.map(PeerConnections::new);
-        Front {
-            config: Arc::new(config),
-            registry,
-            outbox,
-            gauges,
-            memory,
-            rate_per_ip,
-            peers,
-            tokens,
-            auth_failures,
-            auth_log: LogThrottle::default(),
-        }
-    }
-
-    /// Whether requests need a bearer token (`--token-file` is set).
-    pub(super) fn tokens_required(&self) -> bool {
-        self.tokens.is_some()
-    }
-
-    /// `--token-file`: checks the `Authorization` header for `scope`, once, as the request
-    /// arrives. A client over `--auth-failures-per-ip` gets 429 whatever it presents (else a
-    /// right guess would show through the throttle); each 401 or 403 is counted against it.
-    pub(super) fn authorize(
-        &self,
-        authorization: Option<&[u8]>,
-        client: ClientKey,
-        scope: Scope,
-    ) -> Result<(), read::Refusal> {
-        let Some(store) = &self.tokens else { return Ok(()) };
-        let now = Instant::now();
-        if let Some(failures) = &self.auth_failures {
-            let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(wait) = failures.wait(client, now) {
-                let per_minute = self.config.limits.auth_failures_per_ip.unwrap_or(0);
-                if let Some(held) = self.auth_log.allow(client, 429, now) {
-                    warn!(
-                        "{client}: {per_minute} or more failed authentications within a minute; \
-                         answering its requests 429 for {} s (--auth-failures-per-ip; {held} \
-                         more refused since the last warning)",
-                        retry_after(wait)
-                    );
-                }
-                return Err(read::Refusal::AuthThrottled { per_minute, wait });
-            }
-        }
-        let denied = match store.current().check(authorization, scope) {
-            Ok(()) => return Ok(()),
-            Err(denied) => denied,
-        };
-        if let Some(failures) = &self.auth_failures {
-            let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let _ = failures.take(client, now);
-        }
-        Err(read::Refusal::Auth(denied))
-    }
-
-    /// `--rate-per-ip`: takes a token for `client`, or refuses with 429.
-    pub(super) fn check_rate(&self, client: ClientKey) -> Result<(), read::Refusal> {
-        let Some(table) = &self.rate_per_ip else { return Ok(()) };
-        let mut table = table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let per_minute = self.config.limits.rate_per_ip.unwrap_or(0);
-        table
-            .take(client, Instant::now())
-            .map_err(|wait| read::Refusal::RateLimited { per_minute, wait })
+        let config = Arc::new(config);
+        let gate = Gate::new(Arc::clone(&config), memory, tokens);
+        Front { config, registry, outbox, gauges, gate }
     }
 }
 
 /// What the poller gives a worker.
 enum Job {
-    /// A reading with new bytes to read.
-    Read(Reading),
+    /// A reading with new bytes to read, seen at that time.
+    Read(Reading, Instant),
     /// A reading whose deadline passed: answer 408.
     Expire(Reading),
     /// A reading cut short by a drain: answer 503 with `Retry-After`.
@@ -224,7 +146,7 @@ fn spawn_workers(
             let mut scratch = vec![0u8; READ_CHUNK];
             for job in jobs {
                 let unfinished = match job {
-                    Job::Read(reading) => read::serve(reading, &front, &mut scratch),
+                    Job::Read(reading, now) => read::serve(reading, &front, &mut scratch, now),
                     Job::Expire(reading) => {
                         read::expire(reading, &front);
                         None
@@ -291,7 +213,7 @@ fn serve(
             match token {
                 LISTENER => reader.accept(&poller, now),
                 WAKER => drain_wakeups(&reader.wake_rx),
-                id => reader.dispatch(id),
+                id => reader.dispatch(id, now),
             }
         }
         reader.expire(&poller, now);
@@ -350,23 +272,16 @@ impl Reader {
                 continue; // dropped, so closed and uncounted
             };
             // Dropping a refused connection closes it and uncounts it.
-            if self.front.config.limits.max_connections.is_some_and(|max| open > max) {
-                gauges.refused(Refused::Connections);
-                debug!("refused a connection: {open} open (--max-connections)");
-                continue;
-            }
-            let trusted = self.front.config.is_trusted_proxy(peer.ip());
-            if let (Some(peers), false) = (&self.front.peers, trusted) {
-                match peers.open(ClientKey::of(peer.ip())) {
-                    Some(slot) => connection.peer_slot = Some(slot),
-                    None => {
-                        gauges.refused(Refused::ConnectionsPerIp);
-                        debug!("refused a connection from {peer}: at --max-connections-per-ip");
-                        continue;
-                    }
+            match self.front.gate.admit_connection(peer, open) {
+                Ok(slot) => connection.peer_slot = slot,
+                Err(refusal) => {
+                    gauges.refused(refusal.reason());
+                    debug!("refused a connection from {peer}: {refusal}");
+                    continue;
                 }
             }
-            self.watch(poller, Reading::new(connection, self.front.config.timeouts.head));
+            let limits = ReaderLimits::of(&self.front.config);
+            self.watch(poller, Reading::new(connection, limits, now));
         }
     }
 
@@ -394,11 +309,11 @@ impl Reader {
         }
     }
 
-    /// Hands a connection that has bytes to a worker.
-    fn dispatch(&mut self, id: u64) {
+    /// Hands a connection that has bytes, seen at `now`, to a worker.
+    fn dispatch(&mut self, id: u64, now: Instant) {
         if let Some((reading, timer)) = self.pending.remove(&id) {
             self.deadlines.cancel(timer);
-            let _ = self.jobs.send(Job::Read(reading));
+            let _ = self.jobs.send(Job::Read(reading, now));
         }
     }
 

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
-use crate::limits::{ClientKey, Refused, Reservation};
+use crate::identity::ClientKey;
+use crate::limits::Reservation;
+use crate::refused::RefusalReason;
 use crate::wheel::TimerId;
 
 /// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
@@ -145,7 +147,7 @@ impl Registry {
             Waiting::Ack => inbox.awaiters.len(),
         });
         if waiting >= MAX_WAITERS {
-            self.counts.refused.add(Refused::InboxWaiters);
+            self.counts.refused.add(RefusalReason::InboxWaiters);
             let refusal = Refusal::InboxWaiters { max: MAX_WAITERS };
             return out.push(Reply::refused(conn, refusal));
         }

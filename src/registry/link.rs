@@ -23,7 +23,8 @@ use super::{
     Answer, ConnId, Delivery, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer,
 };
 use crate::auth::same_secret;
-use crate::limits::{ClientKey, Reservation};
+use crate::identity::ClientKey;
+use crate::limits::Reservation;
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.

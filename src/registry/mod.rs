@@ -24,7 +24,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use crate::action::Action;
-use crate::limits::{ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
+use crate::identity::ClientKey;
+use crate::limits::{Rate, RateTable, Reservation};
+use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, Party, Protocol, Refusal};
 
@@ -316,7 +318,7 @@ impl Registry {
         let Some(table) = &mut self.write_rate else { return Ok(()) };
         let key = (link, self.id_hasher.hash_one(&request.id));
         table.take(key, now).map_err(|wait| {
-            self.counts.refused.add(Refused::RatePerId);
+            self.counts.refused.add(RefusalReason::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
             Refusal::WriteRate { per_minute, wait }
         })
@@ -326,12 +328,12 @@ impl Registry {
     /// if not, the refusal to send.
     fn admit(&mut self, client: ClientKey) -> Result<(), Refusal> {
         if let Some(max) = self.settings.max_parked.filter(|&max| self.parked.len() >= max) {
-            self.counts.refused.add(Refused::Parked);
+            self.counts.refused.add(RefusalReason::Parked);
             return Err(Refusal::Full { max });
         }
         let waiting = self.parked_by_client.get(&client).copied().unwrap_or(0);
         if self.settings.max_parked_per_ip.is_some_and(|max| waiting >= max) {
-            self.counts.refused.add(Refused::ParkedPerIp);
+            self.counts.refused.add(RefusalReason::ParkedPerIp);
             return Err(Refusal::ParkedPerClient { waiting });
         }
         Ok(())

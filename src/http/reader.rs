@@ -1,0 +1,622 @@
+//! The request reader: one request's bytes in, what to do next out (protocol §4). No socket and
+//! no clock: the worker ([`read`](super::read)) feeds it what the socket had and the time, and
+//! acts on the [`Step`] it returns.
+//!
+//! ```text
+//!   Head ──(head complete)──▶ Deciding ──read_body──▶ Body ──(body complete)──▶ Done
+//!    │  Step::Head: the gate decides   │  Step::SendContinue first, if the client asked
+//!    ╰── a bad head, a head past --max-head, a deadline passed: Step::Refuse ──╯
+//! ```
+//!
+//! A head that is not complete yet is not an error, and is parsed again only when a line feed
+//! arrives (a byte-at-a-time client costs O(n)). The head is bounded by `--max-head`, its wait by
+//! `--head-timeout`; the body by its announced length or, chunked, by the decoder's `--max-body`,
+//! its wait by `--body-timeout` from the moment the head was accepted. What the head says is
+//! decided by the gate (`gate.rs`), not here: routes, limits and what the body may be. Bytes after
+//! the request (a pipelined second one) are ignored: every response closes its connection.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::chunked::{ChunkError, ChunkedDecoder};
+use super::parse::{parse_head, Head, HeadError, HeadLimits, Status};
+use crate::config::Config;
+use crate::refused::RefusalReason;
+use crate::response::Response;
+use crate::wheel::deadline_after;
+
+/// The bounds the reader enforces itself; the rest is the gate's.
+#[derive(Clone, Copy, Debug)]
+pub struct ReaderLimits {
+    /// `--max-head` and `--max-headers`.
+    pub head: HeadLimits,
+    /// `--head-timeout`: from the reader's start to a complete head.
+    pub head_timeout: Duration,
+    /// `--body-timeout`: from the head's acceptance to a complete body.
+    pub body_timeout: Duration,
+}
+
+impl ReaderLimits {
+    /// The reader's bounds in `config`.
+    pub fn of(config: &Config) -> ReaderLimits {
+        let limits = &config.limits;
+        ReaderLimits {
+            head: HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers },
+            head_timeout: config.timeouts.head,
+            body_timeout: config.timeouts.body,
+        }
+    }
+}
+
+/// What body the gate lets a request have, decided from its head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyPlan {
+    /// How the body is framed.
+    pub framing: BodyFraming,
+    /// Whether the client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+}
+
+/// How a body's end is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Exactly this many bytes (0: no body).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`, at most this many bytes once decoded (`--max-body`).
+    Chunked { max: usize },
+}
+
+/// A request being read. See the module docs.
+pub struct RequestReader {
+    limits: ReaderLimits,
+    /// Input not yet consumed: the head so far, then body bytes (or chunked framing).
+    input: Vec<u8>,
+    /// How much of `input` the head parser has seen (a head can only complete at a line feed).
+    head_seen: usize,
+    /// The complete head's length, while it is being decided.
+    head_len: usize,
+    phase: Phase,
+    deadline: Instant,
+}
+
+enum Phase {
+    Head,
+    /// The head is complete; the caller decides it and calls [`RequestReader::read_body`].
+    Deciding,
+    /// The body may start; `100 Continue` is owed first.
+    Continue(Body),
+    Body(Body),
+    /// The request was handed out, or refused.
+    Done,
+}
+
+struct Body {
+    bytes: Vec<u8>,
+    decoder: Decoder,
+}
+
+enum Decoder {
+    Length(usize),
+    Chunked(ChunkedDecoder),
+}
+
+/// What the caller does next.
+#[derive(Debug, PartialEq)]
+pub enum Step<'a> {
+    /// Read more bytes when the socket has them, by [`RequestReader::deadline`].
+    NeedMore,
+    /// The head is complete: decide it, then call [`RequestReader::read_body`] (or stop).
+    Head(Head<'a>),
+    /// Write `HTTP/1.1 100 Continue`, then feed again.
+    SendContinue,
+    /// The request is complete; this is its body.
+    Complete(Vec<u8>),
+    /// The request cannot be read: answer this and close.
+    Refuse(ReadError),
+}
+
+impl RequestReader {
+    /// A reader for a connection accepted at `now`: its head is due by `--head-timeout`.
+    pub fn new(limits: ReaderLimits, now: Instant) -> RequestReader {
+        RequestReader {
+            limits,
+            input: Vec::new(),
+            head_seen: 0,
+            head_len: 0,
+            phase: Phase::Head,
+            deadline: deadline_after(now, limits.head_timeout),
+        }
+    }
+
+    /// When the current phase must be complete.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Takes `bytes` (which may be empty: go on with what is buffered) that arrived by `now`.
+    /// The caller reads at most [`room`](Self::room) bytes at a time, which keeps the buffer
+    /// within `--max-head`, or the body's length (a chunked decoder consumes all it is given).
+    pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Step<'_> {
+        if matches!(self.phase, Phase::Done | Phase::Deciding) {
+            return Step::NeedMore; // nothing more is read; the caller's turn
+        }
+        if now >= self.deadline {
+            return self.refuse(self.timed_out().unwrap_or(ReadError::Gone));
+        }
+        self.input.extend_from_slice(bytes);
+        if matches!(self.phase, Phase::Head) {
+            return self.feed_head();
+        }
+        if let Phase::Continue(_) = self.phase {
+            return Step::SendContinue;
+        }
+        self.feed_body()
+    }
+
+    fn feed_head(&mut self) -> Step<'_> {
+        let max_head = self.limits.head.max_head;
+        let new_line = self.input[self.head_seen..].contains(&b'\n');
+        if !new_line && self.input.len() < max_head {
+            return Step::NeedMore;
+        }
+        self.head_seen = self.input.len();
+        // Fields are set one by one: the head handed out borrows `input`.
+        match parse_head(&self.input, &self.limits.head) {
+            Ok(Status::Partial) => Step::NeedMore,
+            Ok(Status::Complete(head)) => {
+                self.head_len = head.len;
+                self.phase = Phase::Deciding;
+                Step::Head(head)
+            }
+            Err(e) => {
+                self.phase = Phase::Done;
+                Step::Refuse(ReadError::Head(e))
+            }
+        }
+    }
+
+    /// After [`Step::Head`]: the gate admitted the request with `plan`, at `now`. Returns
+    /// [`Step::SendContinue`] when the client waits for it and its body is not all here yet.
+    pub fn read_body(&mut self, plan: BodyPlan, now: Instant) -> Step<'_> {
+        if !matches!(self.phase, Phase::Deciding) {
+            return self.refuse(ReadError::Gone);
+        }
+        self.input.drain(..self.head_len);
+        self.deadline = deadline_after(now, self.limits.body_timeout);
+        let decoder = match plan.framing {
+            BodyFraming::Length(n) => Decoder::Length(n),
+            BodyFraming::Chunked { max } => Decoder::Chunked(ChunkedDecoder::new(max)),
+        };
+        let body = Body { bytes: Vec::new(), decoder };
+        let all_here = matches!(plan.framing, BodyFraming::Length(n) if self.input.len() >= n);
+        if plan.expect_continue && !all_here {
+            self.phase = Phase::Continue(body);
+            return Step::SendContinue;
+        }
+        self.phase = Phase::Body(body);
+        self.feed_body()
+    }
+
+    /// After [`Step::SendContinue`]: the `100 Continue` is written.
+    pub fn continue_sent(&mut self) {
+        if let Phase::Continue(_) = self.phase {
+            let Phase::Continue(body) = std::mem::replace(&mut self.phase, Phase::Done) else {
+                return;
+            };
+            self.phase = Phase::Body(body);
+        }
+    }
+
+    fn feed_body(&mut self) -> Step<'_> {
+        let Phase::Body(body) = &mut self.phase else { return Step::NeedMore };
+        let done = match &mut body.decoder {
+            Decoder::Length(length) => {
+                let take = (*length - body.bytes.len()).min(self.input.len());
+                body.bytes.extend(self.input.drain(..take));
+                body.bytes.len() == *length
+            }
+            Decoder::Chunked(decoder) => match decoder.decode(&self.input, &mut body.bytes) {
+                Ok(used) => {
+                    self.input.drain(..used);
+                    decoder.is_done()
+                }
+                Err(e) => return self.refuse(ReadError::Chunk(e)),
+            },
+        };
+        if !done {
+            return Step::NeedMore;
+        }
+        let Phase::Body(body) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return Step::NeedMore; // unreachable: matched Body above
+        };
+        self.input = Vec::new(); // pipelined bytes: ignored
+        Step::Complete(body.bytes)
+    }
+
+    fn refuse(&mut self, error: ReadError) -> Step<'_> {
+        self.phase = Phase::Done;
+        Step::Refuse(error)
+    }
+
+    /// The 408 for the phase under way, when its deadline passed; `None` when no phase is (the
+    /// request is complete, refused, or being decided).
+    pub fn timed_out(&self) -> Option<ReadError> {
+        let (phase, limit) = match self.phase {
+            Phase::Head => (ReadPhase::Head, self.limits.head_timeout),
+            Phase::Continue(_) | Phase::Body(_) => (ReadPhase::Body, self.limits.body_timeout),
+            Phase::Deciding | Phase::Done => return None,
+        };
+        Some(ReadError::TimedOut { phase, limit })
+    }
+
+    /// How many more bytes the current phase may take: the head up to `--max-head`, a body up to
+    /// its length, at most `scratch`. (A chunked body is bounded by its decoder.)
+    pub fn room(&self, scratch: usize) -> usize {
+        match &self.phase {
+            Phase::Head => self.limits.head.max_head.saturating_sub(self.input.len()),
+            Phase::Continue(Body { bytes, decoder: Decoder::Length(n) })
+            | Phase::Body(Body { bytes, decoder: Decoder::Length(n) }) => {
+                n.saturating_sub(bytes.len() + self.input.len())
+            }
+            _ => scratch,
+        }
+        .min(scratch)
+    }
+}
+
+/// Which phase of a request was late.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPhase {
+    /// The head (`--head-timeout`).
+    Head,
+    /// The body (`--body-timeout`).
+    Body,
+}
+
+/// Why a request could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The head is not valid HTTP/1.1, or passes `--max-head` or `--max-headers` (400, 431, 501,
+    /// 505: see [`HeadError`]).
+    Head(HeadError),
+    /// The chunked body is malformed (400) or decodes past `--max-body` (413).
+    Chunk(ChunkError),
+    /// The phase did not arrive within its deadline (408).
+    TimedOut { phase: ReadPhase, limit: Duration },
+    /// Not a refusal: the reader was used out of turn, nothing to answer. (Unreachable from a
+    /// client: the worker drives the steps in order.)
+    Gone,
+}
+
+impl ReadError {
+    /// The answer; `None` when there is nobody to answer.
+    pub fn response(&self) -> Option<Response> {
+        let status = match self {
+            ReadError::Head(e) => e.status(),
+            ReadError::Chunk(e) => e.status(),
+            ReadError::TimedOut { .. } => 408,
+            ReadError::Gone => return None,
+        };
+        Some(Response::text(status, self))
+    }
+
+    /// The counter it goes to.
+    pub fn reason(&self) -> Option<RefusalReason> {
+        Some(match self {
+            ReadError::Head(_) => RefusalReason::Malformed,
+            ReadError::Chunk(ChunkError::TooLarge { .. }) => RefusalReason::TooLarge,
+            ReadError::Chunk(_) => RefusalReason::Malformed,
+            ReadError::TimedOut { .. } => RefusalReason::Slow,
+            ReadError::Gone => return None,
+        })
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Head(e) => e.fmt(f),
+            ReadError::Chunk(e) => e.fmt(f),
+            ReadError::TimedOut { phase, limit } => {
+                let (phase, flag) = match phase {
+                    ReadPhase::Head => ("request head", "--head-timeout"),
+                    ReadPhase::Body => ("request body", "--body-timeout"),
+                };
+                write!(f, "The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64())
+            }
+            ReadError::Gone => f.write_str("The client left."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse::HeadLimits;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn limits() -> ReaderLimits {
+        ReaderLimits {
+            head: HeadLimits { max_head: 256, max_headers: 8 },
+            head_timeout: 10 * SECOND,
+            body_timeout: 5 * SECOND,
+        }
+    }
+
+    fn length(n: usize) -> BodyPlan {
+        BodyPlan { framing: BodyFraming::Length(n), expect_continue: false }
+    }
+
+    fn chunked(max: usize) -> BodyPlan {
+        BodyPlan { framing: BodyFraming::Chunked { max }, expect_continue: false }
+    }
+
+    /// Plays the worker: feeds `parts` in turn at `now`, decides every head with `plan`, writes
+    /// every `100 Continue`; the steps it saw, as text (`more`, `head POST /x`, `continue`,
+    /// `complete <body>`, `refuse <status> <sentence>`).
+    fn run(reader: &mut RequestReader, parts: &[&[u8]], plan: BodyPlan, now: Instant) -> String {
+        let mut seen = Vec::new();
+        for part in parts {
+            let mut step = reader.feed(part, now);
+            loop {
+                let text = describe(&step);
+                seen.push(text);
+                step = match step {
+                    Step::Head(_) => reader.read_body(plan, now),
+                    Step::SendContinue => {
+                        reader.continue_sent();
+                        reader.feed(&[], now)
+                    }
+                    _ => break,
+                };
+            }
+        }
+        seen.join(", ")
+    }
+
+    fn describe(step: &Step<'_>) -> String {
+        match step {
+            Step::NeedMore => "more".into(),
+            Step::Head(head) => format!("head {} {}", head.method, head.target),
+            Step::SendContinue => "continue".into(),
+            Step::Complete(body) => format!("complete {}", String::from_utf8_lossy(body)),
+            Step::Refuse(e) => {
+                let status = e.response().map_or(0, |r| r.status);
+                format!("refuse {status} {e}")
+            }
+        }
+    }
+
+    /// The last step of feeding `request` split into `parts` at the given offsets.
+    fn outcome(request: &[u8], cuts: &[usize], plan: BodyPlan) -> String {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &cut in cuts {
+            parts.push(&request[from..cut]);
+            from = cut;
+        }
+        parts.push(&request[from..]);
+        parts.retain(|part| !part.is_empty()); // an empty part after the end shows a spent reader
+        let mut reader = RequestReader::new(limits(), Instant::now());
+        let seen = run(&mut reader, &parts, plan, Instant::now());
+        seen.rsplit(", ").next().unwrap_or("").to_string()
+    }
+
+    const POST: &[u8] = b"POST /link/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    const CHUNKED: &[u8] =
+        b"POST /inbox/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n";
+    const GET: &[u8] = b"GET /link/a HTTP/1.1\r\nHost: h\r\n\r\n";
+
+    #[test]
+    fn a_whole_request_at_once() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[POST], length(5), now), "head POST /link/a, complete hello");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[GET], length(0), now), "head GET /link/a, complete ");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(
+            run(&mut reader, &[CHUNKED], chunked(64), now),
+            "head POST /inbox/a, complete hello"
+        );
+    }
+
+    #[test]
+    fn every_transition_in_turn() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.feed(b"POST /link/a HTTP/1.1\r\n", now), Step::NeedMore);
+        let Step::Head(head) = reader.feed(b"Host: h\r\nContent-Length: 5\r\n\r\nhe", now) else {
+            panic!("no head")
+        };
+        assert_eq!(head.method, "POST");
+        // While the head is being decided, feeding reads nothing more.
+        assert_eq!(reader.feed(b"", now), Step::NeedMore);
+        assert_eq!(reader.timed_out(), None, "deciding is the caller's time");
+        assert_eq!(reader.read_body(length(5), now), Step::NeedMore);
+        assert_eq!(reader.room(100), 3, "the body's rest, no more");
+        assert_eq!(reader.feed(b"ll", now), Step::NeedMore);
+        assert_eq!(reader.feed(b"o", now), Step::Complete(b"hello".to_vec()));
+        // Done: the reader is spent.
+        assert_eq!(reader.feed(b"GET", now), Step::NeedMore);
+        assert_eq!(reader.timed_out(), None);
+        assert_eq!(reader.read_body(length(1), now), Step::Refuse(ReadError::Gone));
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        for request in [POST, GET] {
+            let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            for end in 0..head_end {
+                let mut reader = RequestReader::new(limits(), Instant::now());
+                assert_eq!(reader.feed(&request[..end], Instant::now()), Step::NeedMore, "{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn split_at_every_byte_gives_the_same_request() {
+        for (request, plan) in [(POST, length(5)), (CHUNKED, chunked(64)), (GET, length(0))] {
+            let whole = outcome(request, &[], plan);
+            assert!(whole.starts_with("complete"), "{whole}");
+            for cut in 0..=request.len() {
+                assert_eq!(outcome(request, &[cut], plan), whole, "cut at {cut}");
+            }
+            let every: Vec<usize> = (1..request.len()).collect();
+            assert_eq!(outcome(request, &every, plan), whole, "a byte at a time");
+        }
+    }
+
+    #[test]
+    fn the_head_deadline() {
+        let start = Instant::now();
+        let mut reader = RequestReader::new(limits(), start);
+        assert_eq!(reader.deadline(), start + 10 * SECOND);
+        assert_eq!(reader.feed(b"GET / HT", start + 9 * SECOND), Step::NeedMore);
+        let expired = ReadError::TimedOut { phase: ReadPhase::Head, limit: 10 * SECOND };
+        assert_eq!(reader.timed_out(), Some(expired.clone()));
+        assert_eq!(reader.feed(b"TP/1.1\r\n\r\n", start + 10 * SECOND), Step::Refuse(expired));
+        let mut late = RequestReader::new(limits(), start);
+        let Step::Refuse(e) = late.feed(b"", start + 10 * SECOND) else { panic!("not refused") };
+        let response = e.response().unwrap();
+        assert_eq!(response.status, 408);
+        assert_eq!(e.to_string(), "The request head did not arrive within 10 s (--head-timeout).");
+        assert_eq!(e.reason(), Some(RefusalReason::Slow));
+    }
+
+    #[test]
+    fn the_body_deadline_runs_from_the_heads_acceptance() {
+        let start = Instant::now();
+        let mut reader = RequestReader::new(limits(), start);
+        assert!(matches!(reader.feed(&POST[..POST.len() - 5], start + 9 * SECOND), Step::Head(_)));
+        let accepted = start + 9 * SECOND + SECOND / 2;
+        assert_eq!(reader.read_body(length(5), accepted), Step::NeedMore);
+        assert_eq!(reader.deadline(), accepted + 5 * SECOND, "the head's deadline no longer holds");
+        assert_eq!(reader.feed(b"hel", accepted + 4 * SECOND), Step::NeedMore);
+        let expired = ReadError::TimedOut { phase: ReadPhase::Body, limit: 5 * SECOND };
+        assert_eq!(reader.timed_out(), Some(expired.clone()));
+        assert_eq!(reader.feed(b"lo", accepted + 5 * SECOND), Step::Refuse(expired.clone()));
+        assert_eq!(
+            expired.to_string(),
+            "The request body did not arrive within 5 s (--body-timeout)."
+        );
+    }
+
+    #[test]
+    fn the_head_limit() {
+        let now = Instant::now();
+        // Exactly --max-head bytes is a head; one more is 431.
+        let pad = |n: usize| {
+            let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+            head.resize(n - 4, b'a');
+            head.extend_from_slice(b"\r\n\r\n");
+            head
+        };
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.room(1000), 256);
+        assert!(matches!(reader.feed(&pad(256), now), Step::Head(_)));
+        let mut reader = RequestReader::new(limits(), now);
+        let Step::Refuse(e) = reader.feed(&pad(257), now) else { panic!("not refused") };
+        assert_eq!(e, ReadError::Head(HeadError::TooLarge { limit: 256 }));
+        assert_eq!(e.response().map(|r| r.status), Some(431));
+        assert_eq!(e.reason(), Some(RefusalReason::Malformed));
+        // A head without a line feed is parsed once --max-head bytes are in, and refused.
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.feed(&[b'a'; 255], now), Step::NeedMore);
+        assert_eq!(reader.room(1000), 1);
+        assert!(matches!(reader.feed(b"a", now), Step::Refuse(ReadError::Head(_))));
+        // A bad head is refused at its first bad line.
+        let mut reader = RequestReader::new(limits(), now);
+        let Step::Refuse(e) = reader.feed(b"GET / HTTP/1.1\r\nbad header\r\n", now) else {
+            panic!("not refused")
+        };
+        assert_eq!(e.response().map(|r| r.status), Some(400));
+    }
+
+    #[test]
+    fn a_chunked_body_past_max_body_is_413() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        let seen = run(&mut reader, &[CHUNKED], chunked(4), now);
+        assert_eq!(
+            seen,
+            "head POST /inbox/a, refuse 413 Body is larger than the 4-byte limit (--max-body)."
+        );
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(CHUNKED, now);
+        let _ = reader.read_body(chunked(4), now);
+        assert_eq!(reader.feed(b"", now), Step::NeedMore, "a refused reader is spent");
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(CHUNKED, now);
+        let Step::Refuse(e) = reader.read_body(chunked(4), now) else { panic!() };
+        assert_eq!(e.reason(), Some(RefusalReason::TooLarge));
+        // A malformed chunk is 400.
+        let mut reader = RequestReader::new(limits(), now);
+        let bad = b"POST /inbox/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let seen = run(&mut reader, &[bad], chunked(64), now);
+        assert!(seen.starts_with("head POST /inbox/a, refuse 400 "), "{seen}");
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(bad, now);
+        let Step::Refuse(e) = reader.read_body(chunked(64), now) else { panic!() };
+        assert_eq!(e.reason(), Some(RefusalReason::Malformed));
+    }
+
+    #[test]
+    fn expect_100_continue() {
+        let now = Instant::now();
+        let head = b"POST /link/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let plan = BodyPlan { expect_continue: true, ..length(5) };
+        // Owed while the body is not all here: written once, then the body is read.
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(
+            run(&mut reader, &[head, b"hel", b"lo"], plan, now),
+            "head POST /link/a, continue, more, more, complete hello"
+        );
+        // Until the continue is written, nothing is read and the step is repeated.
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(head, now);
+        assert_eq!(reader.read_body(plan, now), Step::SendContinue);
+        assert_eq!(reader.feed(b"", now), Step::SendContinue);
+        reader.continue_sent();
+        assert_eq!(reader.feed(b"hello", now), Step::Complete(b"hello".to_vec()));
+        // Not owed when the body came with the head.
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(b"hello");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(run(&mut reader, &[&whole], plan, now), "head POST /link/a, complete hello");
+    }
+
+    #[test]
+    fn pipelined_bytes_after_the_request_are_ignored() {
+        let now = Instant::now();
+        for (request, plan) in [(POST, length(5)), (CHUNKED, chunked(64)), (GET, length(0))] {
+            let mut two = request.to_vec();
+            two.extend_from_slice(GET);
+            let mut reader = RequestReader::new(limits(), now);
+            let seen = run(&mut reader, &[&two], plan, now);
+            assert_eq!(seen.rsplit(", ").next(), outcome(request, &[], plan).as_str().into());
+            assert_eq!(reader.feed(b"", now), Step::NeedMore, "and the reader is done");
+        }
+        // A body of known length is not read past its end.
+        let mut reader = RequestReader::new(limits(), now);
+        let _ = reader.feed(&POST[..POST.len() - 5], now);
+        let _ = reader.read_body(length(5), now);
+        assert_eq!(reader.room(100), 5);
+    }
+
+    #[test]
+    fn never_panics_on_mutated_requests() {
+        use crate::testutil::{mutate, Rng};
+        let mut rng = Rng(0x5eed_0013);
+        let now = Instant::now();
+        for n in 0..3000 {
+            let seed = [POST, CHUNKED, GET][n % 3];
+            let input = mutate(&mut rng, seed, b"\r\n:0 ;a");
+            let cut = rng.below(input.len() + 1);
+            let plan = if n % 3 == 1 { chunked(64) } else { length(rng.below(8)) };
+            let mut reader = RequestReader::new(limits(), now);
+            let _ = run(&mut reader, &[&input[..cut], &input[cut..]], plan, now);
+        }
+    }
+}
