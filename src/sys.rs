@@ -9,6 +9,8 @@
 //!   handler only writes the signal's number to a pipe (the self-pipe trick); a thread reads the
 //!   pipe and hands each signal to the rest of the program on a channel ([`watch_signals`]).
 //!
+//! - `accept4`, so an accepted connection is non-blocking from the start ([`accept`]): std's
+//!   `accept` would need a second system call (`ioctl(FIONBIO)`) per connection.
 //! - `ioctl(SIOCOUTQ)`, how many bytes of a reply the peer has not acknowledged yet
 //!   ([`unacknowledged`]): a `/link` delivery counts as taken only once every byte reached the
 //!   receiver; std has no such query.
@@ -21,7 +23,7 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, Read};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -41,6 +43,7 @@ struct EpollEvent {
 }
 
 extern "C" {
+    fn accept4(fd: i32, addr: *mut SockaddrStorage, len: *mut u32, flags: i32) -> i32;
     fn epoll_create1(flags: i32) -> i32;
     fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: *mut EpollEvent) -> i32;
     fn epoll_wait(epfd: i32, events: *mut EpollEvent, maxevents: i32, timeout: i32) -> i32;
@@ -50,6 +53,52 @@ extern "C" {
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut i32, len: *mut u32) -> i32;
     fn ioctl(fd: i32, request: std::ffi::c_ulong, ...) -> i32;
     fn __errno_location() -> *mut i32;
+}
+
+/// `struct sockaddr_storage`: room for any address the kernel returns, aligned as it requires.
+#[repr(C, align(8))]
+struct SockaddrStorage([u8; 128]);
+
+const SOCK_NONBLOCK: i32 = 0o4000;
+const SOCK_CLOEXEC: i32 = 0o2_000_000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Accepts a connection that is non-blocking (and closed on exec) from the start, with its
+/// peer's address. `WouldBlock` when none waits.
+pub fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let mut storage = SockaddrStorage([0; 128]);
+    let mut len = std::mem::size_of::<SockaddrStorage>() as u32;
+    let flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    // SAFETY: `storage` and `len` are live locals; the kernel writes at most `len` bytes of
+    // address into `storage` and the address's length into `len`.
+    let fd = check(unsafe { accept4(listener.as_raw_fd(), &mut storage, &mut len, flags) })?;
+    // SAFETY: a non-negative result is a new descriptor that nothing else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let peer = peer_address(&storage.0, len as usize).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "accept returned an address that is not IP")
+    })?;
+    Ok((stream, peer))
+}
+
+/// Reads a `sockaddr_in` or `sockaddr_in6` (ports and IPv4 addresses in network order).
+fn peer_address(bytes: &[u8], len: usize) -> Option<SocketAddr> {
+    let bytes = bytes.get(..len)?;
+    let family = u16::from_ne_bytes([*bytes.first()?, *bytes.get(1)?]);
+    let port = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+    match family {
+        AF_INET => {
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::new(Ipv4Addr::from(ip).into(), port))
+        }
+        AF_INET6 => {
+            let flowinfo = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(bytes.get(24..28)?.try_into().ok()?);
+            Some(SocketAddrV6::new(Ipv6Addr::from(ip), port, flowinfo, scope).into())
+        }
+        _ => None,
+    }
 }
 
 /// Resizes the accept backlog of a listening socket (the kernel caps it at `somaxconn`).
@@ -434,6 +483,42 @@ pub mod counting {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn accept_gives_a_non_blocking_stream_and_the_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let err = accept(&listener).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "nobody connected yet");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut stream, peer) = loop {
+            match accept(&listener) {
+                Ok(accepted) => break accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(peer, client.local_addr().unwrap());
+        let mut byte = [0u8];
+        let read = stream.read(&mut byte).unwrap_err();
+        assert_eq!(read.kind(), io::ErrorKind::WouldBlock, "accepted non-blocking");
+    }
+
+    #[test]
+    fn peer_addresses_of_both_families() {
+        let mut v4 = [0u8; 16];
+        v4[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+        v4[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[192, 0, 2, 7]);
+        assert_eq!(peer_address(&v4, 16), Some("192.0.2.7:8080".parse().unwrap()));
+        let mut v6 = [0u8; 28];
+        v6[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[8..24].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(peer_address(&v6, 28), Some("[2001:db8::1]:443".parse().unwrap()));
+        assert_eq!(peer_address(&v6, 20), None, "cut short");
+        assert_eq!(peer_address(&[1, 0, 0, 0], 4), None, "a Unix socket's family");
+    }
 
     #[test]
     fn reports_readable_descriptors_once_until_rearmed() {

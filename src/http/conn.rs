@@ -34,18 +34,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Wraps an accepted stream, made non-blocking; the caller has counted it in `gauges` (and
-    /// a stream that cannot be made non-blocking is uncounted again when this fails).
-    pub fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        id: ConnId,
-        gauges: Arc<Gauges>,
-    ) -> io::Result<Connection> {
-        let connection =
-            Connection { stream, peer, id, registered: false, peer_slot: None, dropped: 0, gauges };
-        connection.stream.set_nonblocking(true)?;
-        Ok(connection)
+    /// Wraps a stream accepted non-blocking ([`crate::sys::accept`]); the caller has counted
+    /// it in `gauges`, and dropping the connection uncounts it.
+    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, gauges: Arc<Gauges>) -> Connection {
+        Connection { stream, peer, id, registered: false, peer_slot: None, dropped: 0, gauges }
     }
 
     /// The connection's id, unique for the life of the process.

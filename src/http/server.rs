@@ -240,7 +240,7 @@ impl Reader {
     /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
     fn accept(&mut self, poller: &sys::Poller, now: Instant) {
         loop {
-            let (stream, peer) = match self.listener.accept() {
+            let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -266,11 +266,7 @@ impl Reader {
             let gauges = &self.front.gauges;
             let open = gauges.connection_opened();
             self.next_id += 1;
-            let Ok(mut connection) =
-                Connection::new(stream, peer, self.next_id, Arc::clone(gauges))
-            else {
-                continue; // dropped, so closed and uncounted
-            };
+            let mut connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
             // Dropping a refused connection closes it and uncounts it.
             match self.front.gate.admit_connection(peer, open) {
                 Ok(slot) => connection.peer_slot = slot,
