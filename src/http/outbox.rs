@@ -35,7 +35,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, info};
 
 use super::conn::{Connection, Exchange};
-use super::parked::{Inbound, Waiting};
+use super::parked::Inbound;
 use crate::cors;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
@@ -131,7 +131,6 @@ impl Outbox {
                 acknowledging: Vec::new(),
                 early: HashMap::new(),
                 deadlines: TimerWheel::new(Instant::now(), TICK, 1024),
-                write_timeout,
                 registry,
                 gauges: thread_gauges,
                 scratch: vec![0u8; 16 * 1024],
@@ -141,33 +140,27 @@ impl Outbox {
         Ok(Outbox { queue, waker, gauges, watch, write_timeout })
     }
 
-    /// Writes `response` on `connection` and closes it.
+    /// Writes `response` on `connection` and closes it; `delivery`: report to the registry
+    /// whether the client took it (a `/link` hand-off). Counted as a request at once, so a
+    /// client that has its answer sees it counted.
     ///
     /// The calling thread renders the reply and writes what the socket takes now, without
     /// waiting (usually all of it); the outbox thread does the rest and waits for the client's
     /// close. For the workers, whose time is their own.
     pub fn send(&self, connection: Connection, exchange: Exchange, response: Response) {
-        self.queue(connection, exchange, response, None, true);
+        self.queue(connection, exchange, response, false, true);
     }
 
     /// Like [`send`](Self::send), but the outbox thread writes too: for the registry thread,
-    /// whose time is every client's.
-    pub fn hand_over(&self, connection: Connection, exchange: Exchange, response: Response) {
-        self.queue(connection, exchange, response, None, false);
-    }
-
-    /// Hands over a `/link` delivery, whose end is reported to the registry: taken or not
-    /// ([`Inbound::DeliveryEnded`]). `sender`: the waiting sender and its answer, written the
-    /// moment the receiver took the message, or given back to the registry if it did not.
-    pub fn deliver(
+    /// whose time is every client's, and its deliveries.
+    pub fn hand_over(
         &self,
         connection: Connection,
         exchange: Exchange,
         response: Response,
-        sender: Option<(Waiting, Response)>,
+        delivery: bool,
     ) {
-        let delivery = Delivery { sender: sender.map(Box::new) };
-        self.queue(connection, exchange, response, Some(delivery), false);
+        self.queue(connection, exchange, response, delivery, false);
     }
 
     /// Renders and queues a reply, writing it first if `write_now`. The outbox thread learns
@@ -178,17 +171,18 @@ impl Outbox {
         connection: Connection,
         exchange: Exchange,
         response: Response,
-        delivery: Option<Delivery>,
+        delivery: bool,
         write_now: bool,
     ) {
+        self.gauges.count_request(exchange.route, response.status);
+        let response = self.gauges.with_instance_header(response);
         let now = Instant::now();
         let deadline = now + self.write_timeout;
-        let mut sending = Sending::new(&self.gauges, connection, exchange, response, deadline);
-        sending.delivery = delivery;
+        let mut sending = Sending::new(connection, exchange, response, delivery, deadline);
         let interest = match write_now.then(|| sending.write()) {
             None | Some(Ok(false)) => Some(Interest::Reply),
             Some(Ok(true)) => {
-                if sending.delivery.is_none() {
+                if !delivery {
                     sending.deadline = now + LINGER_TIME;
                 }
                 Some(Interest::Closing)
@@ -206,13 +200,6 @@ impl Outbox {
             self.waker.wake();
         }
     }
-}
-
-/// What a `/link` delivery carries besides its reply: the registry hears how it ended.
-struct Delivery {
-    /// The sender waiting for word of the message, and its answer: written once the receiver
-    /// took the message, else given back to the registry.
-    sender: Option<Box<(Waiting, Response)>>,
 }
 
 /// Where a reply is in its life.
@@ -235,8 +222,7 @@ struct Sending {
     written: usize,
     drained: usize,
     stage: Stage,
-    /// Set on a `/link` delivery.
-    delivery: Option<Delivery>,
+    delivery: bool,
     /// Whether the connection is in the outbox thread's epoll set (edge-triggered, for good).
     watched: bool,
     /// Whether the client sent something (bytes, its end of stream, a reset) not read yet.
@@ -249,17 +235,14 @@ struct Sending {
 }
 
 impl Sending {
-    /// Renders `response` for `exchange` (CORS headers, no body for `HEAD`), and counts it: a
-    /// client that has its answer sees it counted.
+    /// Renders `response` for `exchange` (CORS headers, no body for `HEAD`).
     fn new(
-        gauges: &Gauges,
         connection: Connection,
         exchange: Exchange,
         response: Response,
+        delivery: bool,
         deadline: Instant,
     ) -> Sending {
-        gauges.count_request(exchange.route, response.status);
-        let response = gauges.with_instance_header(response);
         let status = response.status;
         let mut bytes = Vec::with_capacity(512 + response.body.len());
         let head_only = exchange.method == "HEAD";
@@ -275,7 +258,7 @@ impl Sending {
             written: 0,
             drained: 0,
             stage: Stage::Writing,
-            delivery: None,
+            delivery,
             watched: false,
             input: false,
             deadline,
@@ -319,7 +302,6 @@ struct Writer {
     /// whether that included input.
     early: HashMap<ConnId, bool>,
     deadlines: TimerWheel<ConnId>,
-    write_timeout: Duration,
     registry: Sender<Inbound>,
     gauges: Arc<Gauges>,
     scratch: Vec<u8>,
@@ -400,7 +382,7 @@ impl Writer {
                 Stage::Writing => match sending.write() {
                     Ok(false) => break watch(poller, sending, conn),
                     Ok(true) => {
-                        if sending.delivery.is_none() {
+                        if !sending.delivery {
                             // The client has its answer; its end of stream is waited for only
                             // briefly.
                             sending.deadline = now + LINGER_TIME;
@@ -424,15 +406,11 @@ impl Writer {
                     Ok(n) => {
                         sending.drained += n;
                         if sending.drained > LINGER_BYTES {
-                            break Some(if sending.delivery.is_some() {
-                                End::Failed
-                            } else {
-                                End::Done
-                            });
+                            break Some(if sending.delivery { End::Failed } else { End::Done });
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        if sending.delivery.is_none() {
+                        if !sending.delivery {
                             break Some(End::Done);
                         }
                         // Usually every byte is acknowledged by now; else it is asked again
@@ -450,19 +428,8 @@ impl Writer {
             }
         };
         if let Some(end) = end {
-            self.finish(poller, conn, end, now);
+            self.finish(conn, end);
         }
-    }
-
-    /// Writes an answer on this thread: a sender's, once its receiver took the message.
-    fn answer(&mut self, poller: &Poller, waiting: Waiting, response: Response, now: Instant) {
-        let Waiting { connection, exchange } = waiting;
-        let deadline = now + self.write_timeout;
-        let mut sending = Sending::new(&self.gauges, connection, exchange, response, deadline);
-        let conn = sending.connection.id();
-        sending.timer = Some(self.deadlines.insert(deadline, conn));
-        self.sending.insert(conn, sending);
-        self.progress(poller, conn, false, now);
     }
 
     /// Fires deadlines, and asks the deliveries waiting for their last acknowledgement again.
@@ -474,11 +441,11 @@ impl Writer {
         self.deadlines.advance(now, &mut expired);
         for conn in expired {
             let Some(sending) = self.sending.get_mut(&conn) else { continue };
-            let end = match (&sending.stage, &sending.delivery) {
-                (Stage::Draining, None) => End::Done,
+            let end = match (&sending.stage, sending.delivery) {
+                (Stage::Draining, false) => End::Done,
                 _ => End::TimedOut,
             };
-            self.finish(poller, conn, end, now);
+            self.finish(conn, end);
         }
         let mut waiting = std::mem::take(&mut self.acknowledging);
         waiting.retain(|conn| self.sending.contains_key(conn));
@@ -490,9 +457,8 @@ impl Writer {
         crate::registry::shrink(&mut self.sending);
     }
 
-    /// Ends a reply: reports a delivery (and answers its sender, or gives it back), logs,
-    /// closes.
-    fn finish(&mut self, poller: &Poller, conn: ConnId, end: End, now: Instant) {
+    /// Ends a reply: reports a delivery, logs, closes.
+    fn finish(&mut self, conn: ConnId, end: End) {
         let Some(mut sending) = self.sending.remove(&conn) else { return };
         if let Some(timer) = sending.timer {
             self.deadlines.cancel(timer);
@@ -501,19 +467,9 @@ impl Writer {
             self.gauges.refused(RefusalReason::SlowReader);
             debug!("closed a connection: its reply was not taken within --write-timeout");
         }
-        if let Some(Delivery { sender }) = sending.delivery.take() {
-            // The registry hears of the end before the sender does, so whatever the sender
-            // does next is decided after it.
+        if sending.delivery {
             let taken = end == End::Done;
-            let (answer, give_back) = match sender.map(|sender| *sender) {
-                Some(sender) if taken => (Some(sender), None),
-                Some((waiting, _)) => (None, Some(waiting)),
-                None => (None, None),
-            };
-            let _ = self.registry.send(Inbound::DeliveryEnded { conn, taken, sender: give_back });
-            if let Some((waiting, response)) = answer {
-                self.answer(poller, waiting, response, now);
-            }
+            let _ = self.registry.send(Inbound::DeliveryEnded { conn, taken });
         }
         // Whatever happens to the connection now, the per-peer slot is free: a client that
         // reconnects as soon as it has its answer is not refused for a slot still held.

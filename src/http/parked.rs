@@ -23,7 +23,7 @@ use super::answers::render;
 use super::conn::{Connection, Exchange};
 use super::outbox::Outbox;
 use crate::metrics::Gauges;
-use crate::registry::{ConnId, Delivery, Event, Registry, Reply, Request, TICK};
+use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
 use crate::state::{unix_ms, Persister};
 use crate::sys::{Interest, Poller};
 
@@ -37,9 +37,8 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 pub enum Inbound {
     /// A worker read and validated a relay request.
     Request { connection: Connection, exchange: Exchange, request: Request },
-    /// The outbox finished a delivery: the receiver took it, or not. If not, the connection of
-    /// the sender that went with it comes back, still waiting.
-    DeliveryEnded { conn: ConnId, taken: bool, sender: Option<Waiting> },
+    /// The outbox finished a delivery: the receiver took it, or not.
+    DeliveryEnded { conn: ConnId, taken: bool },
     /// The relay is shutting down: answer every parked request, and every later one too.
     Drain,
     /// Hand a snapshot of the stored messages to the persister now, then answer on the channel.
@@ -47,11 +46,9 @@ pub enum Inbound {
 }
 
 /// A connection waiting for its answer.
-pub struct Waiting {
-    /// The client's connection.
-    pub connection: Connection,
-    /// How to answer it.
-    pub exchange: Exchange,
+struct Waiting {
+    connection: Connection,
+    exchange: Exchange,
 }
 
 /// The registry thread's I/O: the parked connections and where their answers go.
@@ -94,11 +91,8 @@ pub fn run(
                 arrived.push(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
-            Ok(Inbound::DeliveryEnded { conn, taken, sender }) => {
-                events.push_back(Event::DeliveryEnded { conn, taken });
-                if let Some(sender) = sender {
-                    io.take_back(sender, &mut events);
-                }
+            Ok(Inbound::DeliveryEnded { conn, taken }) => {
+                events.push_back(Event::DeliveryEnded { conn, taken })
             }
             Ok(Inbound::Drain) => events.push_back(Event::Drain),
             Ok(Inbound::Save(done)) => {
@@ -146,44 +140,20 @@ pub fn run(
 
 impl Loop {
     /// Hands one answer to the outbox. A delivery to a receiver found gone first ends at once,
-    /// not taken, so the registry gives the message to the next receiver; a delivery whose
-    /// sender waits takes the sender's connection and answer along.
+    /// not taken, so the registry gives the message to the next receiver.
     fn answer(&mut self, reply: Reply, events: &mut VecDeque<Event>) {
         let Reply { conn, answer, delivery } = reply;
         let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn) else {
-            if delivery.is_some() {
+            if delivery {
                 events.push_back(Event::DeliveryEnded { conn, taken: false });
             }
             return;
         };
-        let Some(Delivery { sender }) = delivery else {
-            self.outbox.hand_over(connection, exchange, render(answer));
-            return;
-        };
-        if !connection.still_there(&mut self.scratch) {
+        if delivery && !connection.still_there(&mut self.scratch) {
             events.push_back(Event::DeliveryEnded { conn, taken: false });
             return;
         }
-        let sender = sender
-            .and_then(|(sender, answer)| Some((self.waiting.remove(&sender)?, render(answer))));
-        self.outbox.deliver(connection, exchange, render(answer), sender);
-    }
-
-    /// Parks again a sender whose message was not taken, unless it left meanwhile.
-    fn take_back(&mut self, mut sender: Waiting, events: &mut VecDeque<Event>) {
-        let conn = sender.connection.id();
-        // Watched already, unless it was paired the moment it arrived.
-        let watched = |c: &Connection| {
-            (self.watched.modify(c, Interest::Parked, conn))
-                .or_else(|_| self.watched.add(c, Interest::Parked, conn))
-        };
-        let there =
-            sender.connection.still_there(&mut self.scratch) && watched(&sender.connection).is_ok();
-        if there {
-            self.waiting.insert(conn, sender);
-        } else {
-            events.push_back(Event::Gone { conn });
-        }
+        self.outbox.hand_over(connection, exchange, render(answer), delivery);
     }
 
     /// Reads, without waiting, which parked connections had input or a hang-up: drops what they

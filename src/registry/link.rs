@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::CLAIM_IDLE;
-use super::{
-    Answer, ConnId, Delivery, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer,
-};
+use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
 use crate::limits::Reservation;
@@ -68,11 +66,12 @@ pub(super) struct Message {
     pub(super) _reservation: Reservation,
 }
 
-/// A message being written to a receiver, until [`super::Event::DeliveryEnded`].
+/// A message being written to a receiver, waiting for [`super::Event::Written`].
 #[derive(Debug)]
-pub(super) struct InFlight {
+pub(super) struct Delivery {
     pub(super) id: Vec<u8>,
     pub(super) message: Message,
+    receiver: Party,
 }
 
 impl Registry {
@@ -181,21 +180,15 @@ impl Registry {
                 own: receiver.clone(),
                 sender: message.sender.clone(),
             };
-            // A sender still waiting is told as soon as the receiver took it.
-            let sender = self.parked.contains_key(&message.ticket).then(|| {
-                let own = message.sender.clone();
-                (message.ticket, Answer::LinkDelivered { own, receiver: receiver.clone() })
-            });
-            out.push(Reply { conn, answer, delivery: Some(Delivery { sender }) });
+            out.push(Reply { conn, answer, delivery: true });
             channel.in_flight += 1;
-            self.deliveries.insert(conn, InFlight { id: id.to_vec(), message });
+            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
         }
     }
 
-    /// A delivery ended: taken (its sender, told by whoever wrote the delivery, is done) or not
-    /// (the message goes back to the head of its queue, for the next receiver). While draining,
-    /// a sender whose message was not taken is answered at once: kept (with a state file) or
-    /// shutting down.
+    /// A delivery ended: taken (the sender hears it was delivered) or not (the message goes back
+    /// to the head of its queue, for the next receiver). While draining, a sender whose message
+    /// was not taken is answered at once: kept (with a state file) or shutting down.
     pub(super) fn link_delivery_ended(
         &mut self,
         now: Instant,
@@ -203,7 +196,7 @@ impl Registry {
         taken: bool,
         out: &mut Vec<Reply>,
     ) {
-        let Some(InFlight { id, mut message }) = self.deliveries.remove(&conn) else {
+        let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
         let channel = self.links.entry(id.clone()).or_default();
@@ -212,8 +205,10 @@ impl Registry {
             self.counts.link_delivered += 1;
             self.counts.messages -= 1;
             self.counts.bytes -= message.body.len();
-            // A sender waiting now waited when the delivery began, so its answer went with it.
-            self.unpark(message.ticket);
+            if self.unpark(message.ticket).is_some() {
+                let answer = Answer::LinkDelivered { own: message.sender.clone(), receiver };
+                out.push(Reply::to(message.ticket, answer));
+            }
             return self.link_settle(now, &id);
         }
         let ticket = message.ticket;

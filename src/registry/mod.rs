@@ -9,8 +9,7 @@
 //! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
 //! on the timer wheel, and no thread. A `/link` hand-off is a reply with `delivery` set: the
 //! outbox writes it and reports back with [`Event::DeliveryEnded`] whether the receiver took
-//! every byte; only then is the sender told its message was delivered (protocol §2), with the
-//! answer the delivery carries.
+//! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
 mod inbox;
@@ -87,25 +86,14 @@ pub struct Reply {
     pub conn: ConnId,
     /// What to say.
     pub answer: Answer,
-    /// Set on a `/link` delivery (see [`Delivery`]).
-    pub delivery: Option<Delivery>,
-}
-
-/// The terms of a `/link` delivery. Whoever writes it reports whether the receiver took every
-/// byte, as [`Event::DeliveryEnded`]; once it did, it tells the sender at once, without asking
-/// the registry again: the registry has already decided, and hears of the end before the sender
-/// does, so whatever the sender does next is decided after it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// The sender still waiting for word of its message, and what to tell it once taken. If not
-    /// taken, the sender's connection comes back to the registry's loop and stays parked.
-    pub sender: Option<(ConnId, Answer)>,
+    /// A `/link` delivery: report whether the receiver took it, as [`Event::DeliveryEnded`].
+    pub delivery: bool,
 }
 
 impl Reply {
     /// A plain answer to `conn`.
     fn to(conn: ConnId, answer: Answer) -> Reply {
-        Reply { conn, answer, delivery: None }
+        Reply { conn, answer, delivery: false }
     }
 
     /// A refusal to `conn`.
@@ -196,7 +184,7 @@ pub struct Registry {
     links: HashMap<Vec<u8>, link::Channel>,
     inboxes: HashMap<Vec<u8>, inbox::Inbox>,
     parked: HashMap<ConnId, Parked>,
-    deliveries: HashMap<ConnId, link::InFlight>,
+    deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
     counts: Counts,
     /// Parked requests per client.

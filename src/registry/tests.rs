@@ -102,14 +102,7 @@ fn render(reply: &Reply) -> String {
             (status, format!("{refusal:?}"))
         }
     };
-    let confirm = match &reply.delivery {
-        None => String::new(),
-        Some(Delivery { sender: None }) => " (confirm)".into(),
-        Some(Delivery { sender: Some((sender, answer)) }) => {
-            let then = render(&Reply { conn: *sender, answer: answer.clone(), delivery: None });
-            format!(" (confirm, then {then})")
-        }
-    };
+    let confirm = if reply.delivery { " (confirm)" } else { "" };
     format!("{} <- {status} {body:?}{confirm}", reply.conn)
 }
 
@@ -117,9 +110,8 @@ fn render(reply: &Reply) -> String {
 fn receiver_first_then_sender_is_told_after_the_write() {
     let mut s = Scenario::new();
     assert!(s.get(1, "a").is_empty());
-    assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm, then 2 <- 200 \"\")"]);
-    assert_eq!(held(&s), (1, 1, 5), "the sender and its message wait for the delivery to end");
-    assert!(s.written(1, true).is_empty(), "the sender was answered with the delivery");
+    assert_eq!(s.post(2, "a", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
+    assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
     assert_eq!(held(&s), (0, 0, 0));
 }
 
@@ -128,9 +120,8 @@ fn sender_first_then_receiver() {
     let mut s = Scenario::new();
     assert!(s.post(1, "a", "", "token").is_empty());
     assert_eq!(held(&s), (1, 1, 5));
-    assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm, then 1 <- 200 \"\")"]);
-    assert!(s.written(2, true).is_empty());
-    assert_eq!(held(&s), (0, 0, 0));
+    assert_eq!(s.get(2, "a"), ["2 <- 200 \"token\" (confirm)"]);
+    assert_eq!(s.written(2, true), ["1 <- 200 \"\""]);
 }
 
 #[test]
@@ -138,13 +129,13 @@ fn receivers_and_senders_are_served_first_come_first_served() {
     let mut s = Scenario::new();
     s.get(1, "a");
     s.get(2, "a");
-    assert_eq!(s.post(3, "a", "", "m1"), ["1 <- 200 \"m1\" (confirm, then 3 <- 200 \"\")"]);
-    assert_eq!(s.post(4, "a", "", "m2"), ["2 <- 200 \"m2\" (confirm, then 4 <- 200 \"\")"]);
+    assert_eq!(s.post(3, "a", "", "m1"), ["1 <- 200 \"m1\" (confirm)"]);
+    assert_eq!(s.post(4, "a", "", "m2"), ["2 <- 200 \"m2\" (confirm)"]);
     let mut s = Scenario::new();
     s.post(1, "a", "", "m1");
     s.post(2, "a", "", "m2");
-    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm, then 1 <- 200 \"\")"]);
-    assert_eq!(s.get(4, "a"), ["4 <- 200 \"m2\" (confirm, then 2 <- 200 \"\")"]);
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm)"]);
+    assert_eq!(s.get(4, "a"), ["4 <- 200 \"m2\" (confirm)"]);
 }
 
 #[test]
@@ -152,14 +143,9 @@ fn failed_write_hands_the_message_to_the_next_receiver() {
     let mut s = Scenario::new();
     s.get(1, "a");
     s.get(2, "a");
-    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm, then 3 <- 200 \"\")"]);
-    assert_eq!(
-        s.written(1, false),
-        ["2 <- 200 \"m\" (confirm, then 3 <- 200 \"\")"],
-        "the sender waits on"
-    );
-    assert!(s.written(2, true).is_empty());
-    assert_eq!(held(&s), (0, 0, 0));
+    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(1, false), ["2 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(2, true), ["3 <- 200 \"\""]);
 }
 
 #[test]
@@ -168,9 +154,8 @@ fn failed_write_with_no_other_receiver_keeps_the_message() {
     s.get(1, "a");
     s.post(2, "a", "", "m");
     assert!(s.written(1, false).is_empty());
-    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm, then 2 <- 200 \"\")"]);
-    assert!(s.written(3, true).is_empty());
-    assert_eq!(held(&s), (0, 0, 0));
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["2 <- 200 \"\""]);
 }
 
 #[test]
@@ -180,7 +165,7 @@ fn receiver_gone_while_waiting_does_not_take_the_message() {
     s.event(Event::Gone { conn: 1 });
     assert_eq!(s.registry.counts().parked, 0);
     assert!(s.post(2, "a", "", "m").is_empty());
-    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm, then 2 <- 200 \"\")"]);
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m\" (confirm)"]);
 }
 
 #[test]
@@ -227,7 +212,7 @@ fn wsecret_claims_the_id_for_senders_only() {
     let refused = s.post(3, "a", "wsecret=other", "m3");
     assert!(refused[0].starts_with("3 <- 401"), "{refused:?}");
     assert!(s.post(4, "a", "wsecret=s1", "m4").is_empty());
-    assert_eq!(s.get(5, "a"), ["5 <- 200 \"m1\" (confirm, then 1 <- 200 \"\")"]);
+    assert_eq!(s.get(5, "a"), ["5 <- 200 \"m1\" (confirm)"]);
 }
 
 #[test]
@@ -262,7 +247,7 @@ fn max_parked_refuses_with_503_but_pairs_still_complete() {
     let refused = s.get(2, "b");
     assert!(refused[0].starts_with("2 <- 503"), "{refused:?}");
     // A sender for the waiting receiver does not park, so it is served.
-    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm, then 3 <- 200 \"\")"]);
+    assert_eq!(s.post(3, "a", "", "m"), ["1 <- 200 \"m\" (confirm)"]);
 }
 
 #[test]
@@ -293,10 +278,10 @@ fn metadata_names_the_counterpart() {
     assert_eq!(sender.method, "POST");
     assert_eq!(sender.query, "a=1&b=2");
     assert_eq!(content_type.as_deref(), Some("application/json"));
-    let Some(Delivery { sender: Some((2, Answer::LinkDelivered { own, receiver })) }) =
-        &out[0].delivery
-    else {
-        panic!("no answer for the sender: {out:?}")
+    out.clear();
+    s.registry.handle(s.now, Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
+    let Answer::LinkDelivered { own, receiver } = &out[0].answer else {
+        panic!("not delivered: {out:?}")
     };
     assert_eq!(receiver.method, "GET");
     assert_eq!(own.arrived_ms, 42);
@@ -462,12 +447,12 @@ fn drain_tells_a_waiting_sender_its_message_was_kept_when_the_state_file_keeps_i
 
 #[test]
 fn drain_lets_a_delivery_in_flight_end_before_its_sender_is_answered() {
-    // Taken: the sender hears it was delivered (from the delivery), even while draining.
+    // Taken: the sender hears it was delivered, even while draining.
     let mut s = Scenario::new();
     s.get(1, "a");
-    assert_eq!(s.post(2, "a", "", "m"), ["1 <- 200 \"m\" (confirm, then 2 <- 200 \"\")"]);
+    s.post(2, "a", "", "m");
     assert!(s.event(Event::Drain).is_empty(), "neither side of a delivery is answered yet");
-    assert!(s.written(1, true).is_empty());
+    assert_eq!(s.written(1, true), ["2 <- 200 \"\""]);
     assert_eq!(held(&s), (0, 0, 0));
     // Not taken, no state file: the message is lost at exit, so the sender is told to retry.
     let mut s = Scenario::new();
@@ -490,14 +475,10 @@ fn a_delivery_not_taken_goes_back_to_the_head_of_the_queue() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m1");
     s.post(2, "a", "", "m2");
-    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm, then 1 <- 200 \"\")"]);
+    assert_eq!(s.get(3, "a"), ["3 <- 200 \"m1\" (confirm)"]);
     assert!(s.written(3, false).is_empty());
-    assert_eq!(
-        s.get(4, "a"),
-        ["4 <- 200 \"m1\" (confirm, then 1 <- 200 \"\")"],
-        "m1 first, not m2"
-    );
-    assert!(s.written(4, true).is_empty());
+    assert_eq!(s.get(4, "a"), ["4 <- 200 \"m1\" (confirm)"], "m1 first, not m2");
+    assert_eq!(s.written(4, true), ["1 <- 200 \"\""]);
     assert_eq!(held(&s), (1, 1, 2));
 }
 
