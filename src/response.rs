@@ -6,7 +6,13 @@
 //! response closes its connection (`Connection: close`, protocol §4 allows it) and forbids caching:
 //! relay bodies are one-time secrets that no proxy should keep.
 
-use std::sync::Arc;
+use std::fmt::{Display, Write as _};
+use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+
+/// Room reserved for the header lines at the first one: enough for a relay answer's metadata
+/// and CORS headers, so a response's headers cost one allocation.
+const HEADER_ROOM: usize = 384;
 
 /// A response to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,8 +20,9 @@ pub struct Response {
     /// Status code.
     pub status: u16,
     /// Header lines besides the ones the serializer adds (`Content-Length`, `Connection`,
-    /// `Cache-Control`). Names are fixed by the relay; values never hold CR or LF.
-    pub headers: Vec<(&'static str, String)>,
+    /// `Cache-Control`), each `Name: value\r\n`, written as they are added: one buffer rather
+    /// than a string per header. Names are fixed by the relay; values never hold CR or LF.
+    headers: String,
     /// Body bytes, shared: one stored message may be sent to several waiters.
     pub body: Arc<[u8]>,
 }
@@ -23,20 +30,33 @@ pub struct Response {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Arc::from(&b""[..]) }
+        // One empty body for all: an empty `Arc<[u8]>` is an allocation of its own.
+        static EMPTY: OnceLock<Arc<[u8]>> = OnceLock::new();
+        let body = Arc::clone(EMPTY.get_or_init(|| Arc::from(&b""[..])));
+        Response { status, headers: String::new(), body }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
-    pub fn text(status: u16, text: impl std::fmt::Display) -> Response {
+    pub fn text(status: u16, text: impl Display) -> Response {
         let body = format!("{text}\n");
         Response::new(status)
             .header("Content-Type", "text/plain; charset=utf-8")
             .body(body.into_bytes())
     }
 
-    /// Adds a header line.
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
+    /// Adds a header line. A value with a line break would let a client inject headers: none is
+    /// built, and should one ever be, it is dropped rather than sent.
+    pub fn header(mut self, name: &'static str, value: impl Display) -> Response {
+        if self.headers.capacity() == 0 {
+            self.headers.reserve(HEADER_ROOM);
+        }
+        let start = self.headers.len();
+        let _ = write!(self.headers, "{name}: {value}");
+        if self.headers[start..].contains(['\r', '\n']) {
+            self.headers.truncate(start);
+        } else {
+            self.headers.push_str("\r\n");
+        }
         self
     }
 
@@ -49,43 +69,26 @@ impl Response {
     /// The first value of header `name`, if set (case-insensitive).
     #[cfg(test)]
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        let mut values = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        values.next().map(|(_, v)| v.as_str())
+        self.headers.split_terminator("\r\n").find_map(|line| {
+            let (n, value) = line.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then_some(value)
+        })
     }
 
     /// Serializes status line, headers and (unless `head_only`, for HEAD requests) the body.
     pub fn write_to(&self, head_only: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for (name, value) in &self.headers {
-            // A value with a line break would let a client inject headers; none is built, and
-            // should one ever be, it is dropped rather than sent.
-            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
-                continue;
-            }
-            push_header(out, name, value);
-        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        out.extend_from_slice(self.headers.as_bytes());
         // RFC 9110 §8.6: no Content-Length on 1xx and 204 responses.
         if self.status >= 200 && self.status != 204 {
-            push_header(out, "Content-Length", &self.body.len().to_string());
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
-        push_header(out, "Cache-Control", "no-store");
-        push_header(out, "Connection", "close");
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"Cache-Control: no-store\r\nConnection: close\r\n\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
         }
     }
-}
-
-fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The reason phrase of the statuses the relay sends.

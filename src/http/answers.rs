@@ -107,15 +107,15 @@ pub fn shutting_down() -> Response {
 /// Adds what `own` may know of its counterpart `other` (httprelay.io's metadata headers).
 fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
     let response = response
-        .header("X-Real-IP", other.ip.to_string())
-        .header("X-Real-Port", other.port.to_string())
-        .header("HttpRelay-Time", other.arrived_ms.to_string())
-        .header("HttpRelay-Your-Time", own.arrived_ms.to_string())
+        .header("X-Real-IP", other.ip)
+        .header("X-Real-Port", other.port)
+        .header("HttpRelay-Time", other.arrived_ms)
+        .header("HttpRelay-Your-Time", own.arrived_ms)
         .header("HttpRelay-Method", other.method);
     if other.query.is_empty() {
         response
     } else {
-        response.header("HttpRelay-Query", other.query.clone())
+        response.header("HttpRelay-Query", &other.query)
     }
 }
 

@@ -102,6 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_if_conntrack_is_filling();
     let report = match options.scenario.as_str() {
         "link-latency" => link_latency(&options),
         "link-throughput" => link_throughput(&options),
@@ -287,6 +288,28 @@ fn hand_off(mut receiver: TcpStream, mut sender: TcpStream, what: &str) -> Resul
     match (received?, read_status(&mut sender)?) {
         (200, 200) => Ok(()),
         (got, sent) => Err(format!("{what}: status {got}, sender: status {sent}, expected 200")),
+    }
+}
+
+/// Every hand-off opens two connections, and a firewall that tracks connections (netfilter's
+/// conntrack, on many hosts even for loopback) keeps each for two minutes after it closes: at a
+/// few thousand hand-offs a second its table fills, and the kernel then drops new connections
+/// (`nf_conntrack: table full`), which looks exactly like a relay that stalls. Says so first.
+fn warn_if_conntrack_is_filling() {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    };
+    if let (Some(count), Some(max)) = (read("nf_conntrack_count"), read("nf_conntrack_max")) {
+        if count > max / 4 {
+            eprintln!(
+                "handoff-bench: warning: the conntrack table holds {count} of at most {max} \
+                 connections; when it is full the kernel drops new ones and every figure here \
+                 is wrong. Raise net.netfilter.nf_conntrack_max or lower \
+                 net.netfilter.nf_conntrack_tcp_timeout_time_wait (BENCHMARKS.md, method)."
+            );
+        }
     }
 }
 
