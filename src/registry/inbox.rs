@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::held::HeldBody;
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::limits::{ClientKey, Refused, Reservation};
 use crate::wheel::TimerId;
@@ -34,13 +35,20 @@ pub(super) struct Inbox {
 #[derive(Debug)]
 pub(super) struct Stored {
     pub(super) content_type: Option<String>,
-    pub(super) body: Arc<[u8]>,
-    pub(super) acked: bool,
+    /// The body, until the message is acknowledged.
+    pub(super) body: Option<HeldBody>,
     /// The end of its TTL.
     pub(super) deadline: Instant,
     pub(super) timer: TimerId,
     /// The body's share of the memory budget; given back on the acknowledgement.
     pub(super) reservation: Reservation,
+}
+
+impl Stored {
+    /// Whether the message was acknowledged (`DELETE`), which dropped its body.
+    pub(super) fn acked(&self) -> bool {
+        self.body.is_none()
+    }
 }
 
 /// Which list of an inbox a parked request waits in.
@@ -64,18 +72,16 @@ impl Registry {
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
-                let body: Arc<[u8]> = Arc::from(request.body);
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(id.clone()));
                 self.inbox_drop_message(&id);
-                self.counts.messages += 1;
-                self.counts.bytes += body.len();
+                let body = self.held.hold(Arc::from(request.body));
+                let message = message_answer(body.bytes(), &request.content_type);
                 let inbox = self.inboxes.entry(id.clone()).or_default();
                 let reservation = request.reservation;
                 let content_type = request.content_type;
                 let stored =
-                    Stored { content_type, body, acked: false, deadline, timer, reservation };
-                let message = message_answer(&stored);
+                    Stored { content_type, body: Some(body), deadline, timer, reservation };
                 inbox.message = Some(stored);
                 let getters = std::mem::take(&mut inbox.getters);
                 let awaiters = std::mem::take(&mut inbox.awaiters);
@@ -91,8 +97,8 @@ impl Registry {
                 }
             }
             Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if !stored.acked => {
-                    out.push(reply(message_answer(stored)));
+                Some(Stored { body: Some(body), content_type, .. }) => {
+                    out.push(reply(message_answer(body.bytes(), content_type)));
                     self.counts.inbox_fetched += 1;
                 }
                 _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
@@ -100,11 +106,8 @@ impl Registry {
             Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())
             {
                 Some(stored) => {
-                    if !stored.acked {
-                        stored.acked = true;
-                        self.counts.messages -= 1;
-                        self.counts.bytes -= stored.body.len();
-                        stored.body = Arc::from(&b""[..]);
+                    if let Some(body) = stored.body.take() {
+                        self.held.release(body);
                         stored.reservation.shrink_to(0);
                     }
                     out.push(reply(Answer::Done));
@@ -118,11 +121,11 @@ impl Registry {
                 None => out.push(reply(Answer::NoMessage)),
             },
             Action::InboxAck => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked))),
+                Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked()))),
                 None => out.push(reply(Answer::NoMessage)),
             },
             Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if stored.acked => out.push(reply(Answer::Done)),
+                Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
                 Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
                 None => out.push(reply(Answer::NoMessage)),
             },
@@ -193,9 +196,8 @@ impl Registry {
             return;
         };
         let awaiters = std::mem::take(&mut inbox.awaiters);
-        if !stored.acked {
-            self.counts.messages -= 1;
-            self.counts.bytes -= stored.body.len();
+        if let Some(body) = stored.body {
+            self.held.release(body);
         }
         for waiter in awaiters {
             self.unpark(waiter);
@@ -210,9 +212,8 @@ impl Registry {
             return;
         };
         self.wheel.cancel(stored.timer);
-        if !stored.acked {
-            self.counts.messages -= 1;
-            self.counts.bytes -= stored.body.len();
+        if let Some(body) = stored.body {
+            self.held.release(body);
         }
     }
 
@@ -226,9 +227,6 @@ impl Registry {
 }
 
 /// A stored message, as a GET gets it.
-fn message_answer(stored: &Stored) -> Answer {
-    Answer::InboxMessage {
-        body: Arc::clone(&stored.body),
-        content_type: stored.content_type.clone(),
-    }
+fn message_answer(body: &Arc<[u8]>, content_type: &Option<String>) -> Answer {
+    Answer::InboxMessage { body: Arc::clone(body), content_type: content_type.clone() }
 }

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::held::HeldBody;
 use super::CLAIM_IDLE;
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
@@ -37,6 +38,12 @@ pub(super) struct Channel {
 impl Channel {
     fn is_idle(&self) -> bool {
         self.receivers.is_empty() && self.messages.is_empty() && self.in_flight == 0
+    }
+
+    /// Messages of this id being written to a receiver.
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
@@ -58,7 +65,7 @@ pub(super) struct Message {
     pub(super) ticket: ConnId,
     pub(super) sender: Party,
     pub(super) content_type: Option<String>,
-    pub(super) body: Arc<[u8]>,
+    pub(super) body: HeldBody,
     pub(super) deadline: Instant,
     pub(super) timer: Option<TimerId>,
     /// The body's share of the memory budget, given back when the message is gone.
@@ -135,13 +142,11 @@ impl Registry {
         let timer = self
             .wheel
             .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
-        self.counts.messages += 1;
-        self.counts.bytes += request.body.len();
         channel.messages.push_back(Message {
             ticket: conn,
             sender: Party::of(&request, "POST"),
             content_type: request.content_type,
-            body: Arc::from(request.body),
+            body: self.held.hold(Arc::from(request.body)),
             deadline,
             timer: Some(timer),
             _reservation: request.reservation,
@@ -174,7 +179,7 @@ impl Registry {
                 self.wheel.cancel(timer);
             }
             let answer = Answer::LinkMessage {
-                body: Arc::clone(&message.body),
+                body: Arc::clone(message.body.bytes()),
                 content_type: message.content_type.clone(),
                 own: receiver.clone(),
                 sender: message.sender.clone(),
@@ -202,11 +207,10 @@ impl Registry {
         channel.in_flight = channel.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
-            self.counts.messages -= 1;
-            self.counts.bytes -= message.body.len();
-            if self.unpark(message.ticket).is_some() {
-                let answer = Answer::LinkDelivered { own: message.sender.clone(), receiver };
-                out.push(Reply::to(message.ticket, answer));
+            let Message { ticket, sender, body, .. } = message;
+            self.held.release(body);
+            if self.unpark(ticket).is_some() {
+                out.push(Reply::to(ticket, Answer::LinkDelivered { own: sender, receiver }));
             }
             return self.link_settle(now, &id);
         }
@@ -246,8 +250,7 @@ impl Registry {
             return;
         };
         if let Some(message) = channel.messages.remove(at) {
-            self.counts.messages -= 1;
-            self.counts.bytes -= message.body.len();
+            self.held.release(message.body);
         }
         if self.unpark(ticket).is_some() {
             self.counts.timeouts += 1;

@@ -12,6 +12,7 @@
 //! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
+mod held;
 mod inbox;
 mod link;
 pub(crate) mod state;
@@ -26,6 +27,7 @@ pub use crate::action::Action;
 use crate::limits::{ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, Party, Protocol, Refusal};
+use held::Held;
 
 /// Identifies one client connection for its whole life; never reused.
 pub type ConnId = u64;
@@ -184,7 +186,9 @@ pub struct Registry {
     parked: HashMap<ConnId, Parked>,
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
+    /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
+    held: Held,
     /// Parked requests per client.
     parked_by_client: HashMap<ClientKey, usize>,
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
@@ -206,6 +210,7 @@ impl Registry {
             deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
+            held: Held::default(),
             parked_by_client: HashMap::new(),
             write_rate: settings
                 .rate_per_id
@@ -280,7 +285,30 @@ impl Registry {
             parked: self.parked.len(),
             links: self.links.len(),
             inboxes: self.inboxes.len(),
+            messages: self.held.messages(),
+            bytes: self.held.bytes(),
             ..self.counts
+        }
+    }
+
+    /// Panics unless every hand-kept count matches a recount of what the registry holds: the
+    /// held messages and bytes, the parked requests per client, the deliveries per `/link` id.
+    /// The scenario tests call it after every event.
+    #[cfg(test)]
+    pub(crate) fn check_counts(&self) {
+        let link_bodies = self.links.values().flat_map(|c| c.messages.iter().map(|m| &m.body));
+        let delivered_bodies = self.deliveries.values().map(|d| &d.message.body);
+        let inbox_bodies = self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_ref());
+        let recount = Held::of(link_bodies.chain(delivered_bodies).chain(inbox_bodies));
+        assert_eq!(self.held, recount, "held messages and bytes drifted from a recount");
+        let mut by_client: HashMap<ClientKey, usize> = HashMap::new();
+        for parked in self.parked.values() {
+            *by_client.entry(parked.client).or_insert(0) += 1;
+        }
+        assert_eq!(self.parked_by_client, by_client, "parked per client drifted from a recount");
+        for (id, channel) in &self.links {
+            let in_flight = self.deliveries.values().filter(|d| &d.id == id).count();
+            assert_eq!(channel.in_flight(), in_flight, "deliveries in flight drifted on {id:?}");
         }
     }
 

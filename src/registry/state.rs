@@ -41,9 +41,12 @@ impl Registry {
                 snapshot.inbox.push(InboxEntry {
                     id: id.clone(),
                     content_type: stored.content_type.clone(),
-                    acked: stored.acked,
+                    acked: stored.acked(),
                     expires_ms: wall(stored.deadline),
-                    body: Arc::clone(&stored.body),
+                    body: stored
+                        .body
+                        .as_ref()
+                        .map_or_else(|| Arc::from(&[][..]), |b| Arc::clone(b.bytes())),
                 });
             }
         }
@@ -51,7 +54,7 @@ impl Registry {
             id: id.to_vec(),
             content_type: m.content_type.clone(),
             expires_ms: wall(m.deadline),
-            body: Arc::clone(&m.body),
+            body: Arc::clone(m.body.bytes()),
             sender_ip: m.sender.ip,
             sender_port: m.sender.port,
             sender_arrived_ms: m.sender.arrived_ms,
@@ -99,14 +102,9 @@ impl Registry {
                 continue;
             };
             let timer = self.wheel.insert(deadline, Timer::InboxMessage(entry.id));
-            if !entry.acked {
-                self.counts.messages += 1;
-                self.counts.bytes += entry.body.len();
-            }
             let stored = Stored {
                 content_type: entry.content_type,
-                body: entry.body,
-                acked: entry.acked,
+                body: (!entry.acked).then(|| self.held.hold(entry.body)),
                 deadline,
                 timer,
                 reservation,
@@ -128,8 +126,6 @@ impl Registry {
             let ticket = ConnId::MAX - n as ConnId;
             let timer =
                 self.wheel.insert(deadline, Timer::LinkMessage { id: entry.id.clone(), ticket });
-            self.counts.messages += 1;
-            self.counts.bytes += entry.body.len();
             let sender = Party {
                 ip: entry.sender_ip,
                 port: entry.sender_port,
@@ -141,7 +137,7 @@ impl Registry {
                 ticket,
                 sender,
                 content_type: entry.content_type,
-                body: entry.body,
+                body: self.held.hold(entry.body),
                 deadline,
                 timer: Some(timer),
                 _reservation: reservation,
