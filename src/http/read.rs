@@ -242,8 +242,9 @@ fn start(
     front: &Front,
 ) -> Result<Started, Refusal> {
     let limits = &front.config.limits;
-    exchange.method = if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
-    exchange.cors_origin = cors::allowed_origin(&front.config.cors, head.header("origin"));
+    exchange.set_method(head.method);
+    exchange.cors_origin =
+        cors::allowed_origin(&front.config.cors, head.header("origin")).map(Box::from);
     let client = identity::client(
         conn.peer(),
         &front.config.trust_proxy,

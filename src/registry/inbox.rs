@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::conns::Conns;
 use super::held::HeldBody;
+use super::{shared_id, Id};
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::limits::{ClientKey, Refused, Reservation};
 use crate::wheel::TimerId;
@@ -23,12 +25,12 @@ use crate::wheel::TimerId;
 /// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
 pub const MAX_WAITERS: usize = 10;
 
-/// One `/inbox` id.
+/// One `/inbox` id. The message is boxed: an id with only waiters keeps a pointer for it.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
-    pub(super) message: Option<Stored>,
-    getters: Vec<ConnId>,
-    awaiters: Vec<ConnId>,
+    pub(super) message: Option<Box<Stored>>,
+    getters: Conns,
+    awaiters: Conns,
 }
 
 /// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
@@ -68,23 +70,23 @@ impl Registry {
         mut request: Request,
         out: &mut Vec<Reply>,
     ) {
-        let id = std::mem::take(&mut request.id);
+        let id = shared_id(&self.inboxes, std::mem::take(&mut request.id));
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
-                let timer = self.wheel.insert(deadline, Timer::InboxMessage(id.clone()));
+                let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
                 self.inbox_drop_message(&id);
                 let body = self.held.hold(Arc::from(request.body));
                 let message = message_answer(body.bytes(), &request.content_type);
-                let inbox = self.inboxes.entry(id.clone()).or_default();
+                let inbox = self.inboxes.entry(id).or_default();
                 let reservation = request.reservation;
                 let content_type = request.content_type;
                 let stored =
                     Stored { content_type, body: Some(body), deadline, timer, reservation };
-                inbox.message = Some(stored);
-                let getters = std::mem::take(&mut inbox.getters);
-                let awaiters = std::mem::take(&mut inbox.awaiters);
+                inbox.message = Some(Box::new(stored));
+                let getters = std::mem::take(&mut inbox.getters).into_ids();
+                let awaiters = std::mem::take(&mut inbox.awaiters).into_ids();
                 out.push(reply(Answer::Done));
                 for waiter in getters {
                     self.unpark(waiter);
@@ -96,7 +98,7 @@ impl Registry {
                     out.push(Reply::to(waiter, Answer::Replaced));
                 }
             }
-            Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
+            Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_deref()) {
                 Some(Stored { body: Some(body), content_type, .. }) => {
                     out.push(reply(message_answer(body.bytes(), content_type)));
                     self.counts.inbox_fetched += 1;
@@ -113,7 +115,7 @@ impl Registry {
                     out.push(reply(Answer::Done));
                     let awaiters =
                         self.inboxes.get_mut(&id).map(|i| std::mem::take(&mut i.awaiters));
-                    for waiter in awaiters.unwrap_or_default() {
+                    for waiter in awaiters.unwrap_or_default().into_ids() {
                         self.unpark(waiter);
                         out.push(Reply::to(waiter, Answer::Done));
                     }
@@ -138,7 +140,7 @@ impl Registry {
         &mut self,
         now: Instant,
         conn: ConnId,
-        id: Vec<u8>,
+        id: Id,
         request: Request,
         kind: Waiting,
         out: &mut Vec<Reply>,
@@ -156,10 +158,10 @@ impl Registry {
         if let Err(refusal) = self.admit(client) {
             return out.push(Reply::refused(conn, refusal));
         }
-        let inbox = self.inboxes.entry(id.clone()).or_default();
+        let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
-            Waiting::Message => inbox.getters.push(conn),
-            Waiting::Ack => inbox.awaiters.push(conn),
+            Waiting::Message => inbox.getters.push_back(conn),
+            Waiting::Ack => inbox.awaiters.push_back(conn),
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
@@ -180,8 +182,8 @@ impl Registry {
     pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: Waiting) {
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
-                Waiting::Message => inbox.getters.retain(|&c| c != conn),
-                Waiting::Ack => inbox.awaiters.retain(|&c| c != conn),
+                Waiting::Message => inbox.getters.remove(conn),
+                Waiting::Ack => inbox.awaiters.remove(conn),
             }
         }
         self.inbox_settle(id);
@@ -199,7 +201,7 @@ impl Registry {
         if let Some(body) = stored.body {
             self.held.release(body);
         }
-        for waiter in awaiters {
+        for waiter in awaiters.into_ids() {
             self.unpark(waiter);
             out.push(Reply::to(waiter, Answer::NoMessage));
         }

@@ -18,8 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::conns::Conns;
 use super::held::HeldBody;
-use super::CLAIM_IDLE;
+use super::{shared_id, Id, LinkMethod, CLAIM_IDLE};
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::limits::{ClientKey, Reservation};
@@ -28,10 +29,10 @@ use crate::wheel::TimerId;
 /// One `/link` id: who waits on it and whether a sender claimed it.
 #[derive(Debug, Default)]
 pub(super) struct Channel {
-    receivers: VecDeque<ConnId>,
+    receivers: Conns,
     pub(super) messages: VecDeque<Message>,
-    in_flight: usize,
-    claim: Option<Vec<u8>>,
+    in_flight: u32,
+    claim: Option<Box<[u8]>>,
     idle_timer: Option<TimerId>,
 }
 
@@ -43,18 +44,18 @@ impl Channel {
     /// Messages of this id being written to a receiver.
     #[cfg(test)]
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight as usize
     }
 }
 
 impl Party {
-    fn of(request: &Request, method: &'static str) -> Party {
+    fn of(request: &Request, method: LinkMethod) -> Party {
         Party {
             ip: request.client.ip(),
             port: request.client.port(),
             arrived_ms: request.arrived_ms,
             method,
-            query: relay_query(&request.query),
+            query: relay_query(&request.query).into_boxed_str(),
         }
     }
 }
@@ -75,7 +76,7 @@ pub(super) struct Message {
 /// A message being written to a receiver, waiting for [`super::Event::Written`].
 #[derive(Debug)]
 pub(super) struct Delivery {
-    pub(super) id: Vec<u8>,
+    pub(super) id: Id,
     pub(super) message: Message,
     receiver: Party,
 }
@@ -89,25 +90,32 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let has_message = self.links.get(&request.id).is_some_and(|c| !c.messages.is_empty());
+        let has_message =
+            self.links.get(&request.id[..]).is_some_and(|c| !c.messages.is_empty());
         if !has_message {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
-        let channel = self.links.entry(request.id.clone()).or_default();
+        let role = Role::LinkReceiver(Party::of(&request, LinkMethod::Get));
+        let id = shared_id(&self.links, request.id);
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
         if let Some(timer) = channel.idle_timer.take() {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
-        let role = Role::LinkReceiver(Party::of(&request, "GET"));
         let reservation = request.reservation;
-        let id = request.id;
         self.park(
             conn,
-            Parked { id: id.clone(), role, timer: Some(timer), client, _reservation: reservation },
+            Parked {
+                id: Arc::clone(&id),
+                role,
+                timer: Some(timer),
+                client,
+                _reservation: reservation,
+            },
         );
         self.link_pair(&id, out);
     }
@@ -121,7 +129,7 @@ impl Registry {
     ) {
         let client = ClientKey::of(request.client.ip());
         let secret = wsecret(&request.query, request.wsecret.as_deref());
-        let channel = self.links.get(&request.id);
+        let channel = self.links.get(&request.id[..]);
         let claim = channel.and_then(|c| c.claim.as_deref());
         if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
             return out.push(Reply::refused(conn, Refusal::Claimed));
@@ -131,20 +139,21 @@ impl Registry {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
-        let channel = self.links.entry(request.id.clone()).or_default();
+        let sender = Party::of(&request, LinkMethod::Post);
+        let id = shared_id(&self.links, request.id);
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
         if channel.claim.is_none() {
-            channel.claim = secret;
+            channel.claim = secret.map(Vec::into_boxed_slice);
         }
         if let Some(timer) = channel.idle_timer.take() {
             self.wheel.cancel(timer);
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
-        let timer = self
-            .wheel
-            .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
+        let timer =
+            self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket: conn });
         channel.messages.push_back(Message {
             ticket: conn,
-            sender: Party::of(&request, "POST"),
+            sender,
             content_type: request.content_type,
             body: self.held.hold(Arc::from(request.body)),
             deadline,
@@ -152,18 +161,18 @@ impl Registry {
             _reservation: request.reservation,
         });
         let parked = Parked {
-            id: request.id.clone(),
+            id: Arc::clone(&id),
             role: Role::LinkSender,
             timer: None,
             client,
             _reservation: Reservation::default(),
         };
         self.park(conn, parked);
-        self.link_pair(&request.id, out);
+        self.link_pair(&id, out);
     }
 
     /// Hands waiting messages to waiting receivers, first come first served.
-    fn link_pair(&mut self, id: &[u8], out: &mut Vec<Reply>) {
+    fn link_pair(&mut self, id: &Id, out: &mut Vec<Reply>) {
         loop {
             let Some(channel) = self.links.get_mut(id) else { return };
             if channel.messages.is_empty() {
@@ -186,7 +195,7 @@ impl Registry {
             };
             out.push(Reply { conn, answer, delivery: true });
             channel.in_flight += 1;
-            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
+            self.deliveries.insert(conn, Delivery { id: Arc::clone(id), message, receiver });
         }
     }
 
@@ -203,7 +212,7 @@ impl Registry {
         let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
-        let channel = self.links.entry(id.clone()).or_default();
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
         channel.in_flight = channel.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
@@ -215,7 +224,7 @@ impl Registry {
             return self.link_settle(now, &id);
         }
         let ticket = message.ticket;
-        let timer = Timer::LinkMessage { id: id.clone(), ticket };
+        let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
         channel.messages.push_front(message);
         if self.draining && self.unpark(ticket).is_some() {
@@ -229,9 +238,9 @@ impl Registry {
         self.link_pair(&id, out);
     }
 
-    pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &[u8]) {
+    pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &Id) {
         if let Some(channel) = self.links.get_mut(id) {
-            channel.receivers.retain(|&c| c != conn);
+            channel.receivers.remove(conn);
         }
         self.link_settle(now, id);
     }
@@ -239,7 +248,7 @@ impl Registry {
     pub(super) fn link_message_expired(
         &mut self,
         now: Instant,
-        id: &[u8],
+        id: &Id,
         ticket: ConnId,
         out: &mut Vec<Reply>,
     ) {
@@ -268,7 +277,7 @@ impl Registry {
     }
 
     /// Forgets an idle channel, or, if a sender claimed it, starts the claim's idle countdown.
-    fn link_settle(&mut self, now: Instant, id: &[u8]) {
+    fn link_settle(&mut self, now: Instant, id: &Id) {
         let Some(channel) = self.links.get_mut(id) else {
             return;
         };
@@ -279,7 +288,7 @@ impl Registry {
             self.links.remove(id);
         } else if channel.idle_timer.is_none() {
             channel.idle_timer =
-                Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
+                Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(Arc::clone(id))));
         }
     }
 }

@@ -12,6 +12,7 @@
 //! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
+mod conns;
 mod held;
 mod inbox;
 mod link;
@@ -21,12 +22,13 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::action::Action;
 use crate::limits::{ClientKey, Rate, RateTable, RefusalCounts, Refused, Reservation};
 use crate::wheel::{TimerId, TimerWheel};
-pub use answer::{Answer, Party, Protocol, Refusal};
+pub use answer::{Answer, LinkMethod, Party, Protocol, Refusal};
 use held::Held;
 
 /// Identifies one client connection for its whole life; never reused.
@@ -145,10 +147,15 @@ pub struct Counts {
     pub timeouts: u64,
 }
 
-/// What a parked connection waits for.
+/// A channel id as the registry keeps it: one allocation, shared by the id's map key, its
+/// parked requests and its timers.
+type Id = Arc<[u8]>;
+
+/// What a parked connection waits for. Kept boxed in [`Registry::parked`], so that the map's
+/// spare room costs a pointer per slot, not a whole entry.
 #[derive(Debug)]
 struct Parked {
-    id: Vec<u8>,
+    id: Id,
     role: Role,
     /// The waiter's own deadline; senders have theirs on their message instead.
     timer: Option<TimerId>,
@@ -171,19 +178,19 @@ enum Timer {
     /// A parked receiver's deadline.
     Waiter(ConnId),
     /// A `/link` message's deadline; `ticket` is its sender's connection id.
-    LinkMessage { id: Vec<u8>, ticket: ConnId },
+    LinkMessage { id: Id, ticket: ConnId },
     /// The end of an idle write claim.
-    LinkClaim(Vec<u8>),
+    LinkClaim(Id),
     /// The end of an `/inbox` message's life.
-    InboxMessage(Vec<u8>),
+    InboxMessage(Id),
 }
 
 /// All relay state. See the module docs.
 pub struct Registry {
     settings: Settings,
-    links: HashMap<Vec<u8>, link::Channel>,
-    inboxes: HashMap<Vec<u8>, inbox::Inbox>,
-    parked: HashMap<ConnId, Parked>,
+    links: HashMap<Id, link::Channel>,
+    inboxes: HashMap<Id, inbox::Inbox>,
+    parked: HashMap<ConnId, Box<Parked>>,
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
     /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
@@ -356,12 +363,12 @@ impl Registry {
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
     fn park(&mut self, conn: ConnId, parked: Parked) {
         *self.parked_by_client.entry(parked.client).or_insert(0) += 1;
-        self.parked.insert(conn, parked);
+        self.parked.insert(conn, Box::new(parked));
     }
 
     /// Unparks `conn`, cancelling its deadline; `None` if it was not parked.
     fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
-        let parked = self.parked.remove(&conn)?;
+        let parked = *self.parked.remove(&conn)?;
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
@@ -428,6 +435,14 @@ impl Registry {
             }
             Role::LinkSender => {}
         }
+    }
+}
+
+/// `id` as `map` keys it: the key's own allocation when the map has it, else a new one.
+fn shared_id<V>(map: &HashMap<Id, V>, id: Vec<u8>) -> Id {
+    match map.get_key_value(&id[..]) {
+        Some((key, _)) => Arc::clone(key),
+        None => Id::from(id),
     }
 }
 

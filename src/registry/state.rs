@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Stored};
 use super::link::Message;
-use super::Party;
-use super::{ConnId, Registry, Timer};
+use super::{ConnId, Id, LinkMethod, Party, Registry, Timer};
 use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
 use crate::state::{InboxEntry, LinkEntry, Snapshot};
@@ -39,7 +38,7 @@ impl Registry {
         for (id, inbox) in &self.inboxes {
             if let Some(stored) = &inbox.message {
                 snapshot.inbox.push(InboxEntry {
-                    id: id.clone(),
+                    id: id.to_vec(),
                     content_type: stored.content_type.clone(),
                     acked: stored.acked(),
                     expires_ms: wall(stored.deadline),
@@ -58,7 +57,7 @@ impl Registry {
             sender_ip: m.sender.ip,
             sender_port: m.sender.port,
             sender_arrived_ms: m.sender.arrived_ms,
-            sender_query: m.sender.query.clone(),
+            sender_query: m.sender.query.to_string(),
         };
         // A delivery being written is not delivered yet: it is saved ahead of its id's queue.
         let mut deliveries: Vec<(&ConnId, _)> = self.deliveries.iter().collect();
@@ -98,10 +97,11 @@ impl Registry {
                 done.over_budget += 1;
                 continue;
             };
-            let Entry::Vacant(slot) = self.inboxes.entry(entry.id.clone()) else {
+            let id = Id::from(entry.id);
+            let Entry::Vacant(slot) = self.inboxes.entry(Arc::clone(&id)) else {
                 continue;
             };
-            let timer = self.wheel.insert(deadline, Timer::InboxMessage(entry.id));
+            let timer = self.wheel.insert(deadline, Timer::InboxMessage(id));
             let stored = Stored {
                 content_type: entry.content_type,
                 body: (!entry.acked).then(|| self.held.hold(entry.body)),
@@ -109,7 +109,7 @@ impl Registry {
                 timer,
                 reservation,
             };
-            slot.insert(Inbox::default()).message = Some(stored);
+            slot.insert(Inbox::default()).message = Some(Box::new(stored));
             done.inbox += 1;
         }
         for (n, entry) in snapshot.link.into_iter().enumerate() {
@@ -124,16 +124,17 @@ impl Registry {
             // Tickets of restored messages count down from the top: no connection has them, so
             // there is no sender to answer, as when a sender has disconnected.
             let ticket = ConnId::MAX - n as ConnId;
+            let id = super::shared_id(&self.links, entry.id);
             let timer =
-                self.wheel.insert(deadline, Timer::LinkMessage { id: entry.id.clone(), ticket });
+                self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket });
             let sender = Party {
                 ip: entry.sender_ip,
                 port: entry.sender_port,
                 arrived_ms: entry.sender_arrived_ms,
-                method: "POST",
-                query: entry.sender_query,
+                method: LinkMethod::Post,
+                query: entry.sender_query.into_boxed_str(),
             };
-            self.links.entry(entry.id).or_default().messages.push_back(Message {
+            self.links.entry(id).or_default().messages.push_back(Message {
                 ticket,
                 sender,
                 content_type: entry.content_type,

@@ -300,17 +300,17 @@ fn metadata_names_the_counterpart() {
     assert_eq!(sender.port, 5555);
     assert_eq!(sender.arrived_ms, 42);
     assert_eq!(own.arrived_ms, 1_700_000_000_000);
-    assert_eq!(sender.method, "POST");
-    assert_eq!(sender.query, "a=1&b=2");
+    assert_eq!(sender.method, LinkMethod::Post);
+    assert_eq!(&*sender.query, "a=1&b=2");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     out.clear();
     s.handle(Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
     let Answer::LinkDelivered { own, receiver } = &out[0].answer else {
         panic!("not delivered: {out:?}")
     };
-    assert_eq!(receiver.method, "GET");
+    assert_eq!(receiver.method, LinkMethod::Get);
     assert_eq!(own.arrived_ms, 42);
-    assert_eq!(receiver.query, "");
+    assert_eq!(&*receiver.query, "");
 }
 
 impl Scenario {
@@ -558,7 +558,7 @@ fn snapshot_restore_round_trip() {
     assert_eq!(sender.ip.to_string(), "10.0.0.9");
     assert_eq!(sender.port, 5555);
     assert_eq!(sender.arrived_ms, 42);
-    assert_eq!(sender.query, "b=2");
+    assert_eq!(&*sender.query, "b=2");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     // Written: nobody to tell (the sender's connection did not survive the restart).
     assert!(r.written(12, true).is_empty());
