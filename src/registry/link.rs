@@ -90,8 +90,7 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let has_message =
-            self.links.get(&request.id[..]).is_some_and(|c| !c.messages.is_empty());
+        let has_message = self.links.get(&request.id[..]).is_some_and(|c| !c.messages.is_empty());
         if !has_message {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
