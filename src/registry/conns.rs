@@ -9,11 +9,14 @@ use super::ConnId;
 
 /// Connection ids, first come first served.
 #[derive(Debug, Default)]
+// The box is the point: it keeps `Conns` two words wide; only a second waiter pays for it.
+#[allow(clippy::box_collection)]
 pub(super) enum Conns {
     #[default]
     Empty,
     One(ConnId),
-    Many(VecDeque<ConnId>),
+    /// Boxed, so that the common case stays two words.
+    Many(Box<VecDeque<ConnId>>),
 }
 
 impl Conns {
@@ -21,7 +24,7 @@ impl Conns {
     pub(super) fn push_back(&mut self, conn: ConnId) {
         match self {
             Conns::Empty => *self = Conns::One(conn),
-            Conns::One(first) => *self = Conns::Many(VecDeque::from([*first, conn])),
+            Conns::One(first) => *self = Conns::Many(Box::new(VecDeque::from([*first, conn]))),
             Conns::Many(queue) => queue.push_back(conn),
         }
     }
@@ -74,7 +77,7 @@ impl Conns {
         let (one, many) = match self {
             Conns::Empty => (None, VecDeque::new()),
             Conns::One(conn) => (Some(conn), VecDeque::new()),
-            Conns::Many(queue) => (None, queue),
+            Conns::Many(queue) => (None, *queue),
         };
         one.into_iter().chain(many)
     }

@@ -30,7 +30,16 @@ use crate::wheel::TimerId;
 #[derive(Debug, Default)]
 pub(super) struct Channel {
     receivers: Conns,
+    /// What senders left on the id, boxed: an id on which only a receiver waits, the common
+    /// case while receivers are parked, costs a pointer for it.
+    senders: Option<Box<Senders>>,
+}
+
+/// The senders' side of a `/link` id.
+#[derive(Debug, Default)]
+pub(super) struct Senders {
     pub(super) messages: VecDeque<Message>,
+    /// Messages being written to a receiver.
     in_flight: u32,
     claim: Option<Box<[u8]>>,
     idle_timer: Option<TimerId>,
@@ -38,13 +47,46 @@ pub(super) struct Channel {
 
 impl Channel {
     fn is_idle(&self) -> bool {
-        self.receivers.is_empty() && self.messages.is_empty() && self.in_flight == 0
+        self.receivers.is_empty()
+            && self.senders.as_ref().is_none_or(|s| s.messages.is_empty() && s.in_flight == 0)
+    }
+
+    /// The senders' side, made when first needed.
+    pub(super) fn senders(&mut self) -> &mut Senders {
+        self.senders.get_or_insert_with(Box::default)
+    }
+
+    /// The messages waiting for a receiver, in order.
+    pub(super) fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.senders.iter().flat_map(|s| s.messages.iter())
+    }
+
+    fn has_message(&self) -> bool {
+        self.senders.as_ref().is_some_and(|s| !s.messages.is_empty())
+    }
+
+    fn claim(&self) -> Option<&[u8]> {
+        self.senders.as_ref()?.claim.as_deref()
+    }
+
+    fn take_idle_timer(&mut self) -> Option<TimerId> {
+        self.senders.as_mut()?.idle_timer.take()
+    }
+
+    /// Gives the senders' side back once it holds nothing.
+    fn tidy(&mut self) {
+        let empty = |s: &Senders| {
+            s.messages.is_empty() && s.in_flight == 0 && s.claim.is_none() && s.idle_timer.is_none()
+        };
+        if self.senders.as_deref().is_some_and(empty) {
+            self.senders = None;
+        }
     }
 
     /// Messages of this id being written to a receiver.
     #[cfg(test)]
     pub(super) fn in_flight(&self) -> usize {
-        self.in_flight as usize
+        self.senders.as_ref().map_or(0, |s| s.in_flight as usize)
     }
 }
 
@@ -90,7 +132,7 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let has_message = self.links.get(&request.id[..]).is_some_and(|c| !c.messages.is_empty());
+        let has_message = self.links.get(&request.id[..]).is_some_and(Channel::has_message);
         if !has_message {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
@@ -99,7 +141,7 @@ impl Registry {
         let role = Role::LinkReceiver(Party::of(&request, LinkMethod::Get));
         let id = shared_id(&self.links, request.id);
         let channel = self.links.entry(Arc::clone(&id)).or_default();
-        if let Some(timer) = channel.idle_timer.take() {
+        if let Some(timer) = channel.take_idle_timer() {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
@@ -129,7 +171,7 @@ impl Registry {
         let client = ClientKey::of(request.client.ip());
         let secret = wsecret(&request.query, request.wsecret.as_deref());
         let channel = self.links.get(&request.id[..]);
-        let claim = channel.and_then(|c| c.claim.as_deref());
+        let claim = channel.and_then(Channel::claim);
         if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
             return out.push(Reply::refused(conn, Refusal::Claimed));
         }
@@ -140,17 +182,17 @@ impl Registry {
         }
         let sender = Party::of(&request, LinkMethod::Post);
         let id = shared_id(&self.links, request.id);
-        let channel = self.links.entry(Arc::clone(&id)).or_default();
-        if channel.claim.is_none() {
-            channel.claim = secret.map(Vec::into_boxed_slice);
+        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        if senders.claim.is_none() {
+            senders.claim = secret.map(Vec::into_boxed_slice);
         }
-        if let Some(timer) = channel.idle_timer.take() {
+        if let Some(timer) = senders.idle_timer.take() {
             self.wheel.cancel(timer);
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
         let timer =
             self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket: conn });
-        channel.messages.push_back(Message {
+        senders.messages.push_back(Message {
             ticket: conn,
             sender,
             content_type: request.content_type,
@@ -174,7 +216,7 @@ impl Registry {
     fn link_pair(&mut self, id: &Id, out: &mut Vec<Reply>) {
         loop {
             let Some(channel) = self.links.get_mut(id) else { return };
-            if channel.messages.is_empty() {
+            if !channel.has_message() {
                 return;
             }
             let Some(conn) = channel.receivers.pop_front() else { return };
@@ -182,7 +224,8 @@ impl Registry {
                 continue;
             };
             let Some(channel) = self.links.get_mut(id) else { return };
-            let Some(mut message) = channel.messages.pop_front() else { return };
+            let senders = channel.senders();
+            let Some(mut message) = senders.messages.pop_front() else { return };
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
             }
@@ -193,7 +236,7 @@ impl Registry {
                 sender: message.sender.clone(),
             };
             out.push(Reply { conn, answer, delivery: true });
-            channel.in_flight += 1;
+            senders.in_flight += 1;
             self.deliveries.insert(conn, Delivery { id: Arc::clone(id), message, receiver });
         }
     }
@@ -211,8 +254,8 @@ impl Registry {
         let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
-        let channel = self.links.entry(Arc::clone(&id)).or_default();
-        channel.in_flight = channel.in_flight.saturating_sub(1);
+        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        senders.in_flight = senders.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
             let Message { ticket, sender, body, .. } = message;
@@ -225,7 +268,7 @@ impl Registry {
         let ticket = message.ticket;
         let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
-        channel.messages.push_front(message);
+        senders.messages.push_front(message);
         if self.draining && self.unpark(ticket).is_some() {
             let answer = if self.settings.keeps_messages {
                 Answer::LinkKept
@@ -251,13 +294,13 @@ impl Registry {
         ticket: ConnId,
         out: &mut Vec<Reply>,
     ) {
-        let Some(channel) = self.links.get_mut(id) else {
+        let Some(senders) = self.links.get_mut(id).and_then(|c| c.senders.as_mut()) else {
             return;
         };
-        let Some(at) = channel.messages.iter().position(|m| m.ticket == ticket) else {
+        let Some(at) = senders.messages.iter().position(|m| m.ticket == ticket) else {
             return;
         };
-        if let Some(message) = channel.messages.remove(at) {
+        if let Some(message) = senders.messages.remove(at) {
             self.held.release(message.body);
         }
         if self.unpark(ticket).is_some() {
@@ -280,14 +323,19 @@ impl Registry {
         let Some(channel) = self.links.get_mut(id) else {
             return;
         };
+        channel.tidy();
         if !channel.is_idle() {
             return;
         }
-        if channel.claim.is_none() {
-            self.links.remove(id);
-        } else if channel.idle_timer.is_none() {
-            channel.idle_timer =
-                Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(Arc::clone(id))));
+        match channel.senders.as_mut() {
+            None => {
+                self.links.remove(id);
+            }
+            Some(senders) if senders.idle_timer.is_none() => {
+                let timer = Timer::LinkClaim(Arc::clone(id));
+                senders.idle_timer = Some(self.wheel.insert(now + CLAIM_IDLE, timer));
+            }
+            Some(_) => {}
         }
     }
 }

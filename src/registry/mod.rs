@@ -303,7 +303,7 @@ impl Registry {
     /// The scenario tests call it after every event.
     #[cfg(test)]
     pub(crate) fn check_counts(&self) {
-        let link_bodies = self.links.values().flat_map(|c| c.messages.iter().map(|m| &m.body));
+        let link_bodies = self.links.values().flat_map(|c| c.messages().map(|m| &m.body));
         let delivered_bodies = self.deliveries.values().map(|d| &d.message.body);
         let inbox_bodies = self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_ref());
         let recount = Held::of(link_bodies.chain(delivered_bodies).chain(inbox_bodies));

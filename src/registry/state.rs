@@ -66,7 +66,7 @@ impl Registry {
             snapshot.link.push(link_entry(&delivery.id, &delivery.message));
         }
         for (id, channel) in &self.links {
-            for message in &channel.messages {
+            for message in channel.messages() {
                 snapshot.link.push(link_entry(id, message));
             }
         }
@@ -134,7 +134,7 @@ impl Registry {
                 method: LinkMethod::Post,
                 query: entry.sender_query.into_boxed_str(),
             };
-            self.links.entry(id).or_default().messages.push_back(Message {
+            self.links.entry(id).or_default().senders().messages.push_back(Message {
                 ticket,
                 sender,
                 content_type: entry.content_type,
