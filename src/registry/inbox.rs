@@ -170,9 +170,8 @@ impl Registry {
             conn,
             Parked {
                 id,
-                role: Role::Inbox(kind),
+                role: Role::Inbox(kind, client),
                 timer: Some(timer),
-                client,
                 _reservation: reservation,
             },
         );

@@ -150,13 +150,7 @@ impl Registry {
         let reservation = request.reservation;
         self.park(
             conn,
-            Parked {
-                id: Arc::clone(&id),
-                role,
-                timer: Some(timer),
-                client,
-                _reservation: reservation,
-            },
+            Parked { id: Arc::clone(&id), role, timer: Some(timer), _reservation: reservation },
         );
         self.link_pair(&id, out);
     }
@@ -203,9 +197,8 @@ impl Registry {
         });
         let parked = Parked {
             id: Arc::clone(&id),
-            role: Role::LinkSender,
+            role: Role::LinkSender(client),
             timer: None,
-            client,
             _reservation: Reservation::default(),
         };
         self.park(conn, parked);

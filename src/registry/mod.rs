@@ -159,17 +159,26 @@ struct Parked {
     role: Role,
     /// The waiter's own deadline; senders have theirs on their message instead.
     timer: Option<TimerId>,
-    /// Who parked it, for `--max-parked-per-ip`.
-    client: ClientKey,
     /// The waiter's share of the memory budget (a sender's is on its message).
     _reservation: Reservation,
 }
 
+impl Parked {
+    /// Who parked it, for `--max-parked-per-ip`.
+    fn client(&self) -> ClientKey {
+        match self.role {
+            Role::LinkReceiver(ref party) => ClientKey::of(party.ip),
+            Role::LinkSender(client) | Role::Inbox(_, client) => client,
+        }
+    }
+}
+
+/// Which wait a parked request is, and who parked it (a receiver's party names its address).
 #[derive(Debug)]
 enum Role {
     LinkReceiver(Party),
-    LinkSender,
-    Inbox(inbox::Waiting),
+    LinkSender(ClientKey),
+    Inbox(inbox::Waiting, ClientKey),
 }
 
 /// What a timer-wheel entry stands for.
@@ -275,7 +284,8 @@ impl Registry {
             if in_flight.contains(&conn) {
                 continue;
             }
-            let sender = self.parked.get(&conn).is_some_and(|p| matches!(p.role, Role::LinkSender));
+            let sender =
+                self.parked.get(&conn).is_some_and(|p| matches!(p.role, Role::LinkSender(_)));
             self.gone(now, conn);
             let answer = if sender && self.settings.keeps_messages {
                 Answer::LinkKept
@@ -310,7 +320,7 @@ impl Registry {
         assert_eq!(self.held, recount, "held messages and bytes drifted from a recount");
         let mut by_client: HashMap<ClientKey, usize> = HashMap::new();
         for parked in self.parked.values() {
-            *by_client.entry(parked.client).or_insert(0) += 1;
+            *by_client.entry(parked.client()).or_insert(0) += 1;
         }
         assert_eq!(self.parked_by_client, by_client, "parked per client drifted from a recount");
         for (id, channel) in &self.links {
@@ -362,7 +372,7 @@ impl Registry {
 
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
     fn park(&mut self, conn: ConnId, parked: Parked) {
-        *self.parked_by_client.entry(parked.client).or_insert(0) += 1;
+        *self.parked_by_client.entry(parked.client()).or_insert(0) += 1;
         self.parked.insert(conn, Box::new(parked));
     }
 
@@ -372,10 +382,11 @@ impl Registry {
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
-        if let Some(count) = self.parked_by_client.get_mut(&parked.client) {
+        let client = parked.client();
+        if let Some(count) = self.parked_by_client.get_mut(&client) {
             *count -= 1;
             if *count == 0 {
-                self.parked_by_client.remove(&parked.client);
+                self.parked_by_client.remove(&client);
             }
         }
         Some(parked)
@@ -388,8 +399,8 @@ impl Registry {
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
             // The message stays deliverable (protocol §2); only its 200 has nobody to go to.
-            Role::LinkSender => {}
-            Role::Inbox(kind) => self.inbox_waiter_gone(conn, &parked.id, kind),
+            Role::LinkSender(_) => {}
+            Role::Inbox(kind, _) => self.inbox_waiter_gone(conn, &parked.id, kind),
         }
     }
 
@@ -427,13 +438,13 @@ impl Registry {
                 let after = self.settings.link_timeout;
                 out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Link, after }));
             }
-            Role::Inbox(kind) => {
+            Role::Inbox(kind, _) => {
                 self.counts.timeouts += 1;
                 self.inbox_waiter_gone(conn, &parked.id, kind);
                 let after = self.settings.inbox_timeout;
                 out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Inbox, after }));
             }
-            Role::LinkSender => {}
+            Role::LinkSender(_) => {}
         }
     }
 }
