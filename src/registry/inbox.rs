@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use super::conns::Conns;
 use super::held::HeldBody;
-use super::{shared_id, Id};
+use super::shared_id;
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::limits::{ClientKey, Refused, Reservation};
 use crate::wheel::TimerId;
@@ -70,11 +70,13 @@ impl Registry {
         mut request: Request,
         out: &mut Vec<Reply>,
     ) {
-        let id = shared_id(&self.inboxes, std::mem::take(&mut request.id));
+        // Kept as it came until it is stored: a GET answered at once needs no shared copy.
+        let id = std::mem::take(&mut request.id);
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
+                let id = shared_id(&self.inboxes, id);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
                 self.inbox_drop_message(&id);
                 let body = self.held.hold(Arc::from(request.body));
@@ -98,39 +100,44 @@ impl Registry {
                     out.push(Reply::to(waiter, Answer::Replaced));
                 }
             }
-            Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_deref()) {
-                Some(Stored { body: Some(body), content_type, .. }) => {
-                    out.push(reply(message_answer(body.bytes(), content_type)));
-                    self.counts.inbox_fetched += 1;
-                }
-                _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
-            },
-            Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())
-            {
-                Some(stored) => {
-                    if let Some(body) = stored.body.take() {
-                        self.held.release(body);
-                        stored.reservation.shrink_to(0);
+            Action::InboxGet => {
+                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref()) {
+                    Some(Stored { body: Some(body), content_type, .. }) => {
+                        out.push(reply(message_answer(body.bytes(), content_type)));
+                        self.counts.inbox_fetched += 1;
                     }
-                    out.push(reply(Answer::Done));
-                    let awaiters =
-                        self.inboxes.get_mut(&id).map(|i| std::mem::take(&mut i.awaiters));
-                    for waiter in awaiters.unwrap_or_default().into_ids() {
-                        self.unpark(waiter);
-                        out.push(Reply::to(waiter, Answer::Done));
-                    }
+                    _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
                 }
-                None => out.push(reply(Answer::NoMessage)),
-            },
-            Action::InboxAck => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
+            }
+            Action::InboxDelete => {
+                match self.inboxes.get_mut(&id[..]).and_then(|i| i.message.as_mut()) {
+                    Some(stored) => {
+                        if let Some(body) = stored.body.take() {
+                            self.held.release(body);
+                            stored.reservation.shrink_to(0);
+                        }
+                        out.push(reply(Answer::Done));
+                        let awaiters =
+                            self.inboxes.get_mut(&id[..]).map(|i| std::mem::take(&mut i.awaiters));
+                        for waiter in awaiters.unwrap_or_default().into_ids() {
+                            self.unpark(waiter);
+                            out.push(Reply::to(waiter, Answer::Done));
+                        }
+                    }
+                    None => out.push(reply(Answer::NoMessage)),
+                }
+            }
+            Action::InboxAck => match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
                 Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked()))),
                 None => out.push(reply(Answer::NoMessage)),
             },
-            Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
-                Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
-                None => out.push(reply(Answer::NoMessage)),
-            },
+            Action::InboxAwait => {
+                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
+                    Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
+                    Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
+                    None => out.push(reply(Answer::NoMessage)),
+                }
+            }
             Action::LinkReceive | Action::LinkSend => {}
         }
     }
@@ -140,12 +147,12 @@ impl Registry {
         &mut self,
         now: Instant,
         conn: ConnId,
-        id: Id,
+        id: Vec<u8>,
         request: Request,
         kind: Waiting,
         out: &mut Vec<Reply>,
     ) {
-        let waiting = self.inboxes.get(&id).map_or(0, |inbox| match kind {
+        let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
             Waiting::Message => inbox.getters.len(),
             Waiting::Ack => inbox.awaiters.len(),
         });
@@ -158,6 +165,7 @@ impl Registry {
         if let Err(refusal) = self.admit(client) {
             return out.push(Reply::refused(conn, refusal));
         }
+        let id = shared_id(&self.inboxes, id);
         let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
             Waiting::Message => inbox.getters.push_back(conn),
