@@ -11,6 +11,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::{LazyLock, Mutex, OnceLock};
@@ -61,11 +62,22 @@ fn prefix(level: log::Level, journald: bool) -> String {
     format!("<{priority}>")
 }
 
-/// Eight hex digits standing for `id` in logs.
-pub fn id_tag(id: &[u8]) -> String {
+/// What stands for a channel id in logs: kept as a number while its request waits, written as
+/// eight hex digits only when a line is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdTag(u32);
+
+impl fmt::Display for IdTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
+/// The tag standing for `id` in logs.
+pub fn id_tag(id: &[u8]) -> IdTag {
     static KEY: OnceLock<RandomState> = OnceLock::new();
     let hash = KEY.get_or_init(RandomState::new).hash_one(id);
-    format!("{:08x}", hash >> 32)
+    IdTag((hash >> 32) as u32)
 }
 
 /// `Some(lines held back)` when an error answer to `client` with `status` may be logged now:
@@ -138,8 +150,9 @@ mod tests {
     fn tag_is_stable_short_and_not_the_id() {
         assert_eq!(id_tag(b"secret-id"), id_tag(b"secret-id"));
         assert_ne!(id_tag(b"secret-id"), id_tag(b"secret-ie"));
-        assert_eq!(id_tag(b"secret-id").len(), 8);
-        assert!(!id_tag(b"abcdef01").contains("abcdef01"));
+        assert_eq!(id_tag(b"secret-id").to_string().len(), 8);
+        assert!(!id_tag(b"abcdef01").to_string().contains("abcdef01"));
+        assert_eq!(IdTag(0xab).to_string(), "000000ab");
     }
 
     #[test]

@@ -9,13 +9,16 @@
 //! after it when `advance` is called every tick.
 //!
 //! Layout: entries live in a slab (`entries`, reused through a free list, each slot with a
-//! generation so a stale [`TimerId`] matches nothing); each bucket lists the slab indices due in
+//! generation so a stale [`TimerId`] matches nothing; grown a fixed chunk at a time, so its spare
+//! room is at most one chunk, not as much again as it holds); each bucket lists the slab indices due in
 //! it, and every entry knows its position there, so cancel removes it at once (`swap_remove`)
 //! instead of leaving garbage to be skipped later. An entry due at tick `k` sits in bucket
 //! `k % slots` and waits there through earlier rounds. One extra bucket holds entries inserted
 //! after their tick had already been processed; the next `advance` fires them. After a sleep
 //! longer than one turn, `advance` visits each bucket once and sorts what fires by its tick.
 
+use std::num::NonZeroU32;
+use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
 /// The deadline `wait` after `now`, computed without overflow: every configured wait is at most
@@ -29,7 +32,8 @@ pub fn deadline_after(now: Instant, wait: Duration) -> Instant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerId {
     index: u32,
-    generation: u32,
+    /// Never zero, so that an `Option<TimerId>` takes no more room than a `TimerId`.
+    generation: NonZeroU32,
 }
 
 /// Deadlines mapped to values of `T`, fired in order of their tick.
@@ -41,7 +45,7 @@ pub struct TimerWheel<T> {
     /// `slots` buckets of the wheel, then the overdue bucket; each holds slab indices.
     buckets: Vec<Vec<u32>>,
     /// The slab; `entries[i].timer` is `Some` exactly while `i` is listed in a bucket.
-    entries: Vec<Entry<T>>,
+    entries: Slab<Entry<T>>,
     /// Slab indices whose `timer` is `None`, to be reused.
     free: Vec<u32>,
     /// The first tick not processed yet: ticks `0..next_tick` have been.
@@ -52,7 +56,7 @@ pub struct TimerWheel<T> {
 struct Entry<T> {
     /// Bumped each time the slot is emptied, so ids handed out before no longer match (until it
     /// wraps, after 2^32 reuses of this one slot).
-    generation: u32,
+    generation: NonZeroU32,
     timer: Option<Timer<T>>,
 }
 
@@ -60,9 +64,10 @@ struct Entry<T> {
 struct Timer<T> {
     /// The first tick at whose processing the deadline has passed: ceil((deadline - start) / tick).
     due: u64,
-    /// Which bucket lists it, and at which position.
-    bucket: usize,
-    position: usize,
+    /// Which bucket lists it, and at which position (both below `u32::MAX`: there are fewer
+    /// buckets, and fewer entries in all).
+    bucket: u32,
+    position: u32,
     value: T,
 }
 
@@ -75,11 +80,12 @@ impl<T> TimerWheel<T> {
     pub fn new(start: Instant, tick: Duration, slots: usize) -> Self {
         assert!(!tick.is_zero(), "a timer wheel's tick must not be zero");
         assert!(slots > 0, "a timer wheel needs at least one slot");
+        assert!(slots < u32::MAX as usize, "a timer wheel has fewer than u32::MAX slots");
         TimerWheel {
             start,
             tick,
             buckets: (0..=slots).map(|_| Vec::new()).collect(),
-            entries: Vec::new(),
+            entries: Slab::default(),
             free: Vec::new(),
             next_tick: 0,
         }
@@ -104,20 +110,22 @@ impl<T> TimerWheel<T> {
             None => {
                 let index = u32::try_from(self.entries.len())
                     .expect("fewer than u32::MAX timers wait at once");
-                self.entries.push(Entry { generation: 0, timer: None });
+                self.entries.push(Entry { generation: NonZeroU32::MIN, timer: None });
                 index
             }
         };
-        let position = self.buckets[bucket].len();
+        // Lossless: a bucket lists fewer entries than the slab holds, which is below u32::MAX.
+        let position = self.buckets[bucket].len() as u32;
         self.buckets[bucket].push(index);
-        let entry = &mut self.entries[index as usize];
-        entry.timer = Some(Timer { due, bucket, position, value });
+        let entry = &mut self.entries[index];
+        // Lossless: `new` keeps the bucket count below u32::MAX.
+        entry.timer = Some(Timer { due, bucket: bucket as u32, position, value });
         TimerId { index, generation: entry.generation }
     }
 
     /// Removes an entry before it fires and gives its value back; `None` if it is gone already.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let entry = self.entries.get(id.index as usize)?;
+        let entry = self.entries.get(id.index)?;
         if entry.generation != id.generation {
             return None;
         }
@@ -194,7 +202,7 @@ impl<T> TimerWheel<T> {
     fn take_due(&mut self, bucket: usize, up_to: u64, mut emit: impl FnMut(u64, T)) {
         let mut position = 0;
         while let Some(&index) = self.buckets[bucket].get(position) {
-            let is_due = matches!(&self.entries[index as usize].timer, Some(t) if t.due <= up_to);
+            let is_due = matches!(&self.entries[index].timer, Some(t) if t.due <= up_to);
             if !is_due {
                 position += 1;
                 continue;
@@ -208,19 +216,73 @@ impl<T> TimerWheel<T> {
 
     /// Empties slab slot `index`, unlisting it from its bucket; `None` if it was empty.
     fn detach(&mut self, index: u32) -> Option<Timer<T>> {
-        let entry = &mut self.entries[index as usize];
+        let entry = &mut self.entries[index];
         let timer = entry.timer.take()?;
-        entry.generation = entry.generation.wrapping_add(1);
+        entry.generation = entry.generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
         self.free.push(index);
-        let bucket = &mut self.buckets[timer.bucket];
+        let bucket = &mut self.buckets[timer.bucket as usize];
         // In range: `position` is set on insert and kept current by every `swap_remove` below.
-        bucket.swap_remove(timer.position);
-        if let Some(&moved) = bucket.get(timer.position) {
-            if let Some(moved) = self.entries[moved as usize].timer.as_mut() {
+        bucket.swap_remove(timer.position as usize);
+        if let Some(&moved) = bucket.get(timer.position as usize) {
+            if let Some(moved) = self.entries[moved].timer.as_mut() {
                 moved.position = timer.position;
             }
         }
         Some(timer)
+    }
+}
+
+/// Entries of the slab per chunk: 1,024 of a few dozen bytes each.
+const CHUNK: usize = 1024;
+
+/// A vector that grows by one fixed-size chunk at a time: indexed like a `Vec`, but its spare
+/// room is under one chunk, and growing it never moves what it holds.
+struct Slab<E> {
+    /// Full chunks, then the last one; each allocated for exactly [`CHUNK`] entries.
+    chunks: Vec<Vec<E>>,
+}
+
+impl<E> Default for Slab<E> {
+    fn default() -> Self {
+        Slab { chunks: Vec::new() }
+    }
+}
+
+impl<E> Slab<E> {
+    fn len(&self) -> usize {
+        self.chunks.last().map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
+    }
+
+    fn push(&mut self, entry: E) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+    }
+
+    fn get(&self, index: u32) -> Option<&E> {
+        let index = index as usize;
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+}
+
+impl<E> Index<u32> for Slab<E> {
+    type Output = E;
+
+    fn index(&self, index: u32) -> &E {
+        let index = index as usize;
+        &self.chunks[index / CHUNK][index % CHUNK]
+    }
+}
+
+impl<E> IndexMut<u32> for Slab<E> {
+    fn index_mut(&mut self, index: u32) -> &mut E {
+        let index = index as usize;
+        &mut self.chunks[index / CHUNK][index % CHUNK]
     }
 }
 
@@ -595,5 +657,25 @@ mod tests {
         check_against_model(0x9E37_79B9_7F4A_7C15, 1_000_000, 16);
         check_against_model(0x2545_F491_4F6C_DD1D, 1_000_000, 1);
         check_against_model(0xDEAD_BEEF_CAFE_F00D, 7, 64);
+    }
+    #[test]
+    fn slab_grows_a_chunk_at_a_time_and_keeps_its_indices() {
+        let mut slab = Slab::default();
+        for i in 0..(2 * CHUNK + 3) as u32 {
+            slab.push(i);
+        }
+        assert_eq!(slab.len(), 2 * CHUNK + 3);
+        assert_eq!(slab.chunks.len(), 3);
+        assert!(slab.chunks.iter().all(|chunk| chunk.capacity() == CHUNK));
+        assert_eq!(slab[CHUNK as u32], CHUNK as u32);
+        assert_eq!(slab.get(2 * CHUNK as u32 + 2), Some(&(2 * CHUNK as u32 + 2)));
+        assert_eq!(slab.get(2 * CHUNK as u32 + 3), None);
+        slab[5] = 99;
+        assert_eq!(slab[5], 99);
+    }
+
+    #[test]
+    fn an_optional_timer_id_is_no_larger_than_one() {
+        assert_eq!(std::mem::size_of::<Option<TimerId>>(), std::mem::size_of::<TimerId>());
     }
 }

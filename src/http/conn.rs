@@ -4,6 +4,7 @@
 //! a call that would wait reports "nothing now" instead, and the caller waits for readiness in
 //! an epoll set. Every response closes its connection.
 
+use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use crate::identity::ClientKey;
 use crate::limits::PeerSlot;
+use crate::logging::IdTag;
 use crate::metrics::Gauges;
 use crate::registry::ConnId;
 
@@ -115,13 +117,14 @@ impl Drop for Connection {
     }
 }
 
-/// One request's bookkeeping on the HTTP side: how to answer it and what to log.
+/// One request's bookkeeping on the HTTP side: how to answer it and what to log. It lives as
+/// long as its request waits, so it is kept compact: no field allocates but an allowed origin.
 pub struct Exchange {
-    pub(super) method: String,
+    pub(super) method: Method,
     pub(super) route: &'static str,
-    pub(super) id_tag: Option<String>,
+    pub(super) id_tag: Option<IdTag>,
     /// The browser origin allowed to read the response (protocol §5), if any.
-    pub(super) cors_origin: Option<String>,
+    pub(super) cors_origin: Option<Box<str>>,
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,
     /// Whether the TCP peer is a trusted proxy (`--trust-proxy`), which may close a connection
@@ -134,7 +137,7 @@ impl Exchange {
     /// Bookkeeping for a request from `client` whose first byte may arrive from `started` on.
     pub fn new(client: ClientKey, started: Instant) -> Exchange {
         Exchange {
-            method: "-".into(),
+            method: Method::UNREAD,
             route: "-",
             id_tag: None,
             cors_origin: None,
@@ -142,5 +145,101 @@ impl Exchange {
             via_proxy: false,
             started,
         }
+    }
+
+    /// Records the request's method, for the log and to answer `HEAD` without a body.
+    pub fn set_method(&mut self, method: &str) {
+        self.method = Method::of(method);
+    }
+
+    /// The channel id's tag for the log, or `-`.
+    pub(super) fn tag(&self) -> impl fmt::Display {
+        struct Tag(Option<IdTag>);
+        impl fmt::Display for Tag {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(tag) => tag.fmt(f),
+                    None => f.write_str("-"),
+                }
+            }
+        }
+        Tag(self.id_tag)
+    }
+}
+
+/// A request's method as logged, held inline: up to [`Method::MAX`] bytes, else `?`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Method {
+    len: u8,
+    bytes: [u8; Method::MAX],
+}
+
+impl Method {
+    /// The longest method kept as it is.
+    const MAX: usize = 16;
+
+    /// Before the head is read: `-`.
+    const UNREAD: Method = Method::inline(b"-");
+
+    const fn inline(text: &[u8]) -> Method {
+        let mut bytes = [0; Method::MAX];
+        let mut i = 0;
+        while i < text.len() {
+            bytes[i] = text[i];
+            i += 1;
+        }
+        Method { len: text.len() as u8, bytes }
+    }
+
+    fn of(method: &str) -> Method {
+        if method.len() <= Method::MAX {
+            Method::inline(method.as_bytes())
+        } else {
+            Method::inline(b"?")
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        // A method is kept whole or not at all, so these bytes are the prefix of a `&str` that
+        // ends at a character boundary; `?` stands in should that ever not hold.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl PartialEq<&str> for Method {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_is_kept_inline_up_to_sixteen_bytes() {
+        let mut exchange = Exchange::new(ClientKey::V4(0), Instant::now());
+        assert_eq!(exchange.method.to_string(), "-");
+        exchange.set_method("HEAD");
+        assert!(exchange.method == "HEAD");
+        exchange.set_method("SIXTEEN-BYTES-OK");
+        assert_eq!(exchange.method.to_string(), "SIXTEEN-BYTES-OK");
+        exchange.set_method("SEVENTEEN-BYTES-X");
+        assert_eq!(exchange.method.to_string(), "?");
+    }
+
+    #[test]
+    fn the_tag_is_written_only_when_there_is_an_id() {
+        let mut exchange = Exchange::new(ClientKey::V4(0), Instant::now());
+        assert_eq!(exchange.tag().to_string(), "-");
+        let tag = crate::logging::id_tag(b"some-id");
+        exchange.id_tag = Some(tag);
+        assert_eq!(exchange.tag().to_string(), tag.to_string());
     }
 }

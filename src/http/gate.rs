@@ -176,9 +176,9 @@ impl Gate {
         peer: SocketAddr,
         exchange: &mut Exchange,
     ) -> Result<Client, Refusal> {
-        exchange.method =
-            if head.method.len() <= 16 { head.method.to_string() } else { "?".into() };
-        exchange.cors_origin = cors::allowed_origin(&self.config.cors, head.header("origin"));
+        exchange.set_method(head.method);
+        exchange.cors_origin =
+            cors::allowed_origin(&self.config.cors, head.header("origin")).map(Box::from);
         let client = identity::client(
             peer,
             &self.config.trust_proxy,

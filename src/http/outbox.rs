@@ -533,7 +533,7 @@ fn log_request(exchange: &Exchange, status: u16, end: End) {
     } else {
         0
     };
-    let tag = exchange.id_tag.as_deref().unwrap_or("-");
+    let tag = exchange.tag();
     let took = exchange.started.elapsed().as_secs_f64() * 1000.0;
     let failed = match end {
         End::Done => "",

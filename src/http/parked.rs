@@ -53,7 +53,9 @@ struct Waiting {
 
 /// The registry thread's I/O: the parked connections and where their answers go.
 struct Loop {
-    waiting: HashMap<ConnId, Waiting>,
+    /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
+    /// whole `Waiting`, per spare slot.
+    waiting: HashMap<ConnId, Box<Waiting>>,
     watched: Poller,
     outbox: Outbox,
     gauges: Arc<Gauges>,
@@ -87,7 +89,7 @@ pub fn run(
         match received {
             Ok(Inbound::Request { connection, exchange, request }) => {
                 let conn = connection.id();
-                io.waiting.insert(conn, Waiting { connection, exchange });
+                io.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
                 arrived.push(conn);
                 events.push_back(Event::Arrived { conn, request });
             }
@@ -143,7 +145,8 @@ impl Loop {
     /// not taken, so the registry gives the message to the next receiver.
     fn answer(&mut self, reply: Reply, events: &mut VecDeque<Event>) {
         let Reply { conn, answer, delivery } = reply;
-        let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn) else {
+        let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn).map(|w| *w)
+        else {
             if delivery {
                 events.push_back(Event::DeliveryEnded { conn, taken: false });
             }

@@ -18,10 +18,36 @@ pub struct Party {
     pub port: u16,
     /// When the request arrived, Unix milliseconds.
     pub arrived_ms: u64,
-    /// `GET` or `POST`.
-    pub method: &'static str,
-    /// The query without `wsecret` and `seqid`, keys sorted, re-encoded.
-    pub query: String,
+    /// `GET` (a receiver) or `POST` (a sender).
+    pub method: LinkMethod,
+    /// The query without `wsecret` and `seqid`, keys sorted, re-encoded (boxed: it is kept for
+    /// the counterpart as long as its party waits, and is usually empty).
+    pub query: Box<str>,
+}
+
+/// The method of one side of a `/link` hand-off, for `HttpRelay-Method`: one byte, not a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMethod {
+    /// A receiver.
+    Get,
+    /// A sender.
+    Post,
+}
+
+impl LinkMethod {
+    /// The method's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMethod::Get => "GET",
+            LinkMethod::Post => "POST",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The protocol a wait belongs to, for the sentence of its 408.

@@ -15,6 +15,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::conns::Conns;
+use super::held::HeldBody;
+use super::shared_id;
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::identity::ClientKey;
 use crate::limits::Reservation;
@@ -24,25 +27,32 @@ use crate::wheel::TimerId;
 /// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
 pub const MAX_WAITERS: usize = 10;
 
-/// One `/inbox` id.
+/// One `/inbox` id. The message is boxed: an id with only waiters keeps a pointer for it.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
-    pub(super) message: Option<Stored>,
-    getters: Vec<ConnId>,
-    awaiters: Vec<ConnId>,
+    pub(super) message: Option<Box<Stored>>,
+    getters: Conns,
+    awaiters: Conns,
 }
 
 /// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
 #[derive(Debug)]
 pub(super) struct Stored {
     pub(super) content_type: Option<String>,
-    pub(super) body: Arc<[u8]>,
-    pub(super) acked: bool,
+    /// The body, until the message is acknowledged.
+    pub(super) body: Option<HeldBody>,
     /// The end of its TTL.
     pub(super) deadline: Instant,
     pub(super) timer: TimerId,
     /// The body's share of the memory budget; given back on the acknowledgement.
     pub(super) reservation: Reservation,
+}
+
+impl Stored {
+    /// Whether the message was acknowledged (`DELETE`), which dropped its body.
+    pub(super) fn acked(&self) -> bool {
+        self.body.is_none()
+    }
 }
 
 /// Which list of an inbox a parked request waits in.
@@ -62,25 +72,25 @@ impl Registry {
         mut request: Request,
         out: &mut Vec<Reply>,
     ) {
+        // Kept as it came until it is stored: a GET answered at once needs no shared copy.
         let id = std::mem::take(&mut request.id);
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
-                let body: Arc<[u8]> = Arc::from(request.body);
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
-                let timer = self.wheel.insert(deadline, Timer::InboxMessage(id.clone()));
+                let id = shared_id(&self.inboxes, id);
+                let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
                 self.inbox_drop_message(&id);
-                self.counts.messages += 1;
-                self.counts.bytes += body.len();
-                let inbox = self.inboxes.entry(id.clone()).or_default();
+                let body = self.held.hold(Arc::from(request.body));
+                let message = message_answer(body.bytes(), &request.content_type);
+                let inbox = self.inboxes.entry(id).or_default();
                 let reservation = request.reservation;
                 let content_type = request.content_type;
                 let stored =
-                    Stored { content_type, body, acked: false, deadline, timer, reservation };
-                let message = message_answer(&stored);
-                inbox.message = Some(stored);
-                let getters = std::mem::take(&mut inbox.getters);
-                let awaiters = std::mem::take(&mut inbox.awaiters);
+                    Stored { content_type, body: Some(body), deadline, timer, reservation };
+                inbox.message = Some(Box::new(stored));
+                let getters = std::mem::take(&mut inbox.getters).into_ids();
+                let awaiters = std::mem::take(&mut inbox.awaiters).into_ids();
                 out.push(reply(Answer::Done));
                 for waiter in getters {
                     self.unpark(waiter);
@@ -92,42 +102,44 @@ impl Registry {
                     out.push(Reply::to(waiter, Answer::Replaced));
                 }
             }
-            Action::InboxGet => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if !stored.acked => {
-                    out.push(reply(message_answer(stored)));
-                    self.counts.inbox_fetched += 1;
-                }
-                _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
-            },
-            Action::InboxDelete => match self.inboxes.get_mut(&id).and_then(|i| i.message.as_mut())
-            {
-                Some(stored) => {
-                    if !stored.acked {
-                        stored.acked = true;
-                        self.counts.messages -= 1;
-                        self.counts.bytes -= stored.body.len();
-                        stored.body = Arc::from(&b""[..]);
-                        stored.reservation.shrink_to(0);
+            Action::InboxGet => {
+                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref()) {
+                    Some(Stored { body: Some(body), content_type, .. }) => {
+                        out.push(reply(message_answer(body.bytes(), content_type)));
+                        self.counts.inbox_fetched += 1;
                     }
-                    out.push(reply(Answer::Done));
-                    let awaiters =
-                        self.inboxes.get_mut(&id).map(|i| std::mem::take(&mut i.awaiters));
-                    for waiter in awaiters.unwrap_or_default() {
-                        self.unpark(waiter);
-                        out.push(Reply::to(waiter, Answer::Done));
-                    }
+                    _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
                 }
+            }
+            Action::InboxDelete => {
+                match self.inboxes.get_mut(&id[..]).and_then(|i| i.message.as_mut()) {
+                    Some(stored) => {
+                        if let Some(body) = stored.body.take() {
+                            self.held.release(body);
+                            stored.reservation.shrink_to(0);
+                        }
+                        out.push(reply(Answer::Done));
+                        let awaiters =
+                            self.inboxes.get_mut(&id[..]).map(|i| std::mem::take(&mut i.awaiters));
+                        for waiter in awaiters.unwrap_or_default().into_ids() {
+                            self.unpark(waiter);
+                            out.push(Reply::to(waiter, Answer::Done));
+                        }
+                    }
+                    None => out.push(reply(Answer::NoMessage)),
+                }
+            }
+            Action::InboxAck => match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
+                Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked()))),
                 None => out.push(reply(Answer::NoMessage)),
             },
-            Action::InboxAck => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked))),
-                None => out.push(reply(Answer::NoMessage)),
-            },
-            Action::InboxAwait => match self.inboxes.get(&id).and_then(|i| i.message.as_ref()) {
-                Some(stored) if stored.acked => out.push(reply(Answer::Done)),
-                Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
-                None => out.push(reply(Answer::NoMessage)),
-            },
+            Action::InboxAwait => {
+                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
+                    Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
+                    Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
+                    None => out.push(reply(Answer::NoMessage)),
+                }
+            }
             Action::LinkReceive | Action::LinkSend => {}
         }
     }
@@ -142,7 +154,7 @@ impl Registry {
         kind: Waiting,
         out: &mut Vec<Reply>,
     ) {
-        let waiting = self.inboxes.get(&id).map_or(0, |inbox| match kind {
+        let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
             Waiting::Message => inbox.getters.len(),
             Waiting::Ack => inbox.awaiters.len(),
         });
@@ -155,10 +167,11 @@ impl Registry {
         if let Err(refusal) = self.admit(client) {
             return out.push(Reply::refused(conn, refusal));
         }
-        let inbox = self.inboxes.entry(id.clone()).or_default();
+        let id = shared_id(&self.inboxes, id);
+        let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
-            Waiting::Message => inbox.getters.push(conn),
-            Waiting::Ack => inbox.awaiters.push(conn),
+            Waiting::Message => inbox.getters.push_back(conn),
+            Waiting::Ack => inbox.awaiters.push_back(conn),
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
@@ -167,9 +180,8 @@ impl Registry {
             conn,
             Parked {
                 id,
-                role: Role::Inbox(kind),
+                role: Role::Inbox(kind, client),
                 timer: Some(timer),
-                client,
                 _reservation: reservation,
             },
         );
@@ -179,8 +191,8 @@ impl Registry {
     pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: Waiting) {
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
-                Waiting::Message => inbox.getters.retain(|&c| c != conn),
-                Waiting::Ack => inbox.awaiters.retain(|&c| c != conn),
+                Waiting::Message => inbox.getters.remove(conn),
+                Waiting::Ack => inbox.awaiters.remove(conn),
             }
         }
         self.inbox_settle(id);
@@ -195,11 +207,10 @@ impl Registry {
             return;
         };
         let awaiters = std::mem::take(&mut inbox.awaiters);
-        if !stored.acked {
-            self.counts.messages -= 1;
-            self.counts.bytes -= stored.body.len();
+        if let Some(body) = stored.body {
+            self.held.release(body);
         }
-        for waiter in awaiters {
+        for waiter in awaiters.into_ids() {
             self.unpark(waiter);
             out.push(Reply::to(waiter, Answer::NoMessage));
         }
@@ -212,9 +223,8 @@ impl Registry {
             return;
         };
         self.wheel.cancel(stored.timer);
-        if !stored.acked {
-            self.counts.messages -= 1;
-            self.counts.bytes -= stored.body.len();
+        if let Some(body) = stored.body {
+            self.held.release(body);
         }
     }
 
@@ -228,9 +238,6 @@ impl Registry {
 }
 
 /// A stored message, as a GET gets it.
-fn message_answer(stored: &Stored) -> Answer {
-    Answer::InboxMessage {
-        body: Arc::clone(&stored.body),
-        content_type: stored.content_type.clone(),
-    }
+fn message_answer(body: &Arc<[u8]>, content_type: &Option<String>) -> Answer {
+    Answer::InboxMessage { body: Arc::clone(body), content_type: content_type.clone() }
 }

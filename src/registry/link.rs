@@ -18,7 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::CLAIM_IDLE;
+use super::conns::Conns;
+use super::held::HeldBody;
+use super::{shared_id, Id, LinkMethod, CLAIM_IDLE};
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
@@ -28,27 +30,75 @@ use crate::wheel::TimerId;
 /// One `/link` id: who waits on it and whether a sender claimed it.
 #[derive(Debug, Default)]
 pub(super) struct Channel {
-    receivers: VecDeque<ConnId>,
+    receivers: Conns,
+    /// What senders left on the id, boxed: an id on which only a receiver waits, the common
+    /// case while receivers are parked, costs a pointer for it.
+    senders: Option<Box<Senders>>,
+}
+
+/// The senders' side of a `/link` id.
+#[derive(Debug, Default)]
+pub(super) struct Senders {
     pub(super) messages: VecDeque<Message>,
-    in_flight: usize,
-    claim: Option<Vec<u8>>,
+    /// Messages being written to a receiver.
+    in_flight: u32,
+    claim: Option<Box<[u8]>>,
     idle_timer: Option<TimerId>,
 }
 
 impl Channel {
     fn is_idle(&self) -> bool {
-        self.receivers.is_empty() && self.messages.is_empty() && self.in_flight == 0
+        self.receivers.is_empty()
+            && self.senders.as_ref().is_none_or(|s| s.messages.is_empty() && s.in_flight == 0)
+    }
+
+    /// The senders' side, made when first needed.
+    pub(super) fn senders(&mut self) -> &mut Senders {
+        self.senders.get_or_insert_with(Box::default)
+    }
+
+    /// The messages waiting for a receiver, in order.
+    pub(super) fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.senders.iter().flat_map(|s| s.messages.iter())
+    }
+
+    fn has_message(&self) -> bool {
+        self.senders.as_ref().is_some_and(|s| !s.messages.is_empty())
+    }
+
+    fn claim(&self) -> Option<&[u8]> {
+        self.senders.as_ref()?.claim.as_deref()
+    }
+
+    fn take_idle_timer(&mut self) -> Option<TimerId> {
+        self.senders.as_mut()?.idle_timer.take()
+    }
+
+    /// Gives the senders' side back once it holds nothing.
+    fn tidy(&mut self) {
+        let empty = |s: &Senders| {
+            s.messages.is_empty() && s.in_flight == 0 && s.claim.is_none() && s.idle_timer.is_none()
+        };
+        if self.senders.as_deref().is_some_and(empty) {
+            self.senders = None;
+        }
+    }
+
+    /// Messages of this id being written to a receiver.
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
+        self.senders.as_ref().map_or(0, |s| s.in_flight as usize)
     }
 }
 
 impl Party {
-    fn of(request: &Request, method: &'static str) -> Party {
+    fn of(request: &Request, method: LinkMethod) -> Party {
         Party {
             ip: request.client.ip(),
             port: request.client.port(),
             arrived_ms: request.arrived_ms,
             method,
-            query: relay_query(&request.query),
+            query: relay_query(&request.query).into_boxed_str(),
         }
     }
 }
@@ -59,7 +109,7 @@ pub(super) struct Message {
     pub(super) ticket: ConnId,
     pub(super) sender: Party,
     pub(super) content_type: Option<String>,
-    pub(super) body: Arc<[u8]>,
+    pub(super) body: HeldBody,
     pub(super) deadline: Instant,
     pub(super) timer: Option<TimerId>,
     /// The body's share of the memory budget, given back when the message is gone.
@@ -69,7 +119,7 @@ pub(super) struct Message {
 /// A message being written to a receiver, waiting for [`super::Event::Written`].
 #[derive(Debug)]
 pub(super) struct Delivery {
-    pub(super) id: Vec<u8>,
+    pub(super) id: Id,
     pub(super) message: Message,
     receiver: Party,
 }
@@ -83,25 +133,25 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let has_message = self.links.get(&request.id).is_some_and(|c| !c.messages.is_empty());
+        let has_message = self.links.get(&request.id[..]).is_some_and(Channel::has_message);
         if !has_message {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
-        let channel = self.links.entry(request.id.clone()).or_default();
-        if let Some(timer) = channel.idle_timer.take() {
+        let role = Role::LinkReceiver(Party::of(&request, LinkMethod::Get));
+        let id = shared_id(&self.links, request.id);
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
+        if let Some(timer) = channel.take_idle_timer() {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
-        let role = Role::LinkReceiver(Party::of(&request, "GET"));
         let reservation = request.reservation;
-        let id = request.id;
         self.park(
             conn,
-            Parked { id: id.clone(), role, timer: Some(timer), client, _reservation: reservation },
+            Parked { id: Arc::clone(&id), role, timer: Some(timer), _reservation: reservation },
         );
         self.link_pair(&id, out);
     }
@@ -115,8 +165,8 @@ impl Registry {
     ) {
         let client = ClientKey::of(request.client.ip());
         let secret = wsecret(&request.query, request.wsecret.as_deref());
-        let channel = self.links.get(&request.id);
-        let claim = channel.and_then(|c| c.claim.as_deref());
+        let channel = self.links.get(&request.id[..]);
+        let claim = channel.and_then(Channel::claim);
         if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
             return out.push(Reply::refused(conn, Refusal::Claimed));
         }
@@ -125,44 +175,42 @@ impl Registry {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
-        let channel = self.links.entry(request.id.clone()).or_default();
-        if channel.claim.is_none() {
-            channel.claim = secret;
+        let sender = Party::of(&request, LinkMethod::Post);
+        let id = shared_id(&self.links, request.id);
+        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        if senders.claim.is_none() {
+            senders.claim = secret.map(Vec::into_boxed_slice);
         }
-        if let Some(timer) = channel.idle_timer.take() {
+        if let Some(timer) = senders.idle_timer.take() {
             self.wheel.cancel(timer);
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
-        let timer = self
-            .wheel
-            .insert(deadline, Timer::LinkMessage { id: request.id.clone(), ticket: conn });
-        self.counts.messages += 1;
-        self.counts.bytes += request.body.len();
-        channel.messages.push_back(Message {
+        let timer =
+            self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket: conn });
+        senders.messages.push_back(Message {
             ticket: conn,
-            sender: Party::of(&request, "POST"),
+            sender,
             content_type: request.content_type,
-            body: Arc::from(request.body),
+            body: self.held.hold(Arc::from(request.body)),
             deadline,
             timer: Some(timer),
             _reservation: request.reservation,
         });
         let parked = Parked {
-            id: request.id.clone(),
-            role: Role::LinkSender,
+            id: Arc::clone(&id),
+            role: Role::LinkSender(client),
             timer: None,
-            client,
             _reservation: Reservation::default(),
         };
         self.park(conn, parked);
-        self.link_pair(&request.id, out);
+        self.link_pair(&id, out);
     }
 
     /// Hands waiting messages to waiting receivers, first come first served.
-    fn link_pair(&mut self, id: &[u8], out: &mut Vec<Reply>) {
+    fn link_pair(&mut self, id: &Id, out: &mut Vec<Reply>) {
         loop {
             let Some(channel) = self.links.get_mut(id) else { return };
-            if channel.messages.is_empty() {
+            if !channel.has_message() {
                 return;
             }
             let Some(conn) = channel.receivers.pop_front() else { return };
@@ -170,19 +218,20 @@ impl Registry {
                 continue;
             };
             let Some(channel) = self.links.get_mut(id) else { return };
-            let Some(mut message) = channel.messages.pop_front() else { return };
+            let senders = channel.senders();
+            let Some(mut message) = senders.messages.pop_front() else { return };
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
             }
             let answer = Answer::LinkMessage {
-                body: Arc::clone(&message.body),
+                body: Arc::clone(message.body.bytes()),
                 content_type: message.content_type.clone(),
                 own: receiver.clone(),
                 sender: message.sender.clone(),
             };
             out.push(Reply { conn, answer, delivery: true });
-            channel.in_flight += 1;
-            self.deliveries.insert(conn, Delivery { id: id.to_vec(), message, receiver });
+            senders.in_flight += 1;
+            self.deliveries.insert(conn, Delivery { id: Arc::clone(id), message, receiver });
         }
     }
 
@@ -199,22 +248,21 @@ impl Registry {
         let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
-        let channel = self.links.entry(id.clone()).or_default();
-        channel.in_flight = channel.in_flight.saturating_sub(1);
+        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        senders.in_flight = senders.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
-            self.counts.messages -= 1;
-            self.counts.bytes -= message.body.len();
-            if self.unpark(message.ticket).is_some() {
-                let answer = Answer::LinkDelivered { own: message.sender.clone(), receiver };
-                out.push(Reply::to(message.ticket, answer));
+            let Message { ticket, sender, body, .. } = message;
+            self.held.release(body);
+            if self.unpark(ticket).is_some() {
+                out.push(Reply::to(ticket, Answer::LinkDelivered { own: sender, receiver }));
             }
             return self.link_settle(now, &id);
         }
         let ticket = message.ticket;
-        let timer = Timer::LinkMessage { id: id.clone(), ticket };
+        let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
         message.timer = Some(self.wheel.insert(message.deadline, timer));
-        channel.messages.push_front(message);
+        senders.messages.push_front(message);
         if self.draining && self.unpark(ticket).is_some() {
             let answer = if self.settings.keeps_messages {
                 Answer::LinkKept
@@ -226,9 +274,9 @@ impl Registry {
         self.link_pair(&id, out);
     }
 
-    pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &[u8]) {
+    pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &Id) {
         if let Some(channel) = self.links.get_mut(id) {
-            channel.receivers.retain(|&c| c != conn);
+            channel.receivers.remove(conn);
         }
         self.link_settle(now, id);
     }
@@ -236,19 +284,18 @@ impl Registry {
     pub(super) fn link_message_expired(
         &mut self,
         now: Instant,
-        id: &[u8],
+        id: &Id,
         ticket: ConnId,
         out: &mut Vec<Reply>,
     ) {
-        let Some(channel) = self.links.get_mut(id) else {
+        let Some(senders) = self.links.get_mut(id).and_then(|c| c.senders.as_mut()) else {
             return;
         };
-        let Some(at) = channel.messages.iter().position(|m| m.ticket == ticket) else {
+        let Some(at) = senders.messages.iter().position(|m| m.ticket == ticket) else {
             return;
         };
-        if let Some(message) = channel.messages.remove(at) {
-            self.counts.messages -= 1;
-            self.counts.bytes -= message.body.len();
+        if let Some(message) = senders.messages.remove(at) {
+            self.held.release(message.body);
         }
         if self.unpark(ticket).is_some() {
             self.counts.timeouts += 1;
@@ -266,18 +313,23 @@ impl Registry {
     }
 
     /// Forgets an idle channel, or, if a sender claimed it, starts the claim's idle countdown.
-    fn link_settle(&mut self, now: Instant, id: &[u8]) {
+    fn link_settle(&mut self, now: Instant, id: &Id) {
         let Some(channel) = self.links.get_mut(id) else {
             return;
         };
+        channel.tidy();
         if !channel.is_idle() {
             return;
         }
-        if channel.claim.is_none() {
-            self.links.remove(id);
-        } else if channel.idle_timer.is_none() {
-            channel.idle_timer =
-                Some(self.wheel.insert(now + CLAIM_IDLE, Timer::LinkClaim(id.to_vec())));
+        match channel.senders.as_mut() {
+            None => {
+                self.links.remove(id);
+            }
+            Some(senders) if senders.idle_timer.is_none() => {
+                let timer = Timer::LinkClaim(Arc::clone(id));
+                senders.idle_timer = Some(self.wheel.insert(now + CLAIM_IDLE, timer));
+            }
+            Some(_) => {}
         }
     }
 }

@@ -12,6 +12,8 @@
 //! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
+mod conns;
+mod held;
 mod inbox;
 mod link;
 pub(crate) mod state;
@@ -20,6 +22,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::action::Action;
@@ -27,7 +30,8 @@ use crate::identity::ClientKey;
 use crate::limits::{Rate, RateTable, Reservation};
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
-pub use answer::{Answer, Party, Protocol, Refusal};
+pub use answer::{Answer, LinkMethod, Party, Protocol, Refusal};
+use held::Held;
 
 /// Identifies one client connection for its whole life; never reused.
 pub type ConnId = u64;
@@ -145,24 +149,38 @@ pub struct Counts {
     pub timeouts: u64,
 }
 
-/// What a parked connection waits for.
+/// A channel id as the registry keeps it: one allocation, shared by the id's map key, its
+/// parked requests and its timers.
+type Id = Arc<[u8]>;
+
+/// What a parked connection waits for. Kept boxed in [`Registry::parked`], so that the map's
+/// spare room costs a pointer per slot, not a whole entry.
 #[derive(Debug)]
 struct Parked {
-    id: Vec<u8>,
+    id: Id,
     role: Role,
     /// The waiter's own deadline; senders have theirs on their message instead.
     timer: Option<TimerId>,
-    /// Who parked it, for `--max-parked-per-ip`.
-    client: ClientKey,
     /// The waiter's share of the memory budget (a sender's is on its message).
     _reservation: Reservation,
 }
 
+impl Parked {
+    /// Who parked it, for `--max-parked-per-ip`.
+    fn client(&self) -> ClientKey {
+        match self.role {
+            Role::LinkReceiver(ref party) => ClientKey::of(party.ip),
+            Role::LinkSender(client) | Role::Inbox(_, client) => client,
+        }
+    }
+}
+
+/// Which wait a parked request is, and who parked it (a receiver's party names its address).
 #[derive(Debug)]
 enum Role {
     LinkReceiver(Party),
-    LinkSender,
-    Inbox(inbox::Waiting),
+    LinkSender(ClientKey),
+    Inbox(inbox::Waiting, ClientKey),
 }
 
 /// What a timer-wheel entry stands for.
@@ -171,22 +189,24 @@ enum Timer {
     /// A parked receiver's deadline.
     Waiter(ConnId),
     /// A `/link` message's deadline; `ticket` is its sender's connection id.
-    LinkMessage { id: Vec<u8>, ticket: ConnId },
+    LinkMessage { id: Id, ticket: ConnId },
     /// The end of an idle write claim.
-    LinkClaim(Vec<u8>),
+    LinkClaim(Id),
     /// The end of an `/inbox` message's life.
-    InboxMessage(Vec<u8>),
+    InboxMessage(Id),
 }
 
 /// All relay state. See the module docs.
 pub struct Registry {
     settings: Settings,
-    links: HashMap<Vec<u8>, link::Channel>,
-    inboxes: HashMap<Vec<u8>, inbox::Inbox>,
-    parked: HashMap<ConnId, Parked>,
+    links: HashMap<Id, link::Channel>,
+    inboxes: HashMap<Id, inbox::Inbox>,
+    parked: HashMap<ConnId, Box<Parked>>,
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
+    /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
+    held: Held,
     /// Parked requests per client.
     parked_by_client: HashMap<ClientKey, usize>,
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
@@ -208,6 +228,7 @@ impl Registry {
             deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
+            held: Held::default(),
             parked_by_client: HashMap::new(),
             write_rate: settings
                 .rate_per_id
@@ -265,7 +286,8 @@ impl Registry {
             if in_flight.contains(&conn) {
                 continue;
             }
-            let sender = self.parked.get(&conn).is_some_and(|p| matches!(p.role, Role::LinkSender));
+            let sender =
+                self.parked.get(&conn).is_some_and(|p| matches!(p.role, Role::LinkSender(_)));
             self.gone(now, conn);
             let answer = if sender && self.settings.keeps_messages {
                 Answer::LinkKept
@@ -282,7 +304,30 @@ impl Registry {
             parked: self.parked.len(),
             links: self.links.len(),
             inboxes: self.inboxes.len(),
+            messages: self.held.messages(),
+            bytes: self.held.bytes(),
             ..self.counts
+        }
+    }
+
+    /// Panics unless every hand-kept count matches a recount of what the registry holds: the
+    /// held messages and bytes, the parked requests per client, the deliveries per `/link` id.
+    /// The scenario tests call it after every event.
+    #[cfg(test)]
+    pub(crate) fn check_counts(&self) {
+        let link_bodies = self.links.values().flat_map(|c| c.messages().map(|m| &m.body));
+        let delivered_bodies = self.deliveries.values().map(|d| &d.message.body);
+        let inbox_bodies = self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_ref());
+        let recount = Held::of(link_bodies.chain(delivered_bodies).chain(inbox_bodies));
+        assert_eq!(self.held, recount, "held messages and bytes drifted from a recount");
+        let mut by_client: HashMap<ClientKey, usize> = HashMap::new();
+        for parked in self.parked.values() {
+            *by_client.entry(parked.client()).or_insert(0) += 1;
+        }
+        assert_eq!(self.parked_by_client, by_client, "parked per client drifted from a recount");
+        for (id, channel) in &self.links {
+            let in_flight = self.deliveries.values().filter(|d| &d.id == id).count();
+            assert_eq!(channel.in_flight(), in_flight, "deliveries in flight drifted on {id:?}");
         }
     }
 
@@ -329,20 +374,21 @@ impl Registry {
 
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
     fn park(&mut self, conn: ConnId, parked: Parked) {
-        *self.parked_by_client.entry(parked.client).or_insert(0) += 1;
-        self.parked.insert(conn, parked);
+        *self.parked_by_client.entry(parked.client()).or_insert(0) += 1;
+        self.parked.insert(conn, Box::new(parked));
     }
 
     /// Unparks `conn`, cancelling its deadline; `None` if it was not parked.
     fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
-        let parked = self.parked.remove(&conn)?;
+        let parked = *self.parked.remove(&conn)?;
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
-        if let Some(count) = self.parked_by_client.get_mut(&parked.client) {
+        let client = parked.client();
+        if let Some(count) = self.parked_by_client.get_mut(&client) {
             *count -= 1;
             if *count == 0 {
-                self.parked_by_client.remove(&parked.client);
+                self.parked_by_client.remove(&client);
             }
         }
         Some(parked)
@@ -355,8 +401,8 @@ impl Registry {
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
             // The message stays deliverable (protocol §2); only its 200 has nobody to go to.
-            Role::LinkSender => {}
-            Role::Inbox(kind) => self.inbox_waiter_gone(conn, &parked.id, kind),
+            Role::LinkSender(_) => {}
+            Role::Inbox(kind, _) => self.inbox_waiter_gone(conn, &parked.id, kind),
         }
     }
 
@@ -394,14 +440,22 @@ impl Registry {
                 let after = self.settings.link_timeout;
                 out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Link, after }));
             }
-            Role::Inbox(kind) => {
+            Role::Inbox(kind, _) => {
                 self.counts.timeouts += 1;
                 self.inbox_waiter_gone(conn, &parked.id, kind);
                 let after = self.settings.inbox_timeout;
                 out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Inbox, after }));
             }
-            Role::LinkSender => {}
+            Role::LinkSender(_) => {}
         }
+    }
+}
+
+/// `id` as `map` keys it: the key's own allocation when the map has it, else a new one.
+fn shared_id<V>(map: &HashMap<Id, V>, id: Vec<u8>) -> Id {
+    match map.get_key_value(&id[..]) {
+        Some((key, _)) => Arc::clone(key),
+        None => Id::from(id),
     }
 }
 

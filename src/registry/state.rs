@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Stored};
 use super::link::Message;
-use super::Party;
-use super::{ConnId, Registry, Timer};
+use super::{ConnId, Id, LinkMethod, Party, Registry, Timer};
 use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
 use crate::state::{InboxEntry, LinkEntry, Snapshot};
@@ -39,11 +38,14 @@ impl Registry {
         for (id, inbox) in &self.inboxes {
             if let Some(stored) = &inbox.message {
                 snapshot.inbox.push(InboxEntry {
-                    id: id.clone(),
+                    id: id.to_vec(),
                     content_type: stored.content_type.clone(),
-                    acked: stored.acked,
+                    acked: stored.acked(),
                     expires_ms: wall(stored.deadline),
-                    body: Arc::clone(&stored.body),
+                    body: stored
+                        .body
+                        .as_ref()
+                        .map_or_else(|| Arc::from(&[][..]), |b| Arc::clone(b.bytes())),
                 });
             }
         }
@@ -51,11 +53,11 @@ impl Registry {
             id: id.to_vec(),
             content_type: m.content_type.clone(),
             expires_ms: wall(m.deadline),
-            body: Arc::clone(&m.body),
+            body: Arc::clone(m.body.bytes()),
             sender_ip: m.sender.ip,
             sender_port: m.sender.port,
             sender_arrived_ms: m.sender.arrived_ms,
-            sender_query: m.sender.query.clone(),
+            sender_query: m.sender.query.to_string(),
         };
         // A delivery being written is not delivered yet: it is saved ahead of its id's queue.
         let mut deliveries: Vec<(&ConnId, _)> = self.deliveries.iter().collect();
@@ -64,7 +66,7 @@ impl Registry {
             snapshot.link.push(link_entry(&delivery.id, &delivery.message));
         }
         for (id, channel) in &self.links {
-            for message in &channel.messages {
+            for message in channel.messages() {
                 snapshot.link.push(link_entry(id, message));
             }
         }
@@ -95,23 +97,19 @@ impl Registry {
                 done.over_budget += 1;
                 continue;
             };
-            let Entry::Vacant(slot) = self.inboxes.entry(entry.id.clone()) else {
+            let id = Id::from(entry.id);
+            let Entry::Vacant(slot) = self.inboxes.entry(Arc::clone(&id)) else {
                 continue;
             };
-            let timer = self.wheel.insert(deadline, Timer::InboxMessage(entry.id));
-            if !entry.acked {
-                self.counts.messages += 1;
-                self.counts.bytes += entry.body.len();
-            }
+            let timer = self.wheel.insert(deadline, Timer::InboxMessage(id));
             let stored = Stored {
                 content_type: entry.content_type,
-                body: entry.body,
-                acked: entry.acked,
+                body: (!entry.acked).then(|| self.held.hold(entry.body)),
                 deadline,
                 timer,
                 reservation,
             };
-            slot.insert(Inbox::default()).message = Some(stored);
+            slot.insert(Inbox::default()).message = Some(Box::new(stored));
             done.inbox += 1;
         }
         for (n, entry) in snapshot.link.into_iter().enumerate() {
@@ -126,22 +124,21 @@ impl Registry {
             // Tickets of restored messages count down from the top: no connection has them, so
             // there is no sender to answer, as when a sender has disconnected.
             let ticket = ConnId::MAX - n as ConnId;
+            let id = super::shared_id(&self.links, entry.id);
             let timer =
-                self.wheel.insert(deadline, Timer::LinkMessage { id: entry.id.clone(), ticket });
-            self.counts.messages += 1;
-            self.counts.bytes += entry.body.len();
+                self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket });
             let sender = Party {
                 ip: entry.sender_ip,
                 port: entry.sender_port,
                 arrived_ms: entry.sender_arrived_ms,
-                method: "POST",
-                query: entry.sender_query,
+                method: LinkMethod::Post,
+                query: entry.sender_query.into_boxed_str(),
             };
-            self.links.entry(entry.id).or_default().messages.push_back(Message {
+            self.links.entry(id).or_default().senders().messages.push_back(Message {
                 ticket,
                 sender,
                 content_type: entry.content_type,
-                body: entry.body,
+                body: self.held.hold(entry.body),
                 deadline,
                 timer: Some(timer),
                 _reservation: reservation,

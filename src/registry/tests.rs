@@ -35,10 +35,17 @@ impl Scenario {
         Scenario { registry: Registry::new(settings, start), start, now: start }
     }
 
+    /// Hands `event` to the registry, checks its counts against a recount, renders the replies.
     fn event(&mut self, event: Event) -> Vec<String> {
         let mut out = Vec::new();
-        self.registry.handle(self.now, event, &mut out);
+        self.handle(event, &mut out);
         out.iter().map(render).collect()
+    }
+
+    /// Hands `event` to the registry and checks its counts against a recount.
+    fn handle(&mut self, event: Event, out: &mut Vec<Reply>) {
+        self.registry.handle(self.now, event, out);
+        self.registry.check_counts();
     }
 
     fn get(&mut self, conn: ConnId, id: &str) -> Vec<String> {
@@ -104,6 +111,24 @@ fn render(reply: &Reply) -> String {
     };
     let confirm = if reply.delivery { " (confirm)" } else { "" };
     format!("{} <- {status} {body:?}{confirm}", reply.conn)
+}
+
+#[test]
+#[should_panic(expected = "held messages and bytes drifted from a recount")]
+fn a_held_count_that_drifts_from_the_recount_is_caught() {
+    let mut s = Scenario::new();
+    s.post(1, "a", "", "m");
+    let _lost = s.registry.held.hold(std::sync::Arc::from(&b"never stored"[..]));
+    s.registry.check_counts();
+}
+
+#[test]
+#[should_panic(expected = "parked per client drifted from a recount")]
+fn a_parked_count_that_drifts_from_the_recount_is_caught() {
+    let mut s = Scenario::new();
+    s.get(1, "a");
+    s.registry.parked_by_client.insert(crate::identity::ClientKey::V4(1), 1);
+    s.registry.check_counts();
 }
 
 #[test]
@@ -267,7 +292,7 @@ fn metadata_names_the_counterpart() {
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
     sender.content_type = Some("application/json".into());
-    s.registry.handle(s.now, Event::Arrived { conn: 2, request: sender }, &mut out);
+    s.handle(Event::Arrived { conn: 2, request: sender }, &mut out);
     let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
         panic!("not a message: {out:?}")
     };
@@ -275,17 +300,17 @@ fn metadata_names_the_counterpart() {
     assert_eq!(sender.port, 5555);
     assert_eq!(sender.arrived_ms, 42);
     assert_eq!(own.arrived_ms, 1_700_000_000_000);
-    assert_eq!(sender.method, "POST");
-    assert_eq!(sender.query, "a=1&b=2");
+    assert_eq!(sender.method, LinkMethod::Post);
+    assert_eq!(&*sender.query, "a=1&b=2");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     out.clear();
-    s.registry.handle(s.now, Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
+    s.handle(Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
     let Answer::LinkDelivered { own, receiver } = &out[0].answer else {
         panic!("not delivered: {out:?}")
     };
-    assert_eq!(receiver.method, "GET");
+    assert_eq!(receiver.method, LinkMethod::Get);
     assert_eq!(own.arrived_ms, 42);
-    assert_eq!(receiver.query, "");
+    assert_eq!(&*receiver.query, "");
 }
 
 impl Scenario {
@@ -495,6 +520,7 @@ fn restarted(s: &mut Scenario, down: Duration) -> (Scenario, crate::registry::st
     let budget = crate::limits::MemoryBudget::new(None);
     let done =
         fresh.registry.restore(fresh.now, now_ms + down.as_millis() as u64, snapshot, &budget);
+    fresh.registry.check_counts();
     (fresh, done)
 }
 
@@ -509,7 +535,7 @@ fn snapshot_restore_round_trip() {
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
     sender.content_type = Some("application/json".into());
-    s.registry.handle(s.now, Event::Arrived { conn: 4, request: sender }, &mut out);
+    s.handle(Event::Arrived { conn: 4, request: sender }, &mut out);
     s.post(5, "l", "wsecret=x", "m2");
     s.event(Event::Gone { conn: 4 });
     assert!(s.registry.is_dirty());
@@ -521,8 +547,7 @@ fn snapshot_restore_round_trip() {
     assert_eq!(r.inbox(11, "acked", Action::InboxAck, ""), ["11 <- 200 \"true\""]);
     // The link messages come out in order, with their sender's metadata and content type.
     let mut out = Vec::new();
-    r.registry.handle(
-        r.now,
+    r.handle(
         Event::Arrived { conn: 12, request: request("l", Action::LinkReceive, "", "") },
         &mut out,
     );
@@ -533,7 +558,7 @@ fn snapshot_restore_round_trip() {
     assert_eq!(sender.ip.to_string(), "10.0.0.9");
     assert_eq!(sender.port, 5555);
     assert_eq!(sender.arrived_ms, 42);
-    assert_eq!(sender.query, "b=2");
+    assert_eq!(&*sender.query, "b=2");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     // Written: nobody to tell (the sender's connection did not survive the restart).
     assert!(r.written(12, true).is_empty());
@@ -582,6 +607,7 @@ fn restored_messages_reserve_memory() {
     let mut fresh = Scenario::new();
     let budget = crate::limits::MemoryBudget::new(Some(8));
     let done = fresh.registry.restore(fresh.now, WALL, snapshot, &budget);
+    fresh.registry.check_counts();
     assert_eq!((done.inbox, done.over_budget), (1, 1));
     assert_eq!(budget.used(), 5);
     drop(fresh);
