@@ -219,6 +219,8 @@ impl Default for Limits {
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
+// Made once per process; boxing `Run` would gain nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the relay with this configuration.
     Run(Config),

@@ -8,9 +8,6 @@
 //! registry starts and saved once more after the drain (within [`SAVE_LIMIT`]).
 
 #![deny(unsafe_code)]
-// The large variants (a request being read, a request for the registry) are the common case;
-// boxing them would add an allocation to every request.
-#![allow(clippy::large_enum_variant)]
 
 mod action;
 mod auth;
@@ -23,11 +20,11 @@ mod identity;
 mod limits;
 mod logging;
 mod metrics;
+mod persist;
 mod refused;
 mod registry;
 mod response;
 mod routes;
-mod state;
 mod sys;
 #[cfg(test)]
 mod testutil;
@@ -45,7 +42,7 @@ use auth::TokenStore;
 use config::Command;
 use http::outbox::Outbox;
 use http::parked::Inbound;
-use http::server::{self, Front};
+use http::server::{self, Shared};
 use registry::{Registry, Settings};
 
 /// `--features count-allocs` (benchmarks only): every allocation is counted, and
@@ -153,7 +150,7 @@ fn run(config: config::Config) -> Result<(), String> {
     };
     let registry_gauges = Arc::clone(&gauges);
     let registry_persister = persister.clone();
-    let watched = sys::Poller::new(http::parked::WATCH_BATCH)
+    let watched = sys::Epoll::new(http::parked::WATCH_BATCH)
         .map_err(|e| format!("cannot create an epoll set: {e}"))?;
     let outbox = Outbox::start(config.timeouts.write, registry_tx.clone(), Arc::clone(&gauges))
         .map_err(|e| format!("cannot start the outbox: {e}"))?;
@@ -166,7 +163,7 @@ fn run(config: config::Config) -> Result<(), String> {
 
     let workers = config.workers;
     let config_state_file = config.state_file.clone();
-    let front = Front::new(
+    let shared = Shared::new(
         config,
         registry_tx.clone(),
         outbox,
@@ -174,7 +171,7 @@ fn run(config: config::Config) -> Result<(), String> {
         memory,
         tokens.clone(),
     );
-    let poller = server::start(listener, front, workers).map_err(spawn_failed)?;
+    let poller = server::start(listener, shared, workers).map_err(spawn_failed)?;
     info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
     let stop = loop {
         match signals.recv() {
@@ -196,9 +193,9 @@ fn restore(
     registry: &mut Registry,
     path: &std::path::Path,
     memory: &Arc<limits::MemoryBudget>,
-) -> Result<Arc<state::Persister>, String> {
-    let snapshot = state::open(path).map_err(|e| e.to_string())?;
-    let done = registry.restore(Instant::now(), state::unix_ms(), snapshot, memory);
+) -> Result<Arc<persist::Persister>, String> {
+    let snapshot = persist::open(path).map_err(|e| e.to_string())?;
+    let done = registry.restore(Instant::now(), persist::unix_ms(), snapshot, memory);
     info!(
         "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
         done.inbox,
@@ -209,12 +206,12 @@ fn restore(
     if done.over_budget > 0 {
         warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
     }
-    state::Persister::start(path.to_path_buf()).map_err(|e| format!("cannot start a thread: {e}"))
+    persist::Persister::start(path.to_path_buf()).map_err(|e| format!("cannot start a thread: {e}"))
 }
 
 /// The last save, once the drain is over: what is still stored is written before the exit.
 fn save_on_exit(
-    persister: &state::Persister,
+    persister: &persist::Persister,
     path: &std::path::Path,
     registry: &crossbeam_channel::Sender<Inbound>,
 ) {

@@ -131,7 +131,7 @@ fn check(result: i32) -> io::Result<i32> {
 pub enum Interest {
     /// Every time it is readable (level-triggered): listeners and wake-up sockets.
     Always,
-    /// Once, then disabled until re-armed with [`Poller::rearm`]: client connections, which
+    /// Once, then disabled until re-armed with [`Epoll::rearm`]: client connections, which
     /// one worker at a time reads.
     Once,
     /// Once, when bytes arrive, the peer closes or the connection fails: parked connections,
@@ -160,25 +160,25 @@ impl Interest {
 }
 
 /// An epoll instance: readiness of many descriptors, each named by a `u64` token.
-pub struct Poller {
+pub struct Epoll {
     epoll: Arc<OwnedFd>,
     events: Vec<EpollEvent>,
 }
 
-impl Poller {
+impl Epoll {
     /// A new epoll instance that reports up to `batch` descriptors per [`wait`](Self::wait).
-    pub fn new(batch: usize) -> io::Result<Poller> {
+    pub fn new(batch: usize) -> io::Result<Epoll> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
         // that nothing else owns, so OwnedFd may take it.
         let fd = check(unsafe { epoll_create1(EPOLL_CLOEXEC) })?;
         let epoll = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(Poller { epoll, events: vec![EpollEvent { events: 0, data: 0 }; batch.max(1)] })
+        Ok(Epoll { epoll, events: vec![EpollEvent { events: 0, data: 0 }; batch.max(1)] })
     }
 
     /// Another handle on the same epoll set, for a thread that adds descriptors to the set
     /// another thread waits on (the kernel allows both at once).
-    pub fn handle(&self) -> Poller {
-        Poller { epoll: Arc::clone(&self.epoll), events: vec![EpollEvent { events: 0, data: 0 }] }
+    pub fn handle(&self) -> Epoll {
+        Epoll { epoll: Arc::clone(&self.epoll), events: vec![EpollEvent { events: 0, data: 0 }] }
     }
 
     fn control(&self, op: i32, fd: RawFd, interest: Interest, token: u64) -> io::Result<()> {
@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn reports_readable_descriptors_once_until_rearmed() {
-        let mut poller = Poller::new(8).unwrap();
+        let mut poller = Epoll::new(8).unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         poller.add(&b, Interest::Once, 7).unwrap();
         let mut ready = Vec::new();
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn level_triggered_reports_until_drained() {
-        let mut poller = Poller::new(8).unwrap();
+        let mut poller = Epoll::new(8).unwrap();
         let (mut a, b) = UnixStream::pair().unwrap();
         poller.add(&b, Interest::Always, 1).unwrap();
         a.write_all(b"x").unwrap();

@@ -21,6 +21,10 @@ use std::num::NonZeroU32;
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
+/// The relay's clock tick: the width of the poller's and the registry's wheels, so a deadline
+/// (a request's, a wait's, a message's) fires at most this late.
+pub const TICK: Duration = Duration::from_millis(100);
+
 /// The deadline `wait` after `now`, computed without overflow: every configured wait is at most
 /// a day (`config::MAX_WAIT`), and a sum the clock cannot represent (never, in practice) is
 /// clamped to that day, or to `now`.
@@ -291,7 +295,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    const TICK: Duration = Duration::from_millis(10);
+    const WIDTH: Duration = Duration::from_millis(10);
     const SLOTS: usize = 8;
 
     /// A fake clock: `start` is tick 0, and `epoch` lies one second before it, so tests can name
@@ -309,11 +313,11 @@ mod tests {
 
         /// `start` plus `n` whole ticks.
         fn ticks(&self, n: u32) -> Instant {
-            self.start + TICK * n
+            self.start + WIDTH * n
         }
 
         fn wheel<T>(&self) -> TimerWheel<T> {
-            TimerWheel::new(self.start, TICK, SLOTS)
+            TimerWheel::new(self.start, WIDTH, SLOTS)
         }
     }
 
@@ -337,7 +341,7 @@ mod tests {
     fn deadline_between_ticks_waits_for_the_next_boundary() {
         let clock = Clock::new();
         let mut wheel = clock.wheel();
-        let deadline = clock.ticks(2) + TICK / 2;
+        let deadline = clock.ticks(2) + WIDTH / 2;
         wheel.insert(deadline, "a");
         assert!(advance(&mut wheel, deadline - Duration::from_nanos(1)).is_empty());
         // The deadline has passed, but tick 3 has not been reached: a fraction of a tick late.
@@ -361,7 +365,7 @@ mod tests {
             let now = clock.ticks(n);
             for i in advance(&mut wheel, now) {
                 assert!(deadlines[i] <= now, "{i} fired early");
-                assert!(now - deadlines[i] < TICK, "{i} fired more than a tick late");
+                assert!(now - deadlines[i] < WIDTH, "{i} fired more than a tick late");
                 fired += 1;
             }
         }
@@ -453,7 +457,7 @@ mod tests {
         assert_eq!(advance(&mut wheel, clock.start), ["before start"]);
 
         // Behind ticks already processed: fires on the next advance, even within the same tick.
-        let now = clock.ticks(5) + TICK / 2;
+        let now = clock.ticks(5) + WIDTH / 2;
         assert!(advance(&mut wheel, now).is_empty());
         wheel.insert(clock.ticks(2), "behind");
         wheel.insert(clock.ticks(5), "at the last tick");

@@ -42,7 +42,7 @@ use crate::metrics::Gauges;
 use crate::refused::RefusalReason;
 use crate::registry::ConnId;
 use crate::response::Response;
-use crate::sys::{self, Interest, Poller};
+use crate::sys::{self, Epoll, Interest};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Longest time, after the last byte of a reply, that a client's input is drained before the
@@ -51,7 +51,7 @@ pub const LINGER_TIME: Duration = Duration::from_secs(1);
 /// Most input drained after a reply before the connection is closed anyway.
 pub const LINGER_BYTES: usize = 1 << 20;
 /// Width of the outbox's deadline tick; also how often an unacknowledged delivery is asked again.
-const TICK: Duration = Duration::from_millis(20);
+const WRITE_TICK: Duration = Duration::from_millis(20);
 /// The token of the wake-up socket in the outbox's epoll set (connection ids are above it).
 const WAKER: u64 = 0;
 
@@ -108,7 +108,7 @@ pub struct Outbox {
     waker: Arc<Waker>,
     gauges: Arc<Gauges>,
     /// The outbox thread's epoll set: an answering thread puts the connection it wrote to there.
-    watch: Arc<Poller>,
+    watch: Arc<Epoll>,
     write_timeout: Duration,
 }
 
@@ -121,7 +121,7 @@ impl Outbox {
     ) -> io::Result<Outbox> {
         let (queue, incoming) = unbounded();
         let (waker, watched) = Waker::pair()?;
-        let mut poller = Poller::new(256)?;
+        let mut poller = Epoll::new(256)?;
         poller.add(&watched, Interest::Always, WAKER)?;
         let watch = Arc::new(poller.handle());
         let (thread_waker, thread_gauges) = (Arc::clone(&waker), Arc::clone(&gauges));
@@ -130,7 +130,7 @@ impl Outbox {
                 sending: HashMap::new(),
                 acknowledging: Vec::new(),
                 early: HashMap::new(),
-                deadlines: TimerWheel::new(Instant::now(), TICK, 1024),
+                deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
                 registry,
                 gauges: thread_gauges,
                 scratch: vec![0u8; 16 * 1024],
@@ -310,7 +310,7 @@ struct Writer {
 impl Writer {
     fn run(
         &mut self,
-        poller: &mut Poller,
+        poller: &mut Epoll,
         incoming: &Receiver<Sending>,
         watched: &UnixStream,
         waker: &Waker,
@@ -324,10 +324,10 @@ impl Writer {
                 waker.sleeping();
             }
             if incoming.is_empty()
-                && poller.wait_input(&mut ready, (!idle).then_some(TICK)).is_err()
+                && poller.wait_input(&mut ready, (!idle).then_some(WRITE_TICK)).is_err()
             {
                 // EINTR is handled by wait; anything else leaves nothing to wait on.
-                std::thread::sleep(TICK);
+                std::thread::sleep(WRITE_TICK);
             }
             waker.awake();
             let now = Instant::now();
@@ -360,7 +360,7 @@ impl Writer {
 
     /// Takes a reply from an answering thread, and moves it on if its connection reported
     /// readiness already, or if it is not watched yet.
-    fn receive(&mut self, poller: &Poller, mut sending: Sending, now: Instant) {
+    fn receive(&mut self, poller: &Epoll, mut sending: Sending, now: Instant) {
         let conn = sending.connection.id();
         sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
         let watched = sending.watched;
@@ -374,7 +374,7 @@ impl Writer {
 
     /// Moves a reply on as far as its socket allows now; `input`: the connection reported
     /// input, an end of stream or an error since it was last asked.
-    fn progress(&mut self, poller: &Poller, conn: ConnId, input: bool, now: Instant) {
+    fn progress(&mut self, poller: &Epoll, conn: ConnId, input: bool, now: Instant) {
         let Some(sending) = self.sending.get_mut(&conn) else { return };
         sending.input |= input;
         let end = loop {
@@ -433,7 +433,7 @@ impl Writer {
     }
 
     /// Fires deadlines, and asks the deliveries waiting for their last acknowledgement again.
-    fn tick(&mut self, poller: &Poller, now: Instant) {
+    fn tick(&mut self, poller: &Epoll, now: Instant) {
         if self.sending.is_empty() {
             return;
         }
@@ -480,7 +480,7 @@ impl Writer {
 
 /// Puts a connection in the epoll set if the answering thread could not: `None` (keep going)
 /// when watched, else the reply fails, since a connection that cannot be watched cannot finish.
-fn watch(poller: &Poller, sending: &mut Sending, conn: ConnId) -> Option<End> {
+fn watch(poller: &Epoll, sending: &mut Sending, conn: ConnId) -> Option<End> {
     if sending.watched {
         return None;
     }

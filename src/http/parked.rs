@@ -23,9 +23,9 @@ use super::answers::render;
 use super::conn::{Connection, Exchange};
 use super::outbox::Outbox;
 use crate::metrics::Gauges;
+use crate::persist::{unix_ms, Persister};
 use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
-use crate::state::{unix_ms, Persister};
-use crate::sys::{Interest, Poller};
+use crate::sys::{Epoll, Interest};
 
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
 pub const WATCH_BATCH: usize = 1024;
@@ -34,6 +34,9 @@ pub const WATCH_BATCH: usize = 1024;
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What reaches the registry thread.
+// `Request`, the large variant, is the common one: boxing it would add an allocation to every
+// relay request.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     /// A worker read and validated a relay request.
     Request { connection: Connection, exchange: Exchange, request: Request },
@@ -56,7 +59,7 @@ struct Loop {
     /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
     /// whole `Waiting`, per spare slot.
     waiting: HashMap<ConnId, Box<Waiting>>,
-    watched: Poller,
+    watched: Epoll,
     outbox: Outbox,
     gauges: Arc<Gauges>,
     /// Where a parked client's stray bytes are read into and dropped.
@@ -71,7 +74,7 @@ pub fn run(
     outbox: Outbox,
     gauges: Arc<Gauges>,
     persister: Option<Arc<Persister>>,
-    watched: Poller,
+    watched: Epoll,
 ) {
     let mut io = Loop { waiting: HashMap::new(), watched, outbox, gauges, scratch: vec![0; 4096] };
     let mut last_save: Option<Instant> = None;

@@ -10,15 +10,16 @@
 //! gets none ([`expire`]). Every answer goes to the [`Outbox`](super::outbox::Outbox), which
 //! writes it without blocking and closes gracefully, so that no reset cuts it.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use super::answers::shutting_down;
 use super::conn::{Connection, Exchange};
 use super::gate::{body_read, Decision, Now};
 use super::parked::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
-use super::server::Front;
+use super::server::Shared;
 use crate::identity::ClientKey;
+use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
 use crate::response::Response;
@@ -60,15 +61,15 @@ enum End {
 
 /// Serves the bytes that arrived on a reading by `now` (when the poller saw them). `Some` gives
 /// it back, incomplete, to wait for more.
-pub fn serve(
+pub fn on_readable(
     mut reading: Reading,
-    front: &Front,
+    shared: &Shared,
     scratch: &mut [u8],
     now: Instant,
 ) -> Option<Reading> {
     let mut filled = 0;
     let end = loop {
-        if let Some(end) = advance(&mut reading, &scratch[..filled], front, now) {
+        if let Some(end) = advance(&mut reading, &scratch[..filled], shared, now) {
             break end;
         }
         let room = reading.reader.room(scratch.len());
@@ -78,13 +79,13 @@ pub fn serve(
             Err(_) => break End::Gone,
         }
     };
-    finish(reading, end, front);
+    finish(reading, end, shared);
     None
 }
 
 /// Feeds `bytes` to the reader and acts on its steps until it needs more (`None`) or the request
 /// ends.
-fn advance(reading: &mut Reading, bytes: &[u8], front: &Front, now: Instant) -> Option<End> {
+fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -> Option<End> {
     let Reading { connection, exchange, reader, request } = reading;
     let mut step = reader.feed(bytes, now);
     loop {
@@ -92,20 +93,20 @@ fn advance(reading: &mut Reading, bytes: &[u8], front: &Front, now: Instant) -> 
             Step::NeedMore => return None,
             Step::Head(head) => {
                 let arrived = Now { instant: now, unix_ms: unix_ms() };
-                match front.gate.decide(&head, connection.peer(), arrived, exchange) {
+                match shared.gate.decide(&head, connection.peer(), arrived, exchange) {
                     Ok(Decision::Relay { request: admitted, body }) => {
                         *request = Some(admitted);
                         reader.read_body(body, now)
                     }
                     Ok(Decision::Usage) => {
-                        return Some(End::Answer(usage(&front.gauges.summary())))
+                        return Some(End::Answer(usage(&shared.gauges.summary())))
                     }
                     Ok(Decision::Health { detailed }) => {
-                        let (limits, memory) = (&front.config.limits, front.gate.memory());
-                        return Some(End::Answer(front.gauges.health(limits, memory, detailed)));
+                        let (limits, memory) = (&shared.config.limits, shared.gate.memory());
+                        return Some(End::Answer(shared.gauges.health(limits, memory, detailed)));
                     }
                     Ok(Decision::Metrics) => {
-                        return Some(End::Answer(front.gauges.prometheus(front.gate.memory())))
+                        return Some(End::Answer(shared.gauges.prometheus(shared.gate.memory())))
                     }
                     Ok(Decision::Preflight(response)) => return Some(End::Answer(response)),
                     Err(refusal) => {
@@ -138,42 +139,37 @@ fn advance(reading: &mut Reading, bytes: &[u8], front: &Front, now: Instant) -> 
 }
 
 /// Ends a reading whose deadline passed: 408.
-pub fn expire(reading: Reading, front: &Front) {
+pub fn expire(reading: Reading, shared: &Shared) {
     let end = match reading.reader.timed_out() {
         Some(error) => End::Refused(error.reason(), error.response()),
         None => End::Gone,
     };
-    finish(reading, end, front);
+    finish(reading, end, shared);
 }
 
 /// Ends a reading because the relay is shutting down: 503 with `Retry-After: 1`.
-pub fn shut_down(reading: Reading, front: &Front) {
-    finish(reading, End::Answer(shutting_down()), front);
+pub fn shut_down(reading: Reading, shared: &Shared) {
+    finish(reading, End::Answer(shutting_down()), shared);
 }
 
 /// Hands the request to the registry, or its answer to the outbox; a client that left gets
 /// nothing.
-fn finish(reading: Reading, end: End, front: &Front) {
+fn finish(reading: Reading, end: End, shared: &Shared) {
     let Reading { connection, exchange, .. } = reading;
     let response = match end {
         End::Relay(request) => {
-            let _ = front.registry.send(Inbound::Request { connection, exchange, request });
+            let _ = shared.registry.send(Inbound::Request { connection, exchange, request });
             return;
         }
         End::Answer(response) => response,
         End::Gone => return,
         End::Refused(reason, response) => {
             if let Some(reason) = reason {
-                front.gauges.refused(reason);
+                shared.gauges.refused(reason);
             }
             let Some(response) = response else { return };
             response
         }
     };
-    front.outbox.send(connection, exchange, response);
-}
-
-/// The wall clock in Unix milliseconds, for a request's arrival.
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    shared.outbox.send(connection, exchange, response);
 }

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::limits::MemoryBudget;
 use crate::metrics::Gauges;
 use crate::sys::{self, Interest};
-use crate::wheel::{TimerId, TimerWheel};
+use crate::wheel::{TimerId, TimerWheel, TICK};
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
 pub const THREAD_STACK: usize = 128 * 1024;
@@ -43,14 +43,12 @@ const LISTENER: u64 = 0;
 const WAKER: u64 = 1;
 /// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
 const BACKLOG: i32 = 4096;
-/// Width of the poller's deadline tick.
-const TICK: Duration = Duration::from_millis(100);
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// What workers share.
-pub struct Front {
+/// What the poller and the workers share.
+pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
     /// Where relay requests go.
@@ -63,7 +61,7 @@ pub struct Front {
     pub gate: Gate,
 }
 
-impl Front {
+impl Shared {
     /// What the workers and the poller share, for `config`, checking `tokens` if given.
     pub fn new(
         config: Config,
@@ -72,10 +70,10 @@ impl Front {
         gauges: Arc<Gauges>,
         memory: Arc<MemoryBudget>,
         tokens: Option<Arc<TokenStore>>,
-    ) -> Front {
+    ) -> Shared {
         let config = Arc::new(config);
         let gate = Gate::new(Arc::clone(&config), memory, tokens);
-        Front { config, registry, outbox, gauges, gate }
+        Shared { config, registry, outbox, gauges, gate }
     }
 }
 
@@ -109,21 +107,32 @@ impl Poller {
 
 /// Starts the worker pool and the poller thread, which accepts on `listener` until
 /// [`Poller::stop`]. A poller failure is logged and ends accepting.
-pub fn start(listener: TcpListener, front: Front, workers: usize) -> io::Result<Poller> {
+pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Result<Poller> {
     let stop = Arc::new(AtomicBool::new(false));
     let (waker, wake_rx) = Waker::pair()?;
-    let front = Arc::new(front);
+    let shared = Arc::new(shared);
     // The workers and the epoll set exist before this returns (and the relay says it listens).
-    let (jobs, returned) = spawn_workers(&front, workers, &waker)?;
+    let (jobs, returned) = spawn_workers(&shared, workers, &waker)?;
     listener.set_nonblocking(true)?;
     sys::set_backlog(&listener, BACKLOG)?;
-    let poller = sys::Poller::new(256)?;
-    poller.add(&listener, Interest::Always, LISTENER)?;
-    poller.add(&wake_rx, Interest::Always, WAKER)?;
+    let epoll = sys::Epoll::new(256)?;
+    epoll.add(&listener, Interest::Always, LISTENER)?;
+    epoll.add(&wake_rx, Interest::Always, WAKER)?;
+    let accepting = Accepting {
+        shared,
+        listener,
+        wake_rx,
+        returned,
+        jobs,
+        pending: HashMap::new(),
+        deadlines: TimerWheel::new(Instant::now(), TICK, 256),
+        next_id: WAKER,
+        paused_until: None,
+        backoff: BACKOFF_MIN,
+    };
     let (flag, poller_waker) = (Arc::clone(&stop), Arc::clone(&waker));
     let thread = spawn("poller".into(), move || {
-        let served = serve(poller, listener, front, jobs, returned, wake_rx, poller_waker, &flag);
-        if let Err(e) = served {
+        if let Err(e) = accepting.run(epoll, &poller_waker, &flag) {
             error!("the poller failed, no longer accepting: {e}");
         }
     })?;
@@ -133,26 +142,28 @@ pub fn start(listener: TcpListener, front: Front, workers: usize) -> io::Result<
 /// Starts `workers` worker threads: the queue of jobs for them, and where they give back the
 /// readings that are not complete yet.
 fn spawn_workers(
-    front: &Arc<Front>,
+    shared: &Arc<Shared>,
     workers: usize,
     waker: &Arc<Waker>,
 ) -> io::Result<(Sender<Job>, Receiver<Reading>)> {
     let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
     let (returned_tx, returned) = unbounded::<Reading>();
     for n in 0..workers {
-        let (front, jobs, returned_tx, waker) =
-            (Arc::clone(front), jobs.clone(), returned_tx.clone(), Arc::clone(waker));
+        let (shared, jobs, returned_tx, waker) =
+            (Arc::clone(shared), jobs.clone(), returned_tx.clone(), Arc::clone(waker));
         spawn(format!("worker-{n}"), move || {
             let mut scratch = vec![0u8; READ_CHUNK];
             for job in jobs {
                 let unfinished = match job {
-                    Job::Read(reading, now) => read::serve(reading, &front, &mut scratch, now),
+                    Job::Read(reading, now) => {
+                        read::on_readable(reading, &shared, &mut scratch, now)
+                    }
                     Job::Expire(reading) => {
-                        read::expire(reading, &front);
+                        read::expire(reading, &shared);
                         None
                     }
                     Job::Shutdown(reading) => {
-                        read::shut_down(reading, &front);
+                        read::shut_down(reading, &shared);
                         None
                     }
                 };
@@ -167,63 +178,9 @@ fn spawn_workers(
     Ok((jobs_tx, returned))
 }
 
-/// Runs the poller on this thread until `stop` is set.
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    mut poller: sys::Poller,
-    listener: TcpListener,
-    front: Arc<Front>,
-    jobs_tx: Sender<Job>,
-    returned: Receiver<Reading>,
-    wake_rx: UnixStream,
-    waker: Arc<Waker>,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    let mut reader = Reader {
-        front,
-        listener,
-        wake_rx,
-        returned,
-        jobs: jobs_tx,
-        pending: HashMap::new(),
-        deadlines: TimerWheel::new(Instant::now(), TICK, 256),
-        next_id: WAKER,
-        paused_until: None,
-        backoff: BACKOFF_MIN,
-    };
-    let mut ready = Vec::new();
-    loop {
-        waker.sleeping();
-        if reader.returned.is_empty() && !stop.load(Ordering::SeqCst) {
-            let busy = !reader.pending.is_empty() || reader.paused_until.is_some();
-            poller.wait(&mut ready, busy.then_some(TICK))?;
-        }
-        waker.awake();
-        reader.take_back(&poller);
-        if stop.load(Ordering::SeqCst) {
-            // Requests still being read hear 503 + Retry-After rather than a silent close;
-            // dropping the reader then closes the listener.
-            for (_, (reading, _)) in reader.pending.drain() {
-                let _ = reader.jobs.send(Job::Shutdown(reading));
-            }
-            return Ok(());
-        }
-        let now = Instant::now();
-        for token in ready.drain(..) {
-            match token {
-                LISTENER => reader.accept(&poller, now),
-                WAKER => drain_wakeups(&reader.wake_rx),
-                id => reader.dispatch(id, now),
-            }
-        }
-        reader.expire(&poller, now);
-        crate::registry::shrink(&mut reader.pending);
-    }
-}
-
-/// The poller's state: the requests being read, by connection id.
-struct Reader {
-    front: Arc<Front>,
+/// The poller's state: its listener, and the requests being read, by connection id.
+struct Accepting {
+    shared: Arc<Shared>,
     listener: TcpListener,
     wake_rx: UnixStream,
     returned: Receiver<Reading>,
@@ -236,9 +193,41 @@ struct Reader {
     backoff: Duration,
 }
 
-impl Reader {
+impl Accepting {
+    /// Runs the poller on this thread until `stop` is set.
+    fn run(mut self, mut epoll: sys::Epoll, waker: &Waker, stop: &AtomicBool) -> io::Result<()> {
+        let mut ready = Vec::new();
+        loop {
+            waker.sleeping();
+            if self.returned.is_empty() && !stop.load(Ordering::SeqCst) {
+                let busy = !self.pending.is_empty() || self.paused_until.is_some();
+                epoll.wait(&mut ready, busy.then_some(TICK))?;
+            }
+            waker.awake();
+            self.take_back(&epoll);
+            if stop.load(Ordering::SeqCst) {
+                // Requests still being read hear 503 + Retry-After rather than a silent close;
+                // dropping `self` then closes the listener.
+                for (_, (reading, _)) in self.pending.drain() {
+                    let _ = self.jobs.send(Job::Shutdown(reading));
+                }
+                return Ok(());
+            }
+            let now = Instant::now();
+            for token in ready.drain(..) {
+                match token {
+                    LISTENER => self.accept(&epoll, now),
+                    WAKER => drain_wakeups(&self.wake_rx),
+                    id => self.dispatch(id, now),
+                }
+            }
+            self.expire(&epoll, now);
+            crate::registry::shrink(&mut self.pending);
+        }
+    }
+
     /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
-    fn accept(&mut self, poller: &sys::Poller, now: Instant) {
+    fn accept(&mut self, poller: &sys::Epoll, now: Instant) {
         loop {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
@@ -263,12 +252,12 @@ impl Reader {
                 }
             };
             self.backoff = BACKOFF_MIN;
-            let gauges = &self.front.gauges;
+            let gauges = &self.shared.gauges;
             let open = gauges.connection_opened();
             self.next_id += 1;
             let mut connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
             // Dropping a refused connection closes it and uncounts it.
-            match self.front.gate.admit_connection(peer, open) {
+            match self.shared.gate.admit_connection(peer, open) {
                 Ok(slot) => connection.peer_slot = slot,
                 Err(refusal) => {
                     gauges.refused(refusal.reason());
@@ -276,13 +265,13 @@ impl Reader {
                     continue;
                 }
             }
-            let limits = ReaderLimits::of(&self.front.config);
+            let limits = ReaderLimits::of(&self.shared.config);
             self.watch(poller, Reading::new(connection, limits, now));
         }
     }
 
     /// Waits for more bytes on `reading`, until its deadline.
-    fn watch(&mut self, poller: &sys::Poller, mut reading: Reading) {
+    fn watch(&mut self, poller: &sys::Epoll, mut reading: Reading) {
         let id = reading.connection.id();
         let watched = if reading.connection.registered {
             poller.rearm(&reading.connection, id)
@@ -299,7 +288,7 @@ impl Reader {
     }
 
     /// Takes back the readings workers returned incomplete.
-    fn take_back(&mut self, poller: &sys::Poller) {
+    fn take_back(&mut self, poller: &sys::Epoll) {
         while let Ok(reading) = self.returned.try_recv() {
             self.watch(poller, reading);
         }
@@ -314,7 +303,7 @@ impl Reader {
     }
 
     /// Sends readings past their deadline to be answered 408, and resumes accepting when due.
-    fn expire(&mut self, poller: &sys::Poller, now: Instant) {
+    fn expire(&mut self, poller: &sys::Epoll, now: Instant) {
         let mut expired = Vec::new();
         self.deadlines.advance(now, &mut expired);
         for id in expired {

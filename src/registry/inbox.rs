@@ -57,7 +57,7 @@ impl Stored {
 
 /// Which list of an inbox a parked request waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Waiting {
+pub(super) enum WaitsFor {
     /// A GET or HEAD waiting for a message.
     Message,
     /// A `/await` waiting for the acknowledgement.
@@ -108,7 +108,7 @@ impl Registry {
                         out.push(reply(message_answer(body.bytes(), content_type)));
                         self.counts.inbox_fetched += 1;
                     }
-                    _ => self.inbox_park(now, conn, id, request, Waiting::Message, out),
+                    _ => self.inbox_park(now, conn, id, request, WaitsFor::Message, out),
                 }
             }
             Action::InboxDelete => {
@@ -136,7 +136,7 @@ impl Registry {
             Action::InboxAwait => {
                 match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
                     Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
-                    Some(_) => self.inbox_park(now, conn, id, request, Waiting::Ack, out),
+                    Some(_) => self.inbox_park(now, conn, id, request, WaitsFor::Ack, out),
                     None => out.push(reply(Answer::NoMessage)),
                 }
             }
@@ -151,12 +151,12 @@ impl Registry {
         conn: ConnId,
         id: Vec<u8>,
         request: Request,
-        kind: Waiting,
+        kind: WaitsFor,
         out: &mut Vec<Reply>,
     ) {
         let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
-            Waiting::Message => inbox.getters.len(),
-            Waiting::Ack => inbox.awaiters.len(),
+            WaitsFor::Message => inbox.getters.len(),
+            WaitsFor::Ack => inbox.awaiters.len(),
         });
         if waiting >= MAX_WAITERS {
             self.counts.refused.add(RefusalReason::InboxWaiters);
@@ -170,8 +170,8 @@ impl Registry {
         let id = shared_id(&self.inboxes, id);
         let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
-            Waiting::Message => inbox.getters.push_back(conn),
-            Waiting::Ack => inbox.awaiters.push_back(conn),
+            WaitsFor::Message => inbox.getters.push_back(conn),
+            WaitsFor::Ack => inbox.awaiters.push_back(conn),
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
@@ -188,11 +188,11 @@ impl Registry {
     }
 
     /// Removes a waiter that left or timed out from its inbox's list.
-    pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: Waiting) {
+    pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: WaitsFor) {
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
-                Waiting::Message => inbox.getters.remove(conn),
-                Waiting::Ack => inbox.awaiters.remove(conn),
+                WaitsFor::Message => inbox.getters.remove(conn),
+                WaitsFor::Ack => inbox.awaiters.remove(conn),
             }
         }
         self.inbox_settle(id);

@@ -16,7 +16,7 @@ mod conns;
 mod held;
 mod inbox;
 mod link;
-pub(crate) mod state;
+pub(crate) mod snapshot;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -39,8 +39,7 @@ pub type ConnId = u64;
 /// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
 
-/// Width of one timer-wheel tick: deadlines fire at most this late.
-pub const TICK: Duration = Duration::from_millis(100);
+pub use crate::wheel::TICK;
 
 /// A validated relay request, as the HTTP side hands it over.
 #[derive(Debug)]
@@ -180,7 +179,7 @@ impl Parked {
 enum Role {
     LinkReceiver(Party),
     LinkSender(ClientKey),
-    Inbox(inbox::Waiting, ClientKey),
+    Inbox(inbox::WaitsFor, ClientKey),
 }
 
 /// What a timer-wheel entry stands for.

@@ -511,11 +511,11 @@ fn a_delivery_not_taken_goes_back_to_the_head_of_the_queue() {
 const WALL: u64 = 1_800_000_000_000;
 
 /// A fresh registry restored from what `s` holds at its current time.
-fn restarted(s: &mut Scenario, down: Duration) -> (Scenario, crate::registry::state::Restored) {
+fn restarted(s: &mut Scenario, down: Duration) -> (Scenario, crate::registry::snapshot::Restored) {
     let now_ms = WALL + (s.now - s.start).as_millis() as u64;
     let snapshot = s.registry.snapshot(s.now, now_ms);
     let bytes = snapshot.encode();
-    let snapshot = crate::state::Snapshot::decode(&bytes).unwrap();
+    let snapshot = crate::persist::Snapshot::decode(&bytes).unwrap();
     let mut fresh = Scenario::new();
     let budget = crate::limits::MemoryBudget::new(None);
     let done =

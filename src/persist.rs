@@ -90,7 +90,7 @@ impl Snapshot {
 
     /// Parses a file's bytes; `None` if they are not a complete version-1 state file.
     pub fn decode(data: &[u8]) -> Option<Snapshot> {
-        let mut r = Reader(data.strip_prefix(MAGIC)?);
+        let mut r = Cursor(data.strip_prefix(MAGIC)?);
         let mut snapshot = Snapshot::default();
         loop {
             match r.u8()? {
@@ -133,9 +133,9 @@ fn opt(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+struct Cursor<'a>(&'a [u8]);
 
-impl<'a> Reader<'a> {
+impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;

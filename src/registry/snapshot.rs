@@ -1,4 +1,4 @@
-//! Snapshots of the stored messages for `--state-file`, and their restoration (see `crate::state`).
+//! Snapshots of the stored messages for `--state-file`, and their restoration (see `crate::persist`).
 //!
 //! Pure: the caller passes both clocks, the monotonic `now` the registry runs on and the
 //! wall-clock `now_ms` the file uses, so that the time a relay was down counts against a
@@ -13,7 +13,7 @@ use super::link::Message;
 use super::{ConnId, Id, LinkMethod, Party, Registry, Timer};
 use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
-use crate::state::{InboxEntry, LinkEntry, Snapshot};
+use crate::persist::{InboxEntry, LinkEntry, Snapshot};
 
 /// What [`Registry::restore`] did with a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
