@@ -2,10 +2,11 @@
 //!
 //! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
-//! them; the outbox thread writes every answer. The main thread then waits for signals: `SIGHUP`
-//! reloads the token file, `SIGTERM` and `SIGINT` drain (stop accepting, answer every parked
-//! request, let the writes finish) and exit 0 within [`DRAIN_LIMIT`]. With `--state-file` the stored messages are restored before the
-//! registry starts and saved once more after the drain (within [`SAVE_LIMIT`]).
+//! them; the outbox thread sees every answer to its close. The main thread then waits for
+//! signals: `SIGHUP` reloads the token file, `SIGTERM` and `SIGINT` drain (stop accepting, answer
+//! every parked request, let the writes finish) and exit 0 within [`DRAIN_LIMIT`]. With
+//! `--state-file` the stored messages are restored before the registry starts and saved once
+//! more after the drain (within [`SAVE_LIMIT`]).
 
 #![deny(unsafe_code)]
 

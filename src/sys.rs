@@ -131,15 +131,15 @@ fn check(result: i32) -> io::Result<i32> {
 pub enum Interest {
     /// Every time it is readable (level-triggered): listeners and wake-up sockets.
     Always,
-    /// Once, then disabled until re-armed with [`Epoll::rearm`]: client connections, which
-    /// one worker at a time reads.
+    /// Once, when bytes arrive, the peer closes or the connection fails, then disabled until
+    /// re-armed with [`Epoll::rearm`]: connections whose request is being read (one worker at
+    /// a time reads each), and parked connections (whose stray bytes are read and dropped so
+    /// that a close behind them is seen).
     Once,
-    /// Once, when bytes arrive, the peer closes or the connection fails: parked connections,
-    /// whose stray bytes are read and dropped so that a close behind them is seen.
-    Parked,
     /// A reply not yet written whole: when the send buffer gains room, and when the client
     /// sends, closes or fails. Edge-triggered: each change is reported once, so the outbox
-    /// writes and reads until the socket would block, and the registration never changes.
+    /// writes until the socket would block and notes any input for when the reply is written,
+    /// and the registration never changes.
     Reply,
     /// A reply written whole, whose client's close is awaited: as [`Interest::Reply`] without
     /// the send buffer (which would report at once).
@@ -150,9 +150,8 @@ impl Interest {
     fn events(self) -> u32 {
         match self {
             Interest::Always => EPOLLIN,
-            Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
             // EPOLLHUP and EPOLLERR are always reported.
-            Interest::Parked => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+            Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
             Interest::Reply => EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
             Interest::Closing => EPOLLIN | EPOLLRDHUP | EPOLLET,
         }

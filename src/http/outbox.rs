@@ -130,6 +130,7 @@ impl Outbox {
                 sending: HashMap::new(),
                 acknowledging: Vec::new(),
                 early: HashMap::new(),
+                due: Vec::new(),
                 deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
                 registry,
                 gauges: thread_gauges,
@@ -140,19 +141,19 @@ impl Outbox {
         Ok(Outbox { queue, waker, gauges, watch, write_timeout })
     }
 
-    /// Writes `response` on `connection` and closes it; `delivery`: report to the registry
-    /// whether the client took it (a `/link` hand-off). Counted as a request at once, so a
+    /// Writes `response` on `connection` and closes it. Counted as a request at once, so a
     /// client that has its answer sees it counted.
     ///
     /// The calling thread renders the reply and writes what the socket takes now, without
     /// waiting (usually all of it); the outbox thread does the rest and waits for the client's
     /// close. For the workers, whose time is their own.
-    pub fn send(&self, connection: Connection, exchange: Exchange, response: Response) {
+    pub fn write(&self, connection: Connection, exchange: Exchange, response: Response) {
         self.queue(connection, exchange, response, false, true);
     }
 
-    /// Like [`send`](Self::send), but the outbox thread writes too: for the registry thread,
-    /// whose time is every client's, and its deliveries.
+    /// Like [`write`](Self::write), but the outbox thread writes it all: for the registry
+    /// thread, whose time is every client's. `delivery`: report to the registry whether the
+    /// client took it (a `/link` hand-off).
     pub fn hand_over(
         &self,
         connection: Connection,
@@ -179,21 +180,20 @@ impl Outbox {
         let now = Instant::now();
         let deadline = now + self.write_timeout;
         let mut sending = Sending::new(connection, exchange, response, delivery, deadline);
-        let interest = match write_now.then(|| sending.write()) {
-            None | Some(Ok(false)) => Some(Interest::Reply),
+        let write_failed = match write_now.then(|| sending.write()) {
+            None | Some(Ok(false)) => false,
             Some(Ok(true)) => {
-                if !delivery {
-                    sending.deadline = now + LINGER_TIME;
-                }
-                Some(Interest::Closing)
+                sending.written_whole(now);
+                false
             }
-            // The outbox thread writes once more and ends the reply as failed.
-            Some(Err(_)) => None,
+            Some(Err(_)) => true,
         };
         // Watched before it is queued, so no readiness is missed; the outbox thread keeps what
-        // it hears of a connection whose reply it has not taken yet.
-        if let Some(interest) = interest {
+        // it hears of a connection whose reply it has not taken yet. After a failed write, the
+        // outbox thread writes once more and ends the reply as failed.
+        if !write_failed {
             let conn = sending.connection.id();
+            let interest = sending.interest();
             sending.watched = self.watch.add(&sending.connection, interest, conn).is_ok();
         }
         if self.queue.send(sending).is_ok() {
@@ -266,6 +266,24 @@ impl Sending {
         }
     }
 
+    /// What the outbox's epoll set is to report for it: room to write while there are bytes
+    /// left, else only the client's input and close.
+    fn interest(&self) -> Interest {
+        if self.stage == Stage::Writing {
+            Interest::Reply
+        } else {
+            Interest::Closing
+        }
+    }
+
+    /// After the last byte: a client that has its answer is waited for only briefly (a
+    /// delivery keeps `--write-timeout`, since its client's close is what counts).
+    fn written_whole(&mut self, now: Instant) {
+        if !self.delivery {
+            self.deadline = now + LINGER_TIME;
+        }
+    }
+
     /// Writes what the socket takes now: `Ok(true)` once every byte is written, and then the
     /// write side is shut and the reply [`Stage::Draining`].
     fn write(&mut self) -> io::Result<bool> {
@@ -298,9 +316,11 @@ struct Writer {
     sending: HashMap<ConnId, Sending>,
     /// Deliveries in [`Stage::Acknowledging`], asked again every tick.
     acknowledging: Vec<ConnId>,
-    /// Connections that reported readiness before their reply was taken from the queue, and
-    /// whether that included input.
-    early: HashMap<ConnId, bool>,
+    /// Connections that reported readiness before their reply was taken from the queue: whether
+    /// that included input, and when (one never claimed is forgotten after [`LINGER_TIME`]).
+    early: HashMap<ConnId, (bool, Instant)>,
+    /// Replies to move on in this turn of the loop (kept for its allocation).
+    due: Vec<(ConnId, bool)>,
     deadlines: TimerWheel<ConnId>,
     registry: Sender<Inbound>,
     gauges: Arc<Gauges>,
@@ -332,9 +352,12 @@ impl Writer {
             waker.awake();
             let now = Instant::now();
             // The queue first: a connection can be ready before its reply is taken from it.
+            // Replies are only taken here; what is due is moved on after, so a reply finished
+            // now cannot be taken for one not queued yet.
+            let mut due = std::mem::take(&mut self.due);
             loop {
                 match incoming.try_recv() {
-                    Ok(sending) => self.receive(poller, sending, now),
+                    Ok(sending) => due.extend(self.receive(sending)),
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => {
                         if self.sending.is_empty() {
@@ -347,28 +370,29 @@ impl Writer {
             for (token, input) in ready.drain(..) {
                 match token {
                     WAKER => drain_wakeups(watched),
-                    conn if self.sending.contains_key(&conn) => {
-                        self.progress(poller, conn, input, now)
-                    }
-                    conn => *self.early.entry(conn).or_default() |= input,
+                    conn if self.sending.contains_key(&conn) => due.push((conn, input)),
+                    conn => self.early.entry(conn).or_insert((false, now)).0 |= input,
                 }
             }
+            for (conn, input) in due.drain(..) {
+                self.progress(poller, conn, input, now);
+            }
+            self.due = due;
             self.tick(poller, now);
             self.gauges.set_writing(self.sending.len());
         }
     }
 
-    /// Takes a reply from an answering thread, and moves it on if its connection reported
-    /// readiness already, or if it is not watched yet.
-    fn receive(&mut self, poller: &Epoll, mut sending: Sending, now: Instant) {
+    /// Takes a reply from an answering thread; due to be moved on (with whether input was
+    /// heard) if its connection reported readiness already, or if it is not watched yet.
+    fn receive(&mut self, mut sending: Sending) -> Option<(ConnId, bool)> {
         let conn = sending.connection.id();
         sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
         let watched = sending.watched;
         self.sending.insert(conn, sending);
         match self.early.remove(&conn) {
-            Some(input) => self.progress(poller, conn, input, now),
-            None if !watched => self.progress(poller, conn, true, now),
-            None => {}
+            Some((input, _)) => Some((conn, input)),
+            None => (!watched).then_some((conn, true)),
         }
     }
 
@@ -382,15 +406,11 @@ impl Writer {
                 Stage::Writing => match sending.write() {
                     Ok(false) => break watch(poller, sending, conn),
                     Ok(true) => {
-                        if !sending.delivery {
-                            // The client has its answer; its end of stream is waited for only
-                            // briefly.
-                            sending.deadline = now + LINGER_TIME;
-                            if let Some(timer) = sending.timer.take() {
-                                self.deadlines.cancel(timer);
-                            }
-                            sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
+                        sending.written_whole(now);
+                        if let Some(timer) = sending.timer.take() {
+                            self.deadlines.cancel(timer);
                         }
+                        sending.timer = Some(self.deadlines.insert(sending.deadline, conn));
                         // Edge-triggered: input that arrived while writing was reported then.
                         if !sending.input {
                             break watch(poller, sending, conn);
@@ -434,6 +454,9 @@ impl Writer {
 
     /// Fires deadlines, and asks the deliveries waiting for their last acknowledgement again.
     fn tick(&mut self, poller: &Epoll, now: Instant) {
+        if !self.early.is_empty() {
+            self.early.retain(|_, (_, at)| now.duration_since(*at) < LINGER_TIME);
+        }
         if self.sending.is_empty() {
             return;
         }
@@ -484,13 +507,13 @@ fn watch(poller: &Epoll, sending: &mut Sending, conn: ConnId) -> Option<End> {
     if sending.watched {
         return None;
     }
-    let interest =
-        if sending.stage == Stage::Writing { Interest::Reply } else { Interest::Closing };
-    match poller.add(&sending.connection, interest, conn) {
+    match poller.add(&sending.connection, sending.interest(), conn) {
         Ok(()) => {
             sending.watched = true;
             None
         }
+        // A client that has its whole answer is done with; anyone else failed.
+        Err(_) if sending.stage == Stage::Draining && !sending.delivery => Some(End::Done),
         Err(_) => Some(End::Failed),
     }
 }

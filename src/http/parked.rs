@@ -131,7 +131,7 @@ pub fn run(
         // delivery or its timeout instead.
         for conn in arrived.drain(..) {
             if let Some(parked) = io.waiting.get(&conn) {
-                let _ = io.watched.add(&parked.connection, Interest::Parked, conn);
+                let _ = io.watched.add(&parked.connection, Interest::Once, conn);
             }
         }
         if let Some(persister) = &persister {
@@ -175,7 +175,7 @@ impl Loop {
             for &conn in &ready {
                 let Some(parked) = self.waiting.get_mut(&conn) else { continue };
                 let there = parked.connection.still_there(&mut self.scratch)
-                    && self.watched.modify(&parked.connection, Interest::Parked, conn).is_ok();
+                    && self.watched.rearm(&parked.connection, conn).is_ok();
                 if !there {
                     self.waiting.remove(&conn);
                     events.push_back(Event::Gone { conn });

@@ -171,5 +171,5 @@ fn finish(reading: Reading, end: End, shared: &Shared) {
             response
         }
     };
-    shared.outbox.send(connection, exchange, response);
+    shared.outbox.write(connection, exchange, response);
 }

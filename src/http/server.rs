@@ -5,8 +5,9 @@
 //! either finishes the request or gives it back. The poller also enforces each reading's deadline
 //! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
 //! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. Every answer is written by the [`Outbox`] thread. [`Poller::stop`] (`SIGTERM`)
-//! answers the requests still being read 503 and closes the listener.
+//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to the
+//! [`Outbox`] thread. [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
+//! closes the listener.
 
 use std::collections::HashMap;
 use std::io;
@@ -232,10 +233,14 @@ impl Accepting {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A connection that failed before it was accepted, or (not on a TCP listener)
+                // one whose address is not IP: skip it, keep accepting.
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::InvalidData
                     ) =>
                 {
                     continue

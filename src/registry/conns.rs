@@ -1,4 +1,5 @@
-//! A list of parked connection ids in arrival order, kept inline while it holds at most one.
+//! A list of parked connection ids in arrival order, kept inline until it has held two (then
+//! boxed until it is empty again).
 //!
 //! Most `/link` ids and `/inbox` ids have a single waiter, so a queue that allocated for its
 //! first entry would cost a heap block per parked request; this one allocates only for a second.

@@ -20,7 +20,7 @@ impl HeldBody {
 }
 
 /// How many message bodies the registry holds, and their bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Held {
     messages: usize,
     bytes: usize,

@@ -116,7 +116,7 @@ pub(super) struct Message {
     pub(super) _reservation: Reservation,
 }
 
-/// A message being written to a receiver, waiting for [`super::Event::Written`].
+/// A message being written to a receiver, until [`super::Event::DeliveryEnded`].
 #[derive(Debug)]
 pub(super) struct Delivery {
     pub(super) id: Id,
