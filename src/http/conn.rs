@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,40 +16,36 @@ use crate::limits::PeerSlot;
 use crate::logging::IdTag;
 use crate::metrics::Gauges;
 use crate::registry::ConnId;
+use crate::routes::RouteKind;
 
 /// Most bytes a parked client may send (stray bytes, pipelined requests) before it is taken
 /// for gone: they are read and dropped so that a close behind them is seen.
 pub const PARKED_INPUT_LIMIT: usize = 64 * 1024;
 
 /// An accepted client connection, counted in the open-connection gauge while it lives.
+///
+/// It lives as long as its request waits, so it holds only what a parked request needs: the
+/// peer's address and whether the poller watches it are the [`Reading`](super::read::Reading)'s.
 pub struct Connection {
     stream: TcpStream,
-    peer: SocketAddr,
+    /// Bytes a parked client sent and the relay dropped (see [`PARKED_INPUT_LIMIT`]).
+    dropped: u32,
     id: ConnId,
-    /// Whether the reader's poller watches it already.
-    pub(super) registered: bool,
     /// Its place in `--max-connections-per-ip`, given back when the connection closes.
     pub(super) peer_slot: Option<PeerSlot>,
-    /// Bytes a parked client sent and the relay dropped (see [`PARKED_INPUT_LIMIT`]).
-    dropped: usize,
     gauges: Arc<Gauges>,
 }
 
 impl Connection {
     /// Wraps a stream accepted non-blocking ([`crate::sys::accept`]); the caller has counted
     /// it in `gauges`, and dropping the connection uncounts it.
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, gauges: Arc<Gauges>) -> Connection {
-        Connection { stream, peer, id, registered: false, peer_slot: None, dropped: 0, gauges }
+    pub fn new(stream: TcpStream, id: ConnId, gauges: Arc<Gauges>) -> Connection {
+        Connection { stream, dropped: 0, id, peer_slot: None, gauges }
     }
 
     /// The connection's id, unique for the life of the process.
     pub fn id(&self) -> ConnId {
         self.id
-    }
-
-    /// The TCP peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     /// Reads what the socket has now, without waiting: `Ok(0)` means nothing yet, and the end
@@ -89,8 +85,9 @@ impl Connection {
             match self.read_now(scratch) {
                 Ok(0) => return true,
                 Ok(n) => {
-                    self.dropped += n;
-                    if self.dropped > PARKED_INPUT_LIMIT {
+                    self.dropped =
+                        self.dropped.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+                    if self.dropped as usize > PARKED_INPUT_LIMIT {
                         return false;
                     }
                 }
@@ -121,7 +118,7 @@ impl Drop for Connection {
 /// long as its request waits, so it is kept compact: no field allocates but an allowed origin.
 pub struct Exchange {
     pub(super) method: Method,
-    pub(super) route: &'static str,
+    pub(super) route: RouteKind,
     pub(super) id_tag: Option<IdTag>,
     /// The browser origin allowed to read the response (protocol §5), if any.
     pub(super) cors_origin: Option<Box<str>>,
@@ -138,7 +135,7 @@ impl Exchange {
     pub fn new(client: ClientKey, started: Instant) -> Exchange {
         Exchange {
             method: Method::UNREAD,
-            route: "-",
+            route: RouteKind::Unrouted,
             id_tag: None,
             cors_origin: None,
             client,

@@ -585,7 +585,7 @@ mod tests {
         assert_eq!(request.wsecret.as_deref(), Some("w"));
         assert_eq!(request.client, peer(CLIENT));
         assert_eq!(body, BodyPlan { framing: BodyFraming::Length(5), expect_continue: false });
-        assert_eq!((exchange.method.as_str(), exchange.route), ("POST", "link"));
+        assert_eq!((exchange.method.as_str(), exchange.route.as_str()), ("POST", "link"));
         assert!(exchange.id_tag.is_some());
     }
 

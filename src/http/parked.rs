@@ -187,3 +187,22 @@ impl Loop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// musl's allocator hands out a block of its size plus a 4-byte header rounded up to a size
+    /// class (…, 112, 128, 144, 160, 192, …): at 120 bytes or less a boxed `Waiting` takes 128
+    /// bytes per parked request, at 121–156 it takes 160, and 157–188 costs 192 (BENCHMARKS.md,
+    /// "memory per parked receiver"). A field added to `Connection` or `Exchange` must keep this.
+    #[test]
+    fn a_parked_connection_fits_musls_128_byte_class() {
+        assert!(
+            std::mem::size_of::<Waiting>() <= 120,
+            "Waiting is {} bytes: over 120, every parked request costs 32 bytes more in the \
+             static build",
+            std::mem::size_of::<Waiting>()
+        );
+    }
+}
