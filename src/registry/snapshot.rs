@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Stored};
 use super::link::Message;
-use super::{ConnId, Id, LinkMethod, Party, Registry, Timer};
+use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
 use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
 use crate::persist::{InboxEntry, LinkEntry, Snapshot};
@@ -132,7 +132,7 @@ impl Registry {
                 port: entry.sender_port,
                 arrived_ms: entry.sender_arrived_ms,
                 method: LinkMethod::Post,
-                query: entry.sender_query.into_boxed_str(),
+                query: Query::new(entry.sender_query),
             };
             self.links.entry(id).or_default().senders().messages.push_back(Message {
                 ticket,

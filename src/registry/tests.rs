@@ -613,3 +613,17 @@ fn restored_messages_reserve_memory() {
     drop(fresh);
     assert_eq!(budget.used(), 0);
 }
+
+/// musl's allocator hands out a block of its size plus a 4-byte header rounded up to a size
+/// class (…, 80, 96, 112, 128, …): at 92 bytes or less a boxed `Parked` takes 96 bytes per
+/// parked request, at 93–108 it takes 112 (BENCHMARKS.md, "memory per parked receiver"). A
+/// field added to `Parked`, `Party`, `Reservation` or a `Role` must keep this.
+#[test]
+fn a_parked_entry_fits_musls_96_byte_class() {
+    let size = std::mem::size_of::<super::Parked>();
+    assert!(
+        size <= 92,
+        "Parked is {size} bytes: over 92, every parked request costs 16 bytes more in the static \
+         build"
+    );
+}
