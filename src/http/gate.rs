@@ -178,7 +178,7 @@ impl Gate {
     ) -> Result<Client, Refusal> {
         exchange.set_method(head.method);
         exchange.cors_origin =
-            cors::allowed_origin(&self.config.cors, head.header("origin")).map(Box::from);
+            cors::allowed_origin(&self.config.cors, head.header("origin")).map(Box::new);
         let client = identity::client(
             peer,
             &self.config.trust_proxy,
@@ -572,7 +572,7 @@ mod tests {
         let (decided, exchange) = decide_at(&open, preflight, CLIENT, Instant::now());
         let Ok(Decision::Preflight(response)) = decided else { panic!("{decided:?}") };
         assert_eq!(response.status, 204);
-        assert_eq!(exchange.cors_origin.as_deref(), Some("https://a.example"));
+        assert_eq!(exchange.cors_origin.as_deref().map(String::as_str), Some("https://a.example"));
         let request = post(
             "/link/abc?x=1",
             "Content-Length: 5\r\nContent-Type: text/plain\r\nHttpRelay-WSecret: w\r\n",
