@@ -32,7 +32,16 @@ pub const MAX_WAITERS: usize = 10;
 pub(super) struct Inbox {
     pub(super) message: Option<Box<Stored>>,
     getters: Conns,
-    awaiters: Conns,
+    /// Boxed, and only while anyone awaits the acknowledgement: an id on which a GET waits,
+    /// the common case, costs a pointer for them (an `Inbox` is 32 bytes, not 40).
+    awaiters: Option<Box<Conns>>,
+}
+
+impl Inbox {
+    /// Takes every `/await` waiter, first come first served.
+    fn take_awaiters(&mut self) -> Conns {
+        self.awaiters.take().map(|awaiters| *awaiters).unwrap_or_default()
+    }
 }
 
 /// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
@@ -90,7 +99,7 @@ impl Registry {
                     Stored { content_type, body: Some(body), deadline, timer, reservation };
                 inbox.message = Some(Box::new(stored));
                 let getters = std::mem::take(&mut inbox.getters).into_ids();
-                let awaiters = std::mem::take(&mut inbox.awaiters).into_ids();
+                let awaiters = inbox.take_awaiters().into_ids();
                 out.push(reply(Answer::Done));
                 for waiter in getters {
                     self.unpark(waiter);
@@ -119,8 +128,7 @@ impl Registry {
                             stored.reservation.shrink_to(0);
                         }
                         out.push(reply(Answer::Done));
-                        let awaiters =
-                            self.inboxes.get_mut(&id[..]).map(|i| std::mem::take(&mut i.awaiters));
+                        let awaiters = self.inboxes.get_mut(&id[..]).map(Inbox::take_awaiters);
                         for waiter in awaiters.unwrap_or_default().into_ids() {
                             self.unpark(waiter);
                             out.push(Reply::to(waiter, Answer::Done));
@@ -156,7 +164,7 @@ impl Registry {
     ) {
         let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
             WaitsFor::Message => inbox.getters.len(),
-            WaitsFor::Ack => inbox.awaiters.len(),
+            WaitsFor::Ack => inbox.awaiters.as_ref().map_or(0, |awaiters| awaiters.len()),
         });
         if waiting >= MAX_WAITERS {
             self.counts.refused.add(RefusalReason::InboxWaiters);
@@ -171,7 +179,7 @@ impl Registry {
         let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
             WaitsFor::Message => inbox.getters.push_back(conn),
-            WaitsFor::Ack => inbox.awaiters.push_back(conn),
+            WaitsFor::Ack => inbox.awaiters.get_or_insert_with(Box::default).push_back(conn),
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
@@ -192,7 +200,14 @@ impl Registry {
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
                 WaitsFor::Message => inbox.getters.remove(conn),
-                WaitsFor::Ack => inbox.awaiters.remove(conn),
+                WaitsFor::Ack => {
+                    if let Some(awaiters) = &mut inbox.awaiters {
+                        awaiters.remove(conn);
+                        if awaiters.is_empty() {
+                            inbox.awaiters = None;
+                        }
+                    }
+                }
             }
         }
         self.inbox_settle(id);
@@ -206,7 +221,7 @@ impl Registry {
         let Some(stored) = inbox.message.take() else {
             return;
         };
-        let awaiters = std::mem::take(&mut inbox.awaiters);
+        let awaiters = inbox.take_awaiters();
         if let Some(body) = stored.body {
             self.held.release(body);
         }
@@ -230,7 +245,7 @@ impl Registry {
 
     /// Forgets an inbox with no message and nobody waiting.
     fn inbox_settle(&mut self, id: &[u8]) {
-        let idle = |i: &Inbox| i.message.is_none() && i.getters.is_empty() && i.awaiters.is_empty();
+        let idle = |i: &Inbox| i.message.is_none() && i.getters.is_empty() && i.awaiters.is_none();
         if self.inboxes.get(id).is_some_and(idle) {
             self.inboxes.remove(id);
         }

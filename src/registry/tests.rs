@@ -627,3 +627,15 @@ fn a_parked_entry_fits_musls_96_byte_class() {
          build"
     );
 }
+
+/// An `/inbox` id's map slot holds an `Inbox`, and a hash map keeps about 1.8 slots per entry at
+/// 18,000 (BENCHMARKS.md, "memory per parked receiver"): each 8 bytes more cost ~15 bytes per
+/// parked `/inbox` GET.
+#[test]
+fn an_inbox_slot_stays_at_32_bytes() {
+    let size = std::mem::size_of::<super::inbox::Inbox>();
+    assert!(
+        size <= 32,
+        "Inbox is {size} bytes: every parked /inbox GET pays ~1.8 times the growth"
+    );
+}
