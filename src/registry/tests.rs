@@ -639,3 +639,12 @@ fn an_inbox_slot_stays_at_32_bytes() {
         "Inbox is {size} bytes: every parked /inbox GET pays ~1.8 times the growth"
     );
 }
+
+/// Every parked request has a timer; the wheel's slab holds it in one entry, 48 bytes (it was
+/// 56 when the entry stored its bucket). The slab grows by fixed chunks, so this is the cost per
+/// parked request, ~1.02 times over (BENCHMARKS.md, "memory per parked receiver").
+#[test]
+fn a_timer_takes_48_bytes_of_the_wheel() {
+    let size = crate::wheel::entry_size::<super::Timer>();
+    assert!(size <= 48, "a wheel entry is {size} bytes: every parked request pays the growth");
+}
