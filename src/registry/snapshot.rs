@@ -39,7 +39,7 @@ impl Registry {
             if let Some(stored) = &inbox.message {
                 snapshot.inbox.push(InboxEntry {
                     id: id.to_vec(),
-                    content_type: stored.content_type.clone(),
+                    content_type: stored.content_type.as_deref().map(String::from),
                     acked: stored.acked(),
                     expires_ms: wall(stored.deadline),
                     body: stored
@@ -103,11 +103,12 @@ impl Registry {
             };
             let timer = self.wheel.insert(deadline, Timer::InboxMessage(id));
             let stored = Stored {
-                content_type: entry.content_type,
+                content_type: entry.content_type.map(String::into_boxed_str),
                 body: (!entry.acked).then(|| self.held.hold(entry.body)),
                 deadline,
                 timer,
                 reservation,
+                awaiters: None,
             };
             slot.insert(Inbox::default()).message = Some(Box::new(stored));
             done.inbox += 1;
