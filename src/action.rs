@@ -20,13 +20,3 @@ pub enum Action {
     /// `GET /inbox/{id}/await`: wait for the acknowledgement.
     InboxAwait,
 }
-
-impl Action {
-    /// The protocol the action belongs to, for logs.
-    pub fn protocol(self) -> &'static str {
-        match self {
-            Action::LinkReceive | Action::LinkSend => "link",
-            _ => "inbox",
-        }
-    }
-}

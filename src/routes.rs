@@ -26,14 +26,49 @@ pub enum Route {
 
 impl Route {
     /// A short name for logs and metrics, never containing the id.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> RouteKind {
         match self {
-            Route::Root => "root",
-            Route::Health => "health",
-            Route::Metrics => "metrics",
-            Route::Preflight { .. } => "preflight",
-            Route::Relay { action, .. } => action.protocol(),
+            Route::Root => RouteKind::Root,
+            Route::Health => RouteKind::Health,
+            Route::Metrics => RouteKind::Metrics,
+            Route::Preflight { .. } => RouteKind::Preflight,
+            Route::Relay { action: Action::LinkReceive | Action::LinkSend, .. } => RouteKind::Link,
+            Route::Relay { .. } => RouteKind::Inbox,
         }
+    }
+}
+
+/// A route's name for logs and metrics: one byte, as every request in progress keeps one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Before the head is read, or when it names no route: `-`.
+    Unrouted,
+    Root,
+    Health,
+    Metrics,
+    Preflight,
+    Link,
+    Inbox,
+}
+
+impl RouteKind {
+    /// The name, as logged and as the `route` label of `requests_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Unrouted => "-",
+            RouteKind::Root => "root",
+            RouteKind::Health => "health",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Preflight => "preflight",
+            RouteKind::Link => "link",
+            RouteKind::Inbox => "inbox",
+        }
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -56,22 +56,22 @@ pub struct TimerWheel<T> {
     next_tick: u64,
 }
 
-/// One slot of the slab.
+/// One slot of the slab: 48 bytes for the registry's timers (every parked request has one), as
+/// its bucket is not stored but follows from `due` ([`TimerWheel::bucket_of`]).
 struct Entry<T> {
     /// Bumped each time the slot is emptied, so ids handed out before no longer match (until it
     /// wraps, after 2^32 reuses of this one slot).
     generation: NonZeroU32,
+    /// While `timer` is `Some`: its place in its bucket's list (below `u32::MAX`: there are
+    /// fewer entries in all).
+    position: u32,
     timer: Option<Timer<T>>,
 }
 
-/// A waiting entry and where it is listed.
+/// A waiting entry.
 struct Timer<T> {
     /// The first tick at whose processing the deadline has passed: ceil((deadline - start) / tick).
     due: u64,
-    /// Which bucket lists it, and at which position (both below `u32::MAX`: there are fewer
-    /// buckets, and fewer entries in all).
-    bucket: u32,
-    position: u32,
     value: T,
 }
 
@@ -102,19 +102,13 @@ impl<T> TimerWheel<T> {
     /// If more than `u32::MAX` entries wait at once.
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerId {
         let due = self.due_tick(deadline);
-        let bucket = if due < self.next_tick {
-            // Its tick was processed already, so its deadline is behind an earlier `now`.
-            self.overdue_bucket()
-        } else {
-            // The remainder is below `slots`, a usize, so the cast is lossless.
-            (due % self.slot_count()) as usize
-        };
+        let bucket = self.bucket_of(due);
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
                 let index = u32::try_from(self.entries.len())
                     .expect("fewer than u32::MAX timers wait at once");
-                self.entries.push(Entry { generation: NonZeroU32::MIN, timer: None });
+                self.entries.push(Entry { generation: NonZeroU32::MIN, position: 0, timer: None });
                 index
             }
         };
@@ -122,8 +116,8 @@ impl<T> TimerWheel<T> {
         let position = self.buckets[bucket].len() as u32;
         self.buckets[bucket].push(index);
         let entry = &mut self.entries[index];
-        // Lossless: `new` keeps the bucket count below u32::MAX.
-        entry.timer = Some(Timer { due, bucket: bucket as u32, position, value });
+        entry.position = position;
+        entry.timer = Some(Timer { due, value });
         TimerId { index, generation: entry.generation }
     }
 
@@ -190,6 +184,19 @@ impl<T> TimerWheel<T> {
         self.buckets.len() - 1
     }
 
+    /// The bucket that lists an entry due at tick `due`: the overdue bucket when that tick was
+    /// processed already (its deadline is behind an earlier `now`). Every `advance` fires what is
+    /// due up to the tick it reaches and only then moves `next_tick` past it, so between calls an
+    /// entry is overdue exactly when `due < next_tick`, and the bucket need not be stored.
+    fn bucket_of(&self, due: u64) -> usize {
+        if due < self.next_tick {
+            self.overdue_bucket()
+        } else {
+            // The remainder is below `slots`, a usize, so the cast is lossless.
+            (due % self.slot_count()) as usize
+        }
+    }
+
     /// The first tick `k` with `deadline <= start + k * tick`.
     fn due_tick(&self, deadline: Instant) -> u64 {
         let nanos = deadline.saturating_duration_since(self.start).as_nanos();
@@ -222,18 +229,24 @@ impl<T> TimerWheel<T> {
     fn detach(&mut self, index: u32) -> Option<Timer<T>> {
         let entry = &mut self.entries[index];
         let timer = entry.timer.take()?;
+        let position = entry.position;
         entry.generation = entry.generation.checked_add(1).unwrap_or(NonZeroU32::MIN);
         self.free.push(index);
-        let bucket = &mut self.buckets[timer.bucket as usize];
+        let bucket = self.bucket_of(timer.due);
+        let bucket = &mut self.buckets[bucket];
         // In range: `position` is set on insert and kept current by every `swap_remove` below.
-        bucket.swap_remove(timer.position as usize);
-        if let Some(&moved) = bucket.get(timer.position as usize) {
-            if let Some(moved) = self.entries[moved].timer.as_mut() {
-                moved.position = timer.position;
-            }
+        bucket.swap_remove(position as usize);
+        if let Some(&moved) = bucket.get(position as usize) {
+            self.entries[moved].position = position;
         }
         Some(timer)
     }
+}
+
+/// The slab's bytes per entry of `T`, for tests that pin what a parked request costs.
+#[cfg(test)]
+pub(crate) fn entry_size<T>() -> usize {
+    std::mem::size_of::<Entry<T>>()
 }
 
 /// Entries of the slab per chunk: 1,024 of a few dozen bytes each.

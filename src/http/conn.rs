@@ -6,50 +6,46 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::identity::ClientKey;
 use crate::limits::PeerSlot;
 use crate::logging::IdTag;
 use crate::metrics::Gauges;
 use crate::registry::ConnId;
+use crate::routes::RouteKind;
 
 /// Most bytes a parked client may send (stray bytes, pipelined requests) before it is taken
 /// for gone: they are read and dropped so that a close behind them is seen.
 pub const PARKED_INPUT_LIMIT: usize = 64 * 1024;
 
 /// An accepted client connection, counted in the open-connection gauge while it lives.
+///
+/// It lives as long as its request waits, so it holds only what a parked request needs: the
+/// peer's address and whether the poller watches it are the [`Reading`](super::read::Reading)'s.
 pub struct Connection {
     stream: TcpStream,
-    peer: SocketAddr,
+    /// Bytes a parked client sent and the relay dropped (see [`PARKED_INPUT_LIMIT`]).
+    dropped: u32,
     id: ConnId,
-    /// Whether the reader's poller watches it already.
-    pub(super) registered: bool,
     /// Its place in `--max-connections-per-ip`, given back when the connection closes.
     pub(super) peer_slot: Option<PeerSlot>,
-    /// Bytes a parked client sent and the relay dropped (see [`PARKED_INPUT_LIMIT`]).
-    dropped: usize,
     gauges: Arc<Gauges>,
 }
 
 impl Connection {
     /// Wraps a stream accepted non-blocking ([`crate::sys::accept`]); the caller has counted
     /// it in `gauges`, and dropping the connection uncounts it.
-    pub fn new(stream: TcpStream, peer: SocketAddr, id: ConnId, gauges: Arc<Gauges>) -> Connection {
-        Connection { stream, peer, id, registered: false, peer_slot: None, dropped: 0, gauges }
+    pub fn new(stream: TcpStream, id: ConnId, gauges: Arc<Gauges>) -> Connection {
+        Connection { stream, dropped: 0, id, peer_slot: None, gauges }
     }
 
     /// The connection's id, unique for the life of the process.
     pub fn id(&self) -> ConnId {
         self.id
-    }
-
-    /// The TCP peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     /// Reads what the socket has now, without waiting: `Ok(0)` means nothing yet, and the end
@@ -89,8 +85,9 @@ impl Connection {
             match self.read_now(scratch) {
                 Ok(0) => return true,
                 Ok(n) => {
-                    self.dropped += n;
-                    if self.dropped > PARKED_INPUT_LIMIT {
+                    self.dropped =
+                        self.dropped.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+                    if self.dropped as usize > PARKED_INPUT_LIMIT {
                         return false;
                     }
                 }
@@ -118,19 +115,22 @@ impl Drop for Connection {
 }
 
 /// One request's bookkeeping on the HTTP side: how to answer it and what to log. It lives as
-/// long as its request waits, so it is kept compact: no field allocates but an allowed origin.
+/// long as its request waits, so it is kept compact: no field allocates but an allowed origin,
+/// and a parked connection with it fits musl's 112-byte class (`parked.rs` tests).
 pub struct Exchange {
     pub(super) method: Method,
-    pub(super) route: &'static str,
+    pub(super) route: RouteKind,
     pub(super) id_tag: Option<IdTag>,
-    /// The browser origin allowed to read the response (protocol §5), if any.
-    pub(super) cors_origin: Option<Box<str>>,
+    /// The browser origin allowed to read the response (protocol §5), if any: boxed again so
+    /// that the field is one pointer wide (most requests have none).
+    #[allow(clippy::box_collection)]
+    pub(super) cors_origin: Option<Box<String>>,
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,
     /// Whether the TCP peer is a trusted proxy (`--trust-proxy`), which may close a connection
     /// it has read in full with a reset (HAProxy does): see `outbox.rs`.
     pub(super) via_proxy: bool,
-    pub(super) started: Instant,
+    pub(super) started: Started,
 }
 
 impl Exchange {
@@ -138,12 +138,12 @@ impl Exchange {
     pub fn new(client: ClientKey, started: Instant) -> Exchange {
         Exchange {
             method: Method::UNREAD,
-            route: "-",
+            route: RouteKind::Unrouted,
             id_tag: None,
             cors_origin: None,
             client,
             via_proxy: false,
-            started,
+            started: Started::at(started),
         }
     }
 
@@ -164,6 +164,29 @@ impl Exchange {
             }
         }
         Tag(self.id_tag)
+    }
+}
+
+/// When a request's first byte could arrive, for the duration in its log line, in 8 bytes (an
+/// `Instant` takes 16): nanoseconds since [`EPOCH`].
+#[derive(Clone, Copy)]
+pub(super) struct Started(u64);
+
+/// What [`Started`] counts from: the first moment taken. The poller, one thread, takes them in
+/// order; a moment before it (another thread first) counts as the epoch itself.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+impl Started {
+    fn at(at: Instant) -> Started {
+        let epoch = *EPOCH.get_or_init(|| at);
+        let since = at.saturating_duration_since(epoch).as_nanos();
+        Started(u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// Time since then.
+    pub(super) fn elapsed(self) -> Duration {
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        epoch.checked_add(Duration::from_nanos(self.0)).map_or(Duration::ZERO, |at| at.elapsed())
     }
 }
 
@@ -232,6 +255,16 @@ mod tests {
         assert_eq!(exchange.method.to_string(), "SIXTEEN-BYTES-OK");
         exchange.set_method("SEVENTEEN-BYTES-X");
         assert_eq!(exchange.method.to_string(), "?");
+    }
+
+    #[test]
+    fn started_keeps_the_moment_to_the_nanosecond() {
+        let _ = Started::at(Instant::now());
+        let at = Instant::now();
+        let started = Started::at(at);
+        let before = at.elapsed();
+        let elapsed = started.elapsed();
+        assert!(before <= elapsed && elapsed <= at.elapsed());
     }
 
     #[test]

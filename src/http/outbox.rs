@@ -175,7 +175,7 @@ impl Outbox {
         delivery: bool,
         write_now: bool,
     ) {
-        self.gauges.count_request(exchange.route, response.status);
+        self.gauges.count_request(exchange.route.as_str(), response.status);
         let response = self.gauges.with_instance_header(response);
         let now = Instant::now();
         let deadline = now + self.write_timeout;

@@ -187,3 +187,22 @@ impl Loop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// musl's allocator hands out a block of its size plus a 4-byte header rounded up to a size
+    /// class (…, 96, 112, 128, 144, 160, 192, …): at 108 bytes or less a boxed `Waiting` takes
+    /// 112 bytes per parked request, at 109–124 it takes 128, 157–188 costs 192 (BENCHMARKS.md,
+    /// "memory per parked receiver"). A field added to `Connection` or `Exchange` must keep this.
+    #[test]
+    fn a_parked_connection_fits_musls_112_byte_class() {
+        let size = std::mem::size_of::<Waiting>();
+        assert!(
+            size <= 108,
+            "Waiting is {size} bytes: over 108, every parked request costs 16 bytes more in the \
+             static build"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //! gets none ([`expire`]). Every answer goes to the [`Outbox`](super::outbox::Outbox), which
 //! writes it without blocking and closes gracefully, so that no reset cuts it.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::answers::shutting_down;
@@ -28,6 +29,10 @@ use crate::routes::usage;
 /// A request being read. See the module docs.
 pub struct Reading {
     pub(super) connection: Connection,
+    /// The TCP peer's address, for the gate (kept here: a parked connection does not need it).
+    peer: SocketAddr,
+    /// Whether the poller's epoll set holds the connection already.
+    pub(super) registered: bool,
     exchange: Exchange,
     reader: RequestReader,
     /// The relay request the gate admitted, while its body is read.
@@ -35,10 +40,21 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// A connection accepted at `now`, whose head is due by `--head-timeout`.
-    pub fn new(connection: Connection, limits: ReaderLimits, now: Instant) -> Reading {
-        let exchange = Exchange::new(ClientKey::of(connection.peer().ip()), now);
-        Reading { connection, exchange, reader: RequestReader::new(limits, now), request: None }
+    /// A connection from `peer` accepted at `now`, whose head is due by `--head-timeout`.
+    pub fn new(
+        connection: Connection,
+        peer: SocketAddr,
+        limits: ReaderLimits,
+        now: Instant,
+    ) -> Reading {
+        Reading {
+            connection,
+            peer,
+            registered: false,
+            exchange: Exchange::new(ClientKey::of(peer.ip()), now),
+            reader: RequestReader::new(limits, now),
+            request: None,
+        }
     }
 
     /// When the current phase must be complete.
@@ -86,14 +102,14 @@ pub fn on_readable(
 /// Feeds `bytes` to the reader and acts on its steps until it needs more (`None`) or the request
 /// ends.
 fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -> Option<End> {
-    let Reading { connection, exchange, reader, request } = reading;
+    let Reading { connection, peer, exchange, reader, request, .. } = reading;
     let mut step = reader.feed(bytes, now);
     loop {
         step = match step {
             Step::NeedMore => return None,
             Step::Head(head) => {
                 let arrived = Now { instant: now, unix_ms: unix_ms() };
-                match shared.gate.decide(&head, connection.peer(), arrived, exchange) {
+                match shared.gate.decide(&head, *peer, arrived, exchange) {
                     Ok(Decision::Relay { request: admitted, body }) => {
                         *request = Some(admitted);
                         reader.read_body(body, now)

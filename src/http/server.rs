@@ -260,7 +260,7 @@ impl Accepting {
             let gauges = &self.shared.gauges;
             let open = gauges.connection_opened();
             self.next_id += 1;
-            let mut connection = Connection::new(stream, peer, self.next_id, Arc::clone(gauges));
+            let mut connection = Connection::new(stream, self.next_id, Arc::clone(gauges));
             // Dropping a refused connection closes it and uncounts it.
             match self.shared.gate.admit_connection(peer, open) {
                 Ok(slot) => connection.peer_slot = slot,
@@ -271,14 +271,14 @@ impl Accepting {
                 }
             }
             let limits = ReaderLimits::of(&self.shared.config);
-            self.watch(poller, Reading::new(connection, limits, now));
+            self.watch(poller, Reading::new(connection, peer, limits, now));
         }
     }
 
     /// Waits for more bytes on `reading`, until its deadline.
     fn watch(&mut self, poller: &sys::Epoll, mut reading: Reading) {
         let id = reading.connection.id();
-        let watched = if reading.connection.registered {
+        let watched = if reading.registered {
             poller.rearm(&reading.connection, id)
         } else {
             poller.add(&reading.connection, Interest::Once, id)
@@ -287,7 +287,7 @@ impl Accepting {
             debug!("cannot watch a connection: {e}");
             return;
         }
-        reading.connection.registered = true;
+        reading.registered = true;
         let timer = self.deadlines.insert(reading.deadline(), id);
         self.pending.insert(id, (reading, timer));
     }

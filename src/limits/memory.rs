@@ -28,10 +28,14 @@ pub struct MemoryBudget {
 
 /// Bytes reserved from a [`MemoryBudget`], charged to a client key when one was given;
 /// dropping it gives them back.
+///
+/// Every parked request and held message keeps one, so it is 24 bytes: the count is a `u32`,
+/// as no reservation passes 4 GiB (a body is at most 1 GiB, `--max-body`); a larger one is
+/// refused as short of the whole budget.
 #[derive(Debug, Default)]
 pub struct Reservation {
     budget: Option<Arc<MemoryBudget>>,
-    bytes: usize,
+    bytes: u32,
     client: Option<ClientKey>,
 }
 
@@ -71,9 +75,15 @@ impl MemoryBudget {
         client: Option<ClientKey>,
         bytes: usize,
     ) -> Result<Reservation, Shortage> {
+        let counted = u32::try_from(bytes).map_err(|_| Shortage::Total);
         let (Some(key), Some(share)) = (client, self.per_client) else {
+            let counted = counted?;
             self.take(bytes)?;
-            return Ok(Reservation { budget: Some(Arc::clone(self)), bytes, client: None });
+            return Ok(Reservation {
+                budget: Some(Arc::clone(self)),
+                bytes: counted,
+                client: None,
+            });
         };
         // Held while the total is taken, so that the two never disagree.
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -81,9 +91,10 @@ impl MemoryBudget {
         if mine.checked_add(bytes).is_none_or(|total| total > share) {
             return Err(Shortage::Client { limit: share });
         }
+        let counted = counted?;
         self.take(bytes)?;
         held.insert(key, mine + bytes);
-        Ok(Reservation { budget: Some(Arc::clone(self)), bytes, client: Some(key) })
+        Ok(Reservation { budget: Some(Arc::clone(self)), bytes: counted, client: Some(key) })
     }
 
     /// Adds `bytes` to the total, or refuses when that would pass the limit.
@@ -138,9 +149,9 @@ impl Reservation {
     /// Gives back what is reserved beyond `bytes` (a body turned out smaller than allowed for).
     pub fn shrink_to(&mut self, bytes: usize) {
         if let Some(budget) = &self.budget {
-            if bytes < self.bytes {
-                budget.give_back(self.client, self.bytes - bytes);
-                self.bytes = bytes;
+            if let Some(smaller) = u32::try_from(bytes).ok().filter(|&b| b < self.bytes) {
+                budget.give_back(self.client, (self.bytes - smaller) as usize);
+                self.bytes = smaller;
             }
         }
     }
@@ -149,7 +160,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
-            budget.give_back(self.client, self.bytes);
+            budget.give_back(self.client, self.bytes as usize);
         }
     }
 }
@@ -176,6 +187,11 @@ mod tests {
         assert_eq!(budget.used(), 0);
         assert!(budget.reserve(usize::MAX).is_none());
         assert_eq!(Reservation::default().bytes, 0);
+        // Past what a `u32` counts: refused, even without a limit.
+        let unlimited = MemoryBudget::new(None);
+        assert!(unlimited.reserve(1 << 32).is_none());
+        assert!(unlimited.reserve((1 << 32) - 1).is_some());
+        assert_eq!(unlimited.used(), 0);
     }
 
     #[test]

@@ -31,14 +31,15 @@ pub const MAX_WAITERS: usize = 10;
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
     pub(super) message: Option<Box<Stored>>,
+    /// GETs waiting for a message; the `/await`s are the stored message's (an `Inbox` is 24
+    /// bytes: `registry::tests`).
     getters: Conns,
-    awaiters: Conns,
 }
 
 /// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
 #[derive(Debug)]
 pub(super) struct Stored {
-    pub(super) content_type: Option<String>,
+    pub(super) content_type: Option<Box<str>>,
     /// The body, until the message is acknowledged.
     pub(super) body: Option<HeldBody>,
     /// The end of its TTL.
@@ -46,9 +47,17 @@ pub(super) struct Stored {
     pub(super) timer: TimerId,
     /// The body's share of the memory budget; given back on the acknowledgement.
     pub(super) reservation: Reservation,
+    /// Who awaits the acknowledgement (an `/await` parks only on a message not acknowledged
+    /// yet): boxed, and only while there are any.
+    pub(super) awaiters: Option<Box<Conns>>,
 }
 
 impl Stored {
+    /// Takes every `/await` waiter, first come first served.
+    fn take_awaiters(&mut self) -> Conns {
+        self.awaiters.take().map(|awaiters| *awaiters).unwrap_or_default()
+    }
+
     /// Whether the message was acknowledged (`DELETE`), which dropped its body.
     pub(super) fn acked(&self) -> bool {
         self.body.is_none()
@@ -80,17 +89,17 @@ impl Registry {
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
                 let id = shared_id(&self.inboxes, id);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
-                self.inbox_drop_message(&id);
+                let awaiters = self.inbox_drop_message(&id).into_ids();
                 let body = self.held.hold(Arc::from(request.body));
-                let message = message_answer(body.bytes(), &request.content_type);
+                let message = message_answer(body.bytes(), request.content_type.as_deref());
                 let inbox = self.inboxes.entry(id).or_default();
                 let reservation = request.reservation;
-                let content_type = request.content_type;
+                let content_type = request.content_type.map(String::into_boxed_str);
+                let body = Some(body);
                 let stored =
-                    Stored { content_type, body: Some(body), deadline, timer, reservation };
+                    Stored { content_type, body, deadline, timer, reservation, awaiters: None };
                 inbox.message = Some(Box::new(stored));
                 let getters = std::mem::take(&mut inbox.getters).into_ids();
-                let awaiters = std::mem::take(&mut inbox.awaiters).into_ids();
                 out.push(reply(Answer::Done));
                 for waiter in getters {
                     self.unpark(waiter);
@@ -105,7 +114,7 @@ impl Registry {
             Action::InboxGet => {
                 match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref()) {
                     Some(Stored { body: Some(body), content_type, .. }) => {
-                        out.push(reply(message_answer(body.bytes(), content_type)));
+                        out.push(reply(message_answer(body.bytes(), content_type.as_deref())));
                         self.counts.inbox_fetched += 1;
                     }
                     _ => self.inbox_park(now, conn, id, request, WaitsFor::Message, out),
@@ -118,10 +127,9 @@ impl Registry {
                             self.held.release(body);
                             stored.reservation.shrink_to(0);
                         }
+                        let awaiters = stored.take_awaiters();
                         out.push(reply(Answer::Done));
-                        let awaiters =
-                            self.inboxes.get_mut(&id[..]).map(|i| std::mem::take(&mut i.awaiters));
-                        for waiter in awaiters.unwrap_or_default().into_ids() {
+                        for waiter in awaiters.into_ids() {
                             self.unpark(waiter);
                             out.push(Reply::to(waiter, Answer::Done));
                         }
@@ -156,7 +164,10 @@ impl Registry {
     ) {
         let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
             WaitsFor::Message => inbox.getters.len(),
-            WaitsFor::Ack => inbox.awaiters.len(),
+            WaitsFor::Ack => {
+                let awaiters = inbox.message.as_ref().and_then(|stored| stored.awaiters.as_ref());
+                awaiters.map_or(0, |awaiters| awaiters.len())
+            }
         });
         if waiting >= MAX_WAITERS {
             self.counts.refused.add(RefusalReason::InboxWaiters);
@@ -171,7 +182,11 @@ impl Registry {
         let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
         match kind {
             WaitsFor::Message => inbox.getters.push_back(conn),
-            WaitsFor::Ack => inbox.awaiters.push_back(conn),
+            WaitsFor::Ack => match inbox.message.as_mut() {
+                Some(stored) => stored.awaiters.get_or_insert_with(Box::default).push_back(conn),
+                // Unreachable: an `/await` parks only on a stored message (`inbox` above).
+                None => return out.push(Reply::to(conn, Answer::NoMessage)),
+            },
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
         let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
@@ -192,7 +207,16 @@ impl Registry {
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
                 WaitsFor::Message => inbox.getters.remove(conn),
-                WaitsFor::Ack => inbox.awaiters.remove(conn),
+                WaitsFor::Ack => {
+                    if let Some(stored) = inbox.message.as_mut() {
+                        if let Some(awaiters) = &mut stored.awaiters {
+                            awaiters.remove(conn);
+                            if awaiters.is_empty() {
+                                stored.awaiters = None;
+                            }
+                        }
+                    }
+                }
             }
         }
         self.inbox_settle(id);
@@ -203,10 +227,10 @@ impl Registry {
         let Some(inbox) = self.inboxes.get_mut(id) else {
             return;
         };
-        let Some(stored) = inbox.message.take() else {
+        let Some(mut stored) = inbox.message.take() else {
             return;
         };
-        let awaiters = std::mem::take(&mut inbox.awaiters);
+        let awaiters = stored.take_awaiters();
         if let Some(body) = stored.body {
             self.held.release(body);
         }
@@ -218,19 +242,22 @@ impl Registry {
     }
 
     /// Drops the stored message of `id`, if any, before it is replaced.
-    fn inbox_drop_message(&mut self, id: &[u8]) {
-        let Some(stored) = self.inboxes.get_mut(id).and_then(|i| i.message.take()) else {
-            return;
+    /// Gives back those who awaited its acknowledgement, to be told it was replaced.
+    fn inbox_drop_message(&mut self, id: &[u8]) -> Conns {
+        let Some(mut stored) = self.inboxes.get_mut(id).and_then(|i| i.message.take()) else {
+            return Conns::default();
         };
         self.wheel.cancel(stored.timer);
+        let awaiters = stored.take_awaiters();
         if let Some(body) = stored.body {
             self.held.release(body);
         }
+        awaiters
     }
 
     /// Forgets an inbox with no message and nobody waiting.
     fn inbox_settle(&mut self, id: &[u8]) {
-        let idle = |i: &Inbox| i.message.is_none() && i.getters.is_empty() && i.awaiters.is_empty();
+        let idle = |i: &Inbox| i.message.is_none() && i.getters.is_empty();
         if self.inboxes.get(id).is_some_and(idle) {
             self.inboxes.remove(id);
         }
@@ -238,6 +265,6 @@ impl Registry {
 }
 
 /// A stored message, as a GET gets it.
-fn message_answer(body: &Arc<[u8]>, content_type: &Option<String>) -> Answer {
-    Answer::InboxMessage { body: Arc::clone(body), content_type: content_type.clone() }
+fn message_answer(body: &Arc<[u8]>, content_type: Option<&str>) -> Answer {
+    Answer::InboxMessage { body: Arc::clone(body), content_type: content_type.map(String::from) }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use super::conns::Conns;
 use super::held::HeldBody;
-use super::{shared_id, Id, LinkMethod, CLAIM_IDLE};
+use super::{shared_id, Id, LinkMethod, Query, CLAIM_IDLE};
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
@@ -98,7 +98,7 @@ impl Party {
             port: request.client.port(),
             arrived_ms: request.arrived_ms,
             method,
-            query: relay_query(&request.query).into_boxed_str(),
+            query: Query::new(relay_query(&request.query)),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::identity::ClientKey;
 use crate::limits::{Rate, RateTable, Reservation};
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
-pub use answer::{Answer, LinkMethod, Party, Protocol, Refusal};
+pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
 use held::Held;
 
 /// Identifies one client connection for its whole life; never reused.

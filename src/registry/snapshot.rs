@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Stored};
 use super::link::Message;
-use super::{ConnId, Id, LinkMethod, Party, Registry, Timer};
+use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
 use crate::config::MAX_WAIT;
 use crate::limits::MemoryBudget;
 use crate::persist::{InboxEntry, LinkEntry, Snapshot};
@@ -39,7 +39,7 @@ impl Registry {
             if let Some(stored) = &inbox.message {
                 snapshot.inbox.push(InboxEntry {
                     id: id.to_vec(),
-                    content_type: stored.content_type.clone(),
+                    content_type: stored.content_type.as_deref().map(String::from),
                     acked: stored.acked(),
                     expires_ms: wall(stored.deadline),
                     body: stored
@@ -103,11 +103,12 @@ impl Registry {
             };
             let timer = self.wheel.insert(deadline, Timer::InboxMessage(id));
             let stored = Stored {
-                content_type: entry.content_type,
+                content_type: entry.content_type.map(String::into_boxed_str),
                 body: (!entry.acked).then(|| self.held.hold(entry.body)),
                 deadline,
                 timer,
                 reservation,
+                awaiters: None,
             };
             slot.insert(Inbox::default()).message = Some(Box::new(stored));
             done.inbox += 1;
@@ -132,7 +133,7 @@ impl Registry {
                 port: entry.sender_port,
                 arrived_ms: entry.sender_arrived_ms,
                 method: LinkMethod::Post,
-                query: entry.sender_query.into_boxed_str(),
+                query: Query::new(entry.sender_query),
             };
             self.links.entry(id).or_default().senders().messages.push_back(Message {
                 ticket,

@@ -613,3 +613,38 @@ fn restored_messages_reserve_memory() {
     drop(fresh);
     assert_eq!(budget.used(), 0);
 }
+
+/// musl's allocator hands out a block of its size plus a 4-byte header rounded up to a size
+/// class (…, 80, 96, 112, 128, …): at 92 bytes or less a boxed `Parked` takes 96 bytes per
+/// parked request, at 93–108 it takes 112 (BENCHMARKS.md, "memory per parked receiver"). A
+/// field added to `Parked`, `Party`, `Reservation` or a `Role` must keep this.
+#[test]
+fn a_parked_entry_fits_musls_96_byte_class() {
+    let size = std::mem::size_of::<super::Parked>();
+    assert!(
+        size <= 92,
+        "Parked is {size} bytes: over 92, every parked request costs 16 bytes more in the static \
+         build"
+    );
+}
+
+/// An `/inbox` id's map slot holds an `Inbox`, and a hash map keeps about 1.8 slots per entry at
+/// 18,000 (BENCHMARKS.md, "memory per parked receiver"): each 8 bytes more cost ~15 bytes per
+/// parked `/inbox` GET.
+#[test]
+fn an_inbox_slot_stays_at_32_bytes() {
+    let size = std::mem::size_of::<super::inbox::Inbox>();
+    assert!(
+        size <= 32,
+        "Inbox is {size} bytes: every parked /inbox GET pays ~1.8 times the growth"
+    );
+}
+
+/// Every parked request has a timer; the wheel's slab holds it in one entry, 48 bytes (it was
+/// 56 when the entry stored its bucket). The slab grows by fixed chunks, so this is the cost per
+/// parked request, ~1.02 times over (BENCHMARKS.md, "memory per parked receiver").
+#[test]
+fn a_timer_takes_48_bytes_of_the_wheel() {
+    let size = crate::wheel::entry_size::<super::Timer>();
+    assert!(size <= 48, "a wheel entry is {size} bytes: every parked request pays the growth");
+}
