@@ -83,18 +83,25 @@ impl Registry {
         budget: &Arc<MemoryBudget>,
     ) -> Restored {
         let mut done = Restored::default();
-        let remaining = |expires_ms: u64| {
+        // A message still alive and with room in the budget: its deadline and its share of the
+        // budget; else it is counted as expired or over budget and left out.
+        let admit = |done: &mut Restored, expires_ms: u64, bytes: usize| {
+            if expires_ms <= now_ms {
+                done.expired += 1;
+                return None;
+            }
+            let Some(reservation) = budget.reserve(bytes) else {
+                done.over_budget += 1;
+                return None;
+            };
             // What is left is at most a day (config::MAX_WAIT), whatever the file says.
-            let left = Duration::from_millis(expires_ms.saturating_sub(now_ms));
-            (expires_ms > now_ms).then(|| crate::wheel::deadline_after(now, left.min(MAX_WAIT)))
+            let left = Duration::from_millis(expires_ms - now_ms).min(MAX_WAIT);
+            Some((crate::wheel::deadline_after(now, left), reservation))
         };
         for entry in snapshot.inbox {
-            let Some(deadline) = remaining(entry.expires_ms) else {
-                done.expired += 1;
-                continue;
-            };
-            let Some(reservation) = budget.reserve(entry.body.len()) else {
-                done.over_budget += 1;
+            let Some((deadline, reservation)) =
+                admit(&mut done, entry.expires_ms, entry.body.len())
+            else {
                 continue;
             };
             let id = Id::from(entry.id);
@@ -114,12 +121,9 @@ impl Registry {
             done.inbox += 1;
         }
         for (n, entry) in snapshot.link.into_iter().enumerate() {
-            let Some(deadline) = remaining(entry.expires_ms) else {
-                done.expired += 1;
-                continue;
-            };
-            let Some(reservation) = budget.reserve(entry.body.len()) else {
-                done.over_budget += 1;
+            let Some((deadline, reservation)) =
+                admit(&mut done, entry.expires_ms, entry.body.len())
+            else {
                 continue;
             };
             // Tickets of restored messages count down from the top: no connection has them, so

@@ -544,14 +544,14 @@ fn link_throughput(options: &Options) -> Result<Report, String> {
         let sender = target.open("POST", &path, b"bench-token")?;
         hand_off(receiver, sender, "receiver")
     });
-    let mut facts = vec![
-        ("concurrency", options.concurrency.unwrap_or(1) as f64),
-        ("seconds", seconds),
-        ("hand_offs", series.ok.len() as f64),
-        ("hand_offs_per_sec", series.ok.len() as f64 / seconds),
-    ];
-    cpu.finish(series.ok.len(), &mut facts)?;
-    Ok(Report { scenario: "link-throughput", facts, series: vec![series] })
+    closed_loop_report(
+        options,
+        cpu,
+        "link-throughput",
+        ["hand_offs", "hand_offs_per_sec"],
+        series,
+        seconds,
+    )
 }
 
 /// C concurrent Pubky flows: a GET that waits, the POST, the GET's answer, the DELETE.
@@ -564,14 +564,28 @@ fn inbox_flow(options: &Options) -> Result<Report, String> {
         expect_200("GET", read_status(&mut poll))?;
         expect_200("DELETE", target.call("DELETE", &path, b""))
     });
+    closed_loop_report(options, cpu, "inbox-flow", ["flows", "flows_per_sec"], series, seconds)
+}
+
+/// The report of a closed-loop scenario: its concurrency and length, the operations done and
+/// their rate (under the names `counted`), and the relay's CPU per operation.
+fn closed_loop_report(
+    options: &Options,
+    cpu: CpuMeter,
+    scenario: &'static str,
+    counted: [&'static str; 2],
+    series: Series,
+    seconds: f64,
+) -> Result<Report, String> {
+    let ops = series.ok.len();
     let mut facts = vec![
         ("concurrency", options.concurrency.unwrap_or(1) as f64),
         ("seconds", seconds),
-        ("flows", series.ok.len() as f64),
-        ("flows_per_sec", series.ok.len() as f64 / seconds),
+        (counted[0], ops as f64),
+        (counted[1], ops as f64 / seconds),
     ];
-    cpu.finish(series.ok.len(), &mut facts)?;
-    Ok(Report { scenario: "inbox-flow", facts, series: vec![series] })
+    cpu.finish(ops, &mut facts)?;
+    Ok(Report { scenario, facts, series: vec![series] })
 }
 
 /// N receivers parked on distinct ids; the relay's footprint; then the time to serve them all.
