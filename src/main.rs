@@ -2,7 +2,7 @@
 //!
 //! Wiring only: configuration → token file → listener (bound, or passed by systemd) → threads →
 //! serve. Workers read requests and hand relay requests to the one registry thread, which pairs
-//! them; the outbox thread sees every answer to its close. The main thread then waits for
+//! them; the outbox threads see every answer to its close. The main thread then waits for
 //! signals: `SIGHUP` reloads the token file, `SIGTERM` and `SIGINT` drain (stop accepting, answer
 //! every parked request, let the writes finish) and exit 0 within [`DRAIN_LIMIT`]. With
 //! `--state-file` the stored messages are restored before the registry starts and saved once
@@ -153,8 +153,13 @@ fn run(config: config::Config) -> Result<(), String> {
     let registry_persister = persister.clone();
     let watched = sys::Epoll::new(http::parked::WATCH_BATCH)
         .map_err(|e| format!("cannot create an epoll set: {e}"))?;
-    let outbox = Outbox::start(config.timeouts.write, registry_tx.clone(), Arc::clone(&gauges))
-        .map_err(|e| format!("cannot start the outbox: {e}"))?;
+    let outbox = Outbox::start(
+        config.workers,
+        config.timeouts.write,
+        registry_tx.clone(),
+        Arc::clone(&gauges),
+    )
+    .map_err(|e| format!("cannot start the outbox: {e}"))?;
     let registry_outbox = outbox.clone();
     server::spawn("registry".into(), move || {
         let (gauges, persister) = (registry_gauges, registry_persister);

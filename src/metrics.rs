@@ -70,9 +70,12 @@ impl Gauges {
         self.connections.load(Relaxed)
     }
 
-    /// Publishes how many replies the outbox is writing.
-    pub fn set_writing(&self, replies: usize) {
-        self.writing.store(replies, Relaxed);
+    /// Publishes that one outbox thread now writes `now` replies where it last published
+    /// `before`; the gauge is the sum over the outbox threads.
+    pub fn writing_changed(&self, before: usize, now: usize) {
+        // Added before subtracted, so a reader never sees the sum wrap below zero.
+        self.writing.fetch_add(now, Relaxed);
+        self.writing.fetch_sub(before, Relaxed);
     }
 
     /// Counts a closed connection.
@@ -231,5 +234,22 @@ impl Gauges {
         } else {
             response
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writing_is_the_sum_of_what_each_outbox_thread_published() {
+        let gauges = Gauges::new("test".into(), false);
+        gauges.writing_changed(0, 3);
+        gauges.writing_changed(0, 5);
+        gauges.writing_changed(3, 1);
+        assert_eq!(gauges.writing.load(Relaxed), 6);
+        gauges.writing_changed(1, 0);
+        gauges.writing_changed(5, 0);
+        assert_eq!(gauges.writing.load(Relaxed), 0);
     }
 }

@@ -52,7 +52,7 @@ impl Response {
         }
         let start = self.headers.len();
         let _ = write!(self.headers, "{name}: {value}");
-        if self.headers[start..].contains(['\r', '\n']) {
+        if self.headers.as_bytes()[start..].iter().any(|&b| b == b'\r' || b == b'\n') {
             self.headers.truncate(start);
         } else {
             self.headers.push_str("\r\n");

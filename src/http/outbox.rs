@@ -1,13 +1,15 @@
-//! The outbox: one thread that sees every response to its end, and never waits on any one
-//! client (protocol §2, §4).
+//! The outbox: threads that see every response to its end, and never wait on any one client
+//! (protocol §2, §4).
 //!
 //! A worker (its own answers and refusals) renders its reply and writes what the socket takes
-//! at once, without waiting; the registry thread (relay answers) hands its replies over unwritten,
-//! since its time is every client's. Either way the connection goes into the outbox thread's
-//! epoll set, edge-triggered, once for its whole reply, and the reply into its queue; the thread
-//! writes the rest as the client reads, driven by `EPOLLOUT`, so a client that reads slowly
-//! costs the bytes of its reply and a place in the epoll set, never a thread, and never delays
-//! anyone else's reply. Each reply has one absolute deadline, `--write-timeout`, for the whole
+//! at once, without waiting; the registry thread (relay answers) does the same when nothing else
+//! waits for it, and otherwise hands its replies over unwritten, since its time is every
+//! client's. Either way the connection goes into the epoll set of one outbox thread (chosen by
+//! connection id), edge-triggered, once for its whole reply, and the reply into that thread's
+//! queue; the thread writes the rest as the client reads, driven by `EPOLLOUT`, so a client that
+//! reads slowly costs the bytes of its reply and a place in the epoll set, never a thread, and
+//! never delays anyone else's reply. There is one outbox thread per worker: closing connections
+//! is most of a hand-off's cost, and one thread for all of it was the relay's bottleneck. Each reply has one absolute deadline, `--write-timeout`, for the whole
 //! of it; past it the connection is closed and counted (`slow_reader`).
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
@@ -104,41 +106,36 @@ pub fn drain_wakeups(watched: &UnixStream) {
 /// Where replies go: cheap to clone, one per thread that answers.
 #[derive(Clone)]
 pub struct Outbox {
-    queue: Sender<Sending>,
-    waker: Arc<Waker>,
+    /// One per outbox thread; a connection's reply goes to `shards[id % len]`.
+    shards: Arc<[Shard]>,
     gauges: Arc<Gauges>,
-    /// The outbox thread's epoll set: an answering thread puts the connection it wrote to there.
-    watch: Arc<Epoll>,
     write_timeout: Duration,
 }
 
+/// How answering threads reach one outbox thread.
+struct Shard {
+    queue: Sender<Sending>,
+    waker: Arc<Waker>,
+    /// The thread's epoll set: an answering thread puts the connection it wrote to there.
+    watch: Epoll,
+}
+
 impl Outbox {
-    /// Starts the outbox thread. Deliveries are reported to `registry`.
+    /// Starts `threads` outbox threads (at least one). Deliveries are reported to `registry`.
+    ///
+    /// More than one, because closing connections is most of a hand-off's cost (the kernel's
+    /// work for the write, the shutdown and the close): on one thread it was the relay's
+    /// bottleneck at high concurrency (BENCHMARKS.md, "Session 5").
     pub fn start(
+        threads: usize,
         write_timeout: Duration,
         registry: Sender<Inbound>,
         gauges: Arc<Gauges>,
     ) -> io::Result<Outbox> {
-        let (queue, incoming) = unbounded();
-        let (waker, watched) = Waker::pair()?;
-        let mut poller = Epoll::new(256)?;
-        poller.add(&watched, Interest::Always, WAKER)?;
-        let watch = Arc::new(poller.handle());
-        let (thread_waker, thread_gauges) = (Arc::clone(&waker), Arc::clone(&gauges));
-        super::server::spawn("outbox".into(), move || {
-            let mut writer = Writer {
-                sending: HashMap::new(),
-                acknowledging: Vec::new(),
-                early: HashMap::new(),
-                due: Vec::new(),
-                deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
-                registry,
-                gauges: thread_gauges,
-                scratch: vec![0u8; 16 * 1024],
-            };
-            writer.run(&mut poller, &incoming, &watched, &thread_waker);
-        })?;
-        Ok(Outbox { queue, waker, gauges, watch, write_timeout })
+        let shards = (0..threads.max(1))
+            .map(|n| Shard::start(n, registry.clone(), Arc::clone(&gauges)))
+            .collect::<io::Result<_>>()?;
+        Ok(Outbox { shards, gauges, write_timeout })
     }
 
     /// Writes `response` on `connection` and closes it. Counted as a request at once, so a
@@ -151,17 +148,18 @@ impl Outbox {
         self.queue(connection, exchange, response, false, true);
     }
 
-    /// Like [`write`](Self::write), but the outbox thread writes it all: for the registry
-    /// thread, whose time is every client's. `delivery`: report to the registry whether the
-    /// client took it (a `/link` hand-off).
+    /// For the registry thread, whose time is every client's: like [`write`](Self::write) when
+    /// `write_now` (nothing else waits for the thread), else the outbox thread writes it all.
+    /// `delivery`: report to the registry whether the client took it (a `/link` hand-off).
     pub fn hand_over(
         &self,
         connection: Connection,
         exchange: Exchange,
         response: Response,
         delivery: bool,
+        write_now: bool,
     ) {
-        self.queue(connection, exchange, response, delivery, false);
+        self.queue(connection, exchange, response, delivery, write_now);
     }
 
     /// Renders and queues a reply, writing it first if `write_now`. The outbox thread learns
@@ -191,14 +189,42 @@ impl Outbox {
         // Watched before it is queued, so no readiness is missed; the outbox thread keeps what
         // it hears of a connection whose reply it has not taken yet. After a failed write, the
         // outbox thread writes once more and ends the reply as failed.
+        let conn = sending.connection.id();
+        let shard = &self.shards[(conn % self.shards.len() as u64) as usize];
         if !write_failed {
-            let conn = sending.connection.id();
             let interest = sending.interest();
-            sending.watched = self.watch.add(&sending.connection, interest, conn).is_ok();
+            sending.watched = shard.watch.add(&sending.connection, interest, conn).is_ok();
         }
-        if self.queue.send(sending).is_ok() {
-            self.waker.wake();
+        if shard.queue.send(sending).is_ok() {
+            shard.waker.wake();
         }
+    }
+}
+
+impl Shard {
+    /// Starts outbox thread number `n`.
+    fn start(n: usize, registry: Sender<Inbound>, gauges: Arc<Gauges>) -> io::Result<Shard> {
+        let (queue, incoming) = unbounded();
+        let (waker, watched) = Waker::pair()?;
+        let mut poller = Epoll::new(256)?;
+        poller.add(&watched, Interest::Always, WAKER)?;
+        let watch = poller.handle();
+        let thread_waker = Arc::clone(&waker);
+        super::server::spawn(format!("outbox-{n}"), move || {
+            let mut writer = Writer {
+                sending: HashMap::new(),
+                acknowledging: Vec::new(),
+                early: HashMap::new(),
+                due: Vec::new(),
+                deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
+                registry,
+                gauges,
+                published: 0,
+                scratch: vec![0u8; 16 * 1024],
+            };
+            writer.run(&mut poller, &incoming, &watched, &thread_waker);
+        })?;
+        Ok(Shard { queue, waker, watch })
     }
 }
 
@@ -324,6 +350,8 @@ struct Writer {
     deadlines: TimerWheel<ConnId>,
     registry: Sender<Inbound>,
     gauges: Arc<Gauges>,
+    /// The replies in flight as last published to `gauges`.
+    published: usize,
     scratch: Vec<u8>,
 }
 
@@ -379,7 +407,10 @@ impl Writer {
             }
             self.due = due;
             self.tick(poller, now);
-            self.gauges.set_writing(self.sending.len());
+            if self.sending.len() != self.published {
+                self.gauges.writing_changed(self.published, self.sending.len());
+                self.published = self.sending.len();
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, the ends of deliveries from the outbox, ticks of the clock, clients found gone),
-//! renders each answer (`answers.rs`) and hands it, with its connection, to the [`Outbox`]. It
-//! never waits on a socket. To learn that a waiting client has left, each parked connection is
+//! renders each answer (`answers.rs`) and hands it, with its connection, to the [`Outbox`]
+//! (writing it first itself when nothing else waits for the thread). It never waits on a socket. To learn that a waiting client has left, each parked connection is
 //! watched in an epoll set that every tick reads without waiting (so the cost is in the clients
 //! that leave or send, not in the ones that wait); whatever a parked client sends is read and
 //! dropped there, so a close behind a stray byte is seen too, and a receiver is asked once more
@@ -122,8 +122,11 @@ pub fn run(
             // Published before the answers go out, so a client that got its answer sees the
             // counts that answer left behind.
             io.gauges.set_registry(registry.counts());
+            // With nothing else waiting for this thread, its time is nobody's: it writes its
+            // answers itself and saves each a wake-up of the outbox (BENCHMARKS.md, "Session 5").
+            let write_now = replies.len() == 1 && events.is_empty() && inbound.is_empty();
             for reply in replies.drain(..) {
-                io.answer(reply, &mut events);
+                io.answer(reply, write_now, &mut events);
             }
         }
         // Watched only once parked: a request answered at once costs no system call here.
@@ -144,9 +147,10 @@ pub fn run(
 }
 
 impl Loop {
-    /// Hands one answer to the outbox. A delivery to a receiver found gone first ends at once,
-    /// not taken, so the registry gives the message to the next receiver.
-    fn answer(&mut self, reply: Reply, events: &mut VecDeque<Event>) {
+    /// Hands one answer to the outbox (written first by this thread if `write_now`). A delivery
+    /// to a receiver found gone first ends at once, not taken, so the registry gives the message
+    /// to the next receiver.
+    fn answer(&mut self, reply: Reply, write_now: bool, events: &mut VecDeque<Event>) {
         let Reply { conn, answer, delivery } = reply;
         let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn).map(|w| *w)
         else {
@@ -159,7 +163,7 @@ impl Loop {
             events.push_back(Event::DeliveryEnded { conn, taken: false });
             return;
         }
-        self.outbox.hand_over(connection, exchange, render(answer), delivery);
+        self.outbox.hand_over(connection, exchange, render(answer), delivery, write_now);
     }
 
     /// Reads, without waiting, which parked connections had input or a hang-up: drops what they
