@@ -36,13 +36,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
 use log::{error, info, warn};
 
 use auth::TokenStore;
 use config::Command;
 use http::outbox::Outbox;
-use http::parked::Inbound;
+use http::parked::{Inbound, ToRegistry};
 use http::server::{self, Shared};
 use registry::{Registry, Settings};
 
@@ -132,7 +131,8 @@ fn run(config: config::Config) -> Result<(), String> {
 
     let instance = config.instance.clone().unwrap_or_else(config::host_name);
     let gauges = Arc::new(metrics::Gauges::new(instance, config.instance.is_some()));
-    let (registry_tx, registry_rx) = unbounded();
+    let (registry_tx, registry_input) =
+        http::parked::channel().map_err(|e| format!("cannot start the registry: {e}"))?;
     let settings = Settings {
         link_timeout: config.timeouts.link,
         inbox_timeout: config.timeouts.inbox,
@@ -163,7 +163,7 @@ fn run(config: config::Config) -> Result<(), String> {
     let registry_outbox = outbox.clone();
     server::spawn("registry".into(), move || {
         let (gauges, persister) = (registry_gauges, registry_persister);
-        http::parked::run(registry, registry_rx, registry_outbox, gauges, persister, watched)
+        http::parked::run(registry, registry_input, registry_outbox, gauges, persister, watched)
     })
     .map_err(spawn_failed)?;
 
@@ -216,13 +216,9 @@ fn restore(
 }
 
 /// The last save, once the drain is over: what is still stored is written before the exit.
-fn save_on_exit(
-    persister: &persist::Persister,
-    path: &std::path::Path,
-    registry: &crossbeam_channel::Sender<Inbound>,
-) {
+fn save_on_exit(persister: &persist::Persister, path: &std::path::Path, registry: &ToRegistry) {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let saved = registry.send(Inbound::Save(done_tx)).is_ok()
+    let saved = registry.send(Inbound::Save(done_tx))
         && done_rx.recv_timeout(SAVE_LIMIT).is_ok()
         && persister.flush(SAVE_LIMIT);
     if saved {
@@ -238,13 +234,13 @@ fn save_on_exit(
 fn drain(
     signal: sys::Signal,
     poller: server::Poller,
-    registry: &crossbeam_channel::Sender<Inbound>,
+    registry: &ToRegistry,
     gauges: &metrics::Gauges,
 ) {
     let started = Instant::now();
     info!("{signal:?}: draining: no new connections, waiting requests are answered");
     poller.stop();
-    let _ = registry.send(Inbound::Drain);
+    registry.send(Inbound::Drain);
     while gauges.connections() > 0 && started.elapsed() < DRAIN_LIMIT {
         std::thread::sleep(Duration::from_millis(10));
     }

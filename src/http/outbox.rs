@@ -2,11 +2,11 @@
 //! (protocol §2, §4).
 //!
 //! A worker (its own answers and refusals) renders its reply and writes what the socket takes
-//! at once, without waiting; the registry thread (relay answers) does the same when nothing else
-//! waits for it, and otherwise hands its replies over unwritten, since its time is every
-//! client's. Either way the connection goes into the epoll set of one outbox thread (chosen by
-//! connection id), edge-triggered, once for its whole reply, and the reply into that thread's
-//! queue; the thread writes the rest as the client reads, driven by `EPOLLOUT`, so a client that
+//! at once, without waiting; the registry thread (relay answers) hands its replies over
+//! unwritten, since its time is every client's (when nothing else waits for it, it writes and
+//! finishes its one reply itself instead, with the same machinery: [`OwnReplies`]). Either way
+//! the connection goes into the epoll set of one outbox thread (chosen by connection id),
+//! edge-triggered, once for its whole reply, and the reply into that thread's queue; the thread writes the rest as the client reads, driven by `EPOLLOUT`, so a client that
 //! reads slowly costs the bytes of its reply and a place in the epoll set, never a thread, and
 //! never delays anyone else's reply. There is one outbox thread per worker: closing connections
 //! is most of a hand-off's cost, and one thread for all of it was the relay's bottleneck. Each reply has one absolute deadline, `--write-timeout`, for the whole
@@ -37,7 +37,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, info};
 
 use super::conn::{Connection, Exchange};
-use super::parked::Inbound;
+use super::parked::{Inbound, ToRegistry};
 use crate::cors;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
@@ -129,7 +129,7 @@ impl Outbox {
     pub fn start(
         threads: usize,
         write_timeout: Duration,
-        registry: Sender<Inbound>,
+        registry: ToRegistry,
         gauges: Arc<Gauges>,
     ) -> io::Result<Outbox> {
         let shards = (0..threads.max(1))
@@ -148,18 +148,17 @@ impl Outbox {
         self.queue(connection, exchange, response, false, true);
     }
 
-    /// For the registry thread, whose time is every client's: like [`write`](Self::write) when
-    /// `write_now` (nothing else waits for the thread), else the outbox thread writes it all.
-    /// `delivery`: report to the registry whether the client took it (a `/link` hand-off).
+    /// Like [`write`](Self::write), but the outbox thread writes it all: for the registry
+    /// thread, whose time is every client's. `delivery`: report to the registry whether the
+    /// client took it (a `/link` hand-off).
     pub fn hand_over(
         &self,
         connection: Connection,
         exchange: Exchange,
         response: Response,
         delivery: bool,
-        write_now: bool,
     ) {
-        self.queue(connection, exchange, response, delivery, write_now);
+        self.queue(connection, exchange, response, delivery, false);
     }
 
     /// Renders and queues a reply, writing it first if `write_now`. The outbox thread learns
@@ -173,6 +172,26 @@ impl Outbox {
         delivery: bool,
         write_now: bool,
     ) {
+        let conn = connection.id();
+        let shard = &self.shards[(conn % self.shards.len() as u64) as usize];
+        let sending =
+            self.prepare(connection, exchange, response, delivery, write_now, &shard.watch);
+        if shard.queue.send(sending).is_ok() {
+            shard.waker.wake();
+        }
+    }
+
+    /// Counts and renders a reply, writes it first if `write_now`, and puts its connection in
+    /// `watch`, the epoll set of the thread that is to finish it.
+    fn prepare(
+        &self,
+        connection: Connection,
+        exchange: Exchange,
+        response: Response,
+        delivery: bool,
+        write_now: bool,
+        watch: &Epoll,
+    ) -> Sending {
         self.gauges.count_request(exchange.route.as_str(), response.status);
         let response = self.gauges.with_instance_header(response);
         let now = Instant::now();
@@ -189,21 +208,92 @@ impl Outbox {
         // Watched before it is queued, so no readiness is missed; the outbox thread keeps what
         // it hears of a connection whose reply it has not taken yet. After a failed write, the
         // outbox thread writes once more and ends the reply as failed.
-        let conn = sending.connection.id();
-        let shard = &self.shards[(conn % self.shards.len() as u64) as usize];
         if !write_failed {
+            let conn = sending.connection.id();
             let interest = sending.interest();
-            sending.watched = shard.watch.add(&sending.connection, interest, conn).is_ok();
+            sending.watched = watch.add(&sending.connection, interest, conn).is_ok();
         }
-        if shard.queue.send(sending).is_ok() {
-            shard.waker.wake();
+        sending
+    }
+}
+
+/// The replies one thread wrote itself and finishes in its own loop, for the registry thread:
+/// a delivery it writes is taken or not once the receiver closes, and the thread that hears
+/// that first answers the sender, so with nothing else to do the registry waits for it in its
+/// own epoll set rather than hand it to an outbox thread (one wake-up less on each hand-off of
+/// a quiet relay).
+pub struct OwnReplies {
+    writer: Writer,
+    /// The owning thread's epoll set; every token in it but [`OwnReplies::WAKER`] is a reply's
+    /// connection.
+    poller: Epoll,
+}
+
+impl OwnReplies {
+    /// The token the owning thread's wake-up socket has in the epoll set.
+    pub const WAKER: u64 = WAKER;
+
+    /// For a thread whose epoll set is `poller`.
+    pub fn new(poller: Epoll, gauges: Arc<Gauges>) -> OwnReplies {
+        OwnReplies { writer: Writer::new(gauges), poller }
+    }
+
+    /// The deliveries that ended since last asked: the connection, and whether it was taken.
+    pub fn ended(&mut self) -> std::vec::Drain<'_, (ConnId, bool)> {
+        self.writer.ended.drain(..)
+    }
+
+    /// Writes `response` now, like [`Outbox::write`], and keeps the connection to its close.
+    pub fn write(
+        &mut self,
+        outbox: &Outbox,
+        connection: Connection,
+        exchange: Exchange,
+        response: Response,
+        delivery: bool,
+    ) {
+        let sending = outbox.prepare(connection, exchange, response, delivery, true, &self.poller);
+        let now = Instant::now();
+        if let Some((conn, input)) = self.writer.receive(sending) {
+            self.writer.progress(&self.poller, conn, input, now);
         }
+    }
+
+    /// Whether replies are in flight.
+    pub fn is_busy(&self) -> bool {
+        !self.writer.sending.is_empty()
+    }
+
+    /// Waits in the epoll set for at most `timeout` (`None`: until woken); moves on the replies
+    /// whose connections are ready, and fires deadlines. Returns whether the wake-up socket was
+    /// among the ready.
+    pub fn wait(&mut self, ready: &mut Vec<(u64, bool)>, timeout: Option<Duration>) -> bool {
+        let timeout = match (timeout, self.writer.sending.is_empty()) {
+            (timeout, true) => timeout,
+            (Some(timeout), false) => Some(timeout.min(WRITE_TICK)),
+            (None, false) => Some(WRITE_TICK),
+        };
+        if self.poller.wait_input(ready, timeout).is_err() {
+            // EINTR is handled by wait; anything else leaves nothing to wait on.
+            std::thread::sleep(WRITE_TICK);
+        }
+        let now = Instant::now();
+        let mut woken = false;
+        for (token, input) in ready.drain(..) {
+            match token {
+                WAKER => woken = true,
+                conn => self.writer.progress(&self.poller, conn, input, now),
+            }
+        }
+        self.writer.tick(&self.poller, now);
+        self.writer.publish();
+        woken
     }
 }
 
 impl Shard {
     /// Starts outbox thread number `n`.
-    fn start(n: usize, registry: Sender<Inbound>, gauges: Arc<Gauges>) -> io::Result<Shard> {
+    fn start(n: usize, registry: ToRegistry, gauges: Arc<Gauges>) -> io::Result<Shard> {
         let (queue, incoming) = unbounded();
         let (waker, watched) = Waker::pair()?;
         let mut poller = Epoll::new(256)?;
@@ -211,18 +301,8 @@ impl Shard {
         let watch = poller.handle();
         let thread_waker = Arc::clone(&waker);
         super::server::spawn(format!("outbox-{n}"), move || {
-            let mut writer = Writer {
-                sending: HashMap::new(),
-                acknowledging: Vec::new(),
-                early: HashMap::new(),
-                due: Vec::new(),
-                deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
-                registry,
-                gauges,
-                published: 0,
-                scratch: vec![0u8; 16 * 1024],
-            };
-            writer.run(&mut poller, &incoming, &watched, &thread_waker);
+            let mut writer = Writer::new(gauges);
+            writer.run(&mut poller, &incoming, &watched, &thread_waker, &registry);
         })?;
         Ok(Shard { queue, waker, watch })
     }
@@ -348,7 +428,8 @@ struct Writer {
     /// Replies to move on in this turn of the loop (kept for its allocation).
     due: Vec<(ConnId, bool)>,
     deadlines: TimerWheel<ConnId>,
-    registry: Sender<Inbound>,
+    /// Deliveries ended and not reported yet: the connection, and whether it was taken.
+    ended: Vec<(ConnId, bool)>,
     gauges: Arc<Gauges>,
     /// The replies in flight as last published to `gauges`.
     published: usize,
@@ -356,12 +437,35 @@ struct Writer {
 }
 
 impl Writer {
+    fn new(gauges: Arc<Gauges>) -> Writer {
+        Writer {
+            sending: HashMap::new(),
+            acknowledging: Vec::new(),
+            early: HashMap::new(),
+            due: Vec::new(),
+            deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
+            ended: Vec::new(),
+            gauges,
+            published: 0,
+            scratch: vec![0u8; 16 * 1024],
+        }
+    }
+
+    /// Publishes how many replies this thread has in flight, if that changed.
+    fn publish(&mut self) {
+        if self.sending.len() != self.published {
+            self.gauges.writing_changed(self.published, self.sending.len());
+            self.published = self.sending.len();
+        }
+    }
+
     fn run(
         &mut self,
         poller: &mut Epoll,
         incoming: &Receiver<Sending>,
         watched: &UnixStream,
         waker: &Waker,
+        registry: &ToRegistry,
     ) {
         let mut ready = Vec::new();
         loop {
@@ -407,10 +511,10 @@ impl Writer {
             }
             self.due = due;
             self.tick(poller, now);
-            if self.sending.len() != self.published {
-                self.gauges.writing_changed(self.published, self.sending.len());
-                self.published = self.sending.len();
+            for (conn, taken) in self.ended.drain(..) {
+                registry.send(Inbound::DeliveryEnded { conn, taken });
             }
+            self.publish();
         }
     }
 
@@ -523,7 +627,7 @@ impl Writer {
         }
         if sending.delivery {
             let taken = end == End::Done;
-            let _ = self.registry.send(Inbound::DeliveryEnded { conn, taken });
+            self.ended.push((conn, taken));
         }
         // Whatever happens to the connection now, the per-peer slot is free: a client that
         // reconnects as soon as it has its answer is not refused for a slot still held.

@@ -1,27 +1,32 @@
 //! The registry thread: the thin I/O loop around [`Registry`] (README "Design").
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
-//! workers, the ends of deliveries from the outbox, ticks of the clock, clients found gone),
-//! renders each answer (`answers.rs`) and hands it, with its connection, to the [`Outbox`]
-//! (writing it first itself when nothing else waits for the thread). It never waits on a socket. To learn that a waiting client has left, each parked connection is
-//! watched in an epoll set that every tick reads without waiting (so the cost is in the clients
-//! that leave or send, not in the ones that wait); whatever a parked client sends is read and
-//! dropped there, so a close behind a stray byte is seen too, and a receiver is asked once more
-//! the same way right before a delivery. [`Inbound::Drain`] (`SIGTERM`) has the registry answer
-//! every parked request.
+//! workers, the ends of deliveries, ticks of the clock, clients found gone) and renders each
+//! answer (`answers.rs`). It waits in an epoll set that holds a wake-up socket ([`ToRegistry`]
+//! writes to it when the thread sleeps) and the answers it writes itself: when nothing else waits
+//! for the thread, it writes its one answer at once and sees it to its close ([`OwnReplies`]), so
+//! on a quiet relay a hand-off crosses no other thread after the request is read; under load it
+//! hands its answers, unwritten, to the [`Outbox`] threads. It never waits on one socket. To learn
+//! that a waiting client has left, each parked connection is watched in a second epoll set that
+//! every tick reads without waiting (so the cost is in the clients that leave or send, not in the
+//! ones that wait); whatever a parked client sends is read and dropped there, so a close behind a
+//! stray byte is seen too, and a receiver is asked once more the same way right before a
+//! delivery. [`Inbound::Drain`] (`SIGTERM`) has the registry answer every parked request.
 //!
 //! With `--state-file`, when the stored messages changed it hands a snapshot to the [`Persister`]
 //! at most once per [`SAVE_EVERY`], and once more on [`Inbound::Save`] (the last act of a drain).
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
 
 use super::answers::render;
 use super::conn::{Connection, Exchange};
-use super::outbox::Outbox;
+use super::outbox::{drain_wakeups, Outbox, OwnReplies, Waker};
 use crate::metrics::Gauges;
 use crate::persist::{unix_ms, Persister};
 use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
@@ -48,6 +53,44 @@ pub enum Inbound {
     Save(Sender<()>),
 }
 
+/// How other threads reach the registry thread: its queue, and a wake-up for the epoll set it
+/// waits in. Cheap to clone.
+#[derive(Clone)]
+pub struct ToRegistry {
+    queue: Sender<Inbound>,
+    waker: Arc<Waker>,
+}
+
+impl ToRegistry {
+    /// Queues `inbound` and wakes the registry thread if it waits; false if it is gone.
+    pub fn send(&self, inbound: Inbound) -> bool {
+        let sent = self.queue.send(inbound).is_ok();
+        if sent {
+            self.waker.wake();
+        }
+        sent
+    }
+}
+
+/// What the registry thread waits on: its queue, and its epoll set, which holds the wake-up
+/// socket of [`ToRegistry`] and the replies the thread writes itself.
+pub struct RegistryInput {
+    queue: Receiver<Inbound>,
+    waker: Arc<Waker>,
+    wakeups: UnixStream,
+    poller: Epoll,
+}
+
+/// The registry thread's queue: where other threads send, and what [`run`] reads.
+pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
+    let (queue, incoming) = unbounded();
+    let (waker, wakeups) = Waker::pair()?;
+    let poller = Epoll::new(256)?;
+    poller.add(&wakeups, Interest::Always, OwnReplies::WAKER)?;
+    let to = ToRegistry { queue, waker: Arc::clone(&waker) };
+    Ok((to, RegistryInput { queue: incoming, waker, wakeups, poller }))
+}
+
 /// A connection waiting for its answer.
 struct Waiting {
     connection: Connection,
@@ -61,54 +104,79 @@ struct Loop {
     waiting: HashMap<ConnId, Box<Waiting>>,
     watched: Epoll,
     outbox: Outbox,
+    /// The answers this thread writes itself, to their close.
+    own: OwnReplies,
     gauges: Arc<Gauges>,
     /// Where a parked client's stray bytes are read into and dropped.
     scratch: Vec<u8>,
 }
 
-/// Runs the registry until every sender of `inbound` is gone. `watched` is an empty epoll set
-/// for this thread alone.
+/// Runs the registry until every [`ToRegistry`] is gone. `watched` is an empty epoll set for
+/// this thread alone.
 pub fn run(
     mut registry: Registry,
-    inbound: Receiver<Inbound>,
+    input: RegistryInput,
     outbox: Outbox,
     gauges: Arc<Gauges>,
     persister: Option<Arc<Persister>>,
     watched: Epoll,
 ) {
-    let mut io = Loop { waiting: HashMap::new(), watched, outbox, gauges, scratch: vec![0; 4096] };
+    let RegistryInput { queue: inbound, waker, wakeups, poller } = input;
+    let own = OwnReplies::new(poller, Arc::clone(&gauges));
+    let mut io =
+        Loop { waiting: HashMap::new(), watched, outbox, own, gauges, scratch: vec![0; 4096] };
     let mut last_save: Option<Instant> = None;
     let mut arrived: Vec<ConnId> = Vec::new();
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
+    let mut ready = Vec::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
         let save_due = persister.is_some() && registry.is_dirty();
-        let received = if registry.is_idle() && io.waiting.is_empty() && !save_due {
-            inbound.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        let timeout = if registry.is_idle() && io.waiting.is_empty() && !save_due {
+            None
         } else {
-            inbound.recv_deadline(next_tick)
+            Some(next_tick.saturating_duration_since(Instant::now()))
         };
-        match received {
-            Ok(Inbound::Request { connection, exchange, request }) => {
-                let conn = connection.id();
-                io.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
-                arrived.push(conn);
-                events.push_back(Event::Arrived { conn, request });
-            }
-            Ok(Inbound::DeliveryEnded { conn, taken }) => {
-                events.push_back(Event::DeliveryEnded { conn, taken })
-            }
-            Ok(Inbound::Drain) => events.push_back(Event::Drain),
-            Ok(Inbound::Save(done)) => {
-                if let Some(persister) = &persister {
-                    persister.offer(registry.snapshot(Instant::now(), unix_ms()));
-                    last_save = Some(Instant::now());
+        let woken = if inbound.is_empty() {
+            waker.sleeping();
+            // Looked at again once marked asleep: a sender that came just before saw the thread
+            // awake and did not wake it.
+            let timeout = if inbound.is_empty() { timeout } else { Some(Duration::ZERO) };
+            let woken = io.own.wait(&mut ready, timeout);
+            waker.awake();
+            woken
+        } else {
+            io.own.is_busy() && io.own.wait(&mut ready, Some(Duration::ZERO))
+        };
+        if woken {
+            drain_wakeups(&wakeups);
+        }
+        for (conn, taken) in io.own.ended() {
+            events.push_back(Event::DeliveryEnded { conn, taken });
+        }
+        loop {
+            match inbound.try_recv() {
+                Ok(Inbound::Request { connection, exchange, request }) => {
+                    let conn = connection.id();
+                    io.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
+                    arrived.push(conn);
+                    events.push_back(Event::Arrived { conn, request });
                 }
-                let _ = done.send(());
+                Ok(Inbound::DeliveryEnded { conn, taken }) => {
+                    events.push_back(Event::DeliveryEnded { conn, taken })
+                }
+                Ok(Inbound::Drain) => events.push_back(Event::Drain),
+                Ok(Inbound::Save(done)) => {
+                    if let Some(persister) = &persister {
+                        persister.offer(registry.snapshot(Instant::now(), unix_ms()));
+                        last_save = Some(Instant::now());
+                    }
+                    let _ = done.send(());
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -123,10 +191,11 @@ pub fn run(
             // counts that answer left behind.
             io.gauges.set_registry(registry.counts());
             // With nothing else waiting for this thread, its time is nobody's: it writes its
-            // answers itself and saves each a wake-up of the outbox (BENCHMARKS.md, "Session 5").
-            let write_now = replies.len() == 1 && events.is_empty() && inbound.is_empty();
+            // answer itself and finishes it in its own loop, which saves the answer a wake-up of
+            // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "Session 5").
+            let own = replies.len() == 1 && events.is_empty() && inbound.is_empty();
             for reply in replies.drain(..) {
-                io.answer(reply, write_now, &mut events);
+                io.answer(reply, own, &mut events);
             }
         }
         // Watched only once parked: a request answered at once costs no system call here.
@@ -147,10 +216,10 @@ pub fn run(
 }
 
 impl Loop {
-    /// Hands one answer to the outbox (written first by this thread if `write_now`). A delivery
-    /// to a receiver found gone first ends at once, not taken, so the registry gives the message
-    /// to the next receiver.
-    fn answer(&mut self, reply: Reply, write_now: bool, events: &mut VecDeque<Event>) {
+    /// Hands one answer to the outbox, or with `own` writes and finishes it on this thread. A
+    /// delivery to a receiver found gone first ends at once, not taken, so the registry gives
+    /// the message to the next receiver.
+    fn answer(&mut self, reply: Reply, own: bool, events: &mut VecDeque<Event>) {
         let Reply { conn, answer, delivery } = reply;
         let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn).map(|w| *w)
         else {
@@ -163,7 +232,11 @@ impl Loop {
             events.push_back(Event::DeliveryEnded { conn, taken: false });
             return;
         }
-        self.outbox.hand_over(connection, exchange, render(answer), delivery, write_now);
+        if own {
+            self.own.write(&self.outbox, connection, exchange, render(answer), delivery);
+        } else {
+            self.outbox.hand_over(connection, exchange, render(answer), delivery);
+        }
     }
 
     /// Reads, without waiting, which parked connections had input or a hang-up: drops what they

@@ -174,7 +174,7 @@ fn finish(reading: Reading, end: End, shared: &Shared) {
     let Reading { connection, exchange, .. } = reading;
     let response = match end {
         End::Relay(request) => {
-            let _ = shared.registry.send(Inbound::Request { connection, exchange, request });
+            shared.registry.send(Inbound::Request { connection, exchange, request });
             return;
         }
         End::Answer(response) => response,

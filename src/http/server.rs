@@ -26,7 +26,7 @@ use crate::auth::TokenStore;
 use super::conn::Connection;
 use super::gate::Gate;
 use super::outbox::{drain_wakeups, Outbox, Waker};
-use super::parked::Inbound;
+use super::parked::ToRegistry;
 use super::read::{self, Reading};
 use super::reader::ReaderLimits;
 use crate::config::Config;
@@ -53,7 +53,7 @@ pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
     /// Where relay requests go.
-    pub registry: Sender<Inbound>,
+    pub registry: ToRegistry,
     /// Where answers go.
     pub outbox: Outbox,
     /// Live numbers.
@@ -66,7 +66,7 @@ impl Shared {
     /// What the workers and the poller share, for `config`, checking `tokens` if given.
     pub fn new(
         config: Config,
-        registry: Sender<Inbound>,
+        registry: ToRegistry,
         outbox: Outbox,
         gauges: Arc<Gauges>,
         memory: Arc<MemoryBudget>,
