@@ -5,7 +5,7 @@
 //! answer (`answers.rs`). It waits in an epoll set that holds a wake-up socket ([`ToRegistry`]
 //! writes to it when the thread sleeps) and the answers it writes itself: when nothing else waits
 //! for the thread, it writes its one answer at once and sees it to its close ([`OwnReplies`]), so
-//! on a quiet relay a hand-off crosses no other thread after the request is read; under load it
+//! on a quiet relay a hand-off crosses no other thread once its requests are here; under load it
 //! hands its answers, unwritten, to the [`Outbox`] threads. It never waits on one socket. To learn
 //! that a waiting client has left, each parked connection is watched in a second epoll set that
 //! every tick reads without waiting (so the cost is in the clients that leave or send, not in the
