@@ -6,11 +6,13 @@
 //! unwritten, since its time is every client's (when nothing else waits for it, it writes and
 //! finishes its one reply itself instead, with the same machinery: [`OwnReplies`]). Either way
 //! the connection goes into the epoll set of one outbox thread (chosen by connection id),
-//! edge-triggered, once for its whole reply, and the reply into that thread's queue; the thread writes the rest as the client reads, driven by `EPOLLOUT`, so a client that
-//! reads slowly costs the bytes of its reply and a place in the epoll set, never a thread, and
-//! never delays anyone else's reply. There is one outbox thread per worker: closing connections
-//! is most of a hand-off's cost, and one thread for all of it was the relay's bottleneck. Each reply has one absolute deadline, `--write-timeout`, for the whole
-//! of it; past it the connection is closed and counted (`slow_reader`).
+//! edge-triggered, once for its whole reply, and the reply into that thread's queue; the thread
+//! writes the rest as the client reads, driven by `EPOLLOUT`, so a client that reads slowly
+//! costs the bytes of its reply and a place in the epoll set, never a thread, and never delays
+//! anyone else's reply. There is one outbox thread per worker: closing connections is most of a
+//! hand-off's cost, and one thread for all of it was the relay's bottleneck. Each reply has one
+//! absolute deadline, `--write-timeout`, for the whole of it; past it the connection is closed
+//! and counted (`slow_reader`).
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
 //! then what the client still sends is read and dropped until its end of stream, for at most
