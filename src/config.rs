@@ -162,8 +162,8 @@ pub enum Cors {
 }
 
 /// One worker per CPU, 2 to 16: a worker only parses bytes already received, never waits, so
-/// more workers than CPUs cost memory (about 60 KiB each) and no more throughput
-/// (BENCHMARKS.md, "Worker threads").
+/// more workers than CPUs cost memory and no more throughput (BENCHMARKS.md, "Worker threads").
+/// Each worker comes with an outbox thread (`src/http/outbox.rs`).
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(4, |cpus| cpus.get()).clamp(2, 16)
 }
@@ -302,7 +302,7 @@ static FLAGS: &[Flag] = &[
         set: |c, v| { c.listen = v.parse().map_err(|_| LISTEN)?; Ok(()) },
         show: |c| c.listen.to_string() },
     Flag { name: "workers", env: "HANDOFF_WORKERS", placeholder: "N",
-        help: "HTTP worker threads reading requests (parked requests hold none). Default: one per CPU, 2 to 16.",
+        help: "HTTP worker threads reading requests, and as many finishing answers (parked requests hold none). Default: one per CPU, 2 to 16.",
         set: |c, v| {
             c.workers = in_range(count(v)?, 1..=1024, "a number from 1 to 1024")?;
             Ok(())

@@ -9,8 +9,9 @@
 //! edge-triggered, once for its whole reply, and the reply into that thread's queue; the thread
 //! writes the rest as the client reads, driven by `EPOLLOUT`, so a client that reads slowly
 //! costs the bytes of its reply and a place in the epoll set, never a thread, and never delays
-//! anyone else's reply. There is one outbox thread per worker: closing connections is most of a
-//! hand-off's cost, and one thread for all of it was the relay's bottleneck. Each reply has one
+//! anyone else's reply. There is one outbox thread per worker: the write, shutdown and close of
+//! each connection are most of a hand-off's kernel work, and one thread for all of it was the
+//! relay's bottleneck. Each reply has one
 //! absolute deadline, `--write-timeout`, for the whole of it; past it the connection is closed
 //! and counted (`slow_reader`).
 //!
@@ -125,9 +126,9 @@ struct Shard {
 impl Outbox {
     /// Starts `threads` outbox threads (at least one). Deliveries are reported to `registry`.
     ///
-    /// More than one, because closing connections is most of a hand-off's cost (the kernel's
-    /// work for the write, the shutdown and the close): on one thread it was the relay's
-    /// bottleneck at high concurrency (BENCHMARKS.md, "Session 5").
+    /// More than one, because the write, shutdown and close of each connection are most of a
+    /// hand-off's kernel work: on one thread they were the relay's bottleneck at high
+    /// concurrency (BENCHMARKS.md, "Session 5").
     pub fn start(
         threads: usize,
         write_timeout: Duration,
@@ -225,6 +226,8 @@ impl Outbox {
 /// own epoll set rather than hand it to an outbox thread (one wake-up less on each hand-off of
 /// a quiet relay).
 pub struct OwnReplies {
+    /// The outbox's state machine (its `early` and `due` stay empty here: a reply is taken the
+    /// moment it is written).
     writer: Writer,
     /// The owning thread's epoll set; every token in it but [`OwnReplies::WAKER`] is a reply's
     /// connection.
@@ -261,14 +264,15 @@ impl OwnReplies {
         }
     }
 
-    /// Whether replies are in flight.
-    pub fn is_busy(&self) -> bool {
-        !self.writer.sending.is_empty()
+    /// How many replies are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.writer.sending.len()
     }
 
     /// Waits in the epoll set for at most `timeout` (`None`: until woken); moves on the replies
-    /// whose connections are ready, and fires deadlines. Returns whether the wake-up socket was
-    /// among the ready.
+    /// whose connections are ready, fires deadlines and asks the deliveries waiting for their
+    /// last acknowledgement again (as an outbox thread does each time it wakes). Returns whether
+    /// the wake-up socket was among the ready.
     pub fn wait(&mut self, ready: &mut Vec<(u64, bool)>, timeout: Option<Duration>) -> bool {
         let timeout = match (timeout, self.writer.sending.is_empty()) {
             (timeout, true) => timeout,
@@ -331,14 +335,14 @@ struct Sending {
     drained: usize,
     stage: Stage,
     delivery: bool,
-    /// Whether the connection is in the outbox thread's epoll set (edge-triggered, for good).
+    /// Whether the connection is in its thread's epoll set (edge-triggered, for good).
     watched: bool,
     /// Whether the client sent something (bytes, its end of stream, a reset) not read yet.
     input: bool,
     /// When the reply is given up (`--write-timeout`), or when a client that has its answer
     /// is closed on (`LINGER_TIME`).
     deadline: Instant,
-    /// Its place on the outbox thread's wheel, once it is there.
+    /// Its place on its thread's wheel, once it is there.
     timer: Option<TimerId>,
 }
 
@@ -419,7 +423,7 @@ enum End {
     TimedOut,
 }
 
-/// The outbox thread's state.
+/// The state of an outbox thread, or of the replies the registry thread finishes itself.
 struct Writer {
     sending: HashMap<ConnId, Sending>,
     /// Deliveries in [`Stage::Acknowledging`], asked again every tick.

@@ -35,6 +35,14 @@ use crate::sys::{Epoll, Interest};
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
 pub const WATCH_BATCH: usize = 1024;
 
+/// Messages taken from the queue per turn of the loop: a burst of requests waits in the queue,
+/// not in the loop's own buffers (which would keep their grown capacity).
+const INBOUND_BATCH: usize = 64;
+
+/// Most answers the registry thread finishes itself at once; beyond, they go to the outbox
+/// threads even when nothing else waits (slow readers cost it a little time each).
+const OWN_REPLIES_MAX: usize = 16;
+
 /// Shortest time between two snapshots while the relay runs: a crash loses at most this much.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -45,7 +53,8 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 pub enum Inbound {
     /// A worker read and validated a relay request.
     Request { connection: Connection, exchange: Exchange, request: Request },
-    /// The outbox finished a delivery: the receiver took it, or not.
+    /// An outbox thread finished a delivery: the receiver took it, or not. (The deliveries the
+    /// registry thread finishes itself are reported to it directly.)
     DeliveryEnded { conn: ConnId, taken: bool },
     /// The relay is shutting down: answer every parked request, and every later one too.
     Drain,
@@ -111,8 +120,8 @@ struct Loop {
     scratch: Vec<u8>,
 }
 
-/// Runs the registry until every [`ToRegistry`] is gone. `watched` is an empty epoll set for
-/// this thread alone.
+/// Runs the registry for the life of the process. `watched` is an empty epoll set for this
+/// thread alone.
 pub fn run(
     mut registry: Registry,
     input: RegistryInput,
@@ -147,7 +156,7 @@ pub fn run(
             waker.awake();
             woken
         } else {
-            io.own.is_busy() && io.own.wait(&mut ready, Some(Duration::ZERO))
+            io.own.in_flight() > 0 && io.own.wait(&mut ready, Some(Duration::ZERO))
         };
         if woken {
             drain_wakeups(&wakeups);
@@ -155,7 +164,7 @@ pub fn run(
         for (conn, taken) in io.own.ended() {
             events.push_back(Event::DeliveryEnded { conn, taken });
         }
-        loop {
+        for _ in 0..INBOUND_BATCH {
             match inbound.try_recv() {
                 Ok(Inbound::Request { connection, exchange, request }) => {
                     let conn = connection.id();
@@ -193,9 +202,16 @@ pub fn run(
             // With nothing else waiting for this thread, its time is nobody's: it writes its
             // answer itself and finishes it in its own loop, which saves the answer a wake-up of
             // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "Session 5").
-            let own = replies.len() == 1 && events.is_empty() && inbound.is_empty();
+            let own = replies.len() == 1
+                && events.is_empty()
+                && inbound.is_empty()
+                && io.own.in_flight() < OWN_REPLIES_MAX;
             for reply in replies.drain(..) {
                 io.answer(reply, own, &mut events);
+            }
+            // A reply that failed at its first write has ended already.
+            for (conn, taken) in io.own.ended() {
+                events.push_back(Event::DeliveryEnded { conn, taken });
             }
         }
         // Watched only once parked: a request answered at once costs no system call here.
