@@ -158,6 +158,39 @@ fn huge_content_length_is_413_at_once_without_reading_the_body() {
     assert_alive(&relay);
 }
 
+/// A client (or a proxy passing one on) that streams a body of some MiB past the limit can
+/// write all of it, and reads the 413 and a clean close: the relay drains what follows its
+/// answer instead of closing on unread input, which makes the kernel reset the connection (a
+/// proxy still writing the body then loses the answer: Caddy did, one run in 25).
+#[test]
+fn a_body_streamed_far_past_the_limit_is_drained_and_ends_in_413() {
+    let relay = Relay::start(&[]);
+    for chunked in [false, true] {
+        let body = vec![b'x'; 4 << 20];
+        let framing = if chunked {
+            format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n", body.len())
+        } else {
+            format!("Content-Length: {}\r\n\r\n", body.len())
+        };
+        let mut stream = relay.connect();
+        let mut writer = stream.try_clone().unwrap();
+        let sender = thread::spawn(move || {
+            write!(writer, "POST /inbox/streamed HTTP/1.1\r\nHost: x\r\n{framing}")?;
+            writer.write_all(&body)?;
+            writer.shutdown(std::net::Shutdown::Write)
+        });
+        let mut raw = Vec::new();
+        let end = stream.read_to_end(&mut raw);
+        let sent = sender.join().unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 413 "), "chunked {chunked}: {text}");
+        assert!(sent.is_ok(), "chunked {chunked}: the body could not be sent whole: {sent:?}");
+        assert!(end.is_ok(), "chunked {chunked}: the 413 ended in {end:?}");
+        assert!(stream.take_error().unwrap().is_none(), "chunked {chunked}: reset after the 413");
+    }
+    assert_alive(&relay);
+}
+
 #[test]
 fn chunked_body_over_max_body_is_413() {
     let relay = Relay::start(&["--max-body", "1K"]);

@@ -17,8 +17,10 @@
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
 //! then what the client still sends is read and dropped until its end of stream, for at most
-//! [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing with unread input would make the kernel reset the
-//! connection and throw away reply bytes not yet sent.
+//! [`LINGER_TIME`] and [`LINGER_BYTES`], [`DRAIN_TURN`] bytes per turn of the thread's loop so
+//! that a client streaming fast holds no thread. Closing with unread input would make the kernel
+//! reset the connection, throw away reply bytes not yet sent, and fail the writes of a proxy still
+//! passing a refused body on (one that then loses the answer).
 //!
 //! A `/link` delivery is reported to the registry as *taken* or not. Taken means: every byte of
 //! the reply reached the receiver's TCP and acknowledged, and the receiver then closed its end
@@ -53,8 +55,12 @@ use crate::wheel::{TimerId, TimerWheel};
 /// Longest time, after the last byte of a reply, that a client's input is drained before the
 /// connection is closed anyway.
 pub const LINGER_TIME: Duration = Duration::from_secs(1);
-/// Most input drained after a reply before the connection is closed anyway.
-pub const LINGER_BYTES: usize = 1 << 20;
+/// Most input drained after a reply before the connection is closed anyway: room for a proxy to
+/// finish passing on a body some MiB over `--max-body` (it streams, the 413 came first).
+pub const LINGER_BYTES: usize = 16 << 20;
+/// Most input drained from one connection in one turn of its thread's loop; the rest waits for
+/// the next turn, after everyone else's.
+const DRAIN_TURN: usize = 256 << 10;
 /// Width of the outbox's deadline tick; also how often an unacknowledged delivery is asked again.
 const WRITE_TICK: Duration = Duration::from_millis(20);
 /// The token of the wake-up socket in the outbox's epoll set (connection ids are above it).
@@ -274,10 +280,9 @@ impl OwnReplies {
     /// last acknowledgement again (as an outbox thread does each time it wakes). Returns whether
     /// the wake-up socket was among the ready.
     pub fn wait(&mut self, ready: &mut Vec<(u64, bool)>, timeout: Option<Duration>) -> bool {
-        let timeout = match (timeout, self.writer.sending.is_empty()) {
-            (timeout, true) => timeout,
-            (Some(timeout), false) => Some(timeout.min(WRITE_TICK)),
-            (None, false) => Some(WRITE_TICK),
+        let timeout = match (timeout, self.writer.wait_limit()) {
+            (Some(timeout), Some(limit)) => Some(timeout.min(limit)),
+            (timeout, limit) => timeout.or(limit),
         };
         if self.poller.wait_input(ready, timeout).is_err() {
             // EINTR is handled by wait; anything else leaves nothing to wait on.
@@ -428,6 +433,9 @@ struct Writer {
     sending: HashMap<ConnId, Sending>,
     /// Deliveries in [`Stage::Acknowledging`], asked again every tick.
     acknowledging: Vec<ConnId>,
+    /// Replies whose client sent more than [`DRAIN_TURN`] in one turn: drained on in the next
+    /// (edge-triggered, their connections report nothing new for input already there).
+    draining_on: Vec<ConnId>,
     /// Connections that reported readiness before their reply was taken from the queue: whether
     /// that included input, and when (one never claimed is forgotten after [`LINGER_TIME`]).
     early: HashMap<ConnId, (bool, Instant)>,
@@ -447,6 +455,7 @@ impl Writer {
         Writer {
             sending: HashMap::new(),
             acknowledging: Vec::new(),
+            draining_on: Vec::new(),
             early: HashMap::new(),
             due: Vec::new(),
             deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
@@ -454,6 +463,18 @@ impl Writer {
             gauges,
             published: 0,
             scratch: vec![0u8; 16 * 1024],
+        }
+    }
+
+    /// How long the thread may wait in its epoll set: until woken when it has no replies, not
+    /// at all when input is left to drain, else a tick.
+    fn wait_limit(&self) -> Option<Duration> {
+        if self.sending.is_empty() {
+            None
+        } else if self.draining_on.is_empty() {
+            Some(WRITE_TICK)
+        } else {
+            Some(Duration::ZERO)
         }
     }
 
@@ -481,9 +502,7 @@ impl Writer {
             if idle {
                 waker.sleeping();
             }
-            if incoming.is_empty()
-                && poller.wait_input(&mut ready, (!idle).then_some(WRITE_TICK)).is_err()
-            {
+            if incoming.is_empty() && poller.wait_input(&mut ready, self.wait_limit()).is_err() {
                 // EINTR is handled by wait; anything else leaves nothing to wait on.
                 std::thread::sleep(WRITE_TICK);
             }
@@ -542,6 +561,7 @@ impl Writer {
     fn progress(&mut self, poller: &Epoll, conn: ConnId, input: bool, now: Instant) {
         let Some(sending) = self.sending.get_mut(&conn) else { return };
         sending.input |= input;
+        let mut drained_now = 0;
         let end = loop {
             match sending.stage {
                 Stage::Writing => match sending.write() {
@@ -566,8 +586,13 @@ impl Writer {
                     }
                     Ok(n) => {
                         sending.drained += n;
+                        drained_now += n;
                         if sending.drained > LINGER_BYTES {
                             break Some(if sending.delivery { End::Failed } else { End::Done });
+                        }
+                        if drained_now >= DRAIN_TURN {
+                            self.draining_on.push(conn);
+                            break None;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -593,7 +618,8 @@ impl Writer {
         }
     }
 
-    /// Fires deadlines, and asks the deliveries waiting for their last acknowledgement again.
+    /// Fires deadlines, drains on what was left from the last turn, and asks the deliveries
+    /// waiting for their last acknowledgement again.
     fn tick(&mut self, poller: &Epoll, now: Instant) {
         if !self.early.is_empty() {
             self.early.retain(|_, (_, at)| now.duration_since(*at) < LINGER_TIME);
@@ -610,6 +636,9 @@ impl Writer {
                 _ => End::TimedOut,
             };
             self.finish(conn, end);
+        }
+        for conn in std::mem::take(&mut self.draining_on) {
+            self.progress(poller, conn, true, now);
         }
         let mut waiting = std::mem::take(&mut self.acknowledging);
         waiting.retain(|conn| self.sending.contains_key(conn));
