@@ -131,14 +131,15 @@ fn relay_cpu_per_hand_off_is_read_with_pid() {
     assert!(!without.contains("relay_cpu"), "no --pid, no CPU figure: {without}");
 }
 
-/// Runs `handoff-bench soak` for 1.5 s against a relay whose waits last 300 ms. RSS may move
-/// 1000 % here: a relay 1.5 s old is still growing to its working size.
-fn soak(relay: &Relay) -> (bool, String) {
+/// Runs `handoff-bench soak` for 1.5 s against a relay whose waits last 300 ms, with `extra`
+/// options. RSS may move 1000 % here: a relay 1.5 s old is still growing to its working size.
+fn soak(relay: &Relay, extra: &[&str]) -> (bool, String) {
     let url = format!("http://{}", relay.addr());
     let pid = relay.pid().to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_handoff-bench"))
         .args(["soak", "-c", "6", "-d", "1500ms", "--sample", "500ms", "--warmup", "0s"])
         .args(["--rss-tolerance", "1000", "--wait", "300ms", "--pid", &pid, "--url", &url])
+        .args(extra)
         .output()
         .expect("cannot run handoff-bench");
     (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
@@ -149,11 +150,23 @@ const SHORT_WAITS: [&str; 4] = ["--link-timeout", "300ms", "--inbox-timeout", "3
 #[test]
 fn soak_passes_against_a_healthy_relay() {
     let relay = Relay::start(&[&NO_CLIENT_LIMITS[..], &SHORT_WAITS].concat());
-    let (ok, out) = soak(&relay);
+    let (ok, out) = soak(&relay, &[]);
     assert!(ok, "{out}");
     assert!(out.contains(" 0 unexpected: pass") && out.contains("soak: pass"), "{out}");
     let samples = out.lines().filter(|l| l.trim_start().starts_with(['0', '1'])).count();
     assert_eq!(samples, 3, "a row every 500 ms: {out}");
+}
+
+#[test]
+fn soak_rate_paces_each_thread() {
+    let relay = Relay::start(&[&NO_CLIENT_LIMITS[..], &SHORT_WAITS].concat());
+    // Two threads (a /link hand-off and an /inbox flow, a few milliseconds each when unpaced)
+    // at 20 a second for 1.5 s: 30 each, one more for the start and one for the end at most.
+    let (ok, out) = soak(&relay, &["-c", "2", "--rate", "20"]);
+    assert!(ok && out.contains("at most 20 operations/s each"), "{out}");
+    let end = out.lines().find(|l| l.trim_start().starts_with("end")).expect("an end row");
+    let ops: u64 = end.split_whitespace().nth(4).and_then(|n| n.parse().ok()).expect("ops");
+    assert!((20..=64).contains(&ops), "{ops} operations in 1.5 s at 20/s on 2 threads: {out}");
 }
 
 #[test]
@@ -162,7 +175,7 @@ fn soak_fails_on_an_unexpected_status() {
     // must count that as unexpected and fail.
     let relay =
         Relay::start(&[&NO_CLIENT_LIMITS[..], &SHORT_WAITS, &["--max-body", "1K"]].concat());
-    let (ok, out) = soak(&relay);
+    let (ok, out) = soak(&relay, &[]);
     assert!(!ok, "{out}");
     assert!(out.contains("soak: FAIL") && out.contains("expected 200"), "{out}");
     assert!(out.contains("status 413"), "{out}");

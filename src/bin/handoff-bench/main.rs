@@ -52,6 +52,8 @@ Options:
   --wait DUR             soak: the relay's --link-timeout and --inbox-timeout, so the waits
                          meant to end in 408 last long enough [default: 2s]
   --rss-tolerance PCT    soak: how far RSS may move after the warm-up [default: 5]
+  --rate N               soak: operations per second each load thread starts at most, so the
+                         relay holds a steady number of messages; 0 = as fast as it can [default: 0]
   --timeout DUR          per-request timeout [default: 10s]
   --json                 print one JSON object instead of a table
   -h, --help             print this help
@@ -87,6 +89,7 @@ struct Options {
     warmup: Duration,
     wait: Duration,
     rss_tolerance: f64,
+    rate: usize,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +152,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         warmup: Duration::from_secs(60),
         wait: Duration::from_secs(2),
         rss_tolerance: 5.0,
+        rate: 0,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -167,6 +171,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--warmup" => options.warmup = parse_duration(value()?)?,
             "--wait" => options.wait = parse_duration(value()?)?,
             "--rss-tolerance" => options.rss_tolerance = parse_count(arg, value()?)? as f64,
+            "--rate" => options.rate = parse_count(arg, value()?)?,
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             scenario if options.scenario.is_empty() => options.scenario = scenario.to_string(),
             extra => return Err(format!("unexpected argument {extra:?}")),

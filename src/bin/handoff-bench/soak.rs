@@ -1,6 +1,7 @@
 //! `soak`: mixed load for a long time while the relay's footprint is sampled (`make soak`).
 //!
-//! `-c` threads each run one kind of client in a loop until `-d` is over: `/link` hand-offs,
+//! `-c` threads each run one kind of client in a loop until `-d` is over (at most `--rate`
+//! operations a second each, when given): `/link` hand-offs,
 //! Pubky `/inbox` flows, receivers that leave before the sender comes, receivers that read a
 //! 60,000-byte message slowly, and `/link` and `/inbox` waits that nobody answers (408 after
 //! `--wait`, which must match the relay's `--link-timeout` and `--inbox-timeout`). Every
@@ -10,6 +11,13 @@
 //! when RSS after `--warmup` stays within `--rss-tolerance` (±5 %) of its first sample then, the
 //! descriptors and threads are back to their baseline once the load stopped, and nothing
 //! unexpected happened. A leak shows as RSS that keeps growing, or descriptors left behind.
+//!
+//! The flat-RSS verdict needs a steady load: an acknowledged `/inbox` message stays until its
+//! TTL (protocol §3), so the relay rightly holds rate × TTL of them, and a load that runs as fast
+//! as it can drifts with the machine (a run that sped up 25 % held 25 % more). `make soak` paces
+//! its threads with `--rate`, and warms up past the one step a steady load still makes: a std
+//! `HashMap` that keeps N entries while they turn over doubles once, when its deleted slots have
+//! used up its spare room, and keeps that size (`benches/soak.sh` says when).
 
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
@@ -107,18 +115,32 @@ fn soak(options: &Options) -> Result<bool, String> {
             let kind = KINDS[t % KINDS.len()];
             let (target, run) = (options.target.clone(), format!("{run}-{t}"));
             let (tally, stop, wait) = (Arc::clone(&tally), Arc::clone(&stop), options.wait);
+            let pace = (options.rate > 0).then(|| Duration::from_secs(1) / options.rate as u32);
             thread::spawn(move || {
                 let mut k = 0u64;
+                let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     tally.record(kind, one(&target, kind, &format!("{run}-{k}"), wait));
                     k += 1;
+                    if let Some(pace) = pace {
+                        // One that ran late starts the next at once, with no burst to catch up.
+                        next = (next + pace).max(Instant::now());
+                        thread::sleep(next.saturating_duration_since(Instant::now()));
+                    }
                 }
             })
         })
         .collect();
 
     println!("soak");
-    println!("  threads {threads}, duration {} s, kinds {KINDS:?}", options.duration.as_secs());
+    let rate = match options.rate {
+        0 => "as fast as each can".to_string(),
+        n => format!("at most {n} operations/s each"),
+    };
+    println!(
+        "  threads {threads} ({rate}), duration {} s, kinds {KINDS:?}",
+        options.duration.as_secs()
+    );
     println!(
         "  {:>7} {:>10} {:>6} {:>8} {:>10} {:>11}",
         "t s", "RSS KiB", "fds", "threads", "ops", "unexpected"
