@@ -81,9 +81,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--features count-allocs`: a thread prints `allocations: CALLS calls BYTES bytes LIVE live`
-/// to stderr every 100 ms in which they changed, for `benches/peers.sh` to read before and after
-/// a run. Printing allocates nothing, so an idle relay prints nothing.
+/// `--features count-allocs`: a thread prints `allocations: CALLS calls BYTES bytes LIVE live
+/// LARGEST largest` (the largest single allocation in those 100 ms) to stderr every 100 ms in
+/// which they changed, for `benches/peers.sh` to read before and after a run. Printing allocates
+/// nothing, so an idle relay prints nothing.
 #[cfg(feature = "count-allocs")]
 fn report_allocations() {
     std::thread::spawn(|| {
@@ -92,7 +93,9 @@ fn report_allocations() {
             std::thread::sleep(Duration::from_millis(100));
             let now = sys::counting::allocations();
             if now != last {
-                eprintln!("allocations: {} calls {} bytes {} live", now.calls, now.bytes, now.live);
+                let largest = sys::counting::take_largest();
+                let (calls, bytes, live) = (now.calls, now.bytes, now.live);
+                eprintln!("allocations: {calls} calls {bytes} bytes {live} live {largest} largest");
                 last = now;
             }
         }

@@ -417,6 +417,7 @@ pub mod counting {
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     static BYTES: AtomicUsize = AtomicUsize::new(0);
     static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
     /// The system allocator, counting.
     pub struct CountingAlloc;
@@ -428,6 +429,12 @@ pub mod counting {
         pub calls: usize,
         pub bytes: usize,
         pub live: usize,
+    }
+
+    /// The largest single allocation (or reallocation) since the last call: a step in RSS that
+    /// the live heap does not show is often one big allocation that came and went.
+    pub fn take_largest() -> usize {
+        LARGEST.swap(0, Relaxed)
     }
 
     /// The counters now.
@@ -446,6 +453,7 @@ pub mod counting {
             CALLS.fetch_add(1, Relaxed);
             BYTES.fetch_add(layout.size(), Relaxed);
             LIVE.fetch_add(layout.size(), Relaxed);
+            LARGEST.fetch_max(layout.size(), Relaxed);
             // SAFETY: the caller's guarantees on `layout` are passed on as they are.
             unsafe { System.alloc(layout) }
         }
@@ -454,6 +462,7 @@ pub mod counting {
             CALLS.fetch_add(1, Relaxed);
             BYTES.fetch_add(layout.size(), Relaxed);
             LIVE.fetch_add(layout.size(), Relaxed);
+            LARGEST.fetch_max(layout.size(), Relaxed);
             // SAFETY: as in `alloc`.
             unsafe { System.alloc_zeroed(layout) }
         }
@@ -467,6 +476,7 @@ pub mod counting {
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             CALLS.fetch_add(1, Relaxed);
             BYTES.fetch_add(new_size, Relaxed);
+            LARGEST.fetch_max(new_size, Relaxed);
             // SAFETY: `ptr` came from `System` with `layout`; `new_size` is the caller's.
             let moved = unsafe { System.realloc(ptr, layout, new_size) };
             if !moved.is_null() {
