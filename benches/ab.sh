@@ -9,7 +9,8 @@
 # SCENARIO=throughput (default): handoff-bench link-throughput -c $C (64) -d $DUR (5s) --pid,
 # giving hand-offs per second and the relay's CPU time per hand-off. SCENARIO=latency:
 # handoff-bench link-latency -n $N (2000), giving the sender's p50 and p99. A build is any
-# executable that takes handoff's flags (a wrapper script can set its environment).
+# executable that takes handoff's flags (a wrapper script can set its environment), or `floor`:
+# handoff-bench floor-relay, the least a relay can do, one pair at a time (for SCENARIO=latency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +29,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 run_once() {
     local port pid out
     port=$(free_port)
-    RUST_LOG=warn "$1" --listen "127.0.0.1:$port" --rate-per-ip 0 --rate-per-id 0 \
-        --max-connections-per-ip 0 --max-parked-per-ip 0 --max-parked 0 --max-connections 0 \
-        --max-memory 0 &
+    if [[ $1 == floor ]]; then
+        "$BENCH" floor-relay --listen "127.0.0.1:$port" &
+    else
+        RUST_LOG=warn "$1" --listen "127.0.0.1:$port" --rate-per-ip 0 --rate-per-id 0 \
+            --max-connections-per-ip 0 --max-parked-per-ip 0 --max-parked 0 \
+            --max-connections 0 --max-memory 0 &
+    fi
     pid=$!
     for _ in $(seq 50); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

@@ -77,6 +77,14 @@ fn link_latency_with_parked_background() {
 }
 
 #[test]
+fn floor_relay_serves_hand_offs_one_pair_at_a_time() {
+    let floor = Relay::start_command(&[env!("CARGO_BIN_EXE_handoff-bench"), "floor-relay"], &[]);
+    let json = bench(&floor, &["link-latency", "-n", "20"]);
+    assert_series(&json, 0, Some(20));
+    assert_series(&json, 1, Some(20));
+}
+
+#[test]
 fn link_throughput_runs_for_its_duration() {
     let relay = relay();
     let json = bench(&relay, &["link-throughput", "-c", "4", "-d", "300ms"]);

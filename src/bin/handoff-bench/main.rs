@@ -3,7 +3,7 @@
 //! relay closes after each response), a thread per concurrent client; no async, no client crate.
 //!
 //! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park`, and `soak` (in `soak.rs`;
-//! see `--help`). Every request has a timeout and every loop is bounded by a count or a deadline.
+//! see `--help`); and `floor-relay` (in `floor.rs`), the least a relay can do, to measure against. Every request has a timeout and every loop is bounded by a count or a deadline.
 //! It only ever connects to the address it is given. Output: a table, or one JSON object with
 //! `--json`. Given the relay's `--pid`, it also reads the relay's CPU time and footprint from
 //! `/proc`, which works for any relay on the same host.
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 
+mod floor;
 mod soak;
 
 const HELP: &str = "\
@@ -36,6 +37,8 @@ Scenarios:
   soak             -c threads of mixed load for -d (/link and /inbox flows, receivers that
                    leave, slow readers, waits that end in 408); the relay's RSS, descriptors
                    and threads every --sample; exits 1 unless it passes (needs --pid)
+  floor-relay      not a load: serves /link hand-offs one pair at a time on --listen, one
+                   thread, blocking, until killed; the machine's floor for C = 1
 
 Options:
   --url URL              base URL of the relay (plain http) [default: http://127.0.0.1:8080]
@@ -52,6 +55,7 @@ Options:
   --wait DUR             soak: the relay's --link-timeout and --inbox-timeout, so the waits
                          meant to end in 408 last long enough [default: 2s]
   --rss-tolerance PCT    soak: how far RSS may move after the warm-up [default: 5]
+  --listen ADDR          floor-relay: where to listen (port 0: any free one; printed)
   --rate N               soak: operations per second each load thread starts at most, so the
                          relay holds a steady number of messages; 0 = as fast as it can [default: 0]
   --timeout DUR          per-request timeout [default: 10s]
@@ -90,6 +94,7 @@ struct Options {
     wait: Duration,
     rss_tolerance: f64,
     rate: usize,
+    listen: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         "inbox-flow" => inbox_flow(&options),
         "park" => park(&options),
         "soak" => return soak::run(&options),
+        "floor-relay" => return floor::run(&options),
         other => Err(format!("unknown scenario {other:?}")),
     };
     match report {
@@ -153,6 +159,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         wait: Duration::from_secs(2),
         rss_tolerance: 5.0,
         rate: 0,
+        listen: None,
     };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
@@ -172,6 +179,10 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--wait" => options.wait = parse_duration(value()?)?,
             "--rss-tolerance" => options.rss_tolerance = parse_count(arg, value()?)? as f64,
             "--rate" => options.rate = parse_count(arg, value()?)?,
+            "--listen" => {
+                let text = value()?;
+                options.listen = Some(text.parse().map_err(|_| format!("bad address {text:?}"))?);
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             scenario if options.scenario.is_empty() => options.scenario = scenario.to_string(),
             extra => return Err(format!("unexpected argument {extra:?}")),
