@@ -172,10 +172,12 @@ bench-scale: ## the registry and timer wheel at 10^4..10^6 entries, no sockets
 	$(CARGO) test --release --locked --features count-allocs --bin handoff bench_scale -- \
 		--ignored --nocapture --test-threads=1
 
-# Mixed load for SOAK_SECS (default 30 minutes) against a fresh relay, its RSS, descriptors and
-# threads sampled every 10 s; fails unless RSS stays flat and nothing is left behind
-# (benches/soak.sh; RELAY=path for another build).
+# Mixed load for SOAK_SECS (default 30 minutes), each load thread at most SOAK_RATE operations a
+# second (default 250), against a fresh relay, its RSS, descriptors and threads sampled every
+# 10 s; fails unless RSS stays flat and nothing is left behind (benches/soak.sh; RELAY=path for
+# another build).
 SOAK_SECS ?= 1800
+SOAK_RATE ?= 250
 
-soak: ## mixed load for SOAK_SECS (default 1800), RSS, descriptors and threads sampled
-	CARGO="$(CARGO)" SOAK_SECS=$(SOAK_SECS) benches/soak.sh
+soak: ## mixed load for SOAK_SECS (default 1800) at SOAK_RATE, RSS, descriptors, threads sampled
+	CARGO="$(CARGO)" SOAK_SECS=$(SOAK_SECS) SOAK_RATE=$(SOAK_RATE) benches/soak.sh

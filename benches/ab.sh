@@ -18,8 +18,16 @@ ROUNDS=${1:?usage: benches/ab.sh ROUNDS label=BINARY ...}
 shift
 (($# >= 1)) || { echo "usage: benches/ab.sh ROUNDS label=BINARY ..." >&2; exit 2; }
 SCENARIO=${SCENARIO:-throughput}
-BENCH=${BENCH:-"${CARGO_TARGET_DIR:-target}/release/handoff-bench"}
-[[ -x $BENCH ]] || cargo build --release --locked --bin handoff-bench
+if [[ -z ${BENCH:-} ]]; then
+    BENCH="${CARGO_TARGET_DIR:-target}/release/handoff-bench"
+    cargo build --release --locked --bin handoff-bench
+fi
+for spec in "$@"; do
+    if [[ ${spec#*=} == floor && $SCENARIO != latency ]]; then
+        echo "benches/ab.sh: floor serves one pair at a time: SCENARIO=latency only" >&2
+        exit 2
+    fi
+done
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
 

@@ -18,7 +18,8 @@ $CARGO build --release --locked --bins
 RELAY=${RELAY:-"$TARGET_DIR/release/handoff"}
 BENCH="$TARGET_DIR/release/handoff-bench"
 # Short waits so the unanswered GETs end in 408 often; a short message life so the stored
-# /inbox messages reach their steady number (rate x 20 s, 10,000 at the default rate) in 20 s.
+# /inbox messages reach their steady number (2 /inbox threads x rate x 20 s: 10,000 at the
+# default rate) in 20 s.
 # The warm-up is longer: a std HashMap that keeps N entries while they turn over doubles once,
 # when deleted slots have used up its spare room (the inboxes map: 16,384 -> 32,768 buckets,
 # +672 KiB, at about 75 s), and keeps that size after. Runs under 6 minutes warm up a third.
@@ -42,7 +43,7 @@ echo "soak of $RELAY ($(stat -c %s "$RELAY") bytes), pid $PID, $SOAK_SECS s; $(n
 echo "relay: --link-timeout $WAIT --inbox-timeout $WAIT --inbox-ttl 20s, per-client limits off"
 echo "load before: $(uptime)"
 status=0
-"$BENCH" soak -c 12 -d "${SOAK_SECS}s" --rate "$SOAK_RATE" --sample 10s --warmup "$WARMUP" --wait "$WAIT" \
-  --pid "$PID" --url "http://127.0.0.1:$port" || status=$?
+"$BENCH" soak -c 12 -d "${SOAK_SECS}s" --rate "$SOAK_RATE" --sample 10s --warmup "$WARMUP" \
+  --wait "$WAIT" --pid "$PID" --url "http://127.0.0.1:$port" || status=$?
 echo "load after: $(uptime)"
 exit "$status"

@@ -133,6 +133,9 @@ pub enum MemoryShare {
     Off,
 }
 
+/// The default `--max-body`: a login token is a few hundred bytes; 64 KiB leaves room for any.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
 /// The default `--max-memory-per-ip` is `--max-memory` divided by this: room for
 /// `--max-parked-per-ip` (100) senders of a full `--max-body` (65 KiB each with the request's
 /// allowance, 6.5 MiB) within 8 MiB of the default 64 MiB, while one client holds at most an
@@ -200,7 +203,7 @@ impl Default for Timeouts {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body: 64 * 1024,
+            max_body: DEFAULT_MAX_BODY,
             max_id: 256,
             max_head: 8 * 1024,
             max_headers: 100,

@@ -17,10 +17,11 @@
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
 //! then what the client still sends is read and dropped until its end of stream, for at most
-//! [`LINGER_TIME`] and [`LINGER_BYTES`], [`DRAIN_TURN`] bytes per turn of the thread's loop so
-//! that a client streaming fast holds no thread. Closing with unread input would make the kernel
-//! reset the connection, throw away reply bytes not yet sent, and fail the writes of a proxy still
-//! passing a refused body on (one that then loses the answer).
+//! [`LINGER_TIME`] and [`LINGER_BYTES`] ([`LINGER_BYTES_WORKER`] after a worker's reply, which
+//! may refuse a body it did not read), [`DRAIN_TURN`] bytes at a time so that a client streaming
+//! fast holds no thread. Closing with unread input would make the kernel reset the connection,
+//! throw away reply bytes not yet sent, and fail the writes of a proxy still passing a refused
+//! body on (one that then loses the answer).
 //!
 //! A `/link` delivery is reported to the registry as *taken* or not. Taken means: every byte of
 //! the reply reached the receiver's TCP and acknowledged, and the receiver then closed its end
@@ -55,11 +56,15 @@ use crate::wheel::{TimerId, TimerWheel};
 /// Longest time, after the last byte of a reply, that a client's input is drained before the
 /// connection is closed anyway.
 pub const LINGER_TIME: Duration = Duration::from_secs(1);
-/// Most input drained after a reply before the connection is closed anyway: room for a proxy to
-/// finish passing on a body some MiB over `--max-body` (it streams, the 413 came first).
-pub const LINGER_BYTES: usize = 16 << 20;
-/// Most input drained from one connection in one turn of its thread's loop; the rest waits for
-/// the next turn, after everyone else's.
+/// Most input drained after a relay answer before the connection is closed anyway: its request
+/// was read whole, so what follows is stray.
+pub const LINGER_BYTES: usize = 1 << 20;
+/// Most input drained after a worker's reply, which may refuse a body before reading it: room
+/// for a proxy to finish passing on a body some MiB over `--max-body` (it streams, and the 413
+/// came first; cut off, it loses the 413).
+pub const LINGER_BYTES_WORKER: usize = 16 << 20;
+/// Most input drained from one connection at a time; the rest waits for the thread's next
+/// turn, after everyone else's.
 const DRAIN_TURN: usize = 256 << 10;
 /// Width of the outbox's deadline tick; also how often an unacknowledged delivery is asked again.
 const WRITE_TICK: Duration = Duration::from_millis(20);
@@ -170,21 +175,25 @@ impl Outbox {
         self.queue(connection, exchange, response, delivery, false);
     }
 
-    /// Renders and queues a reply, writing it first if `write_now`. The outbox thread learns
-    /// of it from its connection's readiness in its epoll set (or at its next tick), and is
-    /// woken only when it sleeps with nothing in flight.
+    /// Renders and queues a reply; a worker's is written first, and may be drained after for
+    /// longer ([`LINGER_BYTES_WORKER`]). The outbox thread learns of it from its connection's
+    /// readiness in its epoll set (or at its next tick), and is woken only when it sleeps with
+    /// nothing in flight.
     fn queue(
         &self,
         connection: Connection,
         exchange: Exchange,
         response: Response,
         delivery: bool,
-        write_now: bool,
+        worker: bool,
     ) {
         let conn = connection.id();
         let shard = &self.shards[(conn % self.shards.len() as u64) as usize];
-        let sending =
-            self.prepare(connection, exchange, response, delivery, write_now, &shard.watch);
+        let mut sending =
+            self.prepare(connection, exchange, response, delivery, worker, &shard.watch);
+        if worker {
+            sending.drain_max = LINGER_BYTES_WORKER;
+        }
         if shard.queue.send(sending).is_ok() {
             shard.waker.wake();
         }
@@ -338,6 +347,8 @@ struct Sending {
     bytes: Vec<u8>,
     written: usize,
     drained: usize,
+    /// Most input drained after the reply ([`LINGER_BYTES`] or [`LINGER_BYTES_WORKER`]).
+    drain_max: usize,
     stage: Stage,
     delivery: bool,
     /// Whether the connection is in its thread's epoll set (edge-triggered, for good).
@@ -374,6 +385,7 @@ impl Sending {
             bytes,
             written: 0,
             drained: 0,
+            drain_max: LINGER_BYTES,
             stage: Stage::Writing,
             delivery,
             watched: false,
@@ -433,7 +445,7 @@ struct Writer {
     sending: HashMap<ConnId, Sending>,
     /// Deliveries in [`Stage::Acknowledging`], asked again every tick.
     acknowledging: Vec<ConnId>,
-    /// Replies whose client sent more than [`DRAIN_TURN`] in one turn: drained on in the next
+    /// Replies whose client sent more than [`DRAIN_TURN`] at once: drained on in the next turn
     /// (edge-triggered, their connections report nothing new for input already there).
     draining_on: Vec<ConnId>,
     /// Connections that reported readiness before their reply was taken from the queue: whether
@@ -587,7 +599,7 @@ impl Writer {
                     Ok(n) => {
                         sending.drained += n;
                         drained_now += n;
-                        if sending.drained > LINGER_BYTES {
+                        if sending.drained > sending.drain_max {
                             break Some(if sending.delivery { End::Failed } else { End::Done });
                         }
                         if drained_now >= DRAIN_TURN {
@@ -637,7 +649,11 @@ impl Writer {
             };
             self.finish(conn, end);
         }
-        for conn in std::mem::take(&mut self.draining_on) {
+        let mut draining_on = std::mem::take(&mut self.draining_on);
+        // One that was also reported ready this turn may be listed twice.
+        draining_on.sort_unstable();
+        draining_on.dedup();
+        for conn in draining_on {
             self.progress(poller, conn, true, now);
         }
         let mut waiting = std::mem::take(&mut self.acknowledging);

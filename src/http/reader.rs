@@ -58,7 +58,7 @@ pub struct BodyPlan {
 }
 
 /// The largest declared body allocated whole before it arrives: the default `--max-body`.
-const WHOLE_BODY_MAX: usize = 64 * 1024;
+const WHOLE_BODY_MAX: usize = crate::config::DEFAULT_MAX_BODY;
 
 /// How a body's end is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

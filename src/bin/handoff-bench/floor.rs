@@ -12,7 +12,8 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::Options;
 
@@ -36,15 +37,23 @@ pub(super) fn run(options: &Options) -> ExitCode {
         Ok(bound) => eprintln!("floor-relay listening on {bound}"),
         Err(e) => eprintln!("floor-relay listening, at an address it cannot tell: {e}"),
     }
+    // Each pair has one deadline, from its first connection, for all it reads and writes: a
+    // client that trickles cannot hold the one thread for longer.
+    let per_pair = options.target.timeout.max(Duration::from_millis(1));
     loop {
-        // A pair that fails (a client that left, a timeout) is dropped; the next pair starts over.
-        let _ = serve_pair(&listener, options.target.timeout);
+        match serve_pair(&listener, per_pair) {
+            Err(e) if e.kind() == ErrorKind::Other => thread::sleep(Duration::from_millis(10)),
+            // A pair that fails (a client that left, a timeout) is dropped; the next starts over.
+            _ => {}
+        }
     }
 }
 
-fn serve_pair(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    let (mut first, first_post, first_body) = accept_request(listener, timeout)?;
-    let (mut second, _, second_body) = accept_request(listener, timeout)?;
+fn serve_pair(listener: &TcpListener, per_pair: Duration) -> io::Result<()> {
+    let first = accept(listener)?;
+    let deadline = Instant::now() + per_pair;
+    let (mut first, first_post, first_body) = read_request(first, deadline)?;
+    let (mut second, _, second_body) = read_request(accept(listener)?, deadline)?;
     let (receiver, sender, body) = if first_post {
         (&mut second, &mut first, first_body)
     } else {
@@ -56,38 +65,52 @@ fn serve_pair(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
     reply.extend_from_slice(&body);
     receiver.write_all(&reply)?;
     receiver.shutdown(Shutdown::Write)?;
-    read_to_close(receiver)?;
+    read_to_close(receiver, deadline)?;
     sender.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     sender.shutdown(Shutdown::Write)?;
-    read_to_close(sender)
+    read_to_close(sender, deadline)
 }
 
-/// The next connection and its request: whether it is a `POST`, and its body.
-fn accept_request(
-    listener: &TcpListener,
-    timeout: Duration,
+/// The next connection. Its error comes back as `ErrorKind::Other`, on which the caller pauses,
+/// so that a lasting one (out of descriptors) does not spin.
+fn accept(listener: &TcpListener) -> io::Result<TcpStream> {
+    let (stream, _) = listener.accept().map_err(io::Error::other)?;
+    Ok(stream)
+}
+
+/// A connection's request, by `deadline`: the connection, whether it is a `POST`, its body.
+fn read_request(
+    mut stream: TcpStream,
+    deadline: Instant,
 ) -> io::Result<(TcpStream, bool, Vec<u8>)> {
-    let (mut stream, _) = listener.accept()?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream.set_write_timeout(Some(left.max(Duration::from_millis(1))))?;
     let mut raw = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     let (head_end, body_len) = loop {
         if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break (end + 4, content_length(&raw[..end]));
         }
-        read_more(&mut stream, &mut raw, &mut buf)?;
+        read_more(&mut stream, &mut raw, &mut buf, deadline)?;
     };
+    if body_len > MAX_REQUEST {
+        return Err(ErrorKind::InvalidData.into());
+    }
     while raw.len() < head_end + body_len {
-        read_more(&mut stream, &mut raw, &mut buf)?;
+        read_more(&mut stream, &mut raw, &mut buf, deadline)?;
     }
     let post = raw.starts_with(b"POST ");
     Ok((stream, post, raw[head_end..head_end + body_len].to_vec()))
 }
 
-fn read_more(stream: &mut TcpStream, raw: &mut Vec<u8>, buf: &mut [u8]) -> io::Result<()> {
-    match stream.read(buf)? {
+fn read_more(
+    stream: &mut TcpStream,
+    raw: &mut Vec<u8>,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> io::Result<()> {
+    match read_by(stream, buf, deadline)? {
         0 => Err(ErrorKind::UnexpectedEof.into()),
         _ if raw.len() > MAX_REQUEST => Err(ErrorKind::InvalidData.into()),
         n => {
@@ -95,6 +118,16 @@ fn read_more(stream: &mut TcpStream, raw: &mut Vec<u8>, buf: &mut [u8]) -> io::R
             Ok(())
         }
     }
+}
+
+/// One read that ends by `deadline`.
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    stream.read(buf)
 }
 
 /// The `Content-Length` of a request head (0 without one).
@@ -107,8 +140,8 @@ fn content_length(head: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-fn read_to_close(stream: &mut TcpStream) -> io::Result<()> {
+fn read_to_close(stream: &mut TcpStream, deadline: Instant) -> io::Result<()> {
     let mut buf = [0u8; 512];
-    while stream.read(&mut buf)? > 0 {}
+    while read_by(stream, &mut buf, deadline)? > 0 {}
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! relay closes after each response), a thread per concurrent client; no async, no client crate.
 //!
 //! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park`, and `soak` (in `soak.rs`;
-//! see `--help`); and `floor-relay` (in `floor.rs`), the least a relay can do, to measure against. Every request has a timeout and every loop is bounded by a count or a deadline.
+//! see `--help`); and `floor-relay` (in `floor.rs`), the least a relay can do, to measure
+//! against, which serves until killed. Every request has a timeout and every load loop is
+//! bounded by a count or a deadline.
 //! It only ever connects to the address it is given. Output: a table, or one JSON object with
 //! `--json`. Given the relay's `--pid`, it also reads the relay's CPU time and footprint from
 //! `/proc`, which works for any relay on the same host.

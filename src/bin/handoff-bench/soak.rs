@@ -1,9 +1,9 @@
 //! `soak`: mixed load for a long time while the relay's footprint is sampled (`make soak`).
 //!
 //! `-c` threads each run one kind of client in a loop until `-d` is over (at most `--rate`
-//! operations a second each, when given): `/link` hand-offs,
-//! Pubky `/inbox` flows, receivers that leave before the sender comes, receivers that read a
-//! 60,000-byte message slowly, and `/link` and `/inbox` waits that nobody answers (408 after
+//! operations a second each, when given): `/link` hand-offs, Pubky `/inbox` flows, receivers
+//! that leave before the sender comes, receivers that read a 60,000-byte message slowly, and
+//! `/link` and `/inbox` waits that nobody answers (408 after
 //! `--wait`, which must match the relay's `--link-timeout` and `--inbox-timeout`). Every
 //! response is checked against the one status its step expects; anything else is *unexpected*.
 //!
@@ -115,7 +115,8 @@ fn soak(options: &Options) -> Result<bool, String> {
             let kind = KINDS[t % KINDS.len()];
             let (target, run) = (options.target.clone(), format!("{run}-{t}"));
             let (tally, stop, wait) = (Arc::clone(&tally), Arc::clone(&stop), options.wait);
-            let pace = (options.rate > 0).then(|| Duration::from_secs(1) / options.rate as u32);
+            let pace = (options.rate > 0)
+                .then(|| Duration::from_nanos(1_000_000_000 / options.rate as u64));
             thread::spawn(move || {
                 let mut k = 0u64;
                 let mut next = Instant::now();
