@@ -3,9 +3,9 @@
 //! `-c` threads each run one kind of client in a loop until `-d` is over (at most `--rate`
 //! operations a second each, when given): `/link` hand-offs, Pubky `/inbox` flows, receivers
 //! that leave before the sender comes, receivers that read a 60,000-byte message slowly, and
-//! `/link` and `/inbox` waits that nobody answers (408 after
-//! `--wait`, which must match the relay's `--link-timeout` and `--inbox-timeout`). Every
-//! response is checked against the one status its step expects; anything else is *unexpected*.
+//! `/link` and `/inbox` waits that nobody answers (408 after `--wait`, which must match the
+//! relay's `--link-timeout` and `--inbox-timeout`). Every response is checked against the one
+//! status its step expects; anything else is *unexpected*.
 //!
 //! Every `--sample` the relay's RSS, descriptors and threads (`/proc/PID`) are printed. It passes
 //! when RSS after `--warmup` stays within `--rss-tolerance` (±5 %) of its first sample then, the
