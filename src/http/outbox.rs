@@ -11,9 +11,8 @@
 //! costs the bytes of its reply and a place in the epoll set, never a thread, and never delays
 //! anyone else's reply. There is one outbox thread per worker: the write, shutdown and close of
 //! each connection are most of a hand-off's kernel work, and one thread for all of it was the
-//! relay's bottleneck. Each reply has one
-//! absolute deadline, `--write-timeout`, for the whole of it; past it the connection is closed
-//! and counted (`slow_reader`).
+//! relay's bottleneck. Each reply has one absolute deadline, `--write-timeout`, for the whole of
+//! it; past it the connection is closed and counted (`slow_reader`).
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
 //! then what the client still sends is read and dropped until its end of stream, for at most
