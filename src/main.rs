@@ -148,12 +148,12 @@ fn run(config: config::Config) -> Result<(), String> {
     let memory =
         limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
     let mut registry = Registry::new(settings, Instant::now());
-    let persister = match &config.state_file {
+    let journal = match &config.state_file {
         Some(path) => Some(restore(&mut registry, path, &memory, &gauges)?),
         None => None,
     };
     let registry_gauges = Arc::clone(&gauges);
-    let registry_persister = persister.clone();
+    let registry_journal = journal.clone();
     let watched = sys::Epoll::new(http::parked::WATCH_BATCH)
         .map_err(|e| format!("cannot create an epoll set: {e}"))?;
     let outbox = Outbox::start(
@@ -165,8 +165,8 @@ fn run(config: config::Config) -> Result<(), String> {
     .map_err(|e| format!("cannot start the outbox: {e}"))?;
     let registry_outbox = outbox.clone();
     server::spawn("registry".into(), move || {
-        let (gauges, persister) = (registry_gauges, registry_persister);
-        http::parked::run(registry, registry_input, registry_outbox, gauges, persister, watched)
+        let (gauges, journal) = (registry_gauges, registry_journal);
+        http::parked::run(registry, registry_input, registry_outbox, gauges, journal, watched)
     })
     .map_err(spawn_failed)?;
 
@@ -190,20 +190,21 @@ fn run(config: config::Config) -> Result<(), String> {
         }
     };
     drain(stop, poller, &registry_tx, &gauges);
-    if let (Some(persister), Some(path)) = (persister, &config_state_file) {
-        save_on_exit(&persister, path, &registry_tx);
+    if let (Some(journal), Some(path)) = (journal, &config_state_file) {
+        save_on_exit(&journal, path, &registry_tx);
     }
     Ok(())
 }
 
-/// `--state-file`: restores the saved messages into `registry` and starts the thread that saves
-/// them from now on.
+/// `--state-file`: restores the saved messages into `registry` and starts the thread that keeps
+/// them from now on, which first rewrites the file with what was restored (its format version,
+/// this process's tickets, no torn tail).
 fn restore(
     registry: &mut Registry,
     path: &std::path::Path,
     memory: &Arc<limits::MemoryBudget>,
     gauges: &Arc<metrics::Gauges>,
-) -> Result<Arc<persist::Persister>, String> {
+) -> Result<Arc<persist::Journal>, String> {
     let snapshot = persist::open(path).map_err(|e| e.to_string())?;
     let done = registry.restore(Instant::now(), persist::unix_ms(), snapshot, memory);
     info!(
@@ -216,16 +217,18 @@ fn restore(
     if done.over_budget > 0 {
         warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
     }
-    persist::Persister::start(path.to_path_buf(), Arc::clone(gauges))
-        .map_err(|e| format!("cannot start a thread: {e}"))
+    let journal = persist::Journal::start(path.to_path_buf(), Arc::clone(gauges))
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    journal.compact(registry.snapshot(Instant::now(), persist::unix_ms()));
+    Ok(journal)
 }
 
 /// The last save, once the drain is over: what is still stored is written before the exit.
-fn save_on_exit(persister: &persist::Persister, path: &std::path::Path, registry: &ToRegistry) {
+fn save_on_exit(journal: &persist::Journal, path: &std::path::Path, registry: &ToRegistry) {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let saved = registry.send(Inbound::Save(done_tx))
         && done_rx.recv_timeout(SAVE_LIMIT).is_ok()
-        && persister.flush(SAVE_LIMIT);
+        && journal.flush(SAVE_LIMIT);
     if saved {
         info!("saved the stored messages to {}", path.display());
     } else {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::Relay;
 
-/// Size of a state file holding nothing: the magic line and the end record.
-const EMPTY_STATE: u64 = "handoff-state 1\n".len() as u64 + 1;
+/// Size of a state file holding nothing: the magic line.
+const EMPTY_STATE: u64 = "handoff-state 2\n".len() as u64;
 
 fn kill(relay: &Relay, signal: &str) {
     let status = Command::new("kill")

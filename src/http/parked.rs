@@ -13,8 +13,9 @@
 //! stray byte is seen too, and a receiver is asked once more the same way right before a
 //! delivery. [`Inbound::Drain`] (`SIGTERM`) has the registry answer every parked request.
 //!
-//! With `--state-file`, when the stored messages changed it hands a snapshot to the [`Persister`]
-//! at most once per [`SAVE_EVERY`], and once more on [`Inbound::Save`] (the last act of a drain).
+//! With `--state-file`, it hands the changes to the stored messages to the [`Journal`] after every
+//! batch of events, and at most once per [`SAVE_EVERY`] a snapshot when the journal needs one
+//! (compaction, or a write failed); once more on [`Inbound::Save`] (the last act of a drain).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -28,7 +29,7 @@ use super::answers::render;
 use super::conn::{Connection, Exchange};
 use super::outbox::{drain_wakeups, Outbox, OwnReplies, Waker};
 use crate::metrics::Gauges;
-use crate::persist::{unix_ms, Persister};
+use crate::persist::{snapshot_len, unix_ms, Journal};
 use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
 use crate::sys::{Epoll, Interest};
 
@@ -43,7 +44,7 @@ const INBOUND_BATCH: usize = 64;
 /// threads even when nothing else waits (slow readers cost it a little time each).
 const OWN_REPLIES_MAX: usize = 16;
 
-/// Shortest time between two snapshots while the relay runs: a crash loses at most this much.
+/// Shortest time between two looks at whether the journal needs a snapshot.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// What reaches the registry thread.
@@ -58,7 +59,8 @@ pub enum Inbound {
     DeliveryEnded { conn: ConnId, taken: bool },
     /// The relay is shutting down: answer every parked request, and every later one too.
     Drain,
-    /// Hand a snapshot of the stored messages to the persister now, then answer on the channel.
+    /// Hand the changes to the stored messages to the journal now (a snapshot if it needs one),
+    /// then answer on the channel.
     Save(Sender<()>),
 }
 
@@ -127,21 +129,21 @@ pub fn run(
     input: RegistryInput,
     outbox: Outbox,
     gauges: Arc<Gauges>,
-    persister: Option<Arc<Persister>>,
+    journal: Option<Arc<Journal>>,
     watched: Epoll,
 ) {
     let RegistryInput { queue: inbound, waker, wakeups, poller } = input;
     let own = OwnReplies::new(poller, Arc::clone(&gauges));
     let mut io =
         Loop { waiting: HashMap::new(), watched, outbox, own, gauges, scratch: vec![0; 4096] };
-    let mut last_save: Option<Instant> = None;
+    let mut last_check: Option<Instant> = None;
     let mut arrived: Vec<ConnId> = Vec::new();
     let mut events: VecDeque<Event> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
     let mut ready = Vec::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
-        let save_due = persister.is_some() && registry.is_dirty();
+        let save_due = journal.as_ref().is_some_and(|j| j.wants_snapshot());
         let timeout = if registry.is_idle() && io.waiting.is_empty() && !save_due {
             None
         } else {
@@ -177,9 +179,8 @@ pub fn run(
                 }
                 Ok(Inbound::Drain) => events.push_back(Event::Drain),
                 Ok(Inbound::Save(done)) => {
-                    if let Some(persister) = &persister {
-                        persister.offer(registry.snapshot(Instant::now(), unix_ms()));
-                        last_save = Some(Instant::now());
+                    if let Some(journal) = &journal {
+                        keep(&mut registry, journal, Instant::now(), true);
                     }
                     let _ = done.send(());
                 }
@@ -222,11 +223,28 @@ pub fn run(
                 let _ = io.watched.add(&parked.connection, Interest::Once, conn);
             }
         }
-        if let Some(persister) = &persister {
-            if registry.is_dirty() && last_save.is_none_or(|at| now >= at + SAVE_EVERY) {
-                persister.offer(registry.snapshot(now, unix_ms()));
-                last_save = Some(now);
+        if let Some(journal) = &journal {
+            let check = last_check.is_none_or(|at| now >= at + SAVE_EVERY);
+            if check {
+                last_check = Some(now);
             }
+            keep(&mut registry, journal, now, check);
+        }
+    }
+}
+
+/// Hands the registry's changes to `journal`; with `check`, a snapshot too when the journal
+/// needs one: a write failed, or the file is over twice the live state (the bytes held are a
+/// lower bound of it, so most checks cost no snapshot).
+fn keep(registry: &mut Registry, journal: &Journal, now: Instant, check: bool) {
+    if registry.has_changes() {
+        journal.append(registry.take_changes(now, unix_ms()));
+    }
+    let stale = || journal.wants_snapshot();
+    if check && (stale() || journal.compaction_due(registry.counts().bytes as u64)) {
+        let snapshot = registry.snapshot(now, unix_ms());
+        if stale() || journal.compaction_due(snapshot_len(&snapshot)) {
+            journal.compact(snapshot);
         }
     }
 }

@@ -58,7 +58,7 @@ impl Channel {
     }
 
     /// The messages waiting for a receiver, in order.
-    pub(super) fn messages(&self) -> impl Iterator<Item = &Message> {
+    pub(super) fn messages(&self) -> impl DoubleEndedIterator<Item = &Message> {
         self.senders.iter().flat_map(|s| s.messages.iter())
     }
 

@@ -12,6 +12,7 @@
 //! every byte; only then is the sender told its message was delivered (protocol §2).
 
 pub mod answer;
+mod changes;
 mod conns;
 mod held;
 mod inbox;
@@ -213,8 +214,9 @@ pub struct Registry {
     id_hasher: RandomState,
     /// Set by [`Event::Drain`]: nothing parks any more.
     draining: bool,
-    /// The stored messages changed since the last [`snapshot`](Self::snapshot).
-    dirty: bool,
+    /// Keys of the stored messages changed since the last [`take_changes`](Self::take_changes),
+    /// with `--state-file` (`changes.rs`).
+    touched: Vec<changes::Touched>,
 }
 
 impl Registry {
@@ -234,24 +236,27 @@ impl Registry {
                 .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
             id_hasher: RandomState::new(),
             draining: false,
-            dirty: false,
+            touched: Vec::new(),
             settings,
         }
     }
 
     /// Acts on one event at time `now`, appending the replies to send to `out`.
     pub fn handle(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
+        let before = self.before(&event);
+        let start = out.len();
+        self.act(now, event, out);
+        if let Some(before) = before {
+            self.after(before, &out[start..]);
+        }
+    }
+
+    fn act(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
         match event {
             Event::Arrived { conn, .. } if self.draining => {
                 out.push(Reply::refused(conn, Refusal::ShuttingDown))
             }
             Event::Arrived { conn, request } => {
-                if matches!(
-                    request.action,
-                    Action::LinkSend | Action::InboxPost | Action::InboxDelete
-                ) {
-                    self.dirty = true;
-                }
                 if let Err(refusal) = self.check_write_rate(now, &request) {
                     return out.push(Reply::refused(conn, refusal));
                 }
@@ -262,10 +267,7 @@ impl Registry {
                 }
             }
             Event::Gone { conn } => self.gone(now, conn),
-            Event::DeliveryEnded { conn, taken } => {
-                self.dirty = true;
-                self.link_delivery_ended(now, conn, taken, out)
-            }
+            Event::DeliveryEnded { conn, taken } => self.link_delivery_ended(now, conn, taken, out),
             Event::Tick => self.tick(now, out),
             Event::Drain => self.drain(now, out),
         }
@@ -333,11 +335,6 @@ impl Registry {
     /// Whether nothing is waiting for time to pass, so the loop may sleep until the next event.
     pub fn is_idle(&self) -> bool {
         self.wheel.is_empty()
-    }
-
-    /// Whether the stored messages changed since the last [`snapshot`](Self::snapshot).
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
     }
 
     /// `--rate-per-id`: a write (POST, DELETE) beyond the id's rate gets 429.
@@ -413,10 +410,8 @@ impl Registry {
         shrink(&mut self.parked_by_client);
         let mut expired = Vec::new();
         self.wheel.advance(now, &mut expired);
-        if expired.iter().any(|t| matches!(t, Timer::LinkMessage { .. } | Timer::InboxMessage(_))) {
-            self.dirty = true;
-        }
         for timer in expired {
+            self.expiring(&timer);
             match timer {
                 Timer::Waiter(conn) => self.waiter_expired(now, conn, out),
                 Timer::LinkMessage { id, ticket } => {

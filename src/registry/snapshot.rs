@@ -29,45 +29,24 @@ pub struct Restored {
 }
 
 impl Registry {
-    /// Every stored message, as plain data; clears the dirty flag.
+    /// Every stored message, as plain data; the changes not taken yet are in it, and dropped.
     pub fn snapshot(&mut self, now: Instant, now_ms: u64) -> Snapshot {
-        self.dirty = false;
-        let wall =
-            |deadline: Instant| now_ms + deadline.saturating_duration_since(now).as_millis() as u64;
+        self.touched.clear();
         let mut snapshot = Snapshot::default();
         for (id, inbox) in &self.inboxes {
             if let Some(stored) = &inbox.message {
-                snapshot.inbox.push(InboxEntry {
-                    id: id.to_vec(),
-                    content_type: stored.content_type.as_deref().map(String::from),
-                    acked: stored.acked(),
-                    expires_ms: wall(stored.deadline),
-                    body: stored
-                        .body
-                        .as_ref()
-                        .map_or_else(|| Arc::from(&[][..]), |b| Arc::clone(b.bytes())),
-                });
+                snapshot.inbox.push(inbox_entry(id, stored, now, now_ms));
             }
         }
-        let link_entry = |id: &[u8], m: &Message| LinkEntry {
-            id: id.to_vec(),
-            content_type: m.content_type.clone(),
-            expires_ms: wall(m.deadline),
-            body: Arc::clone(m.body.bytes()),
-            sender_ip: m.sender.ip,
-            sender_port: m.sender.port,
-            sender_arrived_ms: m.sender.arrived_ms,
-            sender_query: m.sender.query.to_string(),
-        };
         // A delivery being written is not delivered yet: it is saved ahead of its id's queue.
         let mut deliveries: Vec<(&ConnId, _)> = self.deliveries.iter().collect();
         deliveries.sort_unstable_by_key(|(conn, _)| **conn);
         for (_, delivery) in deliveries {
-            snapshot.link.push(link_entry(&delivery.id, &delivery.message));
+            snapshot.link.push(link_entry(&delivery.id, &delivery.message, now, now_ms));
         }
         for (id, channel) in &self.links {
             for message in channel.messages() {
-                snapshot.link.push(link_entry(id, message));
+                snapshot.link.push(link_entry(id, message, now, now_ms));
             }
         }
         snapshot
@@ -151,5 +130,36 @@ impl Registry {
             done.link += 1;
         }
         done
+    }
+}
+
+/// `deadline` on the wall clock, Unix milliseconds.
+fn wall(deadline: Instant, now: Instant, now_ms: u64) -> u64 {
+    now_ms + deadline.saturating_duration_since(now).as_millis() as u64
+}
+
+/// The stored `/inbox` message of `id`, as plain data.
+pub(super) fn inbox_entry(id: &[u8], stored: &Stored, now: Instant, now_ms: u64) -> InboxEntry {
+    InboxEntry {
+        id: id.to_vec(),
+        content_type: stored.content_type.as_deref().map(String::from),
+        acked: stored.acked(),
+        expires_ms: wall(stored.deadline, now, now_ms),
+        body: stored.body.as_ref().map_or_else(|| Arc::from(&[][..]), |b| Arc::clone(b.bytes())),
+    }
+}
+
+/// A `/link` message of `id`, as plain data.
+pub(super) fn link_entry(id: &[u8], m: &Message, now: Instant, now_ms: u64) -> LinkEntry {
+    LinkEntry {
+        id: id.to_vec(),
+        ticket: m.ticket,
+        content_type: m.content_type.clone(),
+        expires_ms: wall(m.deadline, now, now_ms),
+        body: Arc::clone(m.body.bytes()),
+        sender_ip: m.sender.ip,
+        sender_port: m.sender.port,
+        sender_arrived_ms: m.sender.arrived_ms,
+        sender_query: m.sender.query.to_string(),
     }
 }
