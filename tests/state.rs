@@ -1,14 +1,19 @@
-//! `--state-file`: stored messages survive a restart (SIGTERM, and `kill -9` after a second).
+//! `--state-file`: stored messages survive a restart (SIGTERM, and `kill -9` after a second, at
+//! random moments of a workload), a torn journal, and a full disk.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Relay;
+use common::{get_request, json_number, now_ms, post_request, request, Relay, NO_CLIENT_LIMITS};
 
 /// Size of a state file holding nothing: the magic line.
 const EMPTY_STATE: u64 = "handoff-state 2\n".len() as u64;
@@ -145,6 +150,243 @@ fn a_corrupt_state_file_is_set_aside_and_the_relay_starts_empty() {
     let aside = path.with_file_name("state.corrupt");
     assert_eq!(std::fs::read(aside).unwrap(), b"not a state file");
     assert_eq!(relay.post("/inbox/x", b"new", &[]).status, 200);
+    stop(relay);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A small deterministic random source (xorshift64), so that a failing run can be repeated.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One exchange that may fail (the relay is killed meanwhile): the status and body, or `None`.
+fn try_exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> Option<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(limit)).ok()?;
+    stream.set_write_timeout(Some(limit)).ok()?;
+    stream.write_all(raw).ok()?;
+    read_answer(&mut stream)
+}
+
+/// Reads a whole response from `stream`: its status and body, or `None` if it does not come.
+fn read_answer(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let status = std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()?;
+    Some((status, raw[end + 4..].to_vec()))
+}
+
+/// What an `/inbox` id holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Held {
+    Nothing,
+    Stored(Vec<u8>),
+    Acked,
+}
+
+/// An `/inbox` id's history since the last restart: the state then (certain), and each change
+/// made since with the time its answer came (`None`: sent, never answered).
+#[derive(Default)]
+struct InboxHistory {
+    changes: Vec<(Held, Option<Instant>)>,
+}
+
+/// A `/link` message left by a sender: when it was seen parked (`None`: sent, not seen yet),
+/// and when its sender heard that a receiver took it (`Some(None)`: a receiver asked, the
+/// sender heard nothing yet).
+struct LinkSent {
+    id: String,
+    body: Vec<u8>,
+    stored: Option<Instant>,
+    taken: Option<Option<Instant>>,
+}
+
+/// What the workload did between two restarts.
+struct Workload {
+    inbox: Vec<InboxHistory>,
+    link: Vec<LinkSent>,
+}
+
+const INBOX_IDS: usize = 40;
+
+/// Runs a mixed workload on the relay at `addr` until `stop` or a failed request (the kill):
+/// stores, replacements and acknowledgements on [`INBOX_IDS`] `/inbox` ids, `/link` messages left
+/// by senders that stay connected, and some of them taken.
+fn workload(
+    addr: SocketAddr,
+    rng: &mut XorShift,
+    mut work: Workload,
+    stop: &AtomicBool,
+) -> Workload {
+    let mut senders: Vec<(usize, TcpStream)> = Vec::new();
+    let parked = |want: u64| {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let (_, body) = try_exchange(addr, &get_request("/health"), Duration::from_secs(5))?;
+            if json_number(&String::from_utf8_lossy(&body), "parked") == Some(want) {
+                return Some(Instant::now());
+            }
+        }
+        None
+    };
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let slot = rng.below(INBOX_IDS as u64) as usize;
+        let path = format!("/inbox/crash-{slot}");
+        let limit = Duration::from_secs(5);
+        match rng.below(20) {
+            0..=8 => {
+                let body = format!("{n}-{}", "x".repeat(rng.below(300) as usize)).into_bytes();
+                let history = &mut work.inbox[slot];
+                history.changes.push((Held::Stored(body.clone()), None));
+                let answer = try_exchange(addr, &post_request(&path, &body, &[]), limit);
+                let Some((200, _)) = answer else { break };
+                history.changes.last_mut().unwrap().1 = Some(Instant::now());
+            }
+            9..=12 => {
+                let history = &mut work.inbox[slot];
+                let stored =
+                    history.changes.last().is_some_and(|(h, _)| matches!(h, Held::Stored(_)));
+                let answer = try_exchange(addr, &request("DELETE", &path, &[], b""), limit);
+                if stored {
+                    history.changes.push((Held::Acked, None));
+                }
+                let Some((status, _)) = answer else { break };
+                if stored {
+                    assert_eq!(status, 200, "DELETE of a stored message");
+                    history.changes.last_mut().unwrap().1 = Some(Instant::now());
+                }
+            }
+            13..=16 if senders.len() < 16 => {
+                let id = format!("/link/crash-{n}");
+                let body = format!("link {n}").into_bytes();
+                let Ok(mut stream) = TcpStream::connect(addr) else { break };
+                if stream.write_all(&post_request(&id, &body, &[])).is_err() {
+                    break;
+                }
+                work.link.push(LinkSent { id, body, stored: None, taken: None });
+                let Some(stored) = parked(senders.len() as u64 + 1) else { break };
+                work.link.last_mut().unwrap().stored = Some(stored);
+                senders.push((work.link.len() - 1, stream));
+            }
+            _ if !senders.is_empty() => {
+                let (at, mut sender) =
+                    senders.swap_remove(rng.below(senders.len() as u64) as usize);
+                let sent = &mut work.link[at];
+                sent.taken = Some(None);
+                let answer = try_exchange(addr, &get_request(&sent.id), limit);
+                let Some((200, body)) = answer else { break };
+                assert_eq!(body, sent.body);
+                sender.set_read_timeout(Some(limit)).unwrap();
+                let Some((200, _)) = read_answer(&mut sender) else { break };
+                sent.taken = Some(Some(Instant::now()));
+            }
+            _ => {}
+        }
+    }
+    work
+}
+
+/// Checks what the restarted relay at `addr` holds against what the workload did before the
+/// kill at `killed`: every change answered more than a second before it is there, and nothing
+/// older than it is undone. Takes every `/link` message; returns the `/inbox` state found.
+fn verify(relay: &Relay, work: Workload, killed: Instant) -> Vec<Held> {
+    let addr = relay.addr();
+    let durable = |at: &Option<Instant>| at.is_some_and(|at| at + Duration::from_secs(1) < killed);
+    let limit = Duration::from_secs(5);
+    let mut found = Vec::new();
+    for (slot, history) in work.inbox.into_iter().enumerate() {
+        let path = format!("/inbox/crash-{slot}");
+        let got = match try_exchange(addr, &get_request(&format!("{path}/ack")), limit) {
+            Some((404, _)) => Held::Nothing,
+            Some((200, body)) if body == b"true" => Held::Acked,
+            Some((200, body)) if body == b"false" => {
+                let (status, body) = try_exchange(addr, &get_request(&path), limit).unwrap();
+                assert_eq!(status, 200);
+                Held::Stored(body)
+            }
+            other => panic!("{path}/ack answered {other:?}"),
+        };
+        // The first change is the state at the restart; the last durable one must be there, or
+        // one made after it.
+        let from = history.changes.iter().rposition(|(_, at)| durable(at)).unwrap_or(0);
+        let allowed: Vec<&Held> = history.changes[from..].iter().map(|(held, _)| held).collect();
+        assert!(allowed.contains(&&got), "{path}: found {got:?}, allowed {allowed:?}");
+        found.push(got);
+    }
+    let mut maybe = Vec::new();
+    for sent in work.link {
+        match sent.taken {
+            // Taken for sure more than a second before the kill: must not come back (the count
+            // of held messages below would show it).
+            Some(at) if durable(&at) => {}
+            None if durable(&sent.stored) => {
+                let answer = try_exchange(addr, &get_request(&sent.id), limit);
+                assert_eq!(answer, Some((200, sent.body)), "{} was stored and lost", sent.id);
+            }
+            _ => maybe.push(thread::spawn(move || {
+                try_exchange(addr, &get_request(&sent.id), Duration::from_millis(500))
+            })),
+        }
+    }
+    for maybe in maybe {
+        let _ = maybe.join();
+    }
+    let bodies = found.iter().filter(|h| matches!(h, Held::Stored(_))).count() as u64;
+    relay.wait_gauge("messages", bodies);
+    found
+}
+
+/// SIGKILL at random moments of a mixed workload, 52 times, each time restarted on the same
+/// state file: what was answered more than a second before the kill is there, with its content
+/// and acknowledged state; nothing taken or acknowledged before that comes back.
+#[test]
+fn sigkill_at_random_moments_loses_nothing_a_second_old() {
+    let path = state_path("crash");
+    let file = path.to_str().unwrap();
+    let args = [&NO_CLIENT_LIMITS[..], &["--state-file", file, "--link-timeout", "600s"]].concat();
+    let seed = now_ms() | 1;
+    eprintln!("seed {seed}");
+    let mut rng = XorShift(seed);
+    let mut state = vec![Held::Nothing; INBOX_IDS];
+    let mut last: Option<(Workload, Instant)> = None;
+    for round in 0..52 {
+        let mut relay = Relay::start(&args);
+        if let Some((work, killed)) = last.take() {
+            state = verify(&relay, work, killed);
+        }
+        let inbox = state
+            .iter()
+            .map(|h| InboxHistory {
+                changes: vec![(h.clone(), Some(Instant::now() - Duration::from_secs(3600)))],
+            })
+            .collect();
+        let work = Workload { inbox, link: Vec::new() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = relay.addr();
+        let mut thread_rng = XorShift(rng.below(u64::MAX) | 1);
+        let thread_stop = Arc::clone(&stop);
+        let runner = thread::spawn(move || workload(addr, &mut thread_rng, work, &thread_stop));
+        thread::sleep(Duration::from_millis(150 + rng.below(1650)));
+        let killed = Instant::now();
+        kill(&relay, "KILL");
+        stop.store(true, Ordering::SeqCst);
+        relay.wait_exit(Duration::from_secs(5)).expect("the relay did not die");
+        let work = runner.join().unwrap_or_else(|_| panic!("round {round}: the workload failed"));
+        last = Some((work, killed));
+    }
+    let relay = Relay::start(&args);
+    let (work, killed) = last.unwrap();
+    verify(&relay, work, killed);
     stop(relay);
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
