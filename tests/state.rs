@@ -185,11 +185,25 @@ fn read_answer(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
 }
 
 /// What an `/inbox` id holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Held {
     Nothing,
     Stored(Vec<u8>),
     Acked,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::Nothing => write!(f, "nothing"),
+            // The bodies start with the number of the request that stored them.
+            Held::Stored(body) => {
+                let number = body.split(|&b| b == b'-').next().unwrap_or_default();
+                write!(f, "stored by #{} ({} bytes)", String::from_utf8_lossy(number), body.len())
+            }
+            Held::Acked => write!(f, "acked"),
+        }
+    }
 }
 
 /// An `/inbox` id's history since the last restart: the state then (certain), and each change
@@ -389,4 +403,134 @@ fn sigkill_at_random_moments_loses_nothing_a_second_old() {
     verify(&relay, work, killed);
     stop(relay);
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// The length of the file at `path` once it has grown past `than` bytes.
+fn wait_longer(path: &Path, than: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if len > than {
+            return len;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the state file stayed at {len} bytes");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A journal cut at every byte offset of its last record (a crash in the middle of a write)
+/// restores what precedes it, and says once that the rest was ignored.
+#[test]
+fn a_journal_cut_anywhere_in_its_last_record_restores_what_precedes_it() {
+    let path = state_path("torn");
+    let file = path.to_str().unwrap();
+    let mut relay = Relay::start(&["--state-file", file]);
+    assert_eq!(relay.post("/inbox/a", b"durable", &[]).status, 200);
+    wait_holding(&path, b"durable");
+    let before = std::fs::metadata(&path).unwrap().len();
+    // The acknowledgement is the last record.
+    assert_eq!(relay.send(&request("DELETE", "/inbox/a", &[], b"")).status, 200);
+    let after = wait_longer(&path, before);
+    kill(&relay, "KILL");
+    relay.wait_exit(Duration::from_secs(5)).expect("the relay did not die");
+    let whole = std::fs::read(&path).unwrap();
+    assert_eq!(whole.len() as u64, after);
+    let cut_path = path.with_file_name("cut");
+    let cut_file = cut_path.to_str().unwrap();
+    for cut in before..=after {
+        std::fs::write(&cut_path, &whole[..cut as usize]).unwrap();
+        let relay = Relay::start(&["--state-file", cut_file]);
+        let acked = relay.get("/inbox/a/ack");
+        let torn = cut > before && cut < after;
+        let want: &[u8] = if torn || cut == before { b"false" } else { b"true" };
+        assert_eq!((acked.status, acked.body.as_slice()), (200, want), "cut at {cut}: {acked}");
+        if want == b"false" {
+            assert_eq!(relay.get("/inbox/a").body, b"durable", "cut at {cut}");
+        }
+        let reported = relay.logs().iter().filter(|l| l.contains("not a whole record")).count();
+        assert_eq!(reported, usize::from(torn), "cut at {cut}: {:?}", relay.logs());
+        stop(relay);
+        // The start rewrote the file without the torn bytes.
+        let rewritten = std::fs::read(&cut_path).unwrap();
+        assert!(!rewritten.is_empty() && rewritten.len() as u64 <= after, "cut at {cut}");
+    }
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A full disk (a 256 KiB tmpfs, so root is needed to mount it; CI runs as root): the relay
+/// serves on, counts and logs the failed writes, keeps what the file held, and writes again
+/// once there is room.
+#[test]
+fn a_full_disk_costs_nothing_durable_and_writing_resumes() {
+    let uid = Command::new("id").arg("-u").output().expect("cannot run id");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("SKIPPED: mounting a small tmpfs to fill needs root (CI runs the tests as root)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("handoff-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("cannot run mount");
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    let tmpfs = Tmpfs(dir);
+    let path = tmpfs.0.join("state");
+    let file = path.to_str().unwrap();
+    let mut relay = Relay::start(&["--state-file", file]);
+    assert_eq!(relay.post("/inbox/keep", b"durable", &[]).status, 200);
+    wait_holding(&path, b"durable");
+
+    // Fill the disk.
+    let filler = tmpfs.0.join("filler");
+    let mut fill = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    while fill.write_all(&block).is_ok() {}
+    drop(fill);
+    let big = vec![b'b'; 16 * 1024];
+    assert_eq!(relay.post("/inbox/big", &big, &[]).status, 200, "the relay serves on");
+    let started = Instant::now();
+    loop {
+        let (_, health) = relay.health();
+        if json_number(&health, "state_write_failures").is_some_and(|n| n >= 1) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no failure counted: {health}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    relay.wait_log("failure", |line| line.contains("cannot write the state file"));
+    let metrics = relay.get("/metrics").text();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("handoff_state_write_failures_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(counted.is_some_and(|n| n >= 1), "{metrics}");
+    assert_eq!(relay.get("/inbox/keep").body, b"durable");
+    let held = std::fs::read(&path).unwrap();
+    assert!(held.windows(7).any(|w| w == b"durable"), "the durable message was lost");
+    assert!(!tmpfs.0.join("state.tmp").exists(), "PATH.tmp left behind on a full disk");
+
+    // Room again: the whole state is written within a second or so.
+    std::fs::remove_file(&filler).unwrap();
+    wait_holding(&path, &big);
+    relay.wait_log("recovery", |line| {
+        line.contains("writing the state file") && line.contains("again")
+    });
+    kill(&relay, "KILL");
+    relay.wait_exit(Duration::from_secs(5)).expect("the relay did not die");
+    let relay = Relay::start(&["--state-file", file]);
+    assert_eq!(relay.get("/inbox/keep").body, b"durable");
+    assert_eq!(relay.get("/inbox/big").body, big);
+    stop(relay);
 }
