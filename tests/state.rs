@@ -534,3 +534,29 @@ fn a_full_disk_costs_nothing_durable_and_writing_resumes() {
     assert_eq!(relay.get("/inbox/big").body, big);
     stop(relay);
 }
+
+/// The journal is rewritten whole once it passes twice the live state plus 64 KiB: replacing one
+/// 4 KiB message 60 times (240 KiB of records for 4 KiB live) leaves a file of about one message.
+#[test]
+fn a_journal_past_twice_the_live_state_is_compacted() {
+    let path = state_path("compact");
+    let args = [&NO_CLIENT_LIMITS[..], &["--state-file", path.to_str().unwrap()]].concat();
+    let relay = Relay::start(&args);
+    for n in 0..60 {
+        let body = format!("{n:04}{}", "c".repeat(4096)).into_bytes();
+        assert_eq!(relay.post("/inbox/again", &body, &[]).status, 200);
+    }
+    let last = format!("0059{}", "c".repeat(4096)).into_bytes();
+    let started = Instant::now();
+    loop {
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let data = std::fs::read(&path).unwrap_or_default();
+        if len < 8192 && data.windows(last.len()).any(|w| w == last) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not compacted: {len} bytes");
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop(relay);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}

@@ -249,7 +249,8 @@ impl Journal {
             out.last_sync = Instant::now();
         }
         let Some(file) = out.file.as_mut() else {
-            // Stale: these changes are in the snapshot to come.
+            // Stale: these changes are in the snapshot to come, and nothing is left to sync.
+            out.unsynced = false;
             return Ok(());
         };
         if !changes.is_empty() {
@@ -259,6 +260,7 @@ impl Journal {
                 // Cut back so that no torn record is left for a restart to report.
                 let _ = file.set_len(out.len);
                 out.file = None;
+                out.unsynced = false;
                 return Err(e);
             }
             out.len += buf.len() as u64;
@@ -270,6 +272,7 @@ impl Journal {
         if out.unsynced && (sync_now || out.last_sync.elapsed() >= SYNC_EVERY) {
             if let Err(e) = file.sync_data() {
                 out.file = None;
+                out.unsynced = false;
                 return Err(e);
             }
             out.unsynced = false;
