@@ -143,7 +143,11 @@ pub fn run(
     let mut ready = Vec::new();
     let mut next_tick = Instant::now() + TICK;
     loop {
-        let save_due = journal.as_ref().is_some_and(|j| j.wants_snapshot());
+        // A snapshot to retry, or a compaction to check once the last messages are gone: the
+        // loop wakes for them even with nothing else to wait for.
+        let held = registry.counts().bytes as u64;
+        let save_due =
+            journal.as_ref().is_some_and(|j| j.wants_snapshot() || j.compaction_due(held));
         let timeout = if registry.is_idle() && io.waiting.is_empty() && !save_due {
             None
         } else {

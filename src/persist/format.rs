@@ -263,24 +263,8 @@ fn next_record(data: &[u8]) -> Option<(Change, usize)> {
     }
     let mut r = Cursor(payload);
     let change = match r.u8()? {
-        INBOX_PUT => Change::Inbox(InboxEntry {
-            id: r.bytes()?.to_vec(),
-            content_type: r.opt()?,
-            acked: r.u8()? != 0,
-            expires_ms: r.u64()?,
-            body: Arc::from(r.bytes()?),
-        }),
-        LINK_PUT => Change::Link(LinkEntry {
-            id: r.bytes()?.to_vec(),
-            ticket: r.u64()?,
-            content_type: r.opt()?,
-            expires_ms: r.u64()?,
-            body: Arc::from(r.bytes()?),
-            sender_ip: r.string()?.parse().ok()?,
-            sender_port: u16::from_be_bytes(r.take(2)?.try_into().ok()?),
-            sender_arrived_ms: r.u64()?,
-            sender_query: r.string()?,
-        }),
+        INBOX_PUT => Change::Inbox(read_inbox(&mut r)?),
+        LINK_PUT => Change::Link(read_link(&mut r, true)?),
         INBOX_ACKED => Change::InboxAcked(r.bytes()?.to_vec()),
         INBOX_GONE => Change::InboxGone(r.bytes()?.to_vec()),
         LINK_GONE => Change::LinkGone { id: r.bytes()?.to_vec(), ticket: r.u64()? },
@@ -351,27 +335,39 @@ fn decode_v1(data: &[u8]) -> Option<Snapshot> {
     loop {
         match r.u8()? {
             0 => return r.0.is_empty().then_some(snapshot),
-            1 => snapshot.inbox.push(InboxEntry {
-                id: r.bytes()?.to_vec(),
-                content_type: r.opt()?,
-                acked: r.u8()? != 0,
-                expires_ms: r.u64()?,
-                body: Arc::from(r.bytes()?),
-            }),
-            2 => snapshot.link.push(LinkEntry {
-                id: r.bytes()?.to_vec(),
-                ticket: 0,
-                content_type: r.opt()?,
-                expires_ms: r.u64()?,
-                body: Arc::from(r.bytes()?),
-                sender_ip: r.string()?.parse().ok()?,
-                sender_port: u16::from_be_bytes(r.take(2)?.try_into().ok()?),
-                sender_arrived_ms: r.u64()?,
-                sender_query: r.string()?,
-            }),
+            1 => snapshot.inbox.push(read_inbox(&mut r)?),
+            2 => snapshot.link.push(read_link(&mut r, false)?),
             _ => return None,
         }
     }
+}
+
+/// The fields of an `/inbox` put, the same in both versions.
+fn read_inbox(r: &mut Cursor) -> Option<InboxEntry> {
+    Some(InboxEntry {
+        id: r.bytes()?.to_vec(),
+        content_type: r.opt()?,
+        acked: r.u8()? != 0,
+        expires_ms: r.u64()?,
+        body: Arc::from(r.bytes()?),
+    })
+}
+
+/// The fields of a `/link` put; `ticketed`: version 2, with the ticket after the id.
+fn read_link(r: &mut Cursor, ticketed: bool) -> Option<LinkEntry> {
+    let id = r.bytes()?.to_vec();
+    let ticket = if ticketed { r.u64()? } else { 0 };
+    Some(LinkEntry {
+        id,
+        ticket,
+        content_type: r.opt()?,
+        expires_ms: r.u64()?,
+        body: Arc::from(r.bytes()?),
+        sender_ip: r.string()?.parse().ok()?,
+        sender_port: u16::from_be_bytes(r.take(2)?.try_into().ok()?),
+        sender_arrived_ms: r.u64()?,
+        sender_query: r.string()?,
+    })
 }
 
 struct Cursor<'a>(&'a [u8]);
