@@ -120,7 +120,7 @@ impl Registry {
                 Touched::InboxGone(id) => Change::InboxGone(id),
                 Touched::Link { id, ticket, receiver } => {
                     let delivering = receiver.and_then(|r| self.deliveries.get(&r));
-                    let delivering = delivering.map(|d| &d.message).filter(|m| m.ticket == ticket);
+                    let delivering = delivering.map(|d| &*d.message).filter(|m| m.ticket == ticket);
                     // A new message is last in its queue.
                     let queued = || {
                         let channel = self.links.get(&id[..])?;
