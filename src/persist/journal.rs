@@ -24,8 +24,8 @@ use crate::metrics::Gauges;
 /// Longest time between a record's write and its fsync: a power cut loses at most this much.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
-/// Most bytes of records waiting to be written: a disk slower than the changes costs no more
-/// memory than this (and a snapshot instead).
+/// Most bytes of records waiting to be written (or one batch, if larger): a disk slower than
+/// the changes costs no more memory than this, and a snapshot instead.
 const QUEUE_LIMIT: u64 = 4 << 20;
 
 /// How far the journal may grow past twice the live state before it is compacted: a nearly
@@ -100,7 +100,8 @@ impl Journal {
         if shared.stale {
             return;
         }
-        if shared.changes_len + len > QUEUE_LIMIT {
+        // One batch is always taken: its bodies are the registry's, charged to the budget.
+        if shared.changes_len > 0 && shared.changes_len + len > QUEUE_LIMIT {
             shared.changes.clear();
             shared.changes_len = 0;
             shared.stale = true;
