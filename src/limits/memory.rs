@@ -19,6 +19,12 @@ use crate::identity::ClientKey;
 /// build; the variable parts (id, query, content type, body) are charged byte for byte on top.
 pub const ENTRY_COST: usize = 512;
 
+/// The part of a connection's request buffer that is not charged: it is counted in the fixed
+/// cost of a connection, which `--max-connections` bounds (protocol §4, "What memory is
+/// charged"). So a small request (`/health`, `/metrics`, any ordinary relay request) is read even
+/// while long heads hold the whole budget; a head beyond it is charged as its buffer grows.
+pub const HEAD_ALLOWANCE: usize = 1024;
+
 /// State a client made the relay hold, with the bytes it occupies while it lives: the fixed
 /// cost of its entry plus the lengths it keeps. Sizes only change by making a new value.
 pub trait Footprint {
