@@ -1,5 +1,4 @@
-//! What each kind of held state is charged, and that every path gives it back (protocol §4,
-//! "What memory is charged"): registry scenarios whose requests carry real charges on one
+//! What each kind of held state is charged, and that every path gives it back (protocol §4.3): registry scenarios whose requests carry real charges on one
 //! budget, checked against that budget after every step.
 
 use std::sync::Arc;
