@@ -20,7 +20,7 @@ use super::parked::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
 use super::server::Shared;
 use crate::identity::ClientKey;
-use crate::limits::{Reservation, Shortage};
+use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
 use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
@@ -98,8 +98,9 @@ pub fn on_readable(
         match reading.connection.read_now(&mut scratch[..room]) {
             Ok(0) if room > 0 => return Some(reading),
             // Bytes wait in the worker's scratch buffer until the connection's own buffer may
-            // grow to take them: the growth is charged first, or the request is refused.
-            Ok(n) => match reading.charge.resize(reading.reader.capacity_for(n)) {
+            // grow to take them: the growth past the allowance is charged first, or the
+            // request is refused.
+            Ok(n) => match reading.charge.resize(head_charge(reading.reader.capacity_for(n))) {
                 Ok(()) => filled = n,
                 Err(shortage) => {
                     let refusal = match shortage {
@@ -114,6 +115,12 @@ pub fn on_readable(
     };
     finish(reading, end, shared);
     None
+}
+
+/// What a connection's request buffer of `capacity` bytes is charged: what passes the
+/// allowance every connection has ([`HEAD_ALLOWANCE`]).
+fn head_charge(capacity: usize) -> usize {
+    capacity.saturating_sub(HEAD_ALLOWANCE)
 }
 
 /// Feeds `bytes` to the reader and acts on its steps until it needs more (`None`) or the request

@@ -4,8 +4,7 @@
 //! Whatever a client makes the relay hold past its request (a parked request, a stored or
 //! acknowledged message, a write claim, a head or body being read) is a [`Charged`] value, or
 //! owns a [`Reservation`] sized by the code that made it: the charge is made when the value is
-//! and given back when it is dropped, so no path can forget it (protocol §4, "What memory is
-//! charged").
+//! and given back when it is dropped, so no path can forget it (protocol §4.3).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +13,15 @@ use std::sync::{Arc, Mutex};
 use crate::identity::ClientKey;
 
 /// What one held request costs beyond the bytes it keeps: its registry entry, its slots in the
-/// maps and queues, its timer and its parked connection. BENCHMARKS.md ("Memory per waiting
-/// receiver") measures ~500 bytes of RSS per parked receiver with a short id in the static
+/// maps and queues, its timer and its parked connection. BENCHMARKS.md ("What one parked `/link`
+/// receiver holds") measures ~500 bytes of RSS per parked receiver with a short id in the static
 /// build; the variable parts (id, query, content type, body) are charged byte for byte on top.
 pub const ENTRY_COST: usize = 512;
+
+/// The part of a connection's request buffer that is not charged: it is counted in the fixed
+/// cost of a connection, which `--max-connections` bounds (protocol §4.3). So a small request (`/health`, `/metrics`, any ordinary relay request) is read even
+/// while long heads hold the whole budget; a head beyond it is charged as its buffer grows.
+pub const HEAD_ALLOWANCE: usize = 1024;
 
 /// State a client made the relay hold, with the bytes it occupies while it lives: the fixed
 /// cost of its entry plus the lengths it keeps. Sizes only change by making a new value.

@@ -1,5 +1,4 @@
-//! What each kind of held state is charged, and that every path gives it back (protocol §4,
-//! "What memory is charged"): registry scenarios whose requests carry real charges on one
+//! What each kind of held state is charged, and that every path gives it back (protocol §4.3): registry scenarios whose requests carry real charges on one
 //! budget, checked against that budget after every step.
 
 use std::sync::Arc;
@@ -127,7 +126,7 @@ fn a_write_claim_is_charged_until_it_is_forgotten_and_costs_the_same_for_any_sec
     let mut c = Charges::new(false);
     let secret = "s".repeat(7000);
     c.arrive(1, "claimed", Action::LinkSend, &format!("wsecret={secret}"), "m");
-    let claim = ENTRY_COST + "claimed".len();
+    let claim = link::CLAIM_COST + "claimed".len();
     // The kept query drops `wsecret`; the claim keeps a digest, not the 7,000-byte secret.
     assert_eq!(c.used(), message("claimed", "", "m") + claim);
     c.arrive(2, "claimed", Action::LinkReceive, "", "");
@@ -137,7 +136,7 @@ fn a_write_claim_is_charged_until_it_is_forgotten_and_costs_the_same_for_any_sec
     assert_eq!(c.used(), 0, "forgotten after CLAIM_IDLE");
     // The same claim from another secret: same charge.
     c.arrive(3, "other", Action::LinkSend, "wsecret=x", "m");
-    assert_eq!(c.used(), message("other", "", "m") + ENTRY_COST + "other".len());
+    assert_eq!(c.used(), message("other", "", "m") + link::CLAIM_COST + "other".len());
 }
 
 #[test]
@@ -221,4 +220,98 @@ fn what_does_not_fit_is_refused_and_counted_and_charges_nothing() {
     c.arrive(5, "c", Action::LinkSend, "wsecret=s", "m");
     assert_eq!(c.out[0].answer, Answer::Refused(Refusal::Memory));
     assert_eq!(c.used(), 0);
+}
+
+/// What each kind really costs on the heap, against what it is charged, with the counting
+/// allocator (`make test` runs these alone: `--features count-allocs`, one test thread). The
+/// registry's own heap per value must be covered by its charge, and the charge must not exceed
+/// it by more than one [`ENTRY_COST`], which also pays for what the value costs outside the
+/// registry (its connection; README "Limits" has the RSS per parked request).
+#[cfg(feature = "count-allocs")]
+mod measured {
+    use super::*;
+    use crate::sys::counting::allocations;
+
+    const N: u64 = 1000;
+
+    /// Runs `make(c, n)` for `N` values after a warm-up, and checks the heap they hold against
+    /// what they are charged.
+    fn check(kind: &str, make: impl Fn(&mut Charges, u64)) {
+        let mut c = Charges::new(false);
+        // Warm-up: the maps and the wheel reach the size they have at N, then empty again.
+        for n in 0..N {
+            make(&mut c, n);
+        }
+        c.at(Duration::from_secs(3600));
+        let heap_before = allocations().live;
+        let charged_before = c.used();
+        for n in N..2 * N {
+            make(&mut c, n);
+        }
+        let heap = (allocations().live - heap_before) as u64 / N;
+        let charged = (c.used() - charged_before) as u64 / N;
+        println!("{kind}: {heap} bytes of heap, {charged} charged, per value");
+        assert!(heap <= charged, "{kind}: {heap} bytes of heap per value, {charged} charged");
+        assert!(
+            charged <= heap + ENTRY_COST as u64,
+            "{kind}: {charged} charged per value, more than an entry over its {heap} of heap"
+        );
+    }
+
+    const QUERY: &str = "q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    #[test]
+    fn a_parked_link_receiver_with_a_long_query() {
+        check("link receiver", |c, n| {
+            c.arrive(n, &format!("receiver-{n}"), Action::LinkReceive, QUERY, "")
+        });
+    }
+
+    #[test]
+    fn a_link_message_whose_sender_left() {
+        check("link message", |c, n| {
+            c.arrive(n, &format!("message-{n}"), Action::LinkSend, QUERY, &"b".repeat(1000));
+            c.send(Event::Gone { conn: n });
+        });
+    }
+
+    #[test]
+    fn a_write_claim_with_a_long_secret() {
+        let secret = format!("wsecret={}", "s".repeat(2000));
+        check("write claim and its message", |c, n| {
+            c.arrive(n, &format!("claim-{n}"), Action::LinkSend, &secret, "m");
+            c.send(Event::Gone { conn: n });
+        });
+    }
+
+    #[test]
+    fn a_write_claim_alone_once_its_message_was_delivered() {
+        let secret = format!("wsecret={}", "s".repeat(2000));
+        check("write claim alone", |c, n| {
+            c.arrive(n, &format!("lone-{n}"), Action::LinkSend, &secret, "m");
+            c.arrive(n + 1_000_000, &format!("lone-{n}"), Action::LinkReceive, "", "");
+            c.send(Event::DeliveryEnded { conn: n + 1_000_000, taken: true });
+        });
+    }
+
+    #[test]
+    fn a_stored_inbox_message() {
+        check("inbox message", |c, n| {
+            c.arrive(n, &format!("inbox-{n}"), Action::InboxPost, "", &"b".repeat(1000))
+        });
+    }
+
+    #[test]
+    fn an_acknowledged_inbox_entry() {
+        check("acknowledged inbox entry", |c, n| {
+            let id = format!("acked-{n}");
+            c.arrive(n, &id, Action::InboxPost, "", &"b".repeat(1000));
+            c.arrive(n + 1_000_000, &id, Action::InboxDelete, "", "");
+        });
+    }
+
+    #[test]
+    fn a_parked_inbox_get() {
+        check("inbox waiter", |c, n| c.arrive(n, &format!("get-{n}"), Action::InboxGet, "", ""));
+    }
 }
