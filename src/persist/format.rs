@@ -215,7 +215,7 @@ fn crc32c(parts: &[&[u8]]) -> u32 {
 
 /// What reading a state file found.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Read {
+pub struct Loaded {
     /// The stored messages, as the records that could be read leave them.
     pub snapshot: Snapshot,
     /// The file's version (1 or 2).
@@ -229,10 +229,10 @@ pub struct Read {
 
 /// Reads a state file's bytes; `None` if they are neither a version-2 file nor a complete
 /// version-1 file.
-pub fn read(data: &[u8]) -> Option<Read> {
+pub fn read(data: &[u8]) -> Option<Loaded> {
     if let Some(rest) = data.strip_prefix(MAGIC_V1) {
         let snapshot = decode_v1(rest)?;
-        return Some(Read { snapshot, version: 1, records: 0, ignored: None });
+        return Some(Loaded { snapshot, version: 1, records: 0, ignored: None });
     }
     let mut rest = data.strip_prefix(MAGIC)?;
     let mut replay = Replay::default();
@@ -241,13 +241,13 @@ pub fn read(data: &[u8]) -> Option<Read> {
         let Some((change, used)) = next_record(rest) else {
             let at = data.len() - rest.len();
             let snapshot = replay.finish();
-            return Some(Read { snapshot, version: 2, records, ignored: Some((at, rest.len())) });
+            return Some(Loaded { snapshot, version: 2, records, ignored: Some((at, rest.len())) });
         };
         replay.apply(change);
         records += 1;
         rest = &rest[used..];
     }
-    Some(Read { snapshot: replay.finish(), version: 2, records, ignored: None })
+    Some(Loaded { snapshot: replay.finish(), version: 2, records, ignored: None })
 }
 
 /// The change the record at the start of `data` makes and the bytes it takes; `None` if it is

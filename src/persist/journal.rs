@@ -197,7 +197,7 @@ impl Journal {
             shared.written = handed;
             match result {
                 Ok(()) => {
-                    if out.failing {
+                    if out.failing && out.file.is_some() {
                         info!("writing the state file {} again", self.path.display());
                         out.failing = false;
                     }

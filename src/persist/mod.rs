@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{error, warn};
+use log::{error, info, warn};
 
 pub use format::snapshot_len;
 pub use journal::Journal;
@@ -131,7 +131,8 @@ impl std::error::Error for StateError {}
 
 /// Opens the state file at start as it will be used: the directory must take `PATH.tmp` (created
 /// and removed again), and an existing file must be readable. A missing file is an empty state.
-/// A corrupt one is logged, moved aside to `PATH.corrupt`, and counts as empty: losing that
+/// A torn or corrupt end is logged and ignored, what precedes it restored. A file that is not a
+/// state file at all is logged, moved aside to `PATH.corrupt`, and counts as empty: losing that
 /// state is better than not relaying. Anything else is an error, and the relay does not start.
 pub fn open(path: &Path) -> Result<Snapshot, StateError> {
     let path_buf = || path.to_path_buf();
@@ -170,7 +171,7 @@ pub fn open(path: &Path) -> Result<Snapshot, StateError> {
             );
         }
         if read.version == 1 {
-            warn!("the state file {} is version 1: rewriting it as version 2", path.display());
+            info!("the state file {} is version 1: rewriting it as version 2", path.display());
         }
         return Ok(read.snapshot);
     }
