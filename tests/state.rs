@@ -154,7 +154,7 @@ fn a_corrupt_state_file_is_set_aside_and_the_relay_starts_empty() {
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
-/// A small deterministic random source (xorshift64), so that a failing run can be repeated.
+/// A small random source (xorshift64); the crash test seeds it from the clock and prints the seed.
 struct XorShift(u64);
 
 impl XorShift {
