@@ -121,12 +121,18 @@ impl Registry {
                 Touched::Link { id, ticket, receiver } => {
                     let delivering = receiver.and_then(|r| self.deliveries.get(&r));
                     let delivering = delivering.map(|d| &*d.message).filter(|m| m.ticket == ticket);
-                    // A new message is last in its queue.
+                    // A new message is last in its queue; one that went to another receiver
+                    // since (the first took nothing) is found among all deliveries.
                     let queued = || {
                         let channel = self.links.get(&id[..])?;
                         channel.messages().rev().find(|m| m.ticket == ticket)
                     };
-                    let Some(message) = delivering.or_else(queued) else { continue };
+                    let redelivered = || {
+                        let mut all = self.deliveries.values().map(|d| &*d.message);
+                        all.find(|m| m.ticket == ticket)
+                    };
+                    let found = delivering.or_else(queued).or_else(redelivered);
+                    let Some(message) = found else { continue };
                     Change::Link(link_entry(&id, message, now, now_ms))
                 }
                 Touched::LinkGone { id, ticket } => Change::LinkGone { id, ticket },
