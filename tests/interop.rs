@@ -699,6 +699,23 @@ fn chromium_runs_no_script_of_a_relayed_page() {
     assert_eq!(paragraph_x(&dom), ran, "without the headers the script should run: {dom}");
 }
 
+/// The relay's own pages, under the same headers, are still documents a browser shows as text
+/// (`/metrics` through the site: its client, nginx, is on loopback).
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_shows_the_relays_own_pages() {
+    let relay = Relay::start(&[]);
+    let site = Proxy::site(&relay, &[]);
+    for (path, text) in [
+        ("/relay/", "a relay for login hand-offs"),
+        ("/relay/health", r#"{"status":"ok","#),
+        ("/relay/metrics", "\nhandoff_parked 0\n"),
+    ] {
+        let dom = chromium_dump_dom(&site.url(path));
+        assert!(dom.contains("<pre") && dom.contains(text), "{path}: {dom}");
+    }
+}
+
 /// A page of the operator's site that registers `script` as a service worker and writes the
 /// outcome into `<pre id=result>`: `registered SCOPE` or `failed ERROR`.
 fn worker_page(script: &str) -> String {
