@@ -52,9 +52,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago on [`PROXY_IP`], where the proxies listen.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind((PROXY_IP, 0)).unwrap().local_addr().unwrap().port()
 }
 
 /// The shipped file `proxy/<name>` with each default replaced; every default must occur, so the
@@ -115,9 +115,11 @@ enum Kind {
     Caddy,
 }
 
-/// A running proxy in front of a relay, killed when dropped.
+/// A running proxy in front of a relay, stopped when dropped.
 struct Proxy {
     child: Child,
+    /// Whether `child` is an nginx master, stopped by SIGTERM (see `Drop`).
+    nginx: bool,
     port: u16,
     log: String,
     _dir: TempDir,
@@ -171,7 +173,8 @@ impl Proxy {
                 (child, dir.join("stderr.log"))
             }
         };
-        let mut proxy = Proxy { child, port, log, _dir: dir };
+        let nginx = matches!(kind, Kind::Nginx);
+        let mut proxy = Proxy { child, nginx, port, log, _dir: dir };
         proxy.wait_listening();
         proxy
     }
@@ -215,7 +218,17 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy and waits for it. nginx's master is sent SIGTERM, and stops its workers
+    /// before it exits: killed, it would leave them listening on the port, and a later test
+    /// given the same port would talk to them. Whatever still runs after [`WAIT_CAP`] is killed.
     fn drop(&mut self) {
+        if self.nginx {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + WAIT_CAP;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -648,7 +661,7 @@ impl Proxy {
             ),
         );
         let child = spawn_nginx(&dir, &server);
-        let mut site = Proxy { child, port, log: dir.join("error.log"), _dir: dir };
+        let mut site = Proxy { child, nginx: true, port, log: dir.join("error.log"), _dir: dir };
         site.wait_listening();
         site
     }
