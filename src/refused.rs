@@ -41,11 +41,13 @@ pub enum RefusalReason {
     AuthThrottled,
     /// A reply not taken within `--write-timeout`: the connection is closed.
     SlowReader,
+    /// A browser fetching a service worker script (`Service-Worker: script`): 403.
+    ServiceWorker,
 }
 
 impl RefusalReason {
     /// Every reason, in the order `/health` lists them.
-    pub const ALL: [RefusalReason; 17] = [
+    pub const ALL: [RefusalReason; 18] = [
         RefusalReason::Connections,
         RefusalReason::ConnectionsPerIp,
         RefusalReason::Parked,
@@ -63,6 +65,7 @@ impl RefusalReason {
         RefusalReason::Forbidden,
         RefusalReason::AuthThrottled,
         RefusalReason::SlowReader,
+        RefusalReason::ServiceWorker,
     ];
 
     /// The reason's name in `/health`.
@@ -85,6 +88,7 @@ impl RefusalReason {
             RefusalReason::Forbidden => "forbidden",
             RefusalReason::AuthThrottled => "auth_throttled",
             RefusalReason::SlowReader => "slow_reader",
+            RefusalReason::ServiceWorker => "service_worker",
         }
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! A value every layer may build (`/health`, preflights, `/` as much as the registry's answers,
 //! which `http/answers.rs` turns into one) without importing the HTTP front; the outbox writes
-//! it. Every
-//! response closes its connection (`Connection: close`, protocol §4 allows it) and forbids caching:
-//! relay bodies are one-time secrets that no proxy should keep.
+//! it. Every response closes its connection (`Connection: close`, protocol §4 allows it), forbids
+//! caching (relay bodies are one-time secrets that no proxy should keep) and is an inert document
+//! ([`INERT`], protocol §5): a relayed body is bytes from a stranger on the operator's origin.
 
 use std::fmt::{Display, Write as _};
 use std::io::Write as _;
@@ -14,14 +14,24 @@ use std::sync::{Arc, OnceLock};
 /// and CORS headers, so a response's headers cost one allocation.
 const HEADER_ROOM: usize = 384;
 
+/// The header lines that keep any response from becoming an active document on the relay's
+/// origin when a browser navigates to it (protocol §5): no MIME sniffing, and a policy that
+/// sandboxes the document (an opaque origin: no script, no forms, no access to the origin's
+/// cookies or storage), loads nothing into it (no image, style or beacon) and lets no page frame
+/// it. Sent on every response, not only on relayed bodies, so that no answer carrying a client's
+/// bytes can ever be added without it; the relay's own answers (text, JSON, empty) need none of
+/// what it forbids, and a `fetch()` reading a response is not affected by either header.
+const INERT: &str = "X-Content-Type-Options: nosniff\r\n\
+                     Content-Security-Policy: sandbox; default-src 'none'; frame-ancestors 'none'\r\n";
+
 /// A response to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     /// Status code.
     pub status: u16,
     /// Header lines besides the ones the serializer adds (`Content-Length`, `Connection`,
-    /// `Cache-Control`), each `Name: value\r\n`, written as they are added: one buffer rather
-    /// than a string per header. Names are fixed by the relay; values never hold CR or LF.
+    /// `Cache-Control`, [`INERT`]), each `Name: value\r\n`, written as they are added: one buffer
+    /// rather than a string per header. Names are fixed by the relay; values never hold CR or LF.
     headers: String,
     /// Body bytes, shared: one stored message may be sent to several waiters.
     pub body: Arc<[u8]>,
@@ -84,6 +94,7 @@ impl Response {
         if self.status >= 200 && self.status != 204 {
             let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
+        out.extend_from_slice(INERT.as_bytes());
         out.extend_from_slice(b"Cache-Control: no-store\r\nConnection: close\r\n\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
@@ -126,14 +137,20 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The lines every response ends its head with.
+    const TAIL: &str = "X-Content-Type-Options: nosniff\r\nContent-Security-Policy: sandbox; \
+                        default-src 'none'; frame-ancestors 'none'\r\nCache-Control: no-store\r\n\
+                        Connection: close\r\n\r\n";
+
     #[test]
     fn text_response_bytes() {
         let response = Response::text(404, "No such route.");
         assert_eq!(
             render(&response, false),
-            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: 15\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n\
-             No such route.\n"
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 15\r\n{TAIL}No such route.\n"
+            )
         );
     }
 
@@ -142,15 +159,14 @@ mod tests {
         let response = Response::new(200).body(b"secret".to_vec());
         assert_eq!(
             render(&response, true),
-            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nCache-Control: no-store\r\n\
-             Connection: close\r\n\r\n"
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n{TAIL}")
         );
     }
 
     #[test]
     fn no_content_has_no_length() {
         let rendered = render(&Response::new(204).header("Allow", "GET"), false);
-        assert_eq!(rendered, "HTTP/1.1 204 No Content\r\nAllow: GET\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
+        assert_eq!(rendered, format!("HTTP/1.1 204 No Content\r\nAllow: GET\r\n{TAIL}"));
     }
 
     #[test]

@@ -52,9 +52,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago on [`PROXY_IP`], where the proxies listen.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind((PROXY_IP, 0)).unwrap().local_addr().unwrap().port()
 }
 
 /// The shipped file `proxy/<name>` with each default replaced; every default must occur, so the
@@ -82,15 +82,44 @@ fn make_cert(dir: &TempDir) -> (String, String) {
     (cert, key)
 }
 
+/// Runs nginx on `server`, a server block, with the smallest main file around it and every path
+/// nginx writes in `dir`; its error log is `dir/error.log`.
+fn spawn_nginx(dir: &TempDir, server: &str) -> Child {
+    fs::write(dir.join("server.conf"), server).unwrap();
+    let main = format!(
+        "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log {access};\n  client_body_temp_path {tmp}/body;\n  \
+         proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fastcgi;\n  \
+         uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n  \
+         include {server};\n}}\n",
+        pid = dir.join("nginx.pid"),
+        log = dir.join("error.log"),
+        access = dir.join("access.log"),
+        tmp = dir.path().display(),
+        server = dir.join("server.conf"),
+    );
+    fs::write(dir.join("nginx.conf"), main).unwrap();
+    Command::new("nginx")
+        .args(["-p", &dir.join(""), "-c", &dir.join("nginx.conf")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .expect("cannot run nginx (make interop-deps)")
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Nginx,
     Caddy,
 }
 
-/// A running proxy in front of a relay, killed when dropped.
+/// A running proxy in front of a relay, stopped when dropped.
 struct Proxy {
     child: Child,
+    /// Whether `child` is an nginx master, stopped by SIGTERM (see `Drop`).
+    nginx: bool,
     port: u16,
     log: String,
     _dir: TempDir,
@@ -114,31 +143,7 @@ impl Proxy {
                         ("http://127.0.0.1:8080", format!("http://{upstream}")),
                     ],
                 );
-                fs::write(dir.join("server.conf"), server).unwrap();
-                // The shipped file is a server block; this is the smallest main file around it,
-                // with every path nginx writes in the temp dir.
-                let main = format!(
-                    "daemon off;\nworker_processes 1;\npid {pid};\nerror_log {log} info;\n\
-                     events {{ worker_connections 256; }}\n\
-                     http {{\n  access_log {access};\n  client_body_temp_path {tmp}/body;\n  \
-                     proxy_temp_path {tmp}/proxy;\n  fastcgi_temp_path {tmp}/fastcgi;\n  \
-                     uwsgi_temp_path {tmp}/uwsgi;\n  scgi_temp_path {tmp}/scgi;\n  \
-                     include {server};\n}}\n",
-                    pid = dir.join("nginx.pid"),
-                    log = dir.join("error.log"),
-                    access = dir.join("access.log"),
-                    tmp = dir.path().display(),
-                    server = dir.join("server.conf"),
-                );
-                fs::write(dir.join("nginx.conf"), main).unwrap();
-                let child = Command::new("nginx")
-                    .args(["-p", &dir.join(""), "-c", &dir.join("nginx.conf")])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
-                    .spawn()
-                    .expect("cannot run nginx (make interop-deps)");
-                (child, dir.join("error.log"))
+                (spawn_nginx(&dir, &server), dir.join("error.log"))
             }
             Kind::Caddy => {
                 let config = render(
@@ -168,7 +173,8 @@ impl Proxy {
                 (child, dir.join("stderr.log"))
             }
         };
-        let mut proxy = Proxy { child, port, log, _dir: dir };
+        let nginx = matches!(kind, Kind::Nginx);
+        let mut proxy = Proxy { child, nginx, port, log, _dir: dir };
         proxy.wait_listening();
         proxy
     }
@@ -212,7 +218,17 @@ impl Proxy {
 }
 
 impl Drop for Proxy {
+    /// Stops the proxy and waits for it. nginx's master is sent SIGTERM, and stops its workers
+    /// before it exits: killed, it would leave them listening on the port, and a later test
+    /// given the same port would talk to them. Whatever still runs after [`WAIT_CAP`] is killed.
     fn drop(&mut self) {
+        if self.nginx {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + WAIT_CAP;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -607,6 +623,172 @@ fn chromium_fetch_fails_when_cors_refuses_the_origin() {
     assert_eq!(result, "error TypeError: Failed to fetch", "{:?}", relay.logs());
     // The request did reach the relay and was answered: the browser refused the answer.
     assert!(relay.logs().iter().any(|l| l.contains("GET inbox") && l.contains(" 408 ")));
+}
+
+impl Proxy {
+    /// nginx as an operator's own site on plain HTTP (127.0.0.2 is a secure context to Chromium,
+    /// as every loopback address is, so pages may register service workers): the static
+    /// `pages` (name, HTML), `/tick` answered 204 at once, and `relay` mounted under `/relay/`,
+    /// the way a relay is put under a path of a site. Two more mounts each undo one defence of
+    /// protocol §5, so that each browser check below can be seen to fail: `/unguarded/` drops
+    /// the request's `Service-Worker` header (the relay's answer, headers and all, as if it did
+    /// not refuse), `/unsandboxed/` drops the answer's `X-Content-Type-Options` and
+    /// `Content-Security-Policy`.
+    fn site(relay: &Relay, pages: &[(&str, String)]) -> Proxy {
+        let dir = TempDir::new("site");
+        fs::create_dir_all(dir.path().join("site")).unwrap();
+        for (name, html) in pages {
+            fs::write(dir.path().join("site").join(name), html).unwrap();
+        }
+        let port = free_port();
+        let mount = |path: &str, extra: &str| {
+            format!(
+                "  location {path} {{\n    proxy_pass http://{}/;\n    proxy_http_version 1.1;\n    \
+                 proxy_set_header Connection \"\";\n    proxy_buffering off;\n{extra}  }}\n",
+                relay.addr()
+            )
+        };
+        let server = format!(
+            "server {{\n  listen {PROXY_IP}:{port};\n  root {root};\n  default_type text/html;\n  \
+             location = /tick {{ return 204; }}\n{relay}{unguarded}{unsandboxed}}}\n",
+            root = dir.join("site"),
+            relay = mount("/relay/", ""),
+            unguarded = mount("/unguarded/", "    proxy_set_header Service-Worker \"\";\n"),
+            unsandboxed = mount(
+                "/unsandboxed/",
+                "    proxy_hide_header X-Content-Type-Options;\n    \
+                 proxy_hide_header Content-Security-Policy;\n"
+            ),
+        );
+        let child = spawn_nginx(&dir, &server);
+        let mut site = Proxy { child, nginx: true, port, log: dir.join("error.log"), _dir: dir };
+        site.wait_listening();
+        site
+    }
+
+    /// The site's URL for `path`.
+    fn url(&self, path: &str) -> String {
+        format!("http://{PROXY_IP}:{}{path}", self.port)
+    }
+}
+
+/// A page with a script that, if it ran, would write its origin into `<p id="x">`.
+const SCRIPTED_PAGE: &[u8] = b"<!doctype html><html><head><title>relayed</title></head>\
+    <body><p id=x>inert</p><script>document.getElementById('x').textContent = \
+    'ran on ' + location.origin</script></body></html>";
+
+/// What `<p id="x">` holds in a dumped DOM.
+fn paragraph_x(dom: &str) -> &str {
+    let start = dom.find(r#"<p id="x">"#).unwrap_or_else(|| panic!("no <p id=x>: {dom}"));
+    let rest = &dom[start + r#"<p id="x">"#.len()..];
+    &rest[..rest.find("</p>").unwrap_or_else(|| panic!("no </p>: {dom}"))]
+}
+
+/// A relayed `text/html` page with a script, opened in the browser on the operator's site
+/// (nginx, the relay under `/relay/`): neither the `/inbox` GET's answer nor the `/link`
+/// receiver's runs it, so it cannot reach the site's cookies or storage. The same answer
+/// without the two headers (`/unsandboxed/`) does run it, with the site's origin.
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_runs_no_script_of_a_relayed_page() {
+    let relay = Relay::start(&[]);
+    let site = Proxy::site(&relay, &[]);
+    let html = [("Content-Type", "text/html")];
+    assert_eq!(relay.post("/inbox/page", SCRIPTED_PAGE, &html).status, 200);
+    let dom = chromium_dump_dom(&site.url("/relay/inbox/page"));
+    assert_eq!(paragraph_x(&dom), "inert", "the relayed page's script ran: {dom}");
+    assert!(dom.contains("<title>relayed</title>"), "not the relayed page: {dom}");
+
+    let url = site.url("/relay/link/page");
+    let browser = thread::spawn(move || chromium_dump_dom(&url));
+    relay.wait_parked(1);
+    let sender = relay.post("/link/page", SCRIPTED_PAGE, &html);
+    assert_eq!(sender.status, 200, "{sender}");
+    let dom = browser.join().unwrap();
+    assert_eq!(paragraph_x(&dom), "inert", "the relayed page's script ran: {dom}");
+
+    let dom = chromium_dump_dom(&site.url("/unsandboxed/inbox/page"));
+    let ran = format!("ran on {}", site.url(""));
+    assert_eq!(paragraph_x(&dom), ran, "without the headers the script should run: {dom}");
+}
+
+/// The relay's own pages, under the same headers, are still documents a browser shows as text
+/// (`/metrics` through the site: its client, nginx, is on loopback).
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_shows_the_relays_own_pages() {
+    let relay = Relay::start(&[]);
+    let site = Proxy::site(&relay, &[]);
+    for (path, text) in [
+        ("/relay/", "a relay for login hand-offs"),
+        ("/relay/health", r#"{"status":"ok","#),
+        ("/relay/metrics", "\nhandoff_parked 0\n"),
+    ] {
+        let dom = chromium_dump_dom(&site.url(path));
+        assert!(dom.contains("<pre") && dom.contains(text), "{path}: {dom}");
+    }
+}
+
+/// A page of the operator's site that registers `script` as a service worker and writes the
+/// outcome into `<pre id=result>`: `registered SCOPE` or `failed ERROR`.
+fn worker_page(script: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html><body><pre id=result>pending</pre>
+<script type=module>
+let settled = false;
+const registering = (async () => navigator.serviceWorker.register('{script}'))()
+  .then((r) => 'registered ' + r.scope, (e) => 'failed ' + e)
+  .finally(() => {{ settled = true; }});
+// Virtual time runs ahead while nothing is fetched, and Chromium would dump the DOM before the
+// registration settles: a fetch in flight holds it.
+for (let i = 0; !settled && i < 5000; i++) await fetch('/tick?' + i);
+document.getElementById('result').textContent = await registering;
+</script>
+</body></html>
+"#
+    )
+}
+
+/// A page on the relay's origin (the operator's site, the relay under `/relay/`) registers a
+/// relayed script as a service worker: the browser's fetch of the script is refused 403 and
+/// the registration fails, so no worker can answer for the pages under the relay's path. The
+/// relay's answer to that fetch, had it not refused (`/unguarded/`: the same answer with its
+/// nosniff and its CSP), is registered: the headers alone do not stop a worker.
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_registers_no_relayed_service_worker() {
+    let relay = Relay::start(&[]);
+    let pages = [
+        ("guarded.html", worker_page("/relay/inbox/sw")),
+        ("unguarded.html", worker_page("/unguarded/inbox/sw")),
+    ];
+    let site = Proxy::site(&relay, &pages);
+    let script = b"self.addEventListener('fetch', (event) => event.respondWith(\
+        new Response('<script>alert(document.cookie)</script>', \
+        {headers: {'Content-Type': 'text/html'}})));";
+    let js = [("Content-Type", "text/javascript")];
+    assert_eq!(relay.post("/inbox/sw", script, &js).status, 200);
+
+    let result = page_result(&chromium_dump_dom(&site.url("/guarded.html")));
+    assert!(result.starts_with("failed ") && result.contains("(403)"), "{result}");
+    let (_, health) = relay.health();
+    assert!(json_number(&health, "service_worker") >= Some(1), "{health}");
+
+    let unrefused = exchange(
+        format!("{PROXY_IP}:{}", site.port).parse().unwrap(),
+        &request(
+            "GET",
+            "/unguarded/inbox/sw",
+            &[("Service-Worker", "script"), ("Connection", "close")],
+            b"",
+        ),
+    );
+    assert_eq!(unrefused.status, 200, "{unrefused}");
+    assert_eq!(unrefused.header("x-content-type-options"), Some("nosniff"), "{unrefused}");
+    assert!(unrefused.header("content-security-policy").is_some(), "{unrefused}");
+    let result = page_result(&chromium_dump_dom(&site.url("/unguarded.html")));
+    assert_eq!(result, format!("registered {}", site.url("/unguarded/inbox/")), "{result}");
 }
 
 /// The shipped files as they are, with only the certificate paths pointing at a real

@@ -4,7 +4,8 @@
 //! At accept, [`Gate::admit_connection`]: `--max-connections`, then `--max-connections-per-ip`
 //! (trusted proxies exempt). For a complete head, [`Gate::decide`], in this order: CORS origin;
 //! client identity (behind `--trust-proxy`, `identity.rs`); `--allow-ip`/`--deny-ip`; the head's
-//! framing headers; the route; the bearer token against the route's scope (`--token-file`,
+//! framing headers; the route; a browser fetching a service worker script (refused on every
+//! route, protocol §5); the bearer token against the route's scope (`--token-file`,
 //! throttled by `--auth-failures-per-ip`); `--rate-per-ip`; the body's announced size
 //! (`--max-body`) and `Expect`; then the memory budget (`--max-memory`, `--max-memory-per-ip`),
 //! reserved before a byte of body is read. Its state (rate tables, the failure table, peer
@@ -146,6 +147,9 @@ impl Gate {
         let (path, query) = split_target(head.target)?;
         let route = route(head.method, path, self.config.limits.max_id)?;
         exchange.route = route.kind();
+        if head.header("service-worker").is_some() {
+            return Err(Refusal::ServiceWorker);
+        }
         let (id, action) = match route {
             Route::Relay { id, action } => (id, action),
             Route::Root => return Ok(Decision::Usage),
@@ -388,6 +392,10 @@ pub enum Refusal {
     Route(RouteError),
     /// `/metrics` from a client that is not on loopback, without `--token-file` (403).
     MetricsNotLoopback,
+    /// A `Service-Worker` header: a browser fetching the script of a service worker it is
+    /// registering or updating (403). A relayed script as a worker would serve any page it likes
+    /// under its path on the relay's origin, past the sandbox of protocol §5.
+    ServiceWorker,
     /// `--token-file`: no token or an unknown one (401), or a token without the scope (403).
     Auth(Denied),
     /// `--auth-failures-per-ip` (429).
@@ -416,7 +424,7 @@ impl Refusal {
             | Refusal::MemoryPerIp { .. }
             | Refusal::AuthThrottled { .. } => 429,
             Refusal::Memory => 503,
-            Refusal::IpDenied | Refusal::MetricsNotLoopback => 403,
+            Refusal::IpDenied | Refusal::MetricsNotLoopback | Refusal::ServiceWorker => 403,
             Refusal::Auth(denied) => denied.status(),
         };
         let response = Response::text(status, self);
@@ -446,6 +454,7 @@ impl Refusal {
             Refusal::Auth(Denied::Missing | Denied::Unknown) => RefusalReason::Unauthorized,
             Refusal::Auth(Denied::Scope(_)) => RefusalReason::Forbidden,
             Refusal::AuthThrottled { .. } => RefusalReason::AuthThrottled,
+            Refusal::ServiceWorker => RefusalReason::ServiceWorker,
             Refusal::Route(_) | Refusal::MetricsNotLoopback => return None,
         })
     }
@@ -479,6 +488,10 @@ impl fmt::Display for Refusal {
             Refusal::MetricsNotLoopback => f.write_str(
                 "/metrics is answered to loopback clients only, or with a stats token \
                  (--token-file).",
+            ),
+            Refusal::ServiceWorker => f.write_str(
+                "The relay serves no service worker scripts: what it relays never runs on its \
+                 origin.",
             ),
             Refusal::Auth(denied) => denied.fmt(f),
             Refusal::AuthThrottled { per_minute, .. } => write!(
@@ -658,8 +671,12 @@ mod tests {
             refusal(&gate, &everything),
             Refusal::Head(HeadError::LengthWithTransferEncoding)
         );
-        let unrouted = post("/nowhere", "Content-Length: 99\r\nExpect: x\r\n");
+        let unrouted =
+            post("/nowhere", "Content-Length: 99\r\nExpect: x\r\nService-Worker: script\r\n");
         assert_eq!(refusal(&gate, &unrouted), Refusal::Route(RouteError::NotFound));
+        let worker =
+            post("/link/a", "Content-Length: 99\r\nExpect: x\r\nService-Worker: script\r\n");
+        assert_eq!(refusal(&gate, &worker), Refusal::ServiceWorker);
         let anonymous = post("/link/a", "Content-Length: 99\r\nExpect: x\r\n");
         assert_eq!(refusal(&gate, &anonymous), Refusal::Auth(Denied::Missing));
         let signed = format!("Authorization: Bearer {SEND}\r\nContent-Length: 99\r\nExpect: x\r\n");
@@ -677,6 +694,30 @@ mod tests {
     }
 
     #[test]
+    fn a_service_worker_script_is_refused_on_every_route_taking_nothing() {
+        let gate = gate(
+            config(|c| {
+                c.limits.rate_per_ip = Some(1);
+                c.limits.max_memory = Some(1 << 20);
+            }),
+            false,
+        );
+        let worker = |path: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: h\r\nService-Worker: script\r\n\r\n")
+        };
+        for path in ["/", "/health", "/metrics", "/link/a", "/inbox/a", "/inbox/a/await"] {
+            assert_eq!(refusal(&gate, &worker(path)), Refusal::ServiceWorker, "{path}");
+        }
+        // Whatever the value: only browsers send the header, and only for a worker's script.
+        let other = "GET /inbox/a HTTP/1.1\r\nHost: h\r\nservice-worker: x\r\n\r\n";
+        assert_eq!(refusal(&gate, other), Refusal::ServiceWorker);
+        assert_eq!(Refusal::ServiceWorker.reason(), Some(RefusalReason::ServiceWorker));
+        // No rate token and no memory were taken: the one request a minute is still there.
+        assert_eq!(gate.memory().used(), 0);
+        assert!(matches!(decide(&gate, &get("/link/a")), Ok(Decision::Relay { .. })));
+    }
+
+    #[test]
     fn each_refusal_answers_its_status_headers_and_sentence() {
         let wait = 2 * SECOND + SECOND / 10;
         let cases = [
@@ -684,6 +725,7 @@ mod tests {
             (Refusal::Head(HeadError::BadHost), 400, None, "Request must have exactly one Host header (HTTP/1.0: at most one)."),
             (Refusal::Route(RouteError::MethodNotAllowed { allow: "GET" }), 405, Some(("Allow", "GET")), "Method not allowed here; allowed: GET."),
             (Refusal::MetricsNotLoopback, 403, None, "/metrics is answered to loopback clients only, or with a stats token (--token-file)."),
+            (Refusal::ServiceWorker, 403, None, "The relay serves no service worker scripts: what it relays never runs on its origin."),
             (Refusal::Auth(Denied::Missing), 401, Some(("WWW-Authenticate", "Bearer realm=\"handoff\"")), "Missing"),
             (Refusal::Auth(Denied::Scope(Scope::Send)), 403, None, "Scope"),
             (Refusal::AuthThrottled { per_minute: 5, wait }, 429, Some(("Retry-After", "3")), "Too many failed authentications: at most 5 a minute per client (--auth-failures-per-ip); retry later."),
@@ -905,6 +947,7 @@ mod tests {
             (get("/link/a"), "192.0.2.2:1"),         // no token: 401
             (get("/link/a"), "192.0.2.2:1"),         // throttled: 429
             (post("/link/a", &send), "192.0.2.3:1"), // wrong scope: 403
+            (get("/inbox/a").replace("\r\n\r\n", "\r\nService-Worker: script\r\n\r\n"), CLIENT),
         ];
         for (request, from) in &cases {
             refused(decide_at(&strict, request, from, now).0.unwrap_err());
@@ -1012,7 +1055,11 @@ mod tests {
                 Some(RefusalReason::TooLarge) => &[413],
                 Some(RefusalReason::Slow) => &[408],
                 Some(RefusalReason::Unauthorized) => &[401],
-                Some(RefusalReason::Forbidden | RefusalReason::IpDenied) => &[403],
+                Some(
+                    RefusalReason::Forbidden
+                    | RefusalReason::IpDenied
+                    | RefusalReason::ServiceWorker,
+                ) => &[403],
                 Some(
                     RefusalReason::RatePerIp
                     | RefusalReason::MemoryPerIp

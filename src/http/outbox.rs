@@ -52,6 +52,9 @@ use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
 use crate::wheel::{TimerId, TimerWheel};
 
+/// Bytes reserved for a response's head besides its body (see `Sending::new`).
+const HEAD_ROOM: usize = 1024;
+
 /// Longest time, after the last byte of a reply, that a client's input is drained before the
 /// connection is closed anyway.
 pub const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -371,7 +374,9 @@ impl Sending {
         deadline: Instant,
     ) -> Sending {
         let status = response.status;
-        let mut bytes = Vec::with_capacity(512 + response.body.len());
+        // Room for the longest head the relay writes (a CORS `/link` delivery with its
+        // metadata and the inert-document headers is ~650 bytes): written without regrowth.
+        let mut bytes = Vec::with_capacity(HEAD_ROOM + response.body.len());
         let head_only = exchange.method == "HEAD";
         match &exchange.cors_origin {
             Some(origin) => cors::add_headers(response, origin).write_to(head_only, &mut bytes),
