@@ -57,7 +57,7 @@ fn fake(n: usize, action: Action, body: &[u8]) -> Request {
         query: String::new(),
         content_type: Some("application/octet-stream".into()),
         wsecret: None,
-        body: body.to_vec(),
+        body: body.into(),
         reservation: Reservation::default(),
     }
 }

@@ -22,6 +22,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod persist;
+mod query;
 mod refused;
 mod registry;
 mod response;

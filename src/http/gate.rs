@@ -34,6 +34,7 @@ use crate::limits::{
     ENTRY_COST,
 };
 use crate::logging::{id_tag, LogThrottle};
+use crate::query;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
 use crate::response::Response;
@@ -165,15 +166,18 @@ impl Gate {
         self.take_rate(exchange.client, now.instant)?;
         let body = body_plan(head, framing, self.config.limits.max_body)?;
         let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        // Only what the registry keeps: the query a `/link` counterpart is shown, a sender's
+        // write secret (of which the registry keeps a digest).
+        let (query, wsecret) = query::kept(action, query, head.header("httprelay-wsecret"));
         let mut request = Request {
             id,
             action,
             client: client.address(),
             arrived_ms: now.unix_ms,
-            query: query.to_string(),
+            query,
             content_type: text("content-type"),
-            wsecret: text("httprelay-wsecret"),
-            body: Vec::new(),
+            wsecret,
+            body: Arc::from(&[][..]),
             reservation: Reservation::default(),
         };
         request.reservation = self.reserve(client, &request, body)?;
@@ -343,11 +347,13 @@ pub fn body_read(request: &mut Request) {
     request.reservation.shrink_to(kept_bytes(request) + request.body.len());
 }
 
-/// What a relay request may leave held besides its body, as the registry will charge it: an
-/// entry ([`ENTRY_COST`]) with its id, its query and its content type.
+/// What a relay request holds on its way to the registry besides its body, and at most what it
+/// may leave held there but a write claim: an entry ([`ENTRY_COST`]) with its id, its kept query,
+/// its content type and its write secret.
 fn kept_bytes(request: &Request) -> usize {
     let content_type = request.content_type.as_ref().map_or(0, String::len);
-    ENTRY_COST + request.id.len() + request.query.len() + content_type
+    let secret = request.wsecret.as_ref().map_or(0, Vec::len);
+    ENTRY_COST + request.id.len() + request.query.len() + content_type + secret
 }
 
 /// Why a connection is closed as soon as it is accepted (nothing is written to it).
@@ -616,7 +622,7 @@ mod tests {
         assert_eq!((request.id.as_slice(), request.action), (&b"abc"[..], Action::LinkSend));
         assert_eq!((request.query.as_str(), request.arrived_ms), ("x=1", 7));
         assert_eq!(request.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(request.wsecret.as_deref(), Some("w"));
+        assert_eq!(request.wsecret.as_deref(), Some(&b"w"[..]));
         assert_eq!(request.client, peer(CLIENT));
         assert_eq!(body, BodyPlan { framing: BodyFraming::Length(5), expect_continue: false });
         assert_eq!((exchange.method.as_str(), exchange.route.as_str()), ("POST", "link"));
@@ -833,7 +839,7 @@ mod tests {
         };
         assert_eq!(gate.memory().used(), 2 * kept + 3000);
         assert_eq!(refusal(&gate, &sized), Refusal::MemoryPerIp { limit: 5100 });
-        second.body = vec![0; 10];
+        second.body = Arc::from(&[0; 10][..]);
         body_read(&mut second);
         assert_eq!(gate.memory().used(), 2 * kept + 1010);
         // The whole budget: other clients, then the proxy itself, which has no share.

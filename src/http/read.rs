@@ -11,6 +11,7 @@
 //! writes it without blocking and closes gracefully, so that no reset cuts it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::answers::shutting_down;
@@ -173,7 +174,9 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
                 let Some(mut request) = request.take() else {
                     return Some(End::Gone);
                 };
-                request.body = body;
+                // Shared from here on without a copy: made on the worker, whose allocator
+                // keeps what it frees for its next request.
+                request.body = Arc::from(body);
                 body_read(&mut request);
                 return Some(End::Relay(request));
             }

@@ -44,15 +44,16 @@ impl Charges {
     }
 
     fn arrive(&mut self, conn: ConnId, id: &str, action: Action, query: &str, body: &str) {
+        let (query, wsecret) = crate::query::kept(action, query, None);
         let request = Request {
             id: id.as_bytes().to_vec(),
             action,
             client: "192.0.2.1:4000".parse().unwrap(),
             arrived_ms: 1_700_000_000_000,
-            query: query.into(),
+            query,
             content_type: Some("text/plain".into()),
-            wsecret: None,
-            body: body.as_bytes().to_vec(),
+            wsecret,
+            body: Arc::from(body.as_bytes()),
             reservation: self.budget.empty_for(None),
         };
         self.send(Event::Arrived { conn, request });

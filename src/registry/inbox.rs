@@ -94,7 +94,7 @@ impl Registry {
         match request.action {
             Action::InboxPost => {
                 let mut reservation = request.reservation;
-                let body = HeldBody::new(&self.held, Arc::from(request.body));
+                let body = HeldBody::new(&self.held, request.body);
                 let body = match self.charge(body, &mut reservation) {
                     Ok(body) => body,
                     Err(refusal) => return out.push(Reply::refused(conn, refusal)),

@@ -113,13 +113,14 @@ impl Channel {
 }
 
 impl Party {
-    fn of(request: &Request, method: LinkMethod) -> Party {
+    /// The party of `request`, which gives it its query (kept as it came: no copy).
+    fn of(request: &mut Request, method: LinkMethod) -> Party {
         Party {
             ip: request.client.ip(),
             port: request.client.port(),
             arrived_ms: request.arrived_ms,
             method,
-            query: Query::new(relay_query(&request.query)),
+            query: Query::new(std::mem::take(&mut request.query)),
         }
     }
 }
@@ -157,7 +158,7 @@ impl Registry {
         &mut self,
         now: Instant,
         conn: ConnId,
-        request: Request,
+        mut request: Request,
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
@@ -167,7 +168,7 @@ impl Registry {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
-        let role = Role::LinkReceiver(Party::of(&request, LinkMethod::Get));
+        let role = Role::LinkReceiver(Party::of(&mut request, LinkMethod::Get));
         let mut reservation = request.reservation;
         let id = shared_id(&self.links, request.id);
         let parked = Parked { id: Arc::clone(&id), role, timer: None };
@@ -190,12 +191,11 @@ impl Registry {
         &mut self,
         now: Instant,
         conn: ConnId,
-        request: Request,
+        mut request: Request,
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let digest =
-            wsecret(&request.query, request.wsecret.as_deref()).map(|s| self.secret_digest(&s));
+        let digest = request.wsecret.as_deref().map(|secret| self.secret_digest(secret));
         let channel = self.links.get(&request.id[..]);
         let claim = channel.and_then(Channel::claim);
         if claim.is_some_and(|claim| !digest.is_some_and(|d| same_secret(&claim.digest, &d))) {
@@ -208,7 +208,7 @@ impl Registry {
             }
         }
         // Everything the request leaves held is charged before anything changes.
-        let sender = Party::of(&request, LinkMethod::Post);
+        let sender = Party::of(&mut request, LinkMethod::Post);
         let mut reservation = request.reservation;
         let new_claim = digest.filter(|_| !claimed).map(|digest| {
             let claim = Claim { digest, id_len: request.id.len() };
@@ -223,7 +223,7 @@ impl Registry {
             ticket: conn,
             sender,
             content_type: request.content_type,
-            body: HeldBody::new(&self.held, Arc::from(request.body)),
+            body: HeldBody::new(&self.held, request.body),
             deadline,
             timer: None,
             id_len: request.id.len(),
@@ -383,96 +383,5 @@ impl Registry {
             }
             Some(_) => {}
         }
-    }
-}
-
-/// The sender's write secret: the query's `wsecret` wins over the `HttpRelay-WSecret` header.
-fn wsecret(query: &str, header: Option<&str>) -> Option<Vec<u8>> {
-    let from_query = query_pairs(query).find(|(k, _)| k == b"wsecret").map(|(_, v)| v);
-    from_query
-        .filter(|v| !v.is_empty())
-        .or_else(|| header.map(|h| h.as_bytes().to_vec()).filter(|h| !h.is_empty()))
-}
-
-/// `HttpRelay-Query`: the query minus `wsecret` and `seqid` (any case, as httprelay.io drops
-/// them), keys sorted (stable), each pair re-encoded as `application/x-www-form-urlencoded`, as
-/// httprelay.io renders it.
-fn relay_query(query: &str) -> String {
-    let hidden = |k: &[u8]| k.eq_ignore_ascii_case(b"wsecret") || k.eq_ignore_ascii_case(b"seqid");
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> =
-        query_pairs(query).filter(|(k, _)| !hidden(k)).collect();
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
-    for (key, value) in pairs {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        form_encode(&key, &mut out);
-        out.push('=');
-        form_encode(&value, &mut out);
-    }
-    out
-}
-
-/// Decoded `key=value` pairs of a query; empty and undecodable pairs are skipped.
-fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        Some((form_decode(key)?, form_decode(value)?))
-    })
-}
-
-fn form_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = text.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let hi = (bytes.next()? as char).to_digit(16)?;
-                let lo = (bytes.next()? as char).to_digit(16)?;
-                (hi * 16 + lo) as u8
-            }
-            _ => b,
-        });
-    }
-    Some(out)
-}
-
-fn form_encode(bytes: &[u8], out: &mut String) {
-    for &b in bytes {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relay_query_drops_secrets_and_sorts() {
-        assert_eq!(relay_query("b=2&wsecret=s&a=1&seqid=9"), "a=1&b=2");
-        assert_eq!(relay_query("z=1&a=x+y&a=%2F"), "a=x+y&a=%2F&z=1");
-        assert_eq!(relay_query("flag&&=v"), "=v&flag=");
-        assert_eq!(relay_query("bad=%zz&ok=1"), "ok=1");
-        assert_eq!(relay_query(""), "");
-        assert_eq!(relay_query("k=%0D%0A"), "k=%0D%0A");
-        assert_eq!(relay_query("b=2&a=hello%20world&A=x&SEQID=4"), "A=x&a=hello+world&b=2");
-        assert_eq!(relay_query("WSecret=s&SeqId=1&x=1"), "x=1");
-    }
-
-    #[test]
-    fn wsecret_query_wins_over_header() {
-        assert_eq!(wsecret("wsecret=q", Some("h")), Some(b"q".to_vec()));
-        assert_eq!(wsecret("x=1", Some("h")), Some(b"h".to_vec()));
-        assert_eq!(wsecret("wsecret=", Some("h")), Some(b"h".to_vec()));
-        assert_eq!(wsecret("wsecret=", Some("")), None);
-        assert_eq!(wsecret("", None), None);
     }
 }

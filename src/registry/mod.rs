@@ -53,14 +53,15 @@ pub struct Request {
     pub client: SocketAddr,
     /// Arrival time, Unix milliseconds (for the `HttpRelay-*` headers).
     pub arrived_ms: u64,
-    /// The raw query string, without `?`.
+    /// What the counterpart is shown of the query (`HttpRelay-Query`: `query::relay_query`),
+    /// for a `/link` request; empty otherwise.
     pub query: String,
     /// The request's `Content-Type`, if any.
     pub content_type: Option<String>,
-    /// The `HttpRelay-WSecret` header, if any.
-    pub wsecret: Option<String>,
+    /// A `/link` sender's write secret (`query::write_secret`), if any.
+    pub wsecret: Option<Vec<u8>>,
     /// The body, read in full.
-    pub body: Vec<u8>,
+    pub body: Arc<[u8]>,
     /// What the gate reserved for everything the request may leave held (its entry, id,
     /// query, content type, claim and body): the registry charges each held value its
     /// footprint from it and gives the rest back.

@@ -67,16 +67,18 @@ impl Scenario {
     }
 }
 
+/// A request as the gate hands it over (`query::kept`).
 fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
+    let (query, wsecret) = crate::query::kept(action, query, None);
     Request {
         id: id.as_bytes().to_vec(),
         action,
         client: "127.0.0.1:4000".parse().unwrap(),
         arrived_ms: 1_700_000_000_000,
-        query: query.into(),
+        query,
         content_type: None,
-        wsecret: None,
-        body: body.as_bytes().to_vec(),
+        wsecret,
+        body: Arc::from(body.as_bytes()),
         reservation: Reservation::default(),
     }
 }
