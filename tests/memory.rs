@@ -354,7 +354,7 @@ fn parked_receivers_with_long_queries_are_held_within_the_budget() {
 }
 
 /// Row 2: 6,000 `POST /link/{random}?wsecret=<7,000 bytes>` with a one-byte body, each client
-/// gone at once (100 clients × 60). Held, a message and its write claim cost about 1.2 KiB
+/// gone at once (100 clients × 60). Held, a message and its write claim are charged ~900 bytes
 /// (the claim keeps a digest, not the secret), and all 6,000 would fit in 8 MiB; but on its way
 /// a request holds its whole query, secret included, and is charged for it, so while the
 /// registry catches up the budget fills with requests in flight and the rest are refused and
