@@ -227,9 +227,12 @@ fn settle(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// The relay under test, its RSS and `/health` "memory" sampled from another thread while a
-/// row runs, the highest values kept.
+/// A row's relay, its RSS and `/health` "memory" sampled from another thread while the row
+/// runs, the highest values kept; the row holds the heavy lock while it lives.
 struct Watched {
+    _heavy: MutexGuard<'static, ()>,
+    /// The row's clients ([`clients_that_fit`]).
+    clients: usize,
     relay: Relay,
     baseline_kib: u64,
     peak_memory: Arc<AtomicU64>,
@@ -239,9 +242,12 @@ struct Watched {
 }
 
 impl Watched {
-    /// Starts a relay with `--max-memory 8M` and `args`, warms it up (its threads, buffers and
-    /// maps made), takes its RSS as the baseline and starts sampling.
-    fn start(args: &[&str]) -> Watched {
+    /// For a row of `wanted` clients: takes the heavy lock, starts a relay with `--max-memory
+    /// 8M` and `args`, warms it up (its threads, buffers and maps made), takes its RSS as the
+    /// baseline and starts sampling.
+    fn start(wanted: usize, args: &[&str]) -> Watched {
+        let heavy = heavy();
+        let clients_fit = clients_that_fit(wanted);
         let relay = Relay::start(&[&["--max-memory", BUDGET][..], args].concat());
         let addr = relay.addr();
         let parked = || get_request(&format!("/link/{}", random_id()));
@@ -262,7 +268,16 @@ impl Watched {
                 }
             })
         };
-        Watched { relay, baseline_kib, peak_memory, peak_rss_kib, stop, sampler: Some(sampler) }
+        Watched {
+            _heavy: heavy,
+            clients: clients_fit,
+            relay,
+            baseline_kib,
+            peak_memory,
+            peak_rss_kib,
+            stop,
+            sampler: Some(sampler),
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -320,13 +335,11 @@ fn check_memory(row: &str, connections: usize, watched: &mut Watched, admitted: 
 /// once, 503 + `Retry-After`.
 #[test]
 fn parked_receivers_with_long_queries_are_held_within_the_budget() {
-    let _heavy = heavy();
-    let n_clients = clients_that_fit(60);
-    let total = n_clients * PER_CLIENT;
-    let mut watched = Watched::start(&[]);
+    let mut watched = Watched::start(60, &[]);
+    let total = watched.clients * PER_CLIENT;
     let query = format!("q={}", "q".repeat(6998));
     let request = || get_request(&format!("/link/{}?{query}", random_id()));
-    let mut conns = crowd(watched.addr(), &clients(1, n_clients), &request, false);
+    let mut conns = crowd(watched.addr(), &clients(1, watched.clients), &request, false);
 
     let text = settle(watched.addr(), "each request parked or refused", |t| {
         gauge(t, "parked") + memory_refusals(t) == total as u64
@@ -362,13 +375,11 @@ fn parked_receivers_with_long_queries_are_held_within_the_budget() {
 /// the status is not seen here: rows 1 and 3 check it.
 #[test]
 fn messages_with_long_write_secrets_whose_senders_left_are_held_within_the_budget() {
-    let _heavy = heavy();
-    let n_clients = clients_that_fit(100);
-    let total = n_clients * PER_CLIENT;
-    let mut watched = Watched::start(&[]);
+    let mut watched = Watched::start(100, &[]);
+    let total = watched.clients * PER_CLIENT;
     let path_tail = format!("wsecret={}", "s".repeat(7000));
     let request = || post_request(&format!("/link/{}?{path_tail}", random_id()), b"m", &[]);
-    crowd(watched.addr(), &clients(2, n_clients), &request, true);
+    crowd(watched.addr(), &clients(2, watched.clients), &request, true);
 
     let text = settle(watched.addr(), "each message stored or refused, each sender gone", |t| {
         gauge(t, "messages") + memory_refusals(t) == total as u64 && gauge(t, "connections") == 1
@@ -385,14 +396,12 @@ fn messages_with_long_write_secrets_whose_senders_left_are_held_within_the_budge
 /// in 8 MiB; the others are answered 503 mid-head and closed. `/health` is read throughout.
 #[test]
 fn unfinished_heads_are_held_within_the_budget() {
-    let _heavy = heavy();
-    let n_clients = clients_that_fit(150);
-    let total = n_clients * PER_CLIENT;
     // The heads must stay for the length of the row.
-    let mut watched = Watched::start(&["--head-timeout", "60s"]);
+    let mut watched = Watched::start(150, &["--head-timeout", "60s"]);
+    let total = watched.clients * PER_CLIENT;
     let head = format!("GET /link/x?q={} HTTP/1.1\r\n", "a".repeat(7975)).into_bytes();
     assert_eq!(head.len(), 8000);
-    let mut conns = crowd(watched.addr(), &clients(3, n_clients), &|| head.clone(), false);
+    let mut conns = crowd(watched.addr(), &clients(3, watched.clients), &|| head.clone(), false);
 
     // Settled: every head held (charged) or refused, the refused ones answered.
     let deadline = Instant::now() + SETTLE_CAP;
