@@ -297,8 +297,12 @@ impl Watched {
 }
 
 impl Drop for Watched {
+    /// Stops the sampler before the relay is killed (a row that failed did not stop it).
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
     }
 }
 
