@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     connect, exchange, get_request, handoff_binary, json_number, post_request, read_response,
-    Relay, Response, NO_CLIENT_LIMITS, READ_TIMEOUT, WAIT_CAP,
+    rss_kib, Relay, Response, NO_CLIENT_LIMITS, READ_TIMEOUT, WAIT_CAP,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -182,17 +182,6 @@ fn hand_off(addr: SocketAddr, id: &str, body: &[u8]) {
 /// Whether the relay's process is still running (it did not exit within 50 ms).
 fn running(relay: &mut Relay) -> bool {
     relay.wait_exit(Duration::from_millis(50)).is_none()
-}
-
-/// The resident set size of process `pid`, from `/proc/<pid>/status`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -350,7 +350,8 @@ pub fn read_response_since(stream: &mut TcpStream, started: Instant) -> Response
     parse_response(raw, local_port, elapsed)
 }
 
-fn parse_response(raw: Vec<u8>, local_port: u16, elapsed: Duration) -> Response {
+/// Parses a whole response read elsewhere; panics if it is not one.
+pub fn parse_response(raw: Vec<u8>, local_port: u16, elapsed: Duration) -> Response {
     let show = || String::from_utf8_lossy(&raw).into_owned();
     let end = raw
         .windows(4)
@@ -429,4 +430,15 @@ pub fn json_number(json: &str, field: &str) -> Option<u64> {
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// The resident set size of process `pid`, from `/proc/<pid>/status`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
 }
