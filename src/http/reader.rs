@@ -283,10 +283,8 @@ impl RequestReader {
         Some(ReadError::TimedOut { phase, limit })
     }
 
-    /// How many more bytes the current phase may take: the head up to `--max-head`, a body up to
-    /// its length, at most `scratch`. (A chunked body is bounded by its decoder.)
     /// The capacity of the buffer of input once `extra` more bytes are fed: what the caller
-    /// charges to the memory budget before it reads them (the body is charged by the gate).
+    /// charges to the memory budget before it feeds them (the body is charged by the gate).
     pub fn capacity_for(&self, extra: usize) -> usize {
         let needed = self.input.len() + extra;
         let direct = matches!(self.phase, Phase::Body(_)) && self.input.is_empty();
@@ -297,6 +295,8 @@ impl RequestReader {
         }
     }
 
+    /// How many more bytes the current phase may take: the head up to `--max-head`, a body up to
+    /// its length, at most `scratch`. (A chunked body is bounded by its decoder.)
     pub fn room(&self, scratch: usize) -> usize {
         match &self.phase {
             Phase::Head => self.limits.head.max_head.saturating_sub(self.input.len()),
