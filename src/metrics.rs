@@ -90,8 +90,9 @@ impl Gauges {
     }
 
     /// The `/metrics` answer: every number of `/health` and the request counters, in the
-    /// Prometheus text exposition format (0.0.4), each family with `# HELP` and `# TYPE`.
-    pub fn prometheus(&self, memory: &MemoryBudget) -> Response {
+    /// Prometheus text exposition format (0.0.4), each family with `# HELP` and `# TYPE`; the
+    /// limits too, so an alert compares a gauge with its own relay's cap (none when disabled).
+    pub fn prometheus(&self, limits: &Limits, memory: &MemoryBudget) -> Response {
         let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let requests =
             self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
@@ -104,6 +105,9 @@ impl Gauges {
             }
         };
         let one = |value: usize| [(String::new(), value as u64)];
+        let cap = |limit: Option<usize>| {
+            limit.map(|l| (String::new(), l as u64)).into_iter().collect::<Vec<_>>()
+        };
         // Not `instance`: Prometheus sets that label on every series it scrapes (the target's
         // address) and would rename this one `exported_instance`.
         let info = [(format!("{{relay=\"{}\",version=\"{}\"}}", self.instance, VERSION), 1)];
@@ -154,6 +158,24 @@ impl Gauges {
             "gauge",
             "Memory charged to bodies and waiters (--max-memory).",
             &one(memory.used()),
+        );
+        family(
+            "memory_limit_bytes",
+            "gauge",
+            "--max-memory; no sample when it is disabled.",
+            &cap(memory.limit()),
+        );
+        family(
+            "parked_limit",
+            "gauge",
+            "--max-parked; no sample when it is disabled.",
+            &cap(limits.max_parked),
+        );
+        family(
+            "connections_limit",
+            "gauge",
+            "--max-connections; no sample when it is disabled.",
+            &cap(limits.max_connections),
         );
         let connections = self.connections.load(Relaxed);
         family("connections", "gauge", "Open client connections.", &one(connections));
