@@ -149,7 +149,7 @@ fn run(config: config::Config) -> Result<(), String> {
         limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
     let mut registry = Registry::new(settings, Instant::now());
     let persister = match &config.state_file {
-        Some(path) => Some(restore(&mut registry, path, &memory)?),
+        Some(path) => Some(restore(&mut registry, path, &memory, &gauges)?),
         None => None,
     };
     let registry_gauges = Arc::clone(&gauges);
@@ -202,6 +202,7 @@ fn restore(
     registry: &mut Registry,
     path: &std::path::Path,
     memory: &Arc<limits::MemoryBudget>,
+    gauges: &Arc<metrics::Gauges>,
 ) -> Result<Arc<persist::Persister>, String> {
     let snapshot = persist::open(path).map_err(|e| e.to_string())?;
     let done = registry.restore(Instant::now(), persist::unix_ms(), snapshot, memory);
@@ -215,7 +216,8 @@ fn restore(
     if done.over_budget > 0 {
         warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
     }
-    persist::Persister::start(path.to_path_buf()).map_err(|e| format!("cannot start a thread: {e}"))
+    persist::Persister::start(path.to_path_buf(), Arc::clone(gauges))
+        .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
 /// The last save, once the drain is over: what is still stored is written before the exit.

@@ -34,6 +34,8 @@ pub struct Gauges {
     instance: String,
     /// Whether every response names the instance in [`INSTANCE_HEADER`] (`--instance` given).
     instance_header: bool,
+    /// Writes to `--state-file` that failed since start (disk full, I/O error).
+    state_write_failures: AtomicU64,
 }
 
 /// The response header naming the relay that answered, so an operator (and a test) behind a
@@ -76,6 +78,16 @@ impl Gauges {
         // Added before subtracted, so a reader never sees the sum wrap below zero.
         self.writing.fetch_add(now, Relaxed);
         self.writing.fetch_sub(before, Relaxed);
+    }
+
+    /// Counts a write to `--state-file` that failed; the data already durable stays so.
+    pub fn state_write_failed(&self) {
+        self.state_write_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Writes to `--state-file` that failed since start.
+    pub fn state_write_failures(&self) -> u64 {
+        self.state_write_failures.load(Relaxed)
     }
 
     /// Counts a closed connection.
@@ -185,6 +197,12 @@ impl Gauges {
             "Replies being written, or their connections being closed (--write-timeout).",
             &one(self.writing.load(Relaxed)),
         );
+        family(
+            "state_write_failures_total",
+            "counter",
+            "Writes to --state-file that failed (disk full, I/O error) since start.",
+            &[(String::new(), self.state_write_failures())],
+        );
         Response::new(200)
             .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .body(text.into_bytes())
@@ -222,7 +240,7 @@ impl Gauges {
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
             "{{\"status\":\"{}\",\"instance\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
-             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"limits\":{{\"parked\":{},\
+             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
             self.instance,
@@ -234,6 +252,7 @@ impl Gauges {
             counts.inboxes,
             memory.used(),
             self.writing.load(Relaxed),
+            self.state_write_failures(),
             limit(limits.max_parked),
             limit(limits.max_connections),
             limit(memory.limit()),

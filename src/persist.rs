@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::error;
 
+use crate::metrics::Gauges;
+
 const MAGIC: &[u8] = b"handoff-state 1\n";
 
 /// The current wall-clock time, Unix milliseconds.
@@ -302,15 +304,17 @@ struct Slot {
 /// The thread that writes snapshots; only the latest one offered waits to be written.
 pub struct Persister {
     path: PathBuf,
+    /// Where failed writes are counted (`state_write_failures` in `/health` and `/metrics`).
+    gauges: Arc<Gauges>,
     slot: Mutex<Slot>,
     changed: Condvar,
 }
 
 impl Persister {
-    /// Starts the writer thread for `path`.
-    pub fn start(path: PathBuf) -> io::Result<Arc<Persister>> {
-        let persister =
-            Arc::new(Persister { path, slot: Mutex::default(), changed: Condvar::new() });
+    /// Starts the writer thread for `path`; failed writes are counted in `gauges`.
+    pub fn start(path: PathBuf, gauges: Arc<Gauges>) -> io::Result<Arc<Persister>> {
+        let slot = Mutex::default();
+        let persister = Arc::new(Persister { path, gauges, slot, changed: Condvar::new() });
         let writer = Arc::clone(&persister);
         std::thread::Builder::new().name("state".into()).spawn(move || writer.run())?;
         Ok(persister)
@@ -350,6 +354,7 @@ impl Persister {
             drop(slot);
             let saved = save(&self.path, &snapshot);
             if let Err(e) = &saved {
+                self.gauges.state_write_failed();
                 error!("cannot write the state file {}: {e}", self.path.display());
             }
             slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -364,6 +369,10 @@ impl Persister {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    fn gauges() -> Arc<Gauges> {
+        Arc::new(Gauges::new("test".into(), false))
+    }
 
     fn sample() -> Snapshot {
         Snapshot {
@@ -460,7 +469,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("handoff-persist-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state");
-        let persister = Persister::start(path.clone()).unwrap();
+        let persister = Persister::start(path.clone(), gauges()).unwrap();
         persister.offer(Snapshot::default());
         persister.offer(sample());
         assert!(persister.flush(Duration::from_secs(5)));
@@ -472,12 +481,15 @@ mod tests {
     fn flush_says_whether_the_last_snapshot_was_written() {
         let dir = std::env::temp_dir().join(format!("handoff-flush-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let missing = Persister::start(dir.join("no-such-dir").join("state")).unwrap();
+        let counted = gauges();
+        let missing =
+            Persister::start(dir.join("no-such-dir").join("state"), Arc::clone(&counted)).unwrap();
         missing.offer(sample());
         assert!(!missing.flush(Duration::from_secs(10)), "a failed write reported as saved");
+        assert_eq!(counted.state_write_failures(), 1, "the failed write is counted");
 
         std::fs::create_dir_all(&dir).unwrap();
-        let fine = Persister::start(dir.join("state")).unwrap();
+        let fine = Persister::start(dir.join("state"), gauges()).unwrap();
         fine.offer(sample());
         assert!(fine.flush(Duration::from_secs(10)));
         let _ = std::fs::remove_dir_all(&dir);

@@ -42,6 +42,7 @@ fn health_counts_parked_requests() {
     assert_eq!(json_number(&text, "sessions"), Some(0), "{text}");
     assert_eq!(json_number(&text, "parked"), Some(0), "{text}");
     assert_eq!(json_number(&text, "messages"), Some(0), "{text}");
+    assert_eq!(json_number(&text, "state_write_failures"), Some(0), "{text}");
 
     let first = relay.spawn_get("/link/h1");
     let second = relay.spawn_get("/link/h2");

@@ -280,8 +280,14 @@ fn metrics_are_prometheus_text_and_count_a_link_hand_off() {
     let link = "handoff_handoffs_total{protocol=\"link\"}";
     let link_200 = "handoff_requests_total{route=\"link\",status=\"200\"}";
     assert_eq!(sample(&before, link), 0.0);
-    for gauge in ["handoff_parked", "handoff_connections", "handoff_memory_bytes"] {
-        assert!(before.iter().any(|(s, _)| s == gauge), "no {gauge} in {before:?}");
+    let present = [
+        "handoff_parked",
+        "handoff_connections",
+        "handoff_memory_bytes",
+        "handoff_state_write_failures_total",
+    ];
+    for series in present {
+        assert!(before.iter().any(|(s, _)| s == series), "no {series} in {before:?}");
     }
     let receiver = relay.spawn_get("/link/metrics");
     relay.wait_parked(1);
