@@ -118,8 +118,9 @@ fuzz: ## the parser's fuzz targets, FUZZ_RUNS inputs each (cargo-fuzz)
 # pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
 # tests/packaging.rs checks what `make deb`, `make image` and `make dist` make: lintian, the
 # amd64 package installed and purged under the booted systemd, the image run by podman (with
-# runc, which also runs where crun cannot: cgroup v1/v2 hybrids).
-INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool qemu-aarch64-static node npm \
+# runc, which also runs where crun cannot: cgroup v1/v2 hybrids). tests/monitoring.rs runs the
+# rules and dashboard of monitoring/ through promtool and a real Prometheus scraping relays.
+INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool prometheus qemu-aarch64-static node npm \
 	debootstrap systemd-nspawn lintian podman runc
 
 interop-deps: ## (root) install what make interop needs, from Debian's packages
@@ -144,6 +145,7 @@ interop: ## the interop, packaging and systemd tests against the static build (r
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test packaging -- --ignored --test-threads=1
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test monitoring -- --ignored --test-threads=1 --nocapture
 
 # Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
 # systemd/ installed and run under a real systemd in a container; about 5 s once its root file
