@@ -65,6 +65,11 @@ impl Group {
         Group { child }
     }
 
+    /// The program itself (to take its standard streams).
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
     /// The program's exit status, if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("wait for a child")
