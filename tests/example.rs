@@ -14,11 +14,11 @@
 
 mod common;
 
-use common::tools::{Group, Json, TempDir};
+use common::tools::{serve, Group, Json, TempDir};
 use common::*;
 use std::fs;
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -124,51 +124,18 @@ fn qr_codes_of_every_version_and_mask_decode_with_zbarimg() {
     }
 }
 
-/// Serves the files of `dir` (names only, no subdirectories) on 127.0.0.1 with their content
-/// types; the thread lives as long as the test process.
+/// Serves the files of `dir` by name (no subdirectories) with their content types.
 fn serve_dir(dir: PathBuf) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let dir = dir.clone();
-            thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let target = head.split(' ').nth(1).unwrap_or("/");
-                let name = target.split(['?', '#']).next().unwrap_or("").trim_start_matches('/');
-                let safe = !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-                let file = if safe { fs::read(dir.join(name)).ok() } else { None };
-                let kind = match name.rsplit('.').next() {
-                    Some("html") => "text/html; charset=utf-8",
-                    Some("js") => "text/javascript; charset=utf-8",
-                    _ => "application/octet-stream",
-                };
-                let (status, body) = match file {
-                    Some(body) => ("200 OK", body),
-                    None => ("404 Not Found", Vec::new()),
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-                     Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(&body);
-            });
-        }
-    });
-    addr
+    serve(move |target| {
+        let name = target.split(['?', '#']).next()?.strip_prefix('/')?;
+        let safe = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        let kind = match name.rsplit_once('.')?.1 {
+            "html" => "text/html; charset=utf-8",
+            "js" => "text/javascript; charset=utf-8",
+            _ => return None,
+        };
+        safe.then(|| fs::read(dir.join(name)).ok().map(|body| (kind, body)))?
+    })
 }
 
 /// `text` as a JSON string literal.

@@ -74,3 +74,17 @@ export async function open({ id, key }, bytes) {
 export function pause(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** How long to wait before asking again after a refusal (429, 503: its `Retry-After`, which
+ * the relay exposes to pages) or a network error (`null`): 2 s. */
+export function backOff(response) {
+  return 1000 * (Number(response?.headers.get('Retry-After')) || 2);
+}
+
+/** A function that shows a state (`data-state`, for styles and tests) and a sentence in `element`. */
+export function reporter(element) {
+  return (state, text) => {
+    element.dataset.state = state;
+    element.textContent = text;
+  };
+}

@@ -4,6 +4,7 @@
 //! Prometheus's API and for the shipped dashboard.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -83,6 +84,48 @@ impl Drop for Group {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 (its own port, so its own origin) that answers each `GET`
+/// with what `answer` makes of the request target, `Some((content type, body))`, or 404; its
+/// threads live as long as the test process.
+pub fn serve(
+    answer: impl Fn(&str) -> Option<(&'static str, Vec<u8>)> + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = std::sync::Arc::clone(&answer);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let target = head.strip_prefix("GET ").and_then(|rest| rest.split(' ').next());
+                let (status, kind, body) = match target.and_then(|target| answer(target)) {
+                    Some((kind, body)) => ("200 OK", kind, body),
+                    None => ("404 Not Found", "text/plain", Vec::new()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                     Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    addr
 }
 
 /// `GET path` as HTTP/1.0 to `addr`: the server closes after the answer and sends no chunked
@@ -207,49 +250,44 @@ impl JsonReader<'_> {
         value
     }
 
+    /// Reads comma-separated items up to `close`, the opening bracket already read.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self)) {
+        self.space();
+        if self.bytes.get(self.at) == Some(&close) {
+            self.at += 1;
+            return;
+        }
+        loop {
+            item(self);
+            self.space();
+            self.at += 1;
+            match self.bytes.get(self.at - 1) {
+                Some(b',') => continue,
+                Some(&byte) if byte == close => return,
+                _ => panic!("JSON: , or {} expected at {}", close as char, self.at - 1),
+            }
+        }
+    }
+
     fn value(&mut self) -> Json {
         self.space();
         match self.bytes.get(self.at) {
             Some(b'{') => {
                 self.at += 1;
                 let mut members = Vec::new();
-                self.space();
-                if self.bytes.get(self.at) == Some(&b'}') {
-                    self.at += 1;
-                    return Json::Object(members);
-                }
-                loop {
-                    self.space();
-                    let key = self.string();
-                    self.expect(b':');
-                    members.push((key, self.value()));
-                    self.space();
-                    self.at += 1;
-                    match self.bytes.get(self.at - 1) {
-                        Some(b',') => continue,
-                        Some(b'}') => return Json::Object(members),
-                        _ => panic!("JSON: , or }} expected at {}", self.at - 1),
-                    }
-                }
+                self.items(b'}', |reader| {
+                    reader.space();
+                    let key = reader.string();
+                    reader.expect(b':');
+                    members.push((key, reader.value()));
+                });
+                Json::Object(members)
             }
             Some(b'[') => {
                 self.at += 1;
                 let mut items = Vec::new();
-                self.space();
-                if self.bytes.get(self.at) == Some(&b']') {
-                    self.at += 1;
-                    return Json::List(items);
-                }
-                loop {
-                    items.push(self.value());
-                    self.space();
-                    self.at += 1;
-                    match self.bytes.get(self.at - 1) {
-                        Some(b',') => continue,
-                        Some(b']') => return Json::List(items),
-                        _ => panic!("JSON: , or ] expected at {}", self.at - 1),
-                    }
-                }
+                self.items(b']', |reader| items.push(reader.value()));
+                Json::List(items)
             }
             Some(b'"') => Json::Text(self.string()),
             Some(b't') => self.literal("true", Json::Bool(true)),
