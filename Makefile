@@ -23,6 +23,9 @@ run: ## build and serve on 127.0.0.1:8080 (HOST=0.0.0.0 PORT=8095 make run to ch
 
 test: ## unit and black-box tests (interop tests are only compiled)
 	$(CARGO) test --locked --no-fail-fast
+	# What each kind of held state costs on the heap against its charge (the counting allocator
+	# counts every thread: one test at a time).
+	$(CARGO) test --locked --features count-allocs --bin handoff measured -- --test-threads=1
 
 lint: ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check

@@ -438,10 +438,15 @@ fn max_connections_per_ip_exempts_trusted_proxies() {
 // --max-memory
 // ---------------------------------------------------------------------------------------------
 
-/// `--max-memory 8K --max-body 4K`: two parked receivers (1 KiB each) and a stored 3 KiB
-/// inbox body (1 KiB + 3 KiB) hold 6 KiB; a POST needing 3 KiB more gets 503 + `Retry-After`
-/// and counts "memory". Acknowledging the stored body gives its share back and the POST passes;
-/// `/health` "memory" follows every step down to 0.
+/// What the relay charges for one held request beyond the bytes it keeps (README "Limits",
+/// `ENTRY_COST`), and so for one whose id is five bytes long and keeps no query or type.
+const ENTRY: u64 = 512;
+const ENTRY_ID5: u64 = ENTRY + 5;
+
+/// `--max-memory 8K --max-body 4K`: two parked receivers (an entry each) and a stored 3 KiB
+/// inbox body (an entry and the body) hold 4,623 bytes; a POST needing 4,117 more gets 503 +
+/// `Retry-After` and counts "memory". Acknowledging the stored body gives its bytes back (its
+/// entry stays charged until its TTL) and the POST passes; `/health` "memory" follows every step.
 #[test]
 fn max_memory_refuses_until_stored_data_is_acknowledged() {
     // The whole budget is the subject: no per-client share (an eighth of 8K would refuse first).
@@ -458,42 +463,43 @@ fn max_memory_refuses_until_stored_data_is_acknowledged() {
     let waiters: Vec<TcpStream> =
         (0..2).map(|i| relay.open(&get_request(&format!("/link/mem-{i}")))).collect();
     relay.wait_parked(2);
-    relay.wait_gauge("memory", 2 * 1024);
+    relay.wait_gauge("memory", 2 * ENTRY_ID5);
 
     let stored = relay.post("/inbox/mem-a", &[b'a'; 3072], &[]);
     assert_eq!(stored.status, 200, "{stored}");
     let text = health_ok(relay.addr());
-    assert_eq!(gauge(&text, "memory"), 2048 + 1024 + 3072, "{text}");
+    assert_eq!(gauge(&text, "memory"), 3 * ENTRY_ID5 + 3072, "{text}");
     assert_eq!(gauge(&text, "bytes"), 3072, "{text}");
 
-    let refused_post = relay.post("/inbox/mem-b", &[b'b'; 2048], &[]);
+    let refused_post = relay.post("/inbox/mem-b", &[b'b'; 3600], &[]);
     refused_post.assert_error(503);
     assert!(refused_post.text().contains("--max-memory"), "{refused_post}");
     assert!(retry_after(&refused_post) >= 1, "{refused_post}");
     let text = health_ok(relay.addr());
     assert_eq!(refused(&text, "memory"), 1, "{text}");
-    assert_eq!(gauge(&text, "memory"), 6144, "the refusal reserved nothing: {text}");
+    assert_eq!(gauge(&text, "memory"), 3 * ENTRY_ID5 + 3072, "the refusal kept nothing: {text}");
     assert_eq!(gauge(&text, "messages"), 1, "{text}");
     let missing = relay.get("/inbox/mem-b/ack");
     assert_eq!(missing.status, 404, "the refused POST stored nothing: {missing}");
 
     let ack = relay.send(b"DELETE /inbox/mem-a HTTP/1.1\r\nHost: relay.test\r\n\r\n");
     assert_eq!(ack.status, 200, "{ack}");
-    relay.wait_gauge("memory", 2048);
-    let passed = relay.post("/inbox/mem-b", &[b'b'; 2048], &[]);
+    relay.wait_gauge("memory", 3 * ENTRY_ID5);
+    let passed = relay.post("/inbox/mem-b", &[b'b'; 3600], &[]);
     assert_eq!(passed.status, 200, "after the acknowledgement: {passed}");
-    relay.wait_gauge("memory", 2048 + 1024 + 2048);
+    relay.wait_gauge("memory", 4 * ENTRY_ID5 + 3600);
 
     drop(waiters);
     relay.wait_parked(0);
-    relay.wait_gauge("memory", 1024 + 2048);
+    relay.wait_gauge("memory", 2 * ENTRY_ID5 + 3600);
     let ack = relay.send(b"DELETE /inbox/mem-b HTTP/1.1\r\nHost: relay.test\r\n\r\n");
     assert_eq!(ack.status, 200, "{ack}");
-    relay.wait_gauge("memory", 0);
+    // The two acknowledged entries stay, charged, until their TTL (for `/ack`).
+    relay.wait_gauge("memory", 2 * ENTRY_ID5);
     assert_eq!(refused(&health_ok(relay.addr()), "memory"), 1);
 }
 
-/// `--max-memory 8K` with `--inbox-ttl 2s`: a stored 4 KiB body (5 KiB with its request) leaves
+/// `--max-memory 8K` with `--inbox-ttl 2s`: a stored 4 KiB body (and its entry) leaves
 /// no room for another; once it expires, `/health` "memory" is back to 0 and the POST passes.
 #[test]
 fn max_memory_is_given_back_when_stored_data_expires() {
@@ -521,7 +527,7 @@ fn max_memory_is_given_back_when_stored_data_expires() {
     assert_eq!(expired.status, 404, "the stored body expired: {expired}");
     let passed = relay.post("/inbox/exp-b", &[b'b'; 4096], &[]);
     assert_eq!(passed.status, 200, "after the expiry: {passed}");
-    assert_eq!(gauge(&health_ok(relay.addr()), "memory"), 5120);
+    assert_eq!(gauge(&health_ok(relay.addr()), "memory"), ENTRY_ID5 + 4096);
 }
 
 // ---------------------------------------------------------------------------------------------

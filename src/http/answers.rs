@@ -96,6 +96,11 @@ fn refused(refusal: Refusal) -> Response {
              HttpRelay-WSecret.",
         ),
         Refusal::ShuttingDown => shutting_down(),
+        // Said as the gate says them when it refuses at the door: one sentence each.
+        Refusal::Memory => super::gate::Refusal::Memory.response(),
+        Refusal::MemoryPerClient { limit } => {
+            super::gate::Refusal::MemoryPerIp { limit }.response()
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use crate::cors;
 use crate::identity::{self, Client, ClientKey};
 use crate::limits::{
     retry_after, MemoryBudget, PeerConnections, PeerSlot, Rate, RateTable, Reservation, Shortage,
-    WAITER_COST,
+    ENTRY_COST,
 };
 use crate::logging::{id_tag, LogThrottle};
 use crate::refused::RefusalReason;
@@ -107,6 +107,14 @@ impl Gate {
         &self.memory
     }
 
+    /// An empty charge for the request heads read from `peer`, grown as they are read
+    /// (`read::on_readable`): a head is charged to the TCP peer's share, as who sent it is not
+    /// known before it is whole; a trusted proxy's heads are charged to the budget alone.
+    pub fn head_charge(&self, peer: SocketAddr) -> Reservation {
+        let trusted = self.config.is_trusted_proxy(peer.ip());
+        self.memory.empty_for((!trusted).then(|| ClientKey::of(peer.ip())))
+    }
+
     /// A connection just accepted from `peer`, `open` connections counting it: its slot in
     /// `--max-connections-per-ip` (if counted), or why it is closed at once.
     pub fn admit_connection(
@@ -152,9 +160,8 @@ impl Gate {
         self.authorize(authorization, exchange.client, Scope::of(action), now.instant)?;
         self.take_rate(exchange.client, now.instant)?;
         let body = body_plan(head, framing, self.config.limits.max_body)?;
-        let reservation = self.reserve(client, body)?;
         let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
-        let request = Request {
+        let mut request = Request {
             id,
             action,
             client: client.address(),
@@ -163,8 +170,9 @@ impl Gate {
             content_type: text("content-type"),
             wsecret: text("httprelay-wsecret"),
             body: Vec::new(),
-            reservation,
+            reservation: Reservation::default(),
         };
+        request.reservation = self.reserve(client, &request, body)?;
         Ok(Decision::Relay { request, body })
     }
 
@@ -235,16 +243,22 @@ impl Gate {
         Ok(Decision::Preflight(cors::preflight(allow, allowed, requested)))
     }
 
-    /// `--max-memory` and `--max-memory-per-ip`: reserved before anything is allocated for the
-    /// body (protocol §4); a chunked body reserves `--max-body` and gives back the rest once
-    /// its size is known ([`body_read`]).
-    fn reserve(&self, client: Client, body: BodyPlan) -> Result<Reservation, Refusal> {
+    /// `--max-memory` and `--max-memory-per-ip`: what `request` may leave held, reserved
+    /// before anything is allocated for its body (protocol §4); a chunked body reserves
+    /// `--max-body` and gives back the rest once its size is known ([`body_read`]). The
+    /// registry charges each value it keeps from this, exactly, and gives the rest back.
+    fn reserve(
+        &self,
+        client: Client,
+        request: &Request,
+        body: BodyPlan,
+    ) -> Result<Reservation, Refusal> {
         let body_bytes = match body.framing {
             BodyFraming::Length(n) => n,
             BodyFraming::Chunked { max } => max,
         };
         self.memory
-            .reserve_for(client.memory_key(), WAITER_COST.saturating_add(body_bytes))
+            .reserve_for(client.memory_key(), kept_bytes(request).saturating_add(body_bytes))
             .map_err(|shortage| match shortage {
                 Shortage::Total => Refusal::Memory,
                 Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
@@ -322,7 +336,14 @@ fn body_plan(head: &Head<'_>, framing: Framing, max_body: usize) -> Result<BodyP
 /// A relay request whose body is read in full: the memory reserved for an unknown (chunked)
 /// size shrinks to what it holds.
 pub fn body_read(request: &mut Request) {
-    request.reservation.shrink_to(WAITER_COST + request.body.len());
+    request.reservation.shrink_to(kept_bytes(request) + request.body.len());
+}
+
+/// What a relay request may leave held besides its body, as the registry will charge it: an
+/// entry ([`ENTRY_COST`]) with its id, its query and its content type.
+fn kept_bytes(request: &Request) -> usize {
+    let content_type = request.content_type.as_ref().map_or(0, String::len);
+    ENTRY_COST + request.id.len() + request.query.len() + content_type
 }
 
 /// Why a connection is closed as soon as it is accepted (nothing is written to it).
@@ -752,7 +773,7 @@ mod tests {
         let gate = gate(
             config(|c| {
                 c.limits.max_body = 2000;
-                c.limits.max_memory = Some(10_000);
+                c.limits.max_memory = Some(9_000);
                 c.limits.max_memory_per_ip = MemoryShare::Bytes(5100);
                 c.trust_proxy = vec!["10.0.0.1".parse().unwrap()];
             }),
@@ -760,17 +781,19 @@ mod tests {
         );
         let sized = post("/inbox/a", "Content-Length: 1000\r\n");
         let Ok(Decision::Relay { request: first, .. }) = decide(&gate, &sized) else { panic!() };
-        assert_eq!(gate.memory().used(), WAITER_COST + 1000);
+        // An entry with its one-byte id, no query and no content type, and the body.
+        let kept = ENTRY_COST + 1;
+        assert_eq!(gate.memory().used(), kept + 1000);
         // A chunked body reserves --max-body, and gives back the rest once read.
         let chunked = post("/inbox/a", "Transfer-Encoding: chunked\r\n");
         let Ok(Decision::Relay { request: mut second, .. }) = decide(&gate, &chunked) else {
             panic!()
         };
-        assert_eq!(gate.memory().used(), 2 * WAITER_COST + 3000);
+        assert_eq!(gate.memory().used(), 2 * kept + 3000);
         assert_eq!(refusal(&gate, &sized), Refusal::MemoryPerIp { limit: 5100 });
         second.body = vec![0; 10];
         body_read(&mut second);
-        assert_eq!(gate.memory().used(), 2 * WAITER_COST + 1010);
+        assert_eq!(gate.memory().used(), 2 * kept + 1010);
         // The whole budget: other clients, then the proxy itself, which has no share.
         let big = post("/inbox/a", "Content-Length: 2000\r\n");
         let (other, _) = decide_at(&gate, &big, "192.0.2.2:1", Instant::now());
@@ -889,7 +912,7 @@ mod tests {
         let open = gate(
             config(|c| {
                 c.limits.rate_per_ip = Some(1);
-                c.limits.max_memory = Some(2500);
+                c.limits.max_memory = Some(1200);
                 c.limits.max_memory_per_ip = MemoryShare::Bytes(1100);
             }),
             false,

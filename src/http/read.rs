@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use super::answers::shutting_down;
 use super::conn::{Connection, Exchange};
-use super::gate::{body_read, Decision, Now};
+use super::gate::{body_read, Decision, Now, Refusal};
 use super::parked::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
 use super::server::Shared;
 use crate::identity::ClientKey;
+use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
 use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
@@ -37,15 +38,19 @@ pub struct Reading {
     reader: RequestReader,
     /// The relay request the gate admitted, while its body is read.
     request: Option<Request>,
+    /// The memory budget's charge for the reader's buffer, grown before each read.
+    charge: Reservation,
 }
 
 impl Reading {
-    /// A connection from `peer` accepted at `now`, whose head is due by `--head-timeout`.
+    /// A connection from `peer` accepted at `now`, whose head is due by `--head-timeout`; its
+    /// buffer is charged to `charge` ([`Gate::head_charge`](super::gate::Gate::head_charge)).
     pub fn new(
         connection: Connection,
         peer: SocketAddr,
         limits: ReaderLimits,
         now: Instant,
+        charge: Reservation,
     ) -> Reading {
         Reading {
             connection,
@@ -54,6 +59,7 @@ impl Reading {
             exchange: Exchange::new(ClientKey::of(peer.ip()), now),
             reader: RequestReader::new(limits, now),
             request: None,
+            charge,
         }
     }
 
@@ -91,7 +97,19 @@ pub fn on_readable(
         let room = reading.reader.room(scratch.len());
         match reading.connection.read_now(&mut scratch[..room]) {
             Ok(0) if room > 0 => return Some(reading),
-            Ok(n) => filled = n,
+            // Bytes wait in the worker's scratch buffer until the connection's own buffer may
+            // grow to take them: the growth past the allowance is charged first, or the
+            // request is refused.
+            Ok(n) => match reading.charge.resize(head_charge(reading.reader.capacity_for(n))) {
+                Ok(()) => filled = n,
+                Err(shortage) => {
+                    let refusal = match shortage {
+                        Shortage::Total => Refusal::Memory,
+                        Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
+                    };
+                    break End::Refused(refusal.reason(), Some(refusal.response()));
+                }
+            },
             Err(_) => break End::Gone,
         }
     };
@@ -99,15 +117,25 @@ pub fn on_readable(
     None
 }
 
+/// What a connection's request buffer of `capacity` bytes is charged: what passes the
+/// allowance every connection has ([`HEAD_ALLOWANCE`]).
+fn head_charge(capacity: usize) -> usize {
+    capacity.saturating_sub(HEAD_ALLOWANCE)
+}
+
 /// Feeds `bytes` to the reader and acts on its steps until it needs more (`None`) or the request
 /// ends.
 fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -> Option<End> {
-    let Reading { connection, peer, exchange, reader, request, .. } = reading;
+    let Reading { connection, peer, exchange, reader, request, charge, .. } = reading;
     let mut step = reader.feed(bytes, now);
     loop {
         step = match step {
             Step::NeedMore => return None,
             Step::Head(head) => {
+                // The head is read: its charge ends here, and its buffer soon after (the
+                // reader frees it once the bytes after the head are in the body, which the gate
+                // charges). So the gate, and a `/health` answer, do not count it.
+                charge.shrink_to(0);
                 let arrived = Now { instant: now, unix_ms: unix_ms() };
                 match shared.gate.decide(&head, *peer, arrived, exchange) {
                     Ok(Decision::Relay { request: admitted, body }) => {

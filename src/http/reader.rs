@@ -146,6 +146,15 @@ impl RequestReader {
         if now >= self.deadline {
             return self.refuse(self.timed_out().unwrap_or(ReadError::Gone));
         }
+        if matches!(self.phase, Phase::Body(_)) && self.input.is_empty() {
+            // Straight into the body, which the gate charged: not copied through `input`.
+            return self.feed_body(bytes);
+        }
+        let needed = self.input.len() + bytes.len();
+        if needed > self.input.capacity() {
+            // Grown in steps the caller can charge before it reads (`capacity_for`).
+            self.input.reserve_exact(grown(needed) - self.input.len());
+        }
         self.input.extend_from_slice(bytes);
         if matches!(self.phase, Phase::Head) {
             return self.feed_head();
@@ -153,7 +162,7 @@ impl RequestReader {
         if let Phase::Continue(_) = self.phase {
             return Step::SendContinue;
         }
-        self.feed_body()
+        self.feed_body(&[])
     }
 
     fn feed_head(&mut self) -> Step<'_> {
@@ -185,6 +194,10 @@ impl RequestReader {
             return self.refuse(ReadError::Gone);
         }
         self.input.drain(..self.head_len);
+        if self.input.is_empty() {
+            // The head's buffer is given back: body bytes go straight to the body.
+            self.input = Vec::new();
+        }
         self.deadline = deadline_after(now, self.limits.body_timeout);
         let decoder = match plan.framing {
             BodyFraming::Length(n) => Decoder::Length(n),
@@ -204,7 +217,7 @@ impl RequestReader {
             return Step::SendContinue;
         }
         self.phase = Phase::Body(body);
-        self.feed_body()
+        self.feed_body(&[])
     }
 
     /// After [`Step::SendContinue`]: the `100 Continue` is written.
@@ -217,22 +230,33 @@ impl RequestReader {
         }
     }
 
-    fn feed_body(&mut self) -> Step<'_> {
+    /// Decodes body bytes: `direct`, when `input` is empty, else what `input` holds.
+    fn feed_body(&mut self, direct: &[u8]) -> Step<'_> {
         let Phase::Body(body) = &mut self.phase else { return Step::NeedMore };
-        let done = match &mut body.decoder {
+        let source: &[u8] = if self.input.is_empty() { direct } else { &self.input };
+        let (used, done) = match &mut body.decoder {
             Decoder::Length(length) => {
-                let take = (*length - body.bytes.len()).min(self.input.len());
-                body.bytes.extend(self.input.drain(..take));
-                body.bytes.len() == *length
+                let take = (*length - body.bytes.len()).min(source.len());
+                body.bytes.extend_from_slice(&source[..take]);
+                (take, body.bytes.len() == *length)
             }
-            Decoder::Chunked(decoder) => match decoder.decode(&self.input, &mut body.bytes) {
-                Ok(used) => {
-                    self.input.drain(..used);
-                    decoder.is_done()
-                }
+            Decoder::Chunked(decoder) => match decoder.decode(source, &mut body.bytes) {
+                Ok(used) => (used, decoder.is_done()),
                 Err(e) => return self.refuse(ReadError::Chunk(e)),
             },
         };
+        if self.input.is_empty() {
+            if !done {
+                // Unreachable while a decoder takes all it is given before the body is done.
+                self.input.extend_from_slice(&direct[used..]);
+            }
+        } else {
+            self.input.drain(..used);
+            if self.input.is_empty() {
+                // The head's buffer is given back: later body bytes go straight to the body.
+                self.input = Vec::new();
+            }
+        }
         if !done {
             return Step::NeedMore;
         }
@@ -261,6 +285,18 @@ impl RequestReader {
 
     /// How many more bytes the current phase may take: the head up to `--max-head`, a body up to
     /// its length, at most `scratch`. (A chunked body is bounded by its decoder.)
+    /// The capacity of the buffer of input once `extra` more bytes are fed: what the caller
+    /// charges to the memory budget before it reads them (the body is charged by the gate).
+    pub fn capacity_for(&self, extra: usize) -> usize {
+        let needed = self.input.len() + extra;
+        let direct = matches!(self.phase, Phase::Body(_)) && self.input.is_empty();
+        if needed > self.input.capacity() && !direct {
+            grown(needed)
+        } else {
+            self.input.capacity()
+        }
+    }
+
     pub fn room(&self, scratch: usize) -> usize {
         match &self.phase {
             Phase::Head => self.limits.head.max_head.saturating_sub(self.input.len()),
@@ -272,6 +308,12 @@ impl RequestReader {
         }
         .min(scratch)
     }
+}
+
+/// The buffer of input grows to `needed` rounded up to a whole KiB: few reallocations for a
+/// byte-at-a-time client, and a capacity known before the bytes are read.
+fn grown(needed: usize) -> usize {
+    needed.div_ceil(1024).saturating_mul(1024)
 }
 
 /// Which phase of a request was late.
@@ -628,5 +670,30 @@ mod tests {
             let mut reader = RequestReader::new(limits(), now);
             let _ = run(&mut reader, &[&input[..cut], &input[cut..]], plan, now);
         }
+    }
+    /// What the worker charges before it feeds bytes (`capacity_for`) is the capacity the
+    /// buffer then has, byte by byte through a head; body bytes go to the body (charged by the
+    /// gate), and the head's buffer is given back once the body starts.
+    #[test]
+    fn the_buffer_grows_only_as_charged_and_is_given_back_for_the_body() {
+        let now = Instant::now();
+        let mut reader = RequestReader::new(limits(), now);
+        let head = b"POST /link/x HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n";
+        let mut charged = 0;
+        for byte in head.chunks(1) {
+            charged = reader.capacity_for(1);
+            let step = describe(&reader.feed(byte, now));
+            assert_eq!(reader.input.capacity(), charged, "after {step}");
+            if step.starts_with("head") {
+                break;
+            }
+        }
+        assert_eq!(charged, 1024, "a head of {} bytes: one KiB", head.len());
+        assert_eq!(describe(&reader.read_body(length(3000), now)), "more");
+        assert_eq!(reader.input.capacity(), 0, "the head's buffer is given back");
+        assert_eq!(reader.capacity_for(2000), 0, "body bytes do not pass through the buffer");
+        assert_eq!(describe(&reader.feed(&[b'a'; 2000], now)), "more");
+        assert_eq!(reader.input.capacity(), 0);
+        assert!(describe(&reader.feed(&[b'b'; 1000], now)).starts_with("complete aa"));
     }
 }

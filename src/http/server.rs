@@ -271,7 +271,8 @@ impl Accepting {
                 }
             }
             let limits = ReaderLimits::of(&self.shared.config);
-            self.watch(poller, Reading::new(connection, peer, limits, now));
+            let charge = self.shared.gate.head_charge(peer);
+            self.watch(poller, Reading::new(connection, peer, limits, now, charge));
         }
     }
 

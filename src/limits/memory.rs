@@ -1,5 +1,10 @@
 //! The memory budget (`--max-memory`, `--max-memory-per-ip`, protocol §4): bytes are reserved
 //! before anything is allocated for them and given back when the [`Reservation`] is dropped.
+//!
+//! Whatever a client makes the relay hold past its request (a parked request, a stored or
+//! acknowledged message, a write claim, a head or body being read) is a [`Charged`] value, or
+//! owns a [`Reservation`] sized by the code that made it: the charge is made when the value is
+//! and given back when it is dropped, so no path can forget it (protocol §4.3).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,10 +12,63 @@ use std::sync::{Arc, Mutex};
 
 use crate::identity::ClientKey;
 
-/// What a request is charged against `--max-memory` besides its body: an allowance for its
-/// connection, registry entry and timer. (Measured on 2026-11-23: 5,000 parked receivers added
-/// ~9.4 MB of RSS, ~1.9 KiB each, allocator slack included; the charge is the data itself.)
-pub const WAITER_COST: usize = 1024;
+/// What one held request costs beyond the bytes it keeps: its registry entry, its slots in the
+/// maps and queues, its timer and its parked connection. BENCHMARKS.md ("What one parked `/link`
+/// receiver holds") measures ~500 bytes of RSS per parked receiver with a short id in the static
+/// build; the variable parts (id, query, content type, body) are charged byte for byte on top.
+pub const ENTRY_COST: usize = 512;
+
+/// The part of a connection's request buffer that is not charged: it is counted in the fixed
+/// cost of a connection, which `--max-connections` bounds (protocol §4.3). So a small request (`/health`, `/metrics`, any ordinary relay request) is read even
+/// while long heads hold the whole budget; a head beyond it is charged as its buffer grows.
+pub const HEAD_ALLOWANCE: usize = 1024;
+
+/// State a client made the relay hold, with the bytes it occupies while it lives: the fixed
+/// cost of its entry plus the lengths it keeps. Sizes only change by making a new value.
+pub trait Footprint {
+    /// Bytes this value holds, counted when it is made.
+    fn footprint(&self) -> usize;
+}
+
+/// A value and its charge on the memory budget: made only by [`Charged::new`], which reserves
+/// the value's [`Footprint`], and given back when it is dropped. See the module docs.
+#[derive(Debug)]
+pub struct Charged<T> {
+    value: T,
+    /// Held for its `Drop`, which gives the bytes back.
+    _charge: Reservation,
+}
+
+impl<T: Footprint> Charged<T> {
+    /// Charges `value`'s footprint, taken from `from` (what the gate reserved for the request)
+    /// and, past what `from` holds, from the budget `from` was made from.
+    pub fn new(value: T, from: &mut Reservation) -> Result<Charged<T>, Shortage> {
+        let charge = from.split_off(value.footprint())?;
+        Ok(Charged { value, _charge: charge })
+    }
+}
+
+impl<T> Charged<T> {
+    /// The value, its charge given back.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for Charged<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// Mutable access for the fields outside the footprint (timers, deadlines, waiter lists whose
+/// entries are charged themselves); what the footprint counts is set when the value is made.
+impl<T> std::ops::DerefMut for Charged<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
 
 /// The bytes the relay may hold in bodies and waiters (`--max-memory`), and of them the share
 /// one client key may hold (`--max-memory-per-ip`): a request reserves its bytes before anything
@@ -97,6 +155,14 @@ impl MemoryBudget {
         Ok(Reservation { budget: Some(Arc::clone(self)), bytes: counted, client: Some(key) })
     }
 
+    /// An empty reservation for `client`, to grow with [`Reservation::resize`] as what it
+    /// covers grows (a request head being read).
+    pub fn empty_for(self: &Arc<Self>, client: Option<ClientKey>) -> Reservation {
+        // Keyed as `reserve_for` keys what it adds: by client only when there are shares.
+        let client = client.filter(|_| self.per_client.is_some());
+        Reservation { budget: Some(Arc::clone(self)), bytes: 0, client }
+    }
+
     /// Adds `bytes` to the total, or refuses when that would pass the limit.
     fn take(&self, bytes: usize) -> Result<(), Shortage> {
         let mut used = self.used.load(Ordering::Relaxed);
@@ -146,6 +212,45 @@ impl MemoryBudget {
 }
 
 impl Reservation {
+    /// Bytes reserved.
+    pub fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+
+    /// Moves `bytes` of this reservation into a new one for the same client, reserving from the
+    /// budget what this one does not hold; refused, and nothing moved, when that would pass
+    /// the budget or the client's share. Without a budget (tests), nothing is counted.
+    pub fn split_off(&mut self, bytes: usize) -> Result<Reservation, Shortage> {
+        let Some(budget) = &self.budget else { return Ok(Reservation::default()) };
+        let counted = u32::try_from(bytes).map_err(|_| Shortage::Total)?;
+        if counted > self.bytes {
+            let extra = budget.reserve_for(self.client, (counted - self.bytes) as usize)?;
+            self.absorb(extra);
+        }
+        self.bytes -= counted;
+        Ok(Reservation { budget: self.budget.clone(), bytes: counted, client: self.client })
+    }
+
+    /// Grows or shrinks the reservation to `bytes`; refused, and unchanged, when growing would
+    /// pass the budget or the client's share.
+    pub fn resize(&mut self, bytes: usize) -> Result<(), Shortage> {
+        if bytes <= self.bytes() {
+            self.shrink_to(bytes);
+            return Ok(());
+        }
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let extra = budget.reserve_for(self.client, bytes - self.bytes())?;
+        self.absorb(extra);
+        Ok(())
+    }
+
+    /// Takes `other`'s bytes (reserved from the same budget for the same client) into this one.
+    /// Both callers absorb exactly what brings this one to a size that fits a `u32`.
+    fn absorb(&mut self, mut other: Reservation) {
+        debug_assert_eq!(other.client, self.client, "absorbed another client's reservation");
+        self.bytes = self.bytes.saturating_add(std::mem::take(&mut other.bytes));
+    }
+
     /// Gives back what is reserved beyond `bytes` (a body turned out smaller than allowed for).
     pub fn shrink_to(&mut self, bytes: usize) {
         if let Some(budget) = &self.budget {

@@ -11,7 +11,9 @@ mod rate;
 use std::time::Duration;
 
 pub use connections::{PeerConnections, PeerSlot};
-pub use memory::{MemoryBudget, Reservation, Shortage, WAITER_COST};
+pub use memory::{
+    Charged, Footprint, MemoryBudget, Reservation, Shortage, ENTRY_COST, HEAD_ALLOWANCE,
+};
 pub use rate::{Rate, RateTable};
 
 /// A `Retry-After` value for a wait: whole seconds, at least one.

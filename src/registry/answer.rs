@@ -136,4 +136,9 @@ pub enum Refusal {
     Claimed,
     /// The relay is shutting down.
     ShuttingDown,
+    /// What the request would leave held does not fit `--max-memory`.
+    Memory,
+    /// What the request would leave held passes the client's share, `limit` bytes
+    /// (`--max-memory-per-ip`).
+    MemoryPerClient { limit: usize },
 }

@@ -20,7 +20,7 @@ use super::held::HeldBody;
 use super::shared_id;
 use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::identity::ClientKey;
-use crate::limits::Reservation;
+use crate::limits::{Charged, Footprint, ENTRY_COST};
 use crate::refused::RefusalReason;
 use crate::wheel::TimerId;
 
@@ -30,26 +30,33 @@ pub const MAX_WAITERS: usize = 10;
 /// One `/inbox` id. The message is boxed: an id with only waiters keeps a pointer for it.
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
-    pub(super) message: Option<Box<Stored>>,
+    pub(super) message: Option<Box<Charged<Stored>>>,
     /// GETs waiting for a message; the `/await`s are the stored message's (an `Inbox` is 24
     /// bytes: `registry::tests`).
     getters: Conns,
 }
 
-/// A stored message. Acknowledging drops the body but keeps the entry until its TTL, for `/ack`.
+/// A stored message. Acknowledging drops the body, and its charge, but keeps the entry, charged,
+/// until its TTL, for `/ack`.
 #[derive(Debug)]
 pub(super) struct Stored {
     pub(super) content_type: Option<Box<str>>,
-    /// The body, until the message is acknowledged.
-    pub(super) body: Option<HeldBody>,
+    /// The body, charged apart from the entry, until the message is acknowledged.
+    pub(super) body: Option<Charged<HeldBody>>,
     /// The end of its TTL.
     pub(super) deadline: Instant,
     pub(super) timer: TimerId,
-    /// The body's share of the memory budget; given back on the acknowledgement.
-    pub(super) reservation: Reservation,
+    /// The length of its id, charged with the entry (the map's key holds the id).
+    pub(super) id_len: usize,
     /// Who awaits the acknowledgement (an `/await` parks only on a message not acknowledged
     /// yet): boxed, and only while there are any.
     pub(super) awaiters: Option<Box<Conns>>,
+}
+
+impl Footprint for Stored {
+    fn footprint(&self) -> usize {
+        ENTRY_COST + self.id_len + self.content_type.as_ref().map_or(0, |t| t.len())
+    }
 }
 
 impl Stored {
@@ -86,33 +93,53 @@ impl Registry {
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
+                let mut reservation = request.reservation;
+                let body = HeldBody::new(&self.held, Arc::from(request.body));
+                let body = match self.charge(body, &mut reservation) {
+                    Ok(body) => body,
+                    Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+                };
+                let message = message_answer(body.bytes(), request.content_type.as_deref());
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
                 let id = shared_id(&self.inboxes, id);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
+                let stored = Stored {
+                    content_type: request.content_type.map(String::into_boxed_str),
+                    body: Some(body),
+                    deadline,
+                    timer,
+                    id_len: id.len(),
+                    awaiters: None,
+                };
+                let stored = match self.charge(stored, &mut reservation) {
+                    Ok(stored) => stored,
+                    Err(refusal) => {
+                        self.wheel.cancel(timer);
+                        return out.push(Reply::refused(conn, refusal));
+                    }
+                };
                 let awaiters = self.inbox_drop_message(&id).into_ids();
-                let body = self.held.hold(Arc::from(request.body));
-                let message = message_answer(body.bytes(), request.content_type.as_deref());
                 let inbox = self.inboxes.entry(id).or_default();
-                let reservation = request.reservation;
-                let content_type = request.content_type.map(String::into_boxed_str);
-                let body = Some(body);
-                let stored =
-                    Stored { content_type, body, deadline, timer, reservation, awaiters: None };
                 inbox.message = Some(Box::new(stored));
                 let getters = std::mem::take(&mut inbox.getters).into_ids();
                 out.push(reply(Answer::Done));
+                // Ids whose waiter left may still be in the lists: they are not parked.
                 for waiter in getters {
-                    self.unpark(waiter);
+                    if self.unpark(waiter).is_none() {
+                        continue;
+                    }
                     self.counts.inbox_fetched += 1;
                     out.push(Reply::to(waiter, message.clone()));
                 }
                 for waiter in awaiters {
-                    self.unpark(waiter);
+                    if self.unpark(waiter).is_none() {
+                        continue;
+                    }
                     out.push(Reply::to(waiter, Answer::Replaced));
                 }
             }
             Action::InboxGet => {
-                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref()) {
+                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref().map(|m| &**m)) {
                     Some(Stored { body: Some(body), content_type, .. }) => {
                         out.push(reply(message_answer(body.bytes(), content_type.as_deref())));
                         self.counts.inbox_fetched += 1;
@@ -123,14 +150,13 @@ impl Registry {
             Action::InboxDelete => {
                 match self.inboxes.get_mut(&id[..]).and_then(|i| i.message.as_mut()) {
                     Some(stored) => {
-                        if let Some(body) = stored.body.take() {
-                            self.held.release(body);
-                            stored.reservation.shrink_to(0);
-                        }
+                        stored.body = None;
                         let awaiters = stored.take_awaiters();
                         out.push(reply(Answer::Done));
                         for waiter in awaiters.into_ids() {
-                            self.unpark(waiter);
+                            if self.unpark(waiter).is_none() {
+                                continue; // left: not parked any more
+                            }
                             out.push(Reply::to(waiter, Answer::Done));
                         }
                     }
@@ -178,8 +204,14 @@ impl Registry {
         if let Err(refusal) = self.admit(client) {
             return out.push(Reply::refused(conn, refusal));
         }
+        let mut reservation = request.reservation;
         let id = shared_id(&self.inboxes, id);
-        let inbox = self.inboxes.entry(Arc::clone(&id)).or_default();
+        let parked = Parked { id: Arc::clone(&id), role: Role::Inbox(kind, client), timer: None };
+        let mut parked = match self.charge(parked, &mut reservation) {
+            Ok(parked) => parked,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
+        let inbox = self.inboxes.entry(id).or_default();
         match kind {
             WaitsFor::Message => inbox.getters.push_back(conn),
             WaitsFor::Ack => match inbox.message.as_mut() {
@@ -189,28 +221,20 @@ impl Registry {
             },
         }
         let deadline = crate::wheel::deadline_after(now, self.settings.inbox_timeout);
-        let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
-        let reservation = request.reservation;
-        self.park(
-            conn,
-            Parked {
-                id,
-                role: Role::Inbox(kind, client),
-                timer: Some(timer),
-                _reservation: reservation,
-            },
-        );
+        parked.timer = Some(self.wheel.insert(deadline, Timer::Waiter(conn)));
+        self.park(conn, parked);
     }
 
     /// Removes a waiter that left or timed out from its inbox's list.
     pub(super) fn inbox_waiter_gone(&mut self, conn: ConnId, id: &[u8], kind: WaitsFor) {
+        let parked = &self.parked;
         if let Some(inbox) = self.inboxes.get_mut(id) {
             match kind {
-                WaitsFor::Message => inbox.getters.remove(conn),
+                WaitsFor::Message => inbox.getters.remove(conn, |c| parked.contains_key(&c)),
                 WaitsFor::Ack => {
                     if let Some(stored) = inbox.message.as_mut() {
                         if let Some(awaiters) = &mut stored.awaiters {
-                            awaiters.remove(conn);
+                            awaiters.remove(conn, |c| parked.contains_key(&c));
                             if awaiters.is_empty() {
                                 stored.awaiters = None;
                             }
@@ -231,11 +255,10 @@ impl Registry {
             return;
         };
         let awaiters = stored.take_awaiters();
-        if let Some(body) = stored.body {
-            self.held.release(body);
-        }
         for waiter in awaiters.into_ids() {
-            self.unpark(waiter);
+            if self.unpark(waiter).is_none() {
+                continue; // left: not parked any more
+            }
             out.push(Reply::to(waiter, Answer::NoMessage));
         }
         self.inbox_settle(id);
@@ -248,11 +271,7 @@ impl Registry {
             return Conns::default();
         };
         self.wheel.cancel(stored.timer);
-        let awaiters = stored.take_awaiters();
-        if let Some(body) = stored.body {
-            self.held.release(body);
-        }
-        awaiters
+        stored.take_awaiters()
     }
 
     /// Forgets an inbox with no message and nobody waiting.

@@ -24,7 +24,7 @@ use super::{shared_id, Id, LinkMethod, Query, CLAIM_IDLE};
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
-use crate::limits::Reservation;
+use crate::limits::{Charged, Footprint, ENTRY_COST};
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.
@@ -39,11 +39,32 @@ pub(super) struct Channel {
 /// The senders' side of a `/link` id.
 #[derive(Debug, Default)]
 pub(super) struct Senders {
-    pub(super) messages: VecDeque<Message>,
+    pub(super) messages: VecDeque<Charged<Message>>,
     /// Messages being written to a receiver.
     in_flight: u32,
-    claim: Option<Box<[u8]>>,
+    claim: Option<Charged<Claim>>,
     idle_timer: Option<TimerId>,
+}
+
+/// A `/link` id's write claim (`wsecret`): a keyed digest of the first sender's secret, never the
+/// secret itself, so a claim costs the same whatever the secret's length, and neither memory
+/// nor the state file ever holds a secret. Charged while it lives: up to [`CLAIM_IDLE`] after
+/// its id's last message, with the id's entry it keeps.
+#[derive(Debug)]
+pub(super) struct Claim {
+    digest: [u8; 16],
+    id_len: usize,
+}
+
+/// What a claim costs besides its id: the senders' side of its channel, the channel's map slot
+/// and its idle timer, which it keeps alive alone once the id's messages are gone (the
+/// registry's `charges` tests measure it; no connection comes with it).
+pub(super) const CLAIM_COST: usize = 320;
+
+impl Footprint for Claim {
+    fn footprint(&self) -> usize {
+        CLAIM_COST + self.id_len
+    }
 }
 
 impl Channel {
@@ -59,14 +80,14 @@ impl Channel {
 
     /// The messages waiting for a receiver, in order.
     pub(super) fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.senders.iter().flat_map(|s| s.messages.iter())
+        self.senders.iter().flat_map(|s| s.messages.iter().map(|m| &**m))
     }
 
     fn has_message(&self) -> bool {
         self.senders.as_ref().is_some_and(|s| !s.messages.is_empty())
     }
 
-    fn claim(&self) -> Option<&[u8]> {
+    fn claim(&self) -> Option<&Claim> {
         self.senders.as_ref()?.claim.as_deref()
     }
 
@@ -112,15 +133,22 @@ pub(super) struct Message {
     pub(super) body: HeldBody,
     pub(super) deadline: Instant,
     pub(super) timer: Option<TimerId>,
-    /// The body's share of the memory budget, given back when the message is gone.
-    pub(super) _reservation: Reservation,
+    /// The length of its id, charged with it (the id is shared with its channel).
+    pub(super) id_len: usize,
+}
+
+impl Footprint for Message {
+    fn footprint(&self) -> usize {
+        let content_type = self.content_type.as_ref().map_or(0, String::len);
+        ENTRY_COST + self.id_len + self.sender.query.len() + content_type + self.body.footprint()
+    }
 }
 
 /// A message being written to a receiver, until [`super::Event::DeliveryEnded`].
 #[derive(Debug)]
 pub(super) struct Delivery {
     pub(super) id: Id,
-    pub(super) message: Message,
+    pub(super) message: Charged<Message>,
     receiver: Party,
 }
 
@@ -140,19 +168,21 @@ impl Registry {
             }
         }
         let role = Role::LinkReceiver(Party::of(&request, LinkMethod::Get));
+        let mut reservation = request.reservation;
         let id = shared_id(&self.links, request.id);
+        let parked = Parked { id: Arc::clone(&id), role, timer: None };
+        let mut parked = match self.charge(parked, &mut reservation) {
+            Ok(parked) => parked,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
         let channel = self.links.entry(Arc::clone(&id)).or_default();
         if let Some(timer) = channel.take_idle_timer() {
             self.wheel.cancel(timer);
         }
         channel.receivers.push_back(conn);
         let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
-        let timer = self.wheel.insert(deadline, Timer::Waiter(conn));
-        let reservation = request.reservation;
-        self.park(
-            conn,
-            Parked { id: Arc::clone(&id), role, timer: Some(timer), _reservation: reservation },
-        );
+        parked.timer = Some(self.wheel.insert(deadline, Timer::Waiter(conn)));
+        self.park(conn, parked);
         self.link_pair(&id, out);
     }
 
@@ -164,44 +194,65 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let secret = wsecret(&request.query, request.wsecret.as_deref());
+        let digest =
+            wsecret(&request.query, request.wsecret.as_deref()).map(|s| self.secret_digest(&s));
         let channel = self.links.get(&request.id[..]);
         let claim = channel.and_then(Channel::claim);
-        if claim.is_some_and(|claim| !secret.as_deref().is_some_and(|s| same_secret(claim, s))) {
+        if claim.is_some_and(|claim| !digest.is_some_and(|d| same_secret(&claim.digest, &d))) {
             return out.push(Reply::refused(conn, Refusal::Claimed));
         }
+        let claimed = claim.is_some();
         if channel.is_none_or(|c| c.receivers.is_empty()) {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
             }
         }
+        // Everything the request leaves held is charged before anything changes.
         let sender = Party::of(&request, LinkMethod::Post);
+        let mut reservation = request.reservation;
+        let new_claim = digest.filter(|_| !claimed).map(|digest| {
+            let claim = Claim { digest, id_len: request.id.len() };
+            self.charge(claim, &mut reservation)
+        });
+        let new_claim = match new_claim.transpose() {
+            Ok(claim) => claim,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
+        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
+        let message = Message {
+            ticket: conn,
+            sender,
+            content_type: request.content_type,
+            body: HeldBody::new(&self.held, Arc::from(request.body)),
+            deadline,
+            timer: None,
+            id_len: request.id.len(),
+        };
+        let mut message = match self.charge(message, &mut reservation) {
+            Ok(message) => message,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
         let id = shared_id(&self.links, request.id);
+        // A sender's entry is charged with its message: its own footprint is nothing.
+        let parked = Parked { id: Arc::clone(&id), role: Role::LinkSender(client), timer: None };
+        let parked = match self.charge(parked, &mut reservation) {
+            Ok(parked) => parked,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
         let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
         if senders.claim.is_none() {
-            senders.claim = secret.map(Vec::into_boxed_slice);
+            senders.claim = new_claim;
         }
         if let Some(timer) = senders.idle_timer.take() {
             self.wheel.cancel(timer);
         }
-        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
-        let timer =
-            self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket: conn });
-        senders.messages.push_back(Message {
-            ticket: conn,
-            sender,
-            content_type: request.content_type,
-            body: self.held.hold(Arc::from(request.body)),
-            deadline,
-            timer: Some(timer),
-            _reservation: request.reservation,
-        });
-        let parked = Parked {
-            id: Arc::clone(&id),
-            role: Role::LinkSender(client),
-            timer: None,
-            _reservation: Reservation::default(),
-        };
+        let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket: conn };
+        message.timer = Some(self.wheel.insert(deadline, timer));
+        if senders.messages.capacity() == 0 {
+            // One message per id is the rule: room for one, not the four a first push makes.
+            senders.messages.reserve_exact(1);
+        }
+        senders.messages.push_back(message);
         self.park(conn, parked);
         self.link_pair(&id, out);
     }
@@ -213,7 +264,10 @@ impl Registry {
             if !channel.has_message() {
                 return;
             }
-            let Some(conn) = channel.receivers.pop_front() else { return };
+            let parked = &self.parked;
+            let Some(conn) = channel.receivers.pop_front(|c| parked.contains_key(&c)) else {
+                return;
+            };
             let Some(Parked { role: Role::LinkReceiver(receiver), .. }) = self.unpark(conn) else {
                 continue;
             };
@@ -252,8 +306,7 @@ impl Registry {
         senders.in_flight = senders.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
-            let Message { ticket, sender, body, .. } = message;
-            self.held.release(body);
+            let Message { ticket, sender, .. } = message.into_inner();
             if self.unpark(ticket).is_some() {
                 out.push(Reply::to(ticket, Answer::LinkDelivered { own: sender, receiver }));
             }
@@ -276,7 +329,8 @@ impl Registry {
 
     pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &Id) {
         if let Some(channel) = self.links.get_mut(id) {
-            channel.receivers.remove(conn);
+            let parked = &self.parked;
+            channel.receivers.remove(conn, |c| parked.contains_key(&c));
         }
         self.link_settle(now, id);
     }
@@ -294,9 +348,7 @@ impl Registry {
         let Some(at) = senders.messages.iter().position(|m| m.ticket == ticket) else {
             return;
         };
-        if let Some(message) = senders.messages.remove(at) {
-            self.held.release(message.body);
-        }
+        senders.messages.remove(at);
         if self.unpark(ticket).is_some() {
             self.counts.timeouts += 1;
             let after = self.settings.link_timeout;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::action::Action;
 use crate::identity::ClientKey;
-use crate::limits::{Rate, RateTable, Reservation};
+use crate::limits::{Charged, Footprint, Rate, RateTable, Reservation, Shortage, ENTRY_COST};
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
@@ -60,7 +60,9 @@ pub struct Request {
     pub wsecret: Option<String>,
     /// The body, read in full.
     pub body: Vec<u8>,
-    /// The memory budget reserved for the body and the wait, held as long as either lives.
+    /// What the gate reserved for everything the request may leave held (its entry, id,
+    /// query, content type, claim and body): the registry charges each held value its
+    /// footprint from it and gives the rest back.
     pub reservation: Reservation,
 }
 
@@ -160,8 +162,17 @@ struct Parked {
     role: Role,
     /// The waiter's own deadline; senders have theirs on their message instead.
     timer: Option<TimerId>,
-    /// The waiter's share of the memory budget (a sender's is on its message).
-    _reservation: Reservation,
+}
+
+impl Footprint for Parked {
+    fn footprint(&self) -> usize {
+        match &self.role {
+            // A sender's entry is charged with its message, which outlives the wait.
+            Role::LinkSender(_) => 0,
+            Role::LinkReceiver(party) => ENTRY_COST + self.id.len() + party.query.len(),
+            Role::Inbox(..) => ENTRY_COST + self.id.len(),
+        }
+    }
 }
 
 impl Parked {
@@ -200,17 +211,20 @@ pub struct Registry {
     settings: Settings,
     links: HashMap<Id, link::Channel>,
     inboxes: HashMap<Id, inbox::Inbox>,
-    parked: HashMap<ConnId, Box<Parked>>,
+    parked: HashMap<ConnId, Box<Charged<Parked>>>,
     deliveries: HashMap<ConnId, link::Delivery>,
     wheel: TimerWheel<Timer>,
     /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
+    /// Counts every body held, by the bodies' own lives.
     held: Held,
     /// Parked requests per client.
     parked_by_client: HashMap<ClientKey, usize>,
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
     write_rate: Option<RateTable<(bool, u64)>>,
     id_hasher: RandomState,
+    /// Keys of the digests that write claims keep instead of secrets, fresh per process.
+    secret_keys: [RandomState; 2],
     /// Set by [`Event::Drain`]: nothing parks any more.
     draining: bool,
     /// The stored messages changed since the last [`snapshot`](Self::snapshot).
@@ -233,6 +247,7 @@ impl Registry {
                 .rate_per_id
                 .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
             id_hasher: RandomState::new(),
+            secret_keys: [RandomState::new(), RandomState::new()],
             draining: false,
             dirty: false,
             settings,
@@ -316,9 +331,17 @@ impl Registry {
     pub(crate) fn check_counts(&self) {
         let link_bodies = self.links.values().flat_map(|c| c.messages().map(|m| &m.body));
         let delivered_bodies = self.deliveries.values().map(|d| &d.message.body);
-        let inbox_bodies = self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_ref());
-        let recount = Held::of(link_bodies.chain(delivered_bodies).chain(inbox_bodies));
-        assert_eq!(self.held, recount, "held messages and bytes drifted from a recount");
+        let inbox_bodies =
+            self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_deref());
+        let recount = link_bodies
+            .chain(delivered_bodies)
+            .chain(inbox_bodies)
+            .fold((0, 0), |(messages, bytes), body| (messages + 1, bytes + body.bytes().len()));
+        assert_eq!(
+            (self.held.messages(), self.held.bytes()),
+            recount,
+            "held messages and bytes drifted from a recount"
+        );
         let mut by_client: HashMap<ClientKey, usize> = HashMap::new();
         for parked in self.parked.values() {
             *by_client.entry(parked.client()).or_insert(0) += 1;
@@ -356,6 +379,35 @@ impl Registry {
         })
     }
 
+    /// A write secret's 128-bit keyed digest (two SipHash keys of this process): what a claim
+    /// keeps and compares, so no secret is held and every claim is the same size.
+    fn secret_digest(&self, secret: &[u8]) -> [u8; 16] {
+        let [first, second] = &self.secret_keys;
+        let mut digest = [0; 16];
+        digest[..8].copy_from_slice(&first.hash_one(secret).to_le_bytes());
+        digest[8..].copy_from_slice(&second.hash_one(secret).to_le_bytes());
+        digest
+    }
+
+    /// Charges `value`'s footprint from `from` (what the gate reserved for its request), or
+    /// refuses the request when the budget or the client's share has no room for it.
+    fn charge<T: Footprint>(
+        &mut self,
+        value: T,
+        from: &mut Reservation,
+    ) -> Result<Charged<T>, Refusal> {
+        Charged::new(value, from).map_err(|shortage| {
+            let (reason, refusal) = match shortage {
+                Shortage::Total => (RefusalReason::Memory, Refusal::Memory),
+                Shortage::Client { limit } => {
+                    (RefusalReason::MemoryPerIp, Refusal::MemoryPerClient { limit })
+                }
+            };
+            self.counts.refused.add(reason);
+            refusal
+        })
+    }
+
     /// Whether one more request from `client` may park (`--max-parked`, `--max-parked-per-ip`);
     /// if not, the refusal to send.
     fn admit(&mut self, client: ClientKey) -> Result<(), Refusal> {
@@ -372,14 +424,15 @@ impl Registry {
     }
 
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
-    fn park(&mut self, conn: ConnId, parked: Parked) {
+    fn park(&mut self, conn: ConnId, parked: Charged<Parked>) {
         *self.parked_by_client.entry(parked.client()).or_insert(0) += 1;
         self.parked.insert(conn, Box::new(parked));
     }
 
-    /// Unparks `conn`, cancelling its deadline; `None` if it was not parked.
+    /// Unparks `conn`, cancelling its deadline and giving its charge back; `None` if it was not
+    /// parked.
     fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
-        let parked = *self.parked.remove(&conn)?;
+        let parked = self.parked.remove(&conn)?.into_inner();
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
@@ -466,5 +519,7 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+#[cfg(test)]
+mod charges;
 #[cfg(test)]
 mod tests;

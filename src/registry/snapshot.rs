@@ -4,15 +4,15 @@
 //! wall-clock `now_ms` the file uses, so that the time a relay was down counts against a
 //! message's remaining life.
 
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::inbox::{Inbox, Stored};
+use super::held::HeldBody;
+use super::inbox::Stored;
 use super::link::Message;
 use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
 use crate::config::MAX_WAIT;
-use crate::limits::MemoryBudget;
+use crate::limits::{Charged, MemoryBudget};
 use crate::persist::{InboxEntry, LinkEntry, Snapshot};
 
 /// What [`Registry::restore`] did with a snapshot.
@@ -74,7 +74,8 @@ impl Registry {
     }
 
     /// Restores the messages of `snapshot` with what is left of their time, into a registry
-    /// that holds none yet. Each body reserves its share of `budget`.
+    /// that holds none yet. Each restored value is charged to `budget`, to no client, as when
+    /// it was first stored.
     pub fn restore(
         &mut self,
         now: Instant,
@@ -83,55 +84,55 @@ impl Registry {
         budget: &Arc<MemoryBudget>,
     ) -> Restored {
         let mut done = Restored::default();
-        // A message still alive and with room in the budget: its deadline and its share of the
-        // budget; else it is counted as expired or over budget and left out.
-        let admit = |done: &mut Restored, expires_ms: u64, bytes: usize| {
+        // A message still alive: its deadline and an empty charge on the budget to charge it
+        // from; else it is counted as expired and left out.
+        let admit = |done: &mut Restored, expires_ms: u64| {
             if expires_ms <= now_ms {
                 done.expired += 1;
                 return None;
             }
-            let Some(reservation) = budget.reserve(bytes) else {
-                done.over_budget += 1;
-                return None;
-            };
             // What is left is at most a day (config::MAX_WAIT), whatever the file says.
             let left = Duration::from_millis(expires_ms - now_ms).min(MAX_WAIT);
-            Some((crate::wheel::deadline_after(now, left), reservation))
+            Some((crate::wheel::deadline_after(now, left), budget.reserve(0)?))
         };
         for entry in snapshot.inbox {
-            let Some((deadline, reservation)) =
-                admit(&mut done, entry.expires_ms, entry.body.len())
-            else {
+            let Some((deadline, mut reservation)) = admit(&mut done, entry.expires_ms) else {
                 continue;
             };
             let id = Id::from(entry.id);
-            let Entry::Vacant(slot) = self.inboxes.entry(Arc::clone(&id)) else {
+            if self.inboxes.contains_key(&id) {
+                continue;
+            }
+            let body = (!entry.acked).then(|| HeldBody::new(&self.held, entry.body));
+            let body = body.map(|body| Charged::new(body, &mut reservation)).transpose();
+            let Ok(body) = body else {
+                done.over_budget += 1;
                 continue;
             };
-            let timer = self.wheel.insert(deadline, Timer::InboxMessage(id));
+            let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
             let stored = Stored {
                 content_type: entry.content_type.map(String::into_boxed_str),
-                body: (!entry.acked).then(|| self.held.hold(entry.body)),
+                body,
                 deadline,
                 timer,
-                reservation,
+                id_len: id.len(),
                 awaiters: None,
             };
-            slot.insert(Inbox::default()).message = Some(Box::new(stored));
+            let Ok(stored) = Charged::new(stored, &mut reservation) else {
+                self.wheel.cancel(timer);
+                done.over_budget += 1;
+                continue;
+            };
+            self.inboxes.entry(id).or_default().message = Some(Box::new(stored));
             done.inbox += 1;
         }
         for (n, entry) in snapshot.link.into_iter().enumerate() {
-            let Some((deadline, reservation)) =
-                admit(&mut done, entry.expires_ms, entry.body.len())
-            else {
+            let Some((deadline, mut reservation)) = admit(&mut done, entry.expires_ms) else {
                 continue;
             };
             // Tickets of restored messages count down from the top: no connection has them, so
             // there is no sender to answer, as when a sender has disconnected.
             let ticket = ConnId::MAX - n as ConnId;
-            let id = super::shared_id(&self.links, entry.id);
-            let timer =
-                self.wheel.insert(deadline, Timer::LinkMessage { id: Arc::clone(&id), ticket });
             let sender = Party {
                 ip: entry.sender_ip,
                 port: entry.sender_port,
@@ -139,15 +140,23 @@ impl Registry {
                 method: LinkMethod::Post,
                 query: Query::new(entry.sender_query),
             };
-            self.links.entry(id).or_default().senders().messages.push_back(Message {
+            let message = Message {
                 ticket,
                 sender,
                 content_type: entry.content_type,
-                body: self.held.hold(entry.body),
+                body: HeldBody::new(&self.held, entry.body),
                 deadline,
-                timer: Some(timer),
-                _reservation: reservation,
-            });
+                timer: None,
+                id_len: entry.id.len(),
+            };
+            let Ok(mut message) = Charged::new(message, &mut reservation) else {
+                done.over_budget += 1;
+                continue;
+            };
+            let id = super::shared_id(&self.links, entry.id);
+            let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
+            message.timer = Some(self.wheel.insert(deadline, timer));
+            self.links.entry(id).or_default().senders().messages.push_back(message);
             done.link += 1;
         }
         done
