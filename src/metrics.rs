@@ -189,6 +189,12 @@ impl Gauges {
             "--max-connections; no sample when it is disabled.",
             &cap(limits.max_connections),
         );
+        family(
+            "resident_memory_bytes",
+            "gauge",
+            "The process's resident set (VmRSS), against the worst case of protocol 4.3.",
+            &cap(resident_bytes()),
+        );
         let connections = self.connections.load(Relaxed);
         family("connections", "gauge", "Open client connections.", &one(connections));
         family(
@@ -278,9 +284,25 @@ impl Gauges {
     }
 }
 
+/// The process's resident set in bytes, `VmRSS` of `/proc/self/status` (in kB whatever the page
+/// size), so an alert can hold it against the most memory the flags allow (protocol §4.3);
+/// `None` where that file cannot be read.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resident_set_is_read_and_plausible() {
+        let bytes = resident_bytes().expect("VmRSS in /proc/self/status");
+        assert!((100 * 1024..1 << 40).contains(&bytes), "{bytes}");
+    }
 
     #[test]
     fn writing_is_the_sum_of_what_each_outbox_thread_published() {

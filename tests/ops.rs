@@ -285,6 +285,7 @@ fn metrics_are_prometheus_text_and_count_a_link_hand_off() {
         "handoff_connections",
         "handoff_memory_bytes",
         "handoff_state_write_failures_total",
+        "handoff_resident_memory_bytes",
     ];
     for series in present {
         assert!(before.iter().any(|(s, _)| s == series), "no {series} in {before:?}");
