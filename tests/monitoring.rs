@@ -396,12 +396,17 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
         );
 
     let gone: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    // The shipped rules, with every `for:` at 1 s so the test does not wait minutes.
+    // The shipped rules, with every `for:` at 1 s so the test does not wait minutes, and the
+    // resident set held against 15 % of the worst case instead of 90 %: a relay this small is
+    // nowhere near it (`busy`'s worst case is 3.4 MB, `guarded`'s 87 MiB).
+    let worst = "connections_limit) > 0.9";
     let rules: String = read(&monitoring("handoff-rules.yml"))
         .lines()
         .map(|l| if l.trim_start().starts_with("for: ") { "        for: 1s" } else { l })
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(rules.contains(worst), "no {worst} in the rules");
+    let rules = rules.replace(worst, "connections_limit) > 0.15");
     let targets = [("busy", busy.addr()), ("guarded", guarded_relay.addr()), ("gone", gone)];
     let prometheus = Prometheus::start(&targets, &rules);
     // Counters rise only after a first scrape saw them low: `increase` sees nothing before.
@@ -442,6 +447,7 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
     let expected: BTreeSet<(String, String, String)> = [
         ("HandoffDown", "gone", ""),
         ("HandoffMemoryNearLimit", "busy", ""),
+        ("HandoffMemoryNearWorstCase", "busy", ""),
         ("HandoffParkedNearLimit", "busy", ""),
         ("HandoffConnectionsNearLimit", "busy", ""),
         ("HandoffAtCapacity", "busy", "memory"),
