@@ -147,6 +147,7 @@ export function alignmentCentres(version) {
   return centres;
 }
 
+/** The standard's eight masks: whether the data module at row `r`, column `c` is flipped. */
 const MASKS = [
   (r, c) => (r + c) % 2 === 0,
   (r) => r % 2 === 0,
@@ -167,11 +168,14 @@ class Matrix {
     this.fixed = Array.from({ length: this.size }, () => new Array(this.size).fill(false));
   }
 
+  /** Sets a pattern module (data never goes there). */
   set(row, col, dark) {
     this.dark[row][col] = dark;
     this.fixed[row][col] = true;
   }
 
+  /** Timing lines, the three finders with their separators, the alignment patterns, the format
+   * areas and (version 7 and up) the version information. */
   patterns() {
     const { size } = this;
     for (let i = 0; i < size; i++) {
@@ -215,6 +219,7 @@ class Matrix {
     }
   }
 
+  /** The format information for `mask`, in both of its places, and the dark module. */
   format(mask) {
     const { size } = this;
     const bits = formatBits(mask);
@@ -248,6 +253,7 @@ class Matrix {
     }
   }
 
+  /** Flips the data modules that `mask` selects. */
   mask(mask) {
     for (let r = 0; r < this.size; r++) {
       for (let c = 0; c < this.size; c++) {
