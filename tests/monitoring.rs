@@ -352,7 +352,7 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
         &[
             &NO_CLIENT_LIMITS[..],
             &["--instance", "busy", "--max-memory-per-ip", "0", "--max-memory", "256K"],
-            &["--max-parked", "20", "--max-connections", "80", "--head-timeout", "10m"],
+            &["--max-parked", "20", "--max-connections", "200", "--head-timeout", "10m"],
             &["--inbox-timeout", "1s"],
         ]
         .concat(),
@@ -360,7 +360,9 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
     let mut held: Vec<TcpStream> =
         (0..17).map(|i| busy.open(&get_request(&format!("/link/held-{i}")))).collect();
     busy.wait_parked(17);
-    held.extend((0..51).map(|_| connect(busy.addr())));
+    // 170 of 200 connections: 30 to spare for the test's own requests, whose closes a loaded
+    // machine may be slow to finish (with 12 to spare, one run in 20 met the cap).
+    held.extend((0..153).map(|_| connect(busy.addr())));
     let limit = 256 * 1024;
     for i in 0.. {
         let (_, health) = busy.health();
@@ -398,7 +400,7 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
     let gone: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // The shipped rules, with every `for:` at 1 s so the test does not wait minutes, and the
     // resident set held against 15 % of the worst case instead of 90 %: a relay this small is
-    // nowhere near it (`busy`'s worst case is 3.4 MB, `guarded`'s 87 MiB).
+    // nowhere near it (`busy`'s worst case is 3.7 MB, `guarded`'s 87 MiB).
     let worst = "connections_limit) > 0.9";
     let rules: String = read(&monitoring("handoff-rules.yml"))
         .lines()
