@@ -361,7 +361,8 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
         (0..17).map(|i| busy.open(&get_request(&format!("/link/held-{i}")))).collect();
     busy.wait_parked(17);
     // 170 of 200 connections: 30 to spare for the test's own requests, whose closes a loaded
-    // machine may be slow to finish (with 12 to spare, one run in 20 met the cap).
+    // machine may be slow to finish (with 12 to spare, one run in 20 had a request closed at
+    // accept, most likely by the cap).
     held.extend((0..153).map(|_| connect(busy.addr())));
     let limit = 256 * 1024;
     for i in 0.. {
