@@ -121,14 +121,17 @@ fuzz: ## the parser's fuzz targets, FUZZ_RUNS inputs each (cargo-fuzz)
 # pinned in its package-lock.json); Node and npm come from Debian unless some node is installed.
 # tests/packaging.rs checks what `make deb`, `make image` and `make dist` make: lintian, the
 # amd64 package installed and purged under the booted systemd, the image run by podman (with
-# runc, which also runs where crun cannot: cgroup v1/v2 hybrids).
-INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool qemu-aarch64-static node npm \
-	debootstrap systemd-nspawn lintian podman runc
+# runc, which also runs where crun cannot: cgroup v1/v2 hybrids). tests/monitoring.rs runs the
+# rules and dashboard of monitoring/ through promtool and a real Prometheus scraping relays;
+# tests/example.rs the pages of examples/browser/ in Chromium, their QR codes read by zbarimg
+# (zbar-tools).
+INTEROP_PROGRAMS = nginx caddy haproxy chromium openssl curl promtool prometheus qemu-aarch64-static node npm \
+	debootstrap systemd-nspawn lintian podman runc zbarimg
 
 interop-deps: ## (root) install what make interop needs, from Debian's packages
 	apt-get install -y nginx caddy haproxy chromium openssl curl prometheus qemu-user-static \
 		debootstrap systemd-container
-	apt-get install -y lintian podman runc
+	apt-get install -y lintian podman runc zbar-tools
 	command -v node >/dev/null && command -v npm >/dev/null || apt-get install -y nodejs npm
 	@for p in $(INTEROP_PROGRAMS); do command -v $$p >/dev/null || { echo "$$p is missing"; exit 1; }; done
 	rustup target add aarch64-unknown-linux-musl
@@ -147,6 +150,8 @@ interop: ## the interop, packaging and systemd tests against the static build (r
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test packaging -- --ignored --test-threads=1
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test monitoring -- --ignored --test-threads=1 --nocapture
+	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test example -- --ignored --test-threads=1 --nocapture
 
 # Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
 # systemd/ installed and run under a real systemd in a container; about 5 s once its root file

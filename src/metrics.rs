@@ -102,8 +102,9 @@ impl Gauges {
     }
 
     /// The `/metrics` answer: every number of `/health` and the request counters, in the
-    /// Prometheus text exposition format (0.0.4), each family with `# HELP` and `# TYPE`.
-    pub fn prometheus(&self, memory: &MemoryBudget) -> Response {
+    /// Prometheus text exposition format (0.0.4), each family with `# HELP` and `# TYPE`; the
+    /// limits too, so an alert compares a gauge with its own relay's cap (none when disabled).
+    pub fn prometheus(&self, limits: &Limits, memory: &MemoryBudget) -> Response {
         let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let requests =
             self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
@@ -116,6 +117,9 @@ impl Gauges {
             }
         };
         let one = |value: usize| [(String::new(), value as u64)];
+        let cap = |limit: Option<usize>| {
+            limit.map(|l| (String::new(), l as u64)).into_iter().collect::<Vec<_>>()
+        };
         // Not `instance`: Prometheus sets that label on every series it scrapes (the target's
         // address) and would rename this one `exported_instance`.
         let info = [(format!("{{relay=\"{}\",version=\"{}\"}}", self.instance, VERSION), 1)];
@@ -166,6 +170,30 @@ impl Gauges {
             "gauge",
             "Memory charged to bodies and waiters (--max-memory).",
             &one(memory.used()),
+        );
+        family(
+            "memory_limit_bytes",
+            "gauge",
+            "--max-memory; no sample when it is disabled.",
+            &cap(memory.limit()),
+        );
+        family(
+            "parked_limit",
+            "gauge",
+            "--max-parked; no sample when it is disabled.",
+            &cap(limits.max_parked),
+        );
+        family(
+            "connections_limit",
+            "gauge",
+            "--max-connections; no sample when it is disabled.",
+            &cap(limits.max_connections),
+        );
+        family(
+            "resident_memory_bytes",
+            "gauge",
+            "The process's resident set (VmRSS), against the worst case of protocol 4.3.",
+            &cap(resident_bytes()),
         );
         let connections = self.connections.load(Relaxed);
         family("connections", "gauge", "Open client connections.", &one(connections));
@@ -256,9 +284,25 @@ impl Gauges {
     }
 }
 
+/// The process's resident set in bytes, `VmRSS` of `/proc/self/status` (in kB whatever the page
+/// size), so an alert can hold it against the most memory the flags allow (protocol §4.3);
+/// `None` where that file cannot be read.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let kib: usize = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resident_set_is_read_and_plausible() {
+        let bytes = resident_bytes().expect("VmRSS in /proc/self/status");
+        assert!((100 * 1024..1 << 40).contains(&bytes), "{bytes}");
+    }
 
     #[test]
     fn writing_is_the_sum_of_what_each_outbox_thread_published() {

@@ -466,41 +466,11 @@ fn caddy_body_limit() {
     body_limit(Kind::Caddy);
 }
 
-/// Serves `page` to every request on 127.0.0.1 (another port, so another origin than the
-/// relay's); the thread lives as long as the test process.
+/// Serves `page` at `/page` on 127.0.0.1 (another port, so another origin than the relay's).
 fn serve_page(page: String) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let page = page.clone();
-            thread::spawn(move || {
-                use std::io::{Read, Write};
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let (status, body) = if head.starts_with(b"GET /page ") {
-                    ("200 OK", page.as_str())
-                } else {
-                    ("404 Not Found", "")
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    addr
+    common::tools::serve(move |target| {
+        (target == "/page").then(|| ("text/html; charset=utf-8", page.clone().into_bytes()))
+    })
 }
 
 /// The Pubky-style flow of a web page, against the relay at `relay`, every fetch with

@@ -285,6 +285,7 @@ fn metrics_are_prometheus_text_and_count_a_link_hand_off() {
         "handoff_connections",
         "handoff_memory_bytes",
         "handoff_state_write_failures_total",
+        "handoff_resident_memory_bytes",
     ];
     for series in present {
         assert!(before.iter().any(|(s, _)| s == series), "no {series} in {before:?}");
@@ -300,6 +301,24 @@ fn metrics_are_prometheus_text_and_count_a_link_hand_off() {
     assert_eq!(sample(&after, "handoff_parked"), 0.0);
     let scrapes = "handoff_requests_total{route=\"metrics\",status=\"200\"}";
     assert!(sample(&after, scrapes) >= 2.0, "{after:?}");
+}
+
+/// The caps an alert compares the gauges with are exported as set, and not at all when disabled.
+#[test]
+fn metrics_show_the_limits_and_leave_out_disabled_ones() {
+    let relay =
+        Relay::start(&["--max-memory", "1M", "--max-parked", "7", "--max-connections", "9"]);
+    let samples = scrape(&relay);
+    assert_eq!(sample(&samples, "handoff_memory_limit_bytes"), 1048576.0, "{samples:?}");
+    assert_eq!(sample(&samples, "handoff_parked_limit"), 7.0, "{samples:?}");
+    assert_eq!(sample(&samples, "handoff_connections_limit"), 9.0, "{samples:?}");
+    let unlimited =
+        Relay::start(&["--max-memory", "0", "--max-parked", "0", "--max-connections", "0"]);
+    let samples = scrape(&unlimited);
+    for limit in ["handoff_memory_limit_bytes", "handoff_parked_limit", "handoff_connections_limit"]
+    {
+        assert!(!samples.iter().any(|(s, _)| s == limit), "{limit} in {samples:?}");
+    }
 }
 
 #[test]

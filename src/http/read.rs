@@ -151,7 +151,8 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
                         return Some(End::Answer(shared.gauges.health(limits, memory, detailed)));
                     }
                     Ok(Decision::Metrics) => {
-                        return Some(End::Answer(shared.gauges.prometheus(shared.gate.memory())))
+                        let (limits, memory) = (&shared.config.limits, shared.gate.memory());
+                        return Some(End::Answer(shared.gauges.prometheus(limits, memory)));
                     }
                     Ok(Decision::Preflight(response)) => return Some(End::Answer(response)),
                     Err(refusal) => {

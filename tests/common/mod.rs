@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod sockopt;
+pub mod tools;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
