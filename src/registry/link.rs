@@ -47,9 +47,9 @@ pub(super) struct Senders {
 }
 
 /// A `/link` id's write claim (`wsecret`): a keyed digest of the first sender's secret, never the
-/// secret itself, so a claim costs the same whatever the secret's length, and neither memory
-/// nor the state file ever holds a secret. Charged while it lives: up to [`CLAIM_IDLE`] after
-/// its id's last message, with the id's entry it keeps.
+/// secret itself, so a claim costs the same whatever the secret's length, and no secret is kept
+/// past its request (nor written to the state file). Charged while it lives: up to
+/// [`CLAIM_IDLE`] after its id's last message, with the id's entry it keeps.
 #[derive(Debug)]
 pub(super) struct Claim {
     digest: [u8; 16],
