@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::tools::{free_port, get10, percent_encode, Group, Json, TempDir};
+use common::tools::{free_port, get10, percent_encode, Group, Json, TempDir, Tmpfs};
 use common::*;
 use std::collections::BTreeSet;
 use std::fs;
@@ -381,7 +381,9 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
     fs::write(&tokens, format!("{TOKEN} send,receive\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&tokens, fs::Permissions::from_mode(0o600)).unwrap();
-    let state = dir.join("state");
+    // Its state file on a small disk, filled once Prometheus scrapes (root, as `make interop`).
+    let disk = Tmpfs::mount(PathBuf::from(dir.join("disk")), "1m");
+    let state = disk.0.join("state").to_str().unwrap().to_string();
     let guarded_relay =
         Relay::start(
             &[
@@ -421,8 +423,8 @@ fn prometheus_evaluates_every_rule_and_panel_and_fires_the_alerts() {
 
     let refused = busy.post("/inbox/too-big", &[b'x'; 60 * 1024], &[]);
     assert_eq!(refused.status, 503, "{refused}");
-    // The next save finds a directory where it writes its temporary file.
-    fs::create_dir(format!("{state}.tmp")).unwrap();
+    // The next write finds no room.
+    disk.fill();
     for n in 1..=25 {
         let client = format!("203.0.113.{n}");
         let response = guarded_relay.send(&guarded("GET", "/inbox/x", &client, "", b""));

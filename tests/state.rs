@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::tools::Tmpfs;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -471,16 +473,6 @@ fn a_journal_cut_anywhere_in_its_last_record_restores_what_precedes_it() {
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// A full disk (a 256 KiB tmpfs, so root is needed to mount it; CI runs as root): the relay
 /// serves on, counts and logs the failed writes, keeps what the file held, and writes again
 /// once there is room.
@@ -492,26 +484,14 @@ fn a_full_disk_costs_nothing_durable_and_writing_resumes() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("handoff-full-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .expect("cannot run mount");
-    assert!(mounted.success(), "mount -t tmpfs failed");
-    let tmpfs = Tmpfs(dir);
+    let tmpfs = Tmpfs::mount(dir, "256k");
     let path = tmpfs.0.join("state");
     let file = path.to_str().unwrap();
     let mut relay = Relay::start(&["--state-file", file]);
     assert_eq!(relay.post("/inbox/keep", b"durable", &[]).status, 200);
     wait_holding(&path, b"durable");
 
-    // Fill the disk.
-    let filler = tmpfs.0.join("filler");
-    let mut fill = std::fs::File::create(&filler).unwrap();
-    let block = vec![0u8; 4096];
-    while fill.write_all(&block).is_ok() {}
-    drop(fill);
+    let filler = tmpfs.fill();
     let big = vec![b'b'; 16 * 1024];
     assert_eq!(relay.post("/inbox/big", &big, &[]).status, 200, "the relay serves on");
     let started = Instant::now();

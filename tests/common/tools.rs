@@ -341,3 +341,38 @@ impl JsonReader<'_> {
         }
     }
 }
+
+/// A small tmpfs mounted for one test (mounting needs root, as `make interop` runs), unmounted
+/// when dropped: a disk that can be filled.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's `size=`, e.g. `256k`) at `dir`, made if needed.
+    pub fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("cannot run mount");
+        assert!(mounted.success(), "mount -t tmpfs at {} failed", dir.display());
+        Tmpfs(dir)
+    }
+
+    /// Fills it with a file of every free block; returns the file's path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
