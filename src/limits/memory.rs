@@ -19,8 +19,9 @@ use crate::identity::ClientKey;
 pub const ENTRY_COST: usize = 512;
 
 /// The part of a connection's request buffer that is not charged: it is counted in the fixed
-/// cost of a connection, which `--max-connections` bounds (protocol §4.3). So a small request (`/health`, `/metrics`, any ordinary relay request) is read even
-/// while long heads hold the whole budget; a head beyond it is charged as its buffer grows.
+/// cost of a connection, which `--max-connections` bounds (protocol §4.3). So a small request
+/// (`/health`, `/metrics`, any ordinary relay request) is read even while long heads hold the
+/// whole budget; a head beyond it is charged as its buffer grows.
 pub const HEAD_ALLOWANCE: usize = 1024;
 
 /// State a client made the relay hold, with the bytes it occupies while it lives: the fixed
@@ -334,5 +335,36 @@ mod tests {
         let unshared = MemoryBudget::new(Some(10));
         let _all = unshared.reserve_for(Some(a), 10).unwrap();
         assert_eq!(unshared.held_by(a), 0);
+    }
+
+    #[test]
+    fn split_off_and_resize_move_bytes_and_refuse_without_change() {
+        let budget = MemoryBudget::with_share(Some(100), Some(60));
+        let client = Some(ClientKey::of(ip("192.0.2.1")));
+        let mut request = budget.reserve_for(client, 30).unwrap();
+        // Within what it holds: moved, nothing new reserved.
+        let entry = request.split_off(20).unwrap();
+        assert_eq!((entry.bytes(), request.bytes(), budget.used()), (20, 10, 30));
+        // Past it: the rest is reserved for the same client.
+        let more = request.split_off(25).unwrap();
+        assert_eq!((more.bytes(), request.bytes(), budget.used()), (25, 0, 45));
+        assert_eq!(budget.held_by(client.unwrap()), 45);
+        // Past the client's share: refused, nothing moved.
+        assert_eq!(request.split_off(16).unwrap_err(), Shortage::Client { limit: 60 });
+        assert_eq!((request.bytes(), budget.used()), (0, 45));
+        // Resize: grows (refused past the share, unchanged), shrinks.
+        let mut head = budget.empty_for(client);
+        head.resize(15).unwrap();
+        assert_eq!(head.resize(16).unwrap_err(), Shortage::Client { limit: 60 });
+        assert_eq!((head.bytes(), budget.used()), (15, 60));
+        head.resize(5).unwrap();
+        assert_eq!(budget.used(), 50);
+        drop((entry, more, head, request));
+        assert_eq!((budget.used(), budget.held_by(client.unwrap())), (0, 0));
+        // Without a share, an empty reservation is keyed to no client, as `reserve_for` keys.
+        let unshared = MemoryBudget::new(Some(10));
+        let mut head = unshared.empty_for(client);
+        head.resize(10).unwrap();
+        assert_eq!(head.split_off(11).unwrap_err(), Shortage::Total);
     }
 }
