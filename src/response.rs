@@ -37,13 +37,17 @@ pub struct Response {
     pub body: Arc<[u8]>,
 }
 
+/// An empty body, one for all: an empty `Arc<[u8]>` is an allocation of its own, and most
+/// requests and answers have no body.
+pub fn empty_body() -> Arc<[u8]> {
+    static EMPTY: OnceLock<Arc<[u8]>> = OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from(&b""[..])))
+}
+
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        // One empty body for all: an empty `Arc<[u8]>` is an allocation of its own.
-        static EMPTY: OnceLock<Arc<[u8]>> = OnceLock::new();
-        let body = Arc::clone(EMPTY.get_or_init(|| Arc::from(&b""[..])));
-        Response { status, headers: String::new(), body }
+        Response { status, headers: String::new(), body: empty_body() }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.

@@ -37,7 +37,7 @@ use crate::logging::{id_tag, LogThrottle};
 use crate::query;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
-use crate::response::Response;
+use crate::response::{empty_body, Response};
 use crate::routes::{route, split_target, Route, RouteError};
 
 /// Most clients whose request rate (or failure count) is tracked at once.
@@ -177,7 +177,7 @@ impl Gate {
             query,
             content_type: text("content-type"),
             wsecret,
-            body: Arc::from(&[][..]),
+            body: empty_body(),
             reservation: Reservation::default(),
         };
         request.reservation = self.reserve(client, &request, body)?;

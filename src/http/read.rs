@@ -25,7 +25,7 @@ use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
 use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
-use crate::response::Response;
+use crate::response::{empty_body, Response};
 use crate::routes::usage;
 
 /// A request being read. See the module docs.
@@ -176,8 +176,8 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
                     return Some(End::Gone);
                 };
                 // Shared from here on without a copy: made on the worker, whose allocator
-                // keeps what it frees for its next request.
-                request.body = Arc::from(body);
+                // keeps what it frees for its next request (no body: the shared empty one).
+                request.body = if body.is_empty() { empty_body() } else { Arc::from(body) };
                 body_read(&mut request);
                 return Some(End::Relay(request));
             }

@@ -340,7 +340,8 @@ mod tests {
     #[test]
     fn split_off_and_resize_move_bytes_and_refuse_without_change() {
         let budget = MemoryBudget::with_share(Some(100), Some(60));
-        let client = Some(ClientKey::of(ip("192.0.2.1")));
+        let key = ClientKey::of(ip("192.0.2.1"));
+        let client = Some(key);
         let mut request = budget.reserve_for(client, 30).unwrap();
         // Within what it holds: moved, nothing new reserved.
         let entry = request.split_off(20).unwrap();
@@ -348,7 +349,7 @@ mod tests {
         // Past it: the rest is reserved for the same client.
         let more = request.split_off(25).unwrap();
         assert_eq!((more.bytes(), request.bytes(), budget.used()), (25, 0, 45));
-        assert_eq!(budget.held_by(client.unwrap()), 45);
+        assert_eq!(budget.held_by(key), 45);
         // Past the client's share: refused, nothing moved.
         assert_eq!(request.split_off(16).unwrap_err(), Shortage::Client { limit: 60 });
         assert_eq!((request.bytes(), budget.used()), (0, 45));
@@ -360,7 +361,7 @@ mod tests {
         head.resize(5).unwrap();
         assert_eq!(budget.used(), 50);
         drop((entry, more, head, request));
-        assert_eq!((budget.used(), budget.held_by(client.unwrap())), (0, 0));
+        assert_eq!((budget.used(), budget.held_by(key)), (0, 0));
         // Without a share, an empty reservation is keyed to no client, as `reserve_for` keys.
         let unshared = MemoryBudget::new(Some(10));
         let mut head = unshared.empty_for(client);
