@@ -263,9 +263,9 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// SIGTERM first: a killed nginx master leaves its workers on the port.
     fn drop(&mut self) {
-        let _ = self.proxy.kill();
-        let _ = self.proxy.wait();
+        common::tools::terminate(&mut self.proxy, Duration::from_secs(10));
     }
 }
 

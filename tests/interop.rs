@@ -223,11 +223,7 @@ impl Drop for Proxy {
     /// given the same port would talk to them. Whatever still runs after [`WAIT_CAP`] is killed.
     fn drop(&mut self) {
         if self.nginx {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-            let deadline = Instant::now() + WAIT_CAP;
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(10));
-            }
+            common::tools::terminate(&mut self.child, WAIT_CAP);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

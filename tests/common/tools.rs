@@ -376,3 +376,15 @@ impl Drop for Tmpfs {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// Stops `child` with SIGTERM and waits up to `cap` for it, then kills it: an nginx master sent
+/// SIGTERM stops its workers before it exits, where a killed one leaves them on the port.
+pub fn terminate(child: &mut std::process::Child, cap: std::time::Duration) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + cap;
+    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
