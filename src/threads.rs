@@ -30,10 +30,10 @@ pub struct Waker {
 impl Waker {
     /// A waker and the socket its thread watches (both non-blocking).
     pub fn pair() -> io::Result<(Arc<Waker>, UnixStream)> {
-        let (watched, socket) = UnixStream::pair()?;
-        watched.set_nonblocking(true)?;
+        let (wake_socket, socket) = UnixStream::pair()?;
+        wake_socket.set_nonblocking(true)?;
         socket.set_nonblocking(true)?;
-        Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), watched))
+        Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), wake_socket))
     }
 
     /// Wakes the thread if it waits (or is about to). Call it after queueing the work.
@@ -61,7 +61,7 @@ impl Waker {
 }
 
 /// Empties the wake-up socket after a wake-up.
-pub fn drain_wakeups(watched: &UnixStream) {
+pub fn drain_wakeups(wake_socket: &UnixStream) {
     let mut drain = [0u8; 64];
-    while matches!((&*watched).read(&mut drain), Ok(n) if n > 0) {}
+    while matches!((&*wake_socket).read(&mut drain), Ok(n) if n > 0) {}
 }

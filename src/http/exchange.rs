@@ -13,7 +13,7 @@ use crate::routes::RouteKind;
 
 /// One request's bookkeeping on the HTTP side: how to answer it and what to log. It lives as
 /// long as its request waits, so it is kept compact: no field allocates but an allowed origin,
-/// and a parked connection with it fits musl's 112-byte class (`parked.rs` tests).
+/// and a parked connection with it fits musl's 112-byte class (`registry_thread.rs` tests).
 pub struct Exchange {
     pub(super) method: Method,
     pub(super) route: RouteKind,

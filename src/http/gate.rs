@@ -110,7 +110,7 @@ impl Gate {
     }
 
     /// An empty charge for the request heads read from `peer`, grown as they are read
-    /// (`read::on_readable`): a head is charged to the TCP peer's share, as who sent it is not
+    /// (`worker::on_readable`): a head is charged to the TCP peer's share, as who sent it is not
     /// known before it is whole; a trusted proxy's heads are charged to the budget alone.
     pub fn head_charge(&self, peer: SocketAddr) -> Reservation {
         let trusted = self.config.is_trusted_proxy(peer.ip());

@@ -1,6 +1,6 @@
 //! What the other threads send the registry thread ([`Inbound`]), and how ([`ToRegistry`]): a
 //! queue and a wake-up for the epoll set the thread waits in. The receiving end is the registry
-//! thread's own (`parked::channel`).
+//! thread's own (`registry_thread::channel`).
 
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ pub struct ToRegistry {
 
 impl ToRegistry {
     /// The sending end of `queue`, waking the thread through `waker`: made by the registry
-    /// thread's `parked::channel`, which owns the other end.
+    /// thread's `registry_thread::channel`, which owns the other end.
     pub(super) fn new(queue: Sender<Inbound>, waker: Arc<Waker>) -> ToRegistry {
         ToRegistry { queue, waker }
     }

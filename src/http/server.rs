@@ -23,9 +23,9 @@ use log::{debug, error, warn};
 
 use super::conn::Connection;
 use super::parse::HeadLimits;
-use super::read::{self, Reading};
 use super::reader::ReaderLimits;
 use super::shared::Shared;
+use super::worker::{self, Reading};
 use crate::config::Config;
 use crate::sys::{self, Interest};
 use crate::threads::{drain_wakeups, spawn, Waker};
@@ -34,8 +34,8 @@ use crate::wheel::{TimerId, TimerWheel, TICK};
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 /// Poller tokens that are not connections (connection ids start above them).
-const LISTENER: u64 = 0;
-const WAKER: u64 = 1;
+const LISTENER_TOKEN: u64 = 0;
+const WAKE_TOKEN: u64 = 1;
 /// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
 const BACKLOG: i32 = 4096;
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
@@ -81,8 +81,8 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
     listener.set_nonblocking(true)?;
     sys::set_backlog(&listener, BACKLOG)?;
     let epoll = sys::Epoll::new(256)?;
-    epoll.add(&listener, Interest::Always, LISTENER)?;
-    epoll.add(&wake_rx, Interest::Always, WAKER)?;
+    epoll.add(&listener, Interest::Always, LISTENER_TOKEN)?;
+    epoll.add(&wake_rx, Interest::Always, WAKE_TOKEN)?;
     let accepting = Accepting {
         shared,
         listener,
@@ -91,7 +91,7 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
         jobs,
         pending: HashMap::new(),
         deadlines: TimerWheel::new(Instant::now(), TICK, 256),
-        next_id: WAKER,
+        next_id: WAKE_TOKEN,
         paused_until: None,
         backoff: BACKOFF_MIN,
     };
@@ -121,14 +121,14 @@ fn spawn_workers(
             for job in jobs {
                 let unfinished = match job {
                     Job::Read(reading, now) => {
-                        read::on_readable(reading, &shared, &mut scratch, now)
+                        worker::on_readable(reading, &shared, &mut scratch, now)
                     }
                     Job::Expire(reading) => {
-                        read::expire(reading, &shared);
+                        worker::expire(reading, &shared);
                         None
                     }
                     Job::Shutdown(reading) => {
-                        read::shut_down(reading, &shared);
+                        worker::shut_down(reading, &shared);
                         None
                     }
                 };
@@ -181,8 +181,8 @@ impl Accepting {
             let now = Instant::now();
             for token in ready.drain(..) {
                 match token {
-                    LISTENER => self.accept(&epoll, now),
-                    WAKER => drain_wakeups(&self.wake_rx),
+                    LISTENER_TOKEN => self.accept(&epoll, now),
+                    WAKE_TOKEN => drain_wakeups(&self.wake_rx),
                     id => self.dispatch(id, now),
                 }
             }
@@ -243,12 +243,12 @@ impl Accepting {
     /// Waits for more bytes on `reading`, until its deadline.
     fn watch(&mut self, poller: &sys::Epoll, mut reading: Reading) {
         let id = reading.connection.id();
-        let watched = if reading.registered {
+        let armed = if reading.registered {
             poller.rearm(&reading.connection, id)
         } else {
             poller.add(&reading.connection, Interest::Once, id)
         };
-        if let Err(e) = watched {
+        if let Err(e) = armed {
             debug!("cannot watch a connection: {e}");
             return;
         }
@@ -283,7 +283,7 @@ impl Accepting {
         }
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
-            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER) {
+            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER_TOKEN) {
                 warn!("cannot resume accepting: {e}");
                 self.paused_until = Some(now + self.backoff);
             }

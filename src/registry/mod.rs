@@ -2,7 +2,7 @@
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
 //! It never sees a socket and speaks no HTTP: a reply is an [`Answer`], a plain value that
-//! `src/http/` renders. `src/http/parked.rs` is the thin loop that owns the connections, feeds
+//! `src/http/` renders. `src/http/registry_thread.rs` is the thin loop that owns the connections, feeds
 //! events in and hands the answers to the outbox. The `/link` rules live in `link.rs`, the
 //! `/inbox` rules in `inbox.rs`.
 //!
