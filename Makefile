@@ -147,19 +147,18 @@ STATIC_X86_64 = $(CURDIR)/target/x86_64-unknown-linux-musl/release/handoff
 # tests/leftovers.sh then checks that none of them outlives the run.
 INTEROP_RUN := $(shell date +%s%N)
 INTEROP_TMP := $(or $(TMPDIR),/tmp)/handoff-interop-$(INTEROP_RUN)
+INTEROP_ENV = HANDOFF_INTEROP_RUN=$(INTEROP_RUN) TMPDIR=$(INTEROP_TMP) HANDOFF_BINARY=$(STATIC_X86_64)
 
-interop: export HANDOFF_INTEROP_RUN = $(INTEROP_RUN)
-interop: export TMPDIR = $(INTEROP_TMP)
 interop: ## the interop, packaging and systemd tests against the static build (root)
 	mkdir -p $(INTEROP_TMP)
-	$(MAKE) static deb image dist
-	$(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test packaging -- --ignored --test-threads=1
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test monitoring -- --ignored --test-threads=1 --nocapture
-	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test example -- --ignored --test-threads=1 --nocapture
+	$(INTEROP_ENV) $(MAKE) static deb image dist
+	$(INTEROP_ENV) $(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
+	$(INTEROP_ENV) $(CARGO) test --locked --release --tests
+	$(INTEROP_ENV) $(CARGO) test --locked --release --test interop -- --ignored --test-threads=1
+	$(INTEROP_ENV) $(CARGO) test --locked --release --test packaging -- --ignored --test-threads=1
+	$(INTEROP_ENV) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
+	$(INTEROP_ENV) $(CARGO) test --locked --release --test monitoring -- --ignored --test-threads=1 --nocapture
+	$(INTEROP_ENV) $(CARGO) test --locked --release --test example -- --ignored --test-threads=1 --nocapture
 	tests/leftovers.sh $(INTEROP_RUN) $(INTEROP_TMP)
 	rm -rf $(INTEROP_TMP)
 

@@ -984,7 +984,7 @@ mod tests {
             let mut reader = RequestReader::new(limits, now);
             let mut step = reader.feed(input, at);
             if let (Step::Head(_), Some(plan)) = (&step, plan) {
-                step = reader.read_body(plan, at);
+                step = reader.read_body(plan, input, at);
             }
             let Step::Refuse(e) = step else { panic!("not refused: {input:?}") };
             let e: ReadError = e;
@@ -1006,9 +1006,10 @@ mod tests {
             now,
         );
         let mut reader = RequestReader::new(limits, now);
-        let _ = reader.feed(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n", now);
-        let _ = reader
-            .read_body(BodyPlan { framing: BodyFraming::Length(3), expect_continue: false }, now);
+        let head = b"POST / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let _ = reader.feed(head, now);
+        let plan = BodyPlan { framing: BodyFraming::Length(3), expect_continue: false };
+        let _ = reader.read_body(plan, head, now);
         let Step::Refuse(late) = reader.feed(b"ab", now + SECOND) else { panic!("body in time") };
         out.push((late.reason(), 408, late.to_string()));
         // And at accept.

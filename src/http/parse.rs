@@ -53,6 +53,55 @@ pub struct Header<'a> {
     pub value: &'a [u8],
 }
 
+/// Header lines kept without an allocation: more than clients send (browsers send about 15).
+const INLINE_HEADERS: usize = 24;
+
+/// The header lines of a head, in order: the first [`INLINE_HEADERS`] inline, so that reading
+/// a request allocates nothing for them; the rest, up to `--max-headers`, in a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderLines<'a> {
+    /// Lines past `len` are empty ones, never read.
+    inline: [Header<'a>; INLINE_HEADERS],
+    len: usize,
+    more: Vec<Header<'a>>,
+}
+
+impl<'a> HeaderLines<'a> {
+    fn new() -> HeaderLines<'a> {
+        HeaderLines {
+            inline: [Header { name: "", value: &[] }; INLINE_HEADERS],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, header: Header<'a>) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = header,
+            None => self.more.push(header),
+        }
+        self.len += 1;
+    }
+
+    /// How many lines there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The lines in the order they came.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Header<'a>> {
+        self.inline[..self.len.min(INLINE_HEADERS)].iter().chain(&self.more)
+    }
+}
+
+impl<'a> FromIterator<Header<'a>> for HeaderLines<'a> {
+    fn from_iter<I: IntoIterator<Item = Header<'a>>>(lines: I) -> HeaderLines<'a> {
+        let mut headers = HeaderLines::new();
+        lines.into_iter().for_each(|line| headers.push(line));
+        headers
+    }
+}
+
 /// A parsed request head, borrowing from the buffer it was parsed from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Head<'a> {
@@ -63,7 +112,7 @@ pub struct Head<'a> {
     /// Protocol version.
     pub version: Version,
     /// Header lines in order.
-    pub headers: Vec<Header<'a>>,
+    pub headers: HeaderLines<'a>,
     /// Bytes of input the head used, final CRLF CRLF included: the body starts here.
     pub len: usize,
 }
@@ -330,7 +379,7 @@ pub fn parse_head<'a>(buf: &'a [u8], limits: &HeadLimits) -> Result<Status<Head<
         }
     };
     let (method, target, version) = parse_request_line(request_line)?;
-    let mut headers = Vec::new();
+    let mut headers = HeaderLines::new();
     loop {
         match next_line(&mut rest)? {
             None => return out_of_bytes(),
@@ -678,6 +727,20 @@ mod tests {
         let many = [b"GET / HTTP/1.1\r\n".as_slice(), &b"X: y\r\n".repeat(101)].concat();
         let err = Err(HeadError::TooManyHeaders { limit: 100 });
         assert_eq!(parse_head(&many, &LIMITS), err);
+    }
+
+    #[test]
+    fn header_lines_past_the_inline_ones_keep_their_order() {
+        let lines: String = (0..INLINE_HEADERS + 6).map(|n| format!("X-{n}: {n}\r\n")).collect();
+        let input = format!("GET / HTTP/1.1\r\n{lines}\r\n");
+        let Ok(Status::Complete(head)) = parse_head(input.as_bytes(), &LIMITS) else { panic!() };
+        assert_eq!(head.headers.len(), INLINE_HEADERS + 6);
+        let values: Vec<String> =
+            head.headers.iter().map(|h| String::from_utf8_lossy(h.value).into_owned()).collect();
+        let expected: Vec<String> = (0..INLINE_HEADERS + 6).map(|n| n.to_string()).collect();
+        assert_eq!(values, expected);
+        assert_eq!(head.header("x-29"), Some(&b"29"[..]));
+        assert_eq!(head.headers.iter().next_back().map(|h| h.name), Some("X-29"));
     }
 
     #[test]

@@ -8,20 +8,24 @@
 //!    ╰── a bad head, a head past --max-head, a deadline passed: Step::Refuse ──╯
 //! ```
 //!
-//! A head that is not complete yet is not an error, and is parsed again only when a line feed
-//! arrives (a byte-at-a-time client costs O(n)). The head is bounded by `--max-head`, its wait by
+//! A request that arrives whole in one read (most do) is read where the caller's bytes are: its
+//! head is parsed there and its body copied once, into the shared body it becomes, so reading it
+//! allocates nothing else. Otherwise the bytes wait in the reader's own buffer. A head that is
+//! not complete yet is not an error, and is parsed again only when a line feed arrives (a
+//! byte-at-a-time client costs O(n)). The head is bounded by `--max-head`, its wait by
 //! `--head-timeout`; the body by its announced length or, chunked, by the decoder's `--max-body`,
 //! its wait by `--body-timeout` from the moment the head was accepted. What the head says is
 //! decided by the gate (`gate.rs`), not here: routes, limits and what the body may be. Bytes after
 //! the request (a pipelined second one) are ignored: every response closes its connection.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::parse::{parse_head, Head, HeadError, HeadLimits, Status};
 use crate::refused::RefusalReason;
-use crate::response::Response;
+use crate::response::{empty_body, Response};
 use crate::wheel::deadline_after;
 
 /// The bounds the reader enforces itself; the rest is the gate's.
@@ -66,6 +70,9 @@ pub struct RequestReader {
     head_seen: usize,
     /// The complete head's length, while it is being decided.
     head_len: usize,
+    /// Whether that head was parsed in the caller's bytes, not in `input`: what follows it is
+    /// in the bytes the caller passes to [`RequestReader::read_body`].
+    head_direct: bool,
     phase: Phase,
     deadline: Instant,
 }
@@ -101,7 +108,7 @@ pub enum Step<'a> {
     /// Write `HTTP/1.1 100 Continue`, then feed again.
     SendContinue,
     /// The request is complete; this is its body.
-    Complete(Vec<u8>),
+    Complete(Arc<[u8]>),
     /// The request cannot be read: answer this and close.
     Refuse(ReadError),
 }
@@ -114,6 +121,7 @@ impl RequestReader {
             input: Vec::new(),
             head_seen: 0,
             head_len: 0,
+            head_direct: false,
             phase: Phase::Head,
             deadline: deadline_after(now, limits.head_timeout),
         }
@@ -127,7 +135,7 @@ impl RequestReader {
     /// Takes `bytes` (which may be empty: go on with what is buffered) that arrived by `now`.
     /// The caller reads at most [`room`](Self::room) bytes at a time, which keeps the buffer
     /// within `--max-head`, or the body's length (a chunked decoder consumes all it is given).
-    pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Step<'_> {
+    pub fn feed<'a>(&'a mut self, bytes: &'a [u8], now: Instant) -> Step<'a> {
         if matches!(self.phase, Phase::Done | Phase::Deciding) {
             return Step::NeedMore; // nothing more is read; the caller's turn
         }
@@ -137,6 +145,18 @@ impl RequestReader {
         if matches!(self.phase, Phase::Body(_)) && self.input.is_empty() {
             // Straight into the body, which the gate charged: not copied through `input`.
             return self.feed_body(bytes);
+        }
+        if matches!(self.phase, Phase::Head) && self.input.is_empty() {
+            // A whole head in the caller's bytes is parsed there; only a partial one is kept.
+            match parse_head(bytes, &self.limits.head) {
+                Ok(Status::Partial) => self.head_seen = bytes.len(),
+                Ok(Status::Complete(head)) => {
+                    (self.head_len, self.head_direct) = (head.len, true);
+                    self.phase = Phase::Deciding;
+                    return Step::Head(head);
+                }
+                Err(e) => return self.refuse(ReadError::Head(e)),
+            }
         }
         let needed = self.input.len() + bytes.len();
         if needed > self.input.capacity() {
@@ -175,37 +195,39 @@ impl RequestReader {
         }
     }
 
-    /// After [`Step::Head`]: the gate admitted the request with `plan`, at `now`. Returns
+    /// After [`Step::Head`]: the gate admitted the request with `plan`, at `now`; `fed` are
+    /// the bytes of the [`feed`](Self::feed) that returned the head. Returns
     /// [`Step::SendContinue`] when the client waits for it and its body is not all here yet.
-    pub fn read_body(&mut self, plan: BodyPlan, now: Instant) -> Step<'_> {
+    pub fn read_body<'a>(&'a mut self, plan: BodyPlan, fed: &'a [u8], now: Instant) -> Step<'a> {
         if !matches!(self.phase, Phase::Deciding) {
             return self.refuse(ReadError::OutOfTurn);
         }
-        self.input.drain(..self.head_len);
-        if self.input.is_empty() {
-            // The head's buffer is given back: body bytes go straight to the body.
-            self.input = Vec::new();
-        }
+        let after_head: &[u8] = if self.head_direct {
+            fed.get(self.head_len..).unwrap_or_default()
+        } else {
+            self.input.drain(..self.head_len);
+            if self.input.is_empty() {
+                // The head's buffer is given back: body bytes go straight to the body.
+                self.input = Vec::new();
+            }
+            &[]
+        };
         self.deadline = deadline_after(now, self.limits.body_timeout);
         let decoder = match plan.framing {
             BodyFraming::Length(n) => Decoder::Length(n),
             BodyFraming::Chunked { max } => Decoder::Chunked(ChunkedDecoder::new(max)),
         };
-        // A declared length up to the default `--max-body` is allocated once, whole: no
-        // regrowth and no slack (a 60,000-byte body had a 98,076-byte buffer). A larger one
-        // grows as it arrives, so a client that declares much and sends little costs little.
-        let bytes = match plan.framing {
-            BodyFraming::Length(n) => Vec::with_capacity(n.min(WHOLE_BODY_MAX)),
-            BodyFraming::Chunked { .. } => Vec::new(),
-        };
-        let body = Body { bytes, decoder };
-        let all_here = matches!(plan.framing, BodyFraming::Length(n) if self.input.len() >= n);
+        let body = Body { bytes: Vec::new(), decoder };
+        let here = self.input.len() + after_head.len();
+        let all_here = matches!(plan.framing, BodyFraming::Length(n) if here >= n);
         if plan.expect_continue && !all_here {
+            // Body bytes sent before the `100 Continue` wait for it in the buffer.
+            self.input.extend_from_slice(after_head);
             self.phase = Phase::Continue(body);
             return Step::SendContinue;
         }
         self.phase = Phase::Body(body);
-        self.feed_body(&[])
+        self.feed_body(after_head)
     }
 
     /// After [`Step::SendContinue`]: the `100 Continue` is written.
@@ -219,11 +241,28 @@ impl RequestReader {
     }
 
     /// Decodes body bytes: `direct`, when `input` is empty, else what `input` holds.
-    fn feed_body(&mut self, direct: &[u8]) -> Step<'_> {
+    fn feed_body(&mut self, direct: &[u8]) -> Step<'static> {
         let Phase::Body(body) = &mut self.phase else { return Step::NeedMore };
         let source: &[u8] = if self.input.is_empty() { direct } else { &self.input };
         let (used, done) = match &mut body.decoder {
+            Decoder::Length(length) if body.bytes.is_empty() && source.len() >= *length => {
+                // All of it here at once: copied straight into the body it becomes.
+                let whole = match *length {
+                    0 => empty_body(),
+                    n => Arc::from(&source[..n]),
+                };
+                self.phase = Phase::Done;
+                self.input = Vec::new(); // pipelined bytes: ignored
+                return Step::Complete(whole);
+            }
             Decoder::Length(length) => {
+                if body.bytes.capacity() == 0 {
+                    // A declared length up to the default `--max-body` is allocated once,
+                    // whole: no regrowth and no slack (a 60,000-byte body had a 98,076-byte
+                    // buffer). A larger one grows as it arrives, so a client that declares
+                    // much and sends little costs little.
+                    body.bytes.reserve_exact((*length).min(WHOLE_BODY_MAX));
+                }
                 let take = (*length - body.bytes.len()).min(source.len());
                 body.bytes.extend_from_slice(&source[..take]);
                 (take, body.bytes.len() == *length)
@@ -252,10 +291,11 @@ impl RequestReader {
             return Step::NeedMore; // unreachable: matched Body above
         };
         self.input = Vec::new(); // pipelined bytes: ignored
-        Step::Complete(body.bytes)
+        let bytes = if body.bytes.is_empty() { empty_body() } else { Arc::from(body.bytes) };
+        Step::Complete(bytes)
     }
 
-    fn refuse(&mut self, error: ReadError) -> Step<'_> {
+    fn refuse(&mut self, error: ReadError) -> Step<'static> {
         self.phase = Phase::Done;
         Step::Refuse(error)
     }
@@ -364,7 +404,7 @@ impl fmt::Display for ReadError {
                 };
                 write!(f, "The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64())
             }
-            ReadError::OutOfTurn => f.write_str("The client left."),
+            ReadError::OutOfTurn => f.write_str("The reader was used out of turn."),
         }
     }
 }
@@ -403,7 +443,7 @@ mod tests {
                 let text = describe(&step);
                 seen.push(text);
                 step = match step {
-                    Step::Head(_) => reader.read_body(plan, now),
+                    Step::Head(_) => reader.read_body(plan, part, now),
                     Step::SendContinue => {
                         reader.continue_sent();
                         reader.feed(&[], now)
@@ -467,21 +507,20 @@ mod tests {
         let now = Instant::now();
         let mut reader = RequestReader::new(limits(), now);
         assert_eq!(reader.feed(b"POST /link/a HTTP/1.1\r\n", now), Step::NeedMore);
-        let Step::Head(head) = reader.feed(b"Host: h\r\nContent-Length: 5\r\n\r\nhe", now) else {
-            panic!("no head")
-        };
+        let rest = b"Host: h\r\nContent-Length: 5\r\n\r\nhe";
+        let Step::Head(head) = reader.feed(rest, now) else { panic!("no head") };
         assert_eq!(head.method, "POST");
         // While the head is being decided, feeding reads nothing more.
         assert_eq!(reader.feed(b"", now), Step::NeedMore);
         assert_eq!(reader.timed_out(), None, "deciding is the caller's time");
-        assert_eq!(reader.read_body(length(5), now), Step::NeedMore);
+        assert_eq!(reader.read_body(length(5), rest, now), Step::NeedMore);
         assert_eq!(reader.room(100), 3, "the body's rest, no more");
         assert_eq!(reader.feed(b"ll", now), Step::NeedMore);
-        assert_eq!(reader.feed(b"o", now), Step::Complete(b"hello".to_vec()));
+        assert_eq!(reader.feed(b"o", now), Step::Complete(Arc::from(&b"hello"[..])));
         // Done: the reader is spent.
         assert_eq!(reader.feed(b"GET", now), Step::NeedMore);
         assert_eq!(reader.timed_out(), None);
-        assert_eq!(reader.read_body(length(1), now), Step::Refuse(ReadError::OutOfTurn));
+        assert_eq!(reader.read_body(length(1), b"", now), Step::Refuse(ReadError::OutOfTurn));
     }
 
     #[test]
@@ -529,9 +568,10 @@ mod tests {
     fn the_body_deadline_runs_from_the_heads_acceptance() {
         let start = Instant::now();
         let mut reader = RequestReader::new(limits(), start);
-        assert!(matches!(reader.feed(&POST[..POST.len() - 5], start + 9 * SECOND), Step::Head(_)));
+        let head = &POST[..POST.len() - 5];
+        assert!(matches!(reader.feed(head, start + 9 * SECOND), Step::Head(_)));
         let accepted = start + 9 * SECOND + SECOND / 2;
-        assert_eq!(reader.read_body(length(5), accepted), Step::NeedMore);
+        assert_eq!(reader.read_body(length(5), head, accepted), Step::NeedMore);
         assert_eq!(reader.deadline(), accepted + 5 * SECOND, "the head's deadline no longer holds");
         assert_eq!(reader.feed(b"hel", accepted + 4 * SECOND), Step::NeedMore);
         let expired = ReadError::TimedOut { phase: ReadPhase::Body, limit: 5 * SECOND };
@@ -585,11 +625,11 @@ mod tests {
         );
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(CHUNKED, now);
-        let _ = reader.read_body(chunked(4), now);
+        let _ = reader.read_body(chunked(4), CHUNKED, now);
         assert_eq!(reader.feed(b"", now), Step::NeedMore, "a refused reader is spent");
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(CHUNKED, now);
-        let Step::Refuse(e) = reader.read_body(chunked(4), now) else { panic!() };
+        let Step::Refuse(e) = reader.read_body(chunked(4), CHUNKED, now) else { panic!() };
         assert_eq!(e.reason(), Some(RefusalReason::TooLarge));
         // A malformed chunk is 400.
         let mut reader = RequestReader::new(limits(), now);
@@ -598,7 +638,7 @@ mod tests {
         assert!(seen.starts_with("head POST /inbox/a, refuse 400 "), "{seen}");
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(bad, now);
-        let Step::Refuse(e) = reader.read_body(chunked(64), now) else { panic!() };
+        let Step::Refuse(e) = reader.read_body(chunked(64), bad, now) else { panic!() };
         assert_eq!(e.reason(), Some(RefusalReason::Malformed));
     }
 
@@ -616,10 +656,18 @@ mod tests {
         // Until the continue is written, nothing is read and the step is repeated.
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(head, now);
-        assert_eq!(reader.read_body(plan, now), Step::SendContinue);
+        assert_eq!(reader.read_body(plan, head, now), Step::SendContinue);
         assert_eq!(reader.feed(b"", now), Step::SendContinue);
         reader.continue_sent();
-        assert_eq!(reader.feed(b"hello", now), Step::Complete(b"hello".to_vec()));
+        assert_eq!(reader.feed(b"hello", now), Step::Complete(Arc::from(&b"hello"[..])));
+        // Body bytes that came with the head before the continue wait for it.
+        let mut early = head.to_vec();
+        early.extend_from_slice(b"he");
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(
+            run(&mut reader, &[&early, b"llo"], plan, now),
+            "head POST /link/a, continue, more, complete hello"
+        );
         // Not owed when the body came with the head.
         let mut whole = head.to_vec();
         whole.extend_from_slice(b"hello");
@@ -640,8 +688,9 @@ mod tests {
         }
         // A body of known length is not read past its end.
         let mut reader = RequestReader::new(limits(), now);
-        let _ = reader.feed(&POST[..POST.len() - 5], now);
-        let _ = reader.read_body(length(5), now);
+        let head = &POST[..POST.len() - 5];
+        let _ = reader.feed(head, now);
+        let _ = reader.read_body(length(5), head, now);
         assert_eq!(reader.room(100), 5);
     }
 
@@ -663,6 +712,26 @@ mod tests {
     /// buffer then has, byte by byte through a head; body bytes go to the body (charged by the
     /// gate), and the head's buffer is given back once the body starts.
     #[test]
+    fn a_request_in_one_read_is_read_in_place() {
+        let now = Instant::now();
+        for (request, plan, body) in [(POST, length(5), "hello"), (GET, length(0), "")] {
+            let mut reader = RequestReader::new(limits(), now);
+            assert!(matches!(reader.feed(request, now), Step::Head(_)));
+            assert_eq!(reader.input.capacity(), 0, "the head is parsed where it was read");
+            let Step::Complete(bytes) = reader.read_body(plan, request, now) else { panic!() };
+            assert_eq!(&bytes[..], body.as_bytes());
+            assert_eq!(reader.input.capacity(), 0, "the body is copied once, into its Arc");
+        }
+        // A head split over two reads is kept in the buffer, and what follows it too.
+        let mut reader = RequestReader::new(limits(), now);
+        assert_eq!(reader.feed(&POST[..10], now), Step::NeedMore);
+        assert!(reader.input.capacity() > 0);
+        assert!(matches!(reader.feed(&POST[10..], now), Step::Head(_)));
+        let Step::Complete(bytes) = reader.read_body(length(5), &POST[10..], now) else { panic!() };
+        assert_eq!(&bytes[..], b"hello");
+    }
+
+    #[test]
     fn the_buffer_grows_only_as_charged_and_is_given_back_for_the_body() {
         let now = Instant::now();
         let mut reader = RequestReader::new(limits(), now);
@@ -677,7 +746,8 @@ mod tests {
             }
         }
         assert_eq!(charged, 1024, "a head of {} bytes: one KiB", head.len());
-        assert_eq!(describe(&reader.read_body(length(3000), now)), "more");
+        let last = &head[head.len() - 1..];
+        assert_eq!(describe(&reader.read_body(length(3000), last, now)), "more");
         assert_eq!(reader.input.capacity(), 0, "the head's buffer is given back");
         assert_eq!(reader.capacity_for(2000), 0, "body bytes do not pass through the buffer");
         assert_eq!(describe(&reader.feed(&[b'a'; 2000], now)), "more");

@@ -11,7 +11,6 @@
 //! writes it without blocking and closes gracefully, so that no reset cuts it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::conn::Connection;
@@ -25,7 +24,7 @@ use crate::identity::ClientKey;
 use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
 use crate::refused::RefusalReason;
 use crate::registry::Request;
-use crate::response::{empty_body, Response};
+use crate::response::Response;
 use crate::routes::usage;
 use crate::wheel::unix_ms;
 
@@ -147,7 +146,7 @@ fn advance(
                 match shared.gate.decide(&head, *peer, arrived, exchange) {
                     Ok(Decision::Relay { request: admitted, body }) => {
                         *request = Some(admitted);
-                        reader.read_body(body, now)
+                        reader.read_body(body, bytes, now)
                     }
                     Ok(Decision::Usage) => {
                         return Some(ReadingEnd::Answer(usage(&shared.gauges.summary())))
@@ -186,9 +185,8 @@ fn advance(
                 let Some(mut request) = request.take() else {
                     return Some(ReadingEnd::Gone);
                 };
-                // Shared from here on without a copy: made on the worker, whose allocator
-                // keeps what it frees for its next request (no body: the shared empty one).
-                request.body = if body.is_empty() { empty_body() } else { Arc::from(body) };
+                // Shared from here on without a copy (no body: the shared empty one).
+                request.body = body;
                 body_read(&mut request);
                 return Some(ReadingEnd::Relay(request));
             }
