@@ -99,6 +99,9 @@ enum Decoder {
 }
 
 /// What the caller does next.
+// `Head`, the large variant (its header lines are inline), comes once per request and lives
+// only until the gate has decided it: boxing it would add an allocation to every request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Step<'a> {
     /// Read more bytes when the socket has them, by [`RequestReader::deadline`].
