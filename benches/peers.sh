@@ -4,7 +4,7 @@
 # release build, the static x86_64 build (`make static`, built by the Makefile first) and Pubky's.
 # Each scenario runs on a fresh relay of each kind in turn, so a change in the machine's load
 # hits all three alike. Prints each run, then one table with the static build's ratio to Pubky.
-# BENCHMARKS.md (session 3, "Side by side") has the method and a run.
+# BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -206,7 +206,7 @@ pub fn run(
             io.gauges.set_registry(registry.counts());
             // With nothing else waiting for this thread, its time is nobody's: it writes its
             // answer itself and finishes it in its own loop, which saves the answer a wake-up of
-            // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "Session 5").
+            // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "What changed the numbers").
             let own = replies.len() == 1
                 && events.is_empty()
                 && inbound.is_empty()
