@@ -143,7 +143,15 @@ interop-deps: ## (root) install what make interop needs, from Debian's packages
 # the x86_64 one (HANDOFF_BINARY), the qemu test against the aarch64 one.
 STATIC_X86_64 = $(CURDIR)/target/x86_64-unknown-linux-musl/release/handoff
 
+# Each run has an id and a TMPDIR of its own, which every process it starts inherits;
+# tests/leftovers.sh then checks that none of them outlives the run.
+INTEROP_RUN := $(shell date +%s%N)
+INTEROP_TMP := $(or $(TMPDIR),/tmp)/handoff-interop-$(INTEROP_RUN)
+
+interop: export HANDOFF_INTEROP_RUN = $(INTEROP_RUN)
+interop: export TMPDIR = $(INTEROP_TMP)
 interop: ## the interop, packaging and systemd tests against the static build (root)
+	mkdir -p $(INTEROP_TMP)
 	$(MAKE) static deb image dist
 	$(CARGO) build --release --locked --manifest-path interop/pubky-rs/Cargo.toml
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --tests
@@ -152,6 +160,8 @@ interop: ## the interop, packaging and systemd tests against the static build (r
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test cluster -- --ignored --test-threads=1 --nocapture
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test monitoring -- --ignored --test-threads=1 --nocapture
 	HANDOFF_BINARY=$(STATIC_X86_64) $(CARGO) test --locked --release --test example -- --ignored --test-threads=1 --nocapture
+	tests/leftovers.sh $(INTEROP_RUN) $(INTEROP_TMP)
+	rm -rf $(INTEROP_TMP)
 
 # Only the systemd part of `make interop` (as root), on the build `make` makes: the units in
 # systemd/ installed and run under a real systemd in a container; about 5 s once its root file

@@ -3,8 +3,11 @@
 # in one run, with one load generator (handoff-bench) and the same flags for each: the glibc
 # release build, the static x86_64 build (`make static`, built by the Makefile first) and Pubky's.
 # Each scenario runs on a fresh relay of each kind in turn, so a change in the machine's load
-# hits all three alike. Prints each run, then one table with the static build's ratio to Pubky.
-# BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
+# hits all three alike. The floor relay (`handoff-bench floor-relay`: one pair at a time, the
+# least any relay can do) runs the C = 1 scenarios too. Prints each run, then the table that
+# leads: the relay's own CPU time per hand-off (user + system from /proc over the run, divided
+# by its hand-offs) with the hand-offs/s beside it, each relay a row, its ratio to Pubky's; then
+# every other figure. BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,7 +57,7 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_relay KIND: a fresh relay of KIND (pubky, glibc, static, counted) on a free port; sets
+# start_relay KIND: a fresh relay of KIND (pubky, glibc, static, counted, floor) on a free port; sets
 # URL and PID. Its stderr goes to $LOG.
 start_relay() {
   local port
@@ -66,6 +69,7 @@ start_relay() {
     glibc) RUST_LOG=warn "$GLIBC" --listen "127.0.0.1:$port" "${HANDOFF_FLAGS[@]}" 2>"$LOG" & ;;
     static) RUST_LOG=warn "$STATIC" --listen "127.0.0.1:$port" "${HANDOFF_FLAGS[@]}" 2>"$LOG" & ;;
     counted) RUST_LOG=warn "$COUNTED" --listen "127.0.0.1:$port" "${HANDOFF_FLAGS[@]}" 2>"$LOG" & ;;
+    floor) "$BENCH" floor-relay --listen "127.0.0.1:$port" 2>"$LOG" & ;;
   esac
   PID=$!
   for _ in $(seq 100); do
@@ -121,8 +125,9 @@ for kind in "${KINDS[@]}"; do
   stop_relay
 done
 
-for kind in "${KINDS[@]}"; do bench "$kind" latency link-latency -n 2000; done
-for kind in "${KINDS[@]}"; do bench "$kind" c1 link-throughput -c 1 -d "$DURATION"; done
+# The floor relay serves one pair at a time: only the C = 1 scenarios mean anything for it.
+for kind in "${KINDS[@]}" floor; do bench "$kind" latency link-latency -n 2000; done
+for kind in "${KINDS[@]}" floor; do bench "$kind" c1 link-throughput -c 1 -d "$DURATION"; done
 for kind in "${KINDS[@]}"; do bench "$kind" c64 link-throughput -c 64 -d "$DURATION"; done
 for kind in "${KINDS[@]}"; do bench "$kind" inbox inbox-flow -c 32 -d "$DURATION"; done
 for kind in "${KINDS[@]}"; do bench "$kind" park park -n "$PARK" -c 32; done
@@ -249,6 +254,35 @@ plain() { # plain LABEL NAME MODE: a value kept as it is in RESULT
   printf '| %s | %s | %s | %s | %s |\n' "$1" "${cells[0]}" "${cells[1]}" "${cells[2]}" \
     "$(ratio "${cells[2]}" "${cells[0]}" "$3")"
 }
+
+# The lead table: per relay (a row) and scenario (a column), the relay's CPU µs per hand-off
+# with its hand-offs/s, and the CPU's ratio to Pubky's. cpu_cell KIND NAME RATE-FIELD.
+cpu_cell() {
+  local cpu rate base
+  cpu=$(rounded "$(value "$1" "$2" relay_cpu_us_per_op)" relay_cpu_us_per_op)
+  rate=$(rounded "$(value "$1" "$2" "$3")" "$3")
+  [[ $cpu == n/a ]] && { echo "n/a"; return; }
+  base=$(value pubky "$2" relay_cpu_us_per_op)
+  local beside=""
+  [[ $rate != n/a ]] && beside="$rate/s"
+  [[ $1 != pubky ]] && beside="${beside:+$beside, }$(awk -v a="$cpu" -v b="$base" 'BEGIN {
+    if (b + 0 == 0) print "n/a"; else printf "%.2f× Pubky", a / b }')"
+  echo "**$cpu**${beside:+ ($beside)}$(check "$1" "$2")"
+}
+echo
+echo "Relay CPU µs per hand-off (lower is better), hand-offs/s and CPU relative to Pubky's beside:"
+echo
+echo "| relay | link-latency C = 1 | link-throughput C = 1 | link-throughput C = 64 | inbox-flow C = 32 (per flow) |"
+echo "|---|---|---|---|---|"
+for kind in "${KINDS[@]}" floor; do
+  case $kind in
+    pubky) label="Pubky http-relay $PUBKY_VERSION" ;; glibc) label="handoff glibc" ;;
+    static) label="handoff static" ;; floor) label="floor relay (one pair at a time)" ;;
+  esac
+  printf '| %s | %s | %s | %s | %s |\n' "$label" "$(cpu_cell "$kind" latency hand_offs_per_sec)" \
+    "$(cpu_cell "$kind" c1 hand_offs_per_sec)" "$(cpu_cell "$kind" c64 hand_offs_per_sec)" \
+    "$(cpu_cell "$kind" inbox flows_per_sec)"
+done
 
 echo
 echo "| figure | Pubky http-relay $PUBKY_VERSION | handoff glibc | handoff static | static vs Pubky |"

@@ -30,6 +30,7 @@ mod routes;
 mod sys;
 #[cfg(test)]
 mod testutil;
+mod threads;
 mod wheel;
 
 use std::net::TcpListener;
@@ -41,9 +42,10 @@ use log::{error, info, warn};
 
 use auth::TokenStore;
 use config::Command;
+use http::inbound::{Inbound, ToRegistry};
 use http::outbox::Outbox;
-use http::parked::{Inbound, ToRegistry};
-use http::server::{self, Shared};
+use http::server;
+use http::shared::Shared;
 use registry::{Registry, Settings};
 
 /// `--features count-allocs` (benchmarks only): every allocation is counted, and
@@ -59,6 +61,9 @@ const DRAIN_LIMIT: Duration = Duration::from_millis(1800);
 const SAVE_LIMIT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
+    // Before any thread starts: it changes the environment, which another thread could be
+    // reading.
+    let passed_fds = sys::take_passed_fds();
     let config = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help(text)) | Ok(Command::Version(text)) => {
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
     logging::init();
     #[cfg(feature = "count-allocs")]
     report_allocations();
-    match run(config) {
+    match run(config, passed_fds) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -103,40 +108,94 @@ fn report_allocations() {
     });
 }
 
-fn run(config: config::Config) -> Result<(), String> {
-    // A bad token file stops the relay before it listens: it must never run open by mistake.
-    let tokens = match &config.access.token_file {
-        Some(path) => {
-            let store = TokenStore::open(path).map_err(|e| e.to_string())?;
-            match store.current().len() {
-                0 => warn!("loaded 0 tokens from {}: every relay request gets 401", path.display()),
-                n => info!("loaded {n} tokens from {}", path.display()),
-            }
-            Some(Arc::new(store))
-        }
-        None => None,
-    };
+fn run(config: config::Config, passed_fds: usize) -> Result<(), String> {
+    let tokens = load_tokens(&config)?;
     use sys::Signal;
     let signals = sys::watch_signals(&[Signal::Hangup, Signal::Terminate, Signal::Interrupt])
         .map_err(|e| format!("cannot watch for signals: {e}"))?;
-
-    let (listener, origin) = match sys::activated_listener()
-        .map_err(|e| format!("cannot use the socket systemd passed (LISTEN_FDS): {e}"))?
-    {
-        Some(listener) => (listener, " (socket from systemd; --listen ignored)"),
-        None => (
-            TcpListener::bind(config.listen)
-                .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?,
-            "",
-        ),
-    };
+    let (listener, origin) = listen(&config, passed_fds)?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let spawn_failed = |e: std::io::Error| format!("cannot start a thread: {e}");
 
     let instance = config.instance.clone().unwrap_or_else(config::host_name);
     let gauges = Arc::new(metrics::Gauges::new(instance, config.instance.is_some()));
+    let memory =
+        limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
+    let relay = start_registry(&config, &memory, &gauges)?;
+    let (workers, state_file) = (config.workers, config.state_file.clone());
+    let shared = Shared::new(
+        config,
+        relay.registry.clone(),
+        relay.outbox,
+        Arc::clone(&gauges),
+        memory,
+        tokens.clone(),
+    );
+    let poller = server::start(listener, shared, workers).map_err(spawn_failed)?;
+    info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
+
+    let stop = loop {
+        match signals.recv() {
+            Ok(Signal::Hangup) => reload(tokens.as_deref()),
+            Ok(stop) => break stop,
+            Err(_) => return Err("the signal watcher stopped".into()),
+        }
+    };
+    drain(stop, poller, &relay.registry, &gauges);
+    if let (Some(journal), Some(path)) = (relay.journal, &state_file) {
+        save_on_exit(&journal, path, &relay.registry);
+    }
+    Ok(())
+}
+
+fn spawn_failed(e: std::io::Error) -> String {
+    format!("cannot start a thread: {e}")
+}
+
+/// `--token-file`: the tokens. A bad file stops the relay before it listens: it must never run
+/// open by mistake.
+fn load_tokens(config: &config::Config) -> Result<Option<Arc<TokenStore>>, String> {
+    let Some(path) = &config.access.token_file else { return Ok(None) };
+    let store = TokenStore::open(path).map_err(|e| e.to_string())?;
+    match store.current().len() {
+        0 => warn!("loaded 0 tokens from {}: every relay request gets 401", path.display()),
+        n => info!("loaded {n} tokens from {}", path.display()),
+    }
+    Ok(Some(Arc::new(store)))
+}
+
+/// The listener: the socket systemd passed (`passed_fds` from [`sys::take_passed_fds`]), else
+/// one bound to `--listen`; with a note for the log line that says which.
+fn listen(
+    config: &config::Config,
+    passed_fds: usize,
+) -> Result<(TcpListener, &'static str), String> {
+    let activated = sys::activated_listener(passed_fds)
+        .map_err(|e| format!("cannot use the socket systemd passed (LISTEN_FDS): {e}"))?;
+    if let Some(listener) = activated {
+        return Ok((listener, " (socket from systemd; --listen ignored)"));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("cannot listen on {}: {e} (--listen)", config.listen))?;
+    Ok((listener, ""))
+}
+
+/// The registry thread, started: the way to it, the outbox that writes its answers and the
+/// workers', and the journal that keeps `--state-file`.
+struct Relay {
+    registry: ToRegistry,
+    outbox: Outbox,
+    journal: Option<Arc<persist::Journal>>,
+}
+
+/// Makes the registry (restored from `--state-file`, if any), starts the outbox threads, and
+/// starts the registry thread.
+fn start_registry(
+    config: &config::Config,
+    memory: &Arc<limits::MemoryBudget>,
+    gauges: &Arc<metrics::Gauges>,
+) -> Result<Relay, String> {
     let (registry_tx, registry_input) =
-        http::parked::channel().map_err(|e| format!("cannot start the registry: {e}"))?;
+        http::registry_thread::channel().map_err(|e| format!("cannot start the registry: {e}"))?;
     let settings = Settings {
         link_timeout: config.timeouts.link,
         inbox_timeout: config.timeouts.inbox,
@@ -146,55 +205,34 @@ fn run(config: config::Config) -> Result<(), String> {
         rate_per_id: config.limits.rate_per_id,
         keeps_messages: config.state_file.is_some(),
     };
-    let memory =
-        limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
     let mut registry = Registry::new(settings, Instant::now());
     let journal = match &config.state_file {
-        Some(path) => Some(restore(&mut registry, path, &memory, &gauges)?),
+        Some(path) => Some(restore(&mut registry, path, memory, gauges)?),
         None => None,
     };
-    let registry_gauges = Arc::clone(&gauges);
-    let registry_journal = journal.clone();
-    let watched = sys::Epoll::new(http::parked::WATCH_BATCH)
+    let parked_set = sys::Epoll::new(http::registry_thread::WATCH_BATCH)
         .map_err(|e| format!("cannot create an epoll set: {e}"))?;
     let outbox = Outbox::start(
         config.workers,
         config.timeouts.write,
         registry_tx.clone(),
-        Arc::clone(&gauges),
+        Arc::clone(gauges),
     )
     .map_err(|e| format!("cannot start the outbox: {e}"))?;
-    let registry_outbox = outbox.clone();
-    server::spawn("registry".into(), move || {
-        let (gauges, journal) = (registry_gauges, registry_journal);
-        http::parked::run(registry, registry_input, registry_outbox, gauges, journal, watched)
+    let (thread_outbox, thread_gauges, thread_journal) =
+        (outbox.clone(), Arc::clone(gauges), journal.clone());
+    threads::spawn("registry".into(), move || {
+        http::registry_thread::run(
+            registry,
+            registry_input,
+            thread_outbox,
+            thread_gauges,
+            thread_journal,
+            parked_set,
+        )
     })
     .map_err(spawn_failed)?;
-
-    let workers = config.workers;
-    let config_state_file = config.state_file.clone();
-    let shared = Shared::new(
-        config,
-        registry_tx.clone(),
-        outbox,
-        Arc::clone(&gauges),
-        memory,
-        tokens.clone(),
-    );
-    let poller = server::start(listener, shared, workers).map_err(spawn_failed)?;
-    info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
-    let stop = loop {
-        match signals.recv() {
-            Ok(Signal::Hangup) => reload(tokens.as_deref()),
-            Ok(stop) => break stop,
-            Err(_) => return Err("the signal watcher stopped".into()),
-        }
-    };
-    drain(stop, poller, &registry_tx, &gauges);
-    if let (Some(journal), Some(path)) = (journal, &config_state_file) {
-        save_on_exit(&journal, path, &registry_tx);
-    }
-    Ok(())
+    Ok(Relay { registry: registry_tx, outbox, journal })
 }
 
 /// `--state-file`: restores the saved messages into `registry` and starts the thread that keeps
@@ -207,7 +245,7 @@ fn restore(
     gauges: &Arc<metrics::Gauges>,
 ) -> Result<Arc<persist::Journal>, String> {
     let snapshot = persist::open(path).map_err(|e| e.to_string())?;
-    let done = registry.restore(Instant::now(), persist::unix_ms(), snapshot, memory);
+    let done = registry.restore(Instant::now(), wheel::unix_ms(), snapshot, memory);
     info!(
         "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
         done.inbox,
@@ -220,7 +258,7 @@ fn restore(
     }
     let journal = persist::Journal::start(path.to_path_buf(), Arc::clone(gauges))
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    journal.compact(registry.snapshot(Instant::now(), persist::unix_ms()));
+    journal.compact(registry.snapshot(Instant::now(), wheel::unix_ms()));
     Ok(journal)
 }
 

@@ -1,7 +1,7 @@
 //! Responses as plain values, and their serialization to bytes.
 //!
 //! A value every layer may build (`/health`, preflights, `/` as much as the registry's answers,
-//! which `http/answers.rs` turns into one) without importing the HTTP front; the outbox writes
+//! which `http/render.rs` turns into one) without importing the HTTP front; the outbox writes
 //! it. Every response closes its connection (`Connection: close`, protocol §4 allows it), forbids
 //! caching (relay bodies are one-time secrets that no proxy should keep) and is an inert document
 //! ([`INERT`], protocol §5): a relayed body is bytes from a stranger on the operator's origin.

@@ -279,15 +279,22 @@ fn passed_fds(pid: u32, var: impl Fn(&str) -> Option<String>) -> usize {
     }
 }
 
-/// Socket activation: the listening TCP socket systemd passed as descriptor 3, when
-/// `LISTEN_PID` is this process and `LISTEN_FDS` is at least 1; `None` otherwise. Removes the
-/// `LISTEN_*` variables, so no child process would take them for its own. Descriptors after the
-/// first are left alone. Fails when descriptor 3 is not a listening TCP socket.
-pub fn activated_listener() -> io::Result<Option<TcpListener>> {
+/// How many descriptors systemd passed this process (`LISTEN_FDS`, when `LISTEN_PID` is this
+/// process; else 0), and removes the `LISTEN_*` variables, so no child process would take them
+/// for its own. Call it first in `main`, before any thread starts: changing the environment
+/// while another thread may read it is undefined behaviour in C's `setenv`, which std wraps.
+pub fn take_passed_fds() -> usize {
     let count = passed_fds(std::process::id(), |name| std::env::var(name).ok());
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(name);
     }
+    count
+}
+
+/// Socket activation: the listening TCP socket systemd passed as descriptor 3, when `count`
+/// ([`take_passed_fds`]) is at least 1; `None` otherwise. Descriptors after the first are left
+/// alone. Fails when descriptor 3 is not a listening TCP socket.
+pub fn activated_listener(count: usize) -> io::Result<Option<TcpListener>> {
     if count == 0 {
         return Ok(None);
     }
@@ -407,8 +414,8 @@ pub fn watch_signals(signals: &[Signal]) -> io::Result<Receiver<Signal>> {
 }
 
 /// Counts allocations for the benchmarks (`--features count-allocs`; never in a default build):
-/// the system allocator, plus three relaxed counters the bench harnesses read through
-/// [`allocations`]. Registered as the global allocator in `main.rs` only under that feature.
+/// the system allocator, plus relaxed counters the bench harnesses read: calls, bytes and live
+/// bytes through [`allocations`], the largest single allocation through [`take_largest`]. Registered as the global allocator in `main.rs` only under that feature.
 #[cfg(feature = "count-allocs")]
 pub mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};

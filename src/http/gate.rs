@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::conn::Exchange;
+use super::exchange::Exchange;
 use super::parse::{validate, Framing, Head, HeadError, Version};
 use super::reader::{BodyFraming, BodyPlan};
 use crate::auth::{Denied, Scope, TokenStore};
@@ -110,7 +110,7 @@ impl Gate {
     }
 
     /// An empty charge for the request heads read from `peer`, grown as they are read
-    /// (`read::on_readable`): a head is charged to the TCP peer's share, as who sent it is not
+    /// (`worker::on_readable`): a head is charged to the TCP peer's share, as who sent it is not
     /// known before it is whole; a trusted proxy's heads are charged to the budget alone.
     pub fn head_charge(&self, peer: SocketAddr) -> Reservation {
         let trusted = self.config.is_trusted_proxy(peer.ip());

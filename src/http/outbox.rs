@@ -32,17 +32,17 @@
 //! once and passes it on, and from there the hand-off is the proxy's (protocol §2.1).
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, info};
 
-use super::conn::{Connection, Exchange};
-use super::parked::{Inbound, ToRegistry};
+use super::conn::Connection;
+use super::exchange::Exchange;
+use super::inbound::{Inbound, ToRegistry};
 use crate::cors;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
@@ -50,6 +50,7 @@ use crate::refused::RefusalReason;
 use crate::registry::ConnId;
 use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
+use crate::threads::{self, drain_wakeups, Waker};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Bytes reserved for a response's head besides its body (see `Sending::new`).
@@ -72,52 +73,6 @@ const DRAIN_TURN: usize = 256 << 10;
 const WRITE_TICK: Duration = Duration::from_millis(20);
 /// The token of the wake-up socket in the outbox's epoll set (connection ids are above it).
 const WAKER: u64 = 0;
-
-/// Wakes a thread that waits in epoll, through a socket pair it watches.
-pub struct Waker {
-    socket: UnixStream,
-    /// Set while the thread is about to wait or waiting: only then does a wake-up cost a write.
-    asleep: AtomicBool,
-}
-
-impl Waker {
-    /// A waker and the socket its thread watches (both non-blocking).
-    pub fn pair() -> io::Result<(Arc<Waker>, UnixStream)> {
-        let (watched, socket) = UnixStream::pair()?;
-        watched.set_nonblocking(true)?;
-        socket.set_nonblocking(true)?;
-        Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), watched))
-    }
-
-    /// Wakes the thread if it waits (or is about to). Call it after queueing the work.
-    pub fn wake(&self) {
-        // Orders the queueing before the look at `asleep`, pairing with the fence in
-        // `sleeping`: either this sees the thread asleep, or the thread sees the work.
-        fence(Ordering::SeqCst);
-        if self.asleep.swap(false, Ordering::SeqCst) {
-            // A full socket buffer means a wake-up is pending already.
-            let _ = io::Write::write(&mut &self.socket, &[1]);
-        }
-    }
-
-    /// Marks the thread as about to wait; it must then look at its queue once more before it
-    /// waits, since a sender that came just before saw it awake and did not write.
-    pub fn sleeping(&self) {
-        self.asleep.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-    }
-
-    /// Marks the thread awake (it will look at its queue without being woken).
-    pub fn awake(&self) {
-        self.asleep.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Empties the wake-up socket after a wake-up.
-pub fn drain_wakeups(watched: &UnixStream) {
-    let mut drain = [0u8; 64];
-    while matches!((&*watched).read(&mut drain), Ok(n) if n > 0) {}
-}
 
 /// Where replies go: cheap to clone, one per thread that answers.
 #[derive(Clone)]
@@ -322,7 +277,7 @@ impl Shard {
         poller.add(&watched, Interest::Always, WAKER)?;
         let watch = poller.handle();
         let thread_waker = Arc::clone(&waker);
-        super::server::spawn(format!("outbox-{n}"), move || {
+        threads::spawn(format!("outbox-{n}"), move || {
             let mut writer = Writer::new(gauges);
             writer.run(&mut poller, &incoming, &watched, &thread_waker, &registry);
         })?;
@@ -667,7 +622,7 @@ impl Writer {
         }
         waiting.retain(|conn| self.sending.contains_key(conn));
         self.acknowledging.append(&mut waiting);
-        crate::registry::shrink(&mut self.sending);
+        crate::limits::shrink_sparse(&mut self.sending);
     }
 
     /// Ends a reply: reports a delivery, logs, closes.

@@ -1,5 +1,5 @@
 //! The request reader: one request's bytes in, what to do next out (protocol §4). No socket and
-//! no clock: the worker ([`read`](super::read)) feeds it what the socket had and the time, and
+//! no clock: the worker ([`worker`](super::worker)) feeds it what the socket had and the time, and
 //! acts on the [`Step`] it returns.
 //!
 //! ```text
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::parse::{parse_head, Head, HeadError, HeadLimits, Status};
-use crate::config::Config;
 use crate::refused::RefusalReason;
 use crate::response::Response;
 use crate::wheel::deadline_after;
@@ -36,18 +35,6 @@ pub struct ReaderLimits {
     pub body_timeout: Duration,
 }
 
-impl ReaderLimits {
-    /// The reader's bounds in `config`.
-    pub fn of(config: &Config) -> ReaderLimits {
-        let limits = &config.limits;
-        ReaderLimits {
-            head: HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers },
-            head_timeout: config.timeouts.head,
-            body_timeout: config.timeouts.body,
-        }
-    }
-}
-
 /// What body the gate lets a request have, decided from its head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyPlan {
@@ -57,8 +44,9 @@ pub struct BodyPlan {
     pub expect_continue: bool,
 }
 
-/// The largest declared body allocated whole before it arrives: the default `--max-body`.
-const WHOLE_BODY_MAX: usize = crate::config::DEFAULT_MAX_BODY;
+/// The largest declared body allocated whole before it arrives (64 KiB, the default
+/// `--max-body`); a longer one grows as its bytes come.
+const WHOLE_BODY_MAX: usize = 64 * 1024;
 
 /// How a body's end is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +132,7 @@ impl RequestReader {
             return Step::NeedMore; // nothing more is read; the caller's turn
         }
         if now >= self.deadline {
-            return self.refuse(self.timed_out().unwrap_or(ReadError::Gone));
+            return self.refuse(self.timed_out().unwrap_or(ReadError::OutOfTurn));
         }
         if matches!(self.phase, Phase::Body(_)) && self.input.is_empty() {
             // Straight into the body, which the gate charged: not copied through `input`.
@@ -191,7 +179,7 @@ impl RequestReader {
     /// [`Step::SendContinue`] when the client waits for it and its body is not all here yet.
     pub fn read_body(&mut self, plan: BodyPlan, now: Instant) -> Step<'_> {
         if !matches!(self.phase, Phase::Deciding) {
-            return self.refuse(ReadError::Gone);
+            return self.refuse(ReadError::OutOfTurn);
         }
         self.input.drain(..self.head_len);
         if self.input.is_empty() {
@@ -337,7 +325,7 @@ pub enum ReadError {
     TimedOut { phase: ReadPhase, limit: Duration },
     /// Not a refusal: the reader was used out of turn, nothing to answer. (Unreachable from a
     /// client: the worker drives the steps in order.)
-    Gone,
+    OutOfTurn,
 }
 
 impl ReadError {
@@ -347,7 +335,7 @@ impl ReadError {
             ReadError::Head(e) => e.status(),
             ReadError::Chunk(e) => e.status(),
             ReadError::TimedOut { .. } => 408,
-            ReadError::Gone => return None,
+            ReadError::OutOfTurn => return None,
         };
         Some(Response::text(status, self))
     }
@@ -359,7 +347,7 @@ impl ReadError {
             ReadError::Chunk(ChunkError::TooLarge { .. }) => RefusalReason::TooLarge,
             ReadError::Chunk(_) => RefusalReason::Malformed,
             ReadError::TimedOut { .. } => RefusalReason::Slow,
-            ReadError::Gone => return None,
+            ReadError::OutOfTurn => return None,
         })
     }
 }
@@ -376,7 +364,7 @@ impl fmt::Display for ReadError {
                 };
                 write!(f, "The {phase} did not arrive within {} s ({flag}).", limit.as_secs_f64())
             }
-            ReadError::Gone => f.write_str("The client left."),
+            ReadError::OutOfTurn => f.write_str("The client left."),
         }
     }
 }
@@ -493,7 +481,7 @@ mod tests {
         // Done: the reader is spent.
         assert_eq!(reader.feed(b"GET", now), Step::NeedMore);
         assert_eq!(reader.timed_out(), None);
-        assert_eq!(reader.read_body(length(1), now), Step::Refuse(ReadError::Gone));
+        assert_eq!(reader.read_body(length(1), now), Step::Refuse(ReadError::OutOfTurn));
     }
 
     #[test]

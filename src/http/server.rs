@@ -5,8 +5,8 @@
 //! either finishes the request or gives it back. The poller also enforces each reading's deadline
 //! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
 //! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to the
-//! [`Outbox`] thread. [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
+//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to an
+//! outbox thread (`outbox.rs`; one per worker). [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
 //! closes the listener.
 
 use std::collections::HashMap;
@@ -21,62 +21,26 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, error, warn};
 
-use crate::auth::TokenStore;
-
 use super::conn::Connection;
-use super::gate::Gate;
-use super::outbox::{drain_wakeups, Outbox, Waker};
-use super::parked::ToRegistry;
-use super::read::{self, Reading};
+use super::parse::HeadLimits;
 use super::reader::ReaderLimits;
+use super::shared::Shared;
+use super::worker::{self, Reading};
 use crate::config::Config;
-use crate::limits::MemoryBudget;
-use crate::metrics::Gauges;
 use crate::sys::{self, Interest};
+use crate::threads::{drain_wakeups, spawn, Waker};
 use crate::wheel::{TimerId, TimerWheel, TICK};
 
-/// Stack size of the relay's threads: they keep their buffers on the heap.
-pub const THREAD_STACK: usize = 128 * 1024;
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 /// Poller tokens that are not connections (connection ids start above them).
-const LISTENER: u64 = 0;
-const WAKER: u64 = 1;
+const LISTENER_TOKEN: u64 = 0;
+const WAKE_TOKEN: u64 = 1;
 /// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
 const BACKLOG: i32 = 4096;
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// What the poller and the workers share.
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Where relay requests go.
-    pub registry: ToRegistry,
-    /// Where answers go.
-    pub outbox: Outbox,
-    /// Live numbers.
-    pub gauges: Arc<Gauges>,
-    /// What decides connections and request heads, with its state.
-    pub gate: Gate,
-}
-
-impl Shared {
-    /// What the workers and the poller share, for `config`, checking `tokens` if given.
-    pub fn new(
-        config: Config,
-        registry: ToRegistry,
-        outbox: Outbox,
-        gauges: Arc<Gauges>,
-        memory: Arc<MemoryBudget>,
-        tokens: Option<Arc<TokenStore>>,
-    ) -> Shared {
-        let config = Arc::new(config);
-        let gate = Gate::new(Arc::clone(&config), memory, tokens);
-        Shared { config, registry, outbox, gauges, gate }
-    }
-}
 
 /// What the poller gives a worker.
 enum Job {
@@ -117,8 +81,8 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
     listener.set_nonblocking(true)?;
     sys::set_backlog(&listener, BACKLOG)?;
     let epoll = sys::Epoll::new(256)?;
-    epoll.add(&listener, Interest::Always, LISTENER)?;
-    epoll.add(&wake_rx, Interest::Always, WAKER)?;
+    epoll.add(&listener, Interest::Always, LISTENER_TOKEN)?;
+    epoll.add(&wake_rx, Interest::Always, WAKE_TOKEN)?;
     let accepting = Accepting {
         shared,
         listener,
@@ -127,7 +91,7 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
         jobs,
         pending: HashMap::new(),
         deadlines: TimerWheel::new(Instant::now(), TICK, 256),
-        next_id: WAKER,
+        next_id: WAKE_TOKEN,
         paused_until: None,
         backoff: BACKOFF_MIN,
     };
@@ -157,14 +121,14 @@ fn spawn_workers(
             for job in jobs {
                 let unfinished = match job {
                     Job::Read(reading, now) => {
-                        read::on_readable(reading, &shared, &mut scratch, now)
+                        worker::on_readable(reading, &shared, &mut scratch, now)
                     }
                     Job::Expire(reading) => {
-                        read::expire(reading, &shared);
+                        worker::expire(reading, &shared);
                         None
                     }
                     Job::Shutdown(reading) => {
-                        read::shut_down(reading, &shared);
+                        worker::shut_down(reading, &shared);
                         None
                     }
                 };
@@ -217,13 +181,13 @@ impl Accepting {
             let now = Instant::now();
             for token in ready.drain(..) {
                 match token {
-                    LISTENER => self.accept(&epoll, now),
-                    WAKER => drain_wakeups(&self.wake_rx),
+                    LISTENER_TOKEN => self.accept(&epoll, now),
+                    WAKE_TOKEN => drain_wakeups(&self.wake_rx),
                     id => self.dispatch(id, now),
                 }
             }
             self.expire(&epoll, now);
-            crate::registry::shrink(&mut self.pending);
+            crate::limits::shrink_sparse(&mut self.pending);
         }
     }
 
@@ -270,7 +234,7 @@ impl Accepting {
                     continue;
                 }
             }
-            let limits = ReaderLimits::of(&self.shared.config);
+            let limits = reader_limits(&self.shared.config);
             let charge = self.shared.gate.head_charge(peer);
             self.watch(poller, Reading::new(connection, peer, limits, now, charge));
         }
@@ -279,12 +243,12 @@ impl Accepting {
     /// Waits for more bytes on `reading`, until its deadline.
     fn watch(&mut self, poller: &sys::Epoll, mut reading: Reading) {
         let id = reading.connection.id();
-        let watched = if reading.registered {
+        let armed = if reading.registered {
             poller.rearm(&reading.connection, id)
         } else {
             poller.add(&reading.connection, Interest::Once, id)
         };
-        if let Err(e) = watched {
+        if let Err(e) = armed {
             debug!("cannot watch a connection: {e}");
             return;
         }
@@ -319,7 +283,7 @@ impl Accepting {
         }
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
-            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER) {
+            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER_TOKEN) {
                 warn!("cannot resume accepting: {e}");
                 self.paused_until = Some(now + self.backoff);
             }
@@ -327,10 +291,12 @@ impl Accepting {
     }
 }
 
-/// Spawns a named thread with the relay's stack size.
-pub fn spawn(
-    name: String,
-    body: impl FnOnce() + Send + 'static,
-) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body)
+/// The reader's bounds in `config`.
+fn reader_limits(config: &Config) -> ReaderLimits {
+    let limits = &config.limits;
+    ReaderLimits {
+        head: HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers },
+        head_timeout: config.timeouts.head,
+        body_timeout: config.timeouts.body,
+    }
 }

@@ -1,7 +1,7 @@
 //! What the registry answers a request with, as plain values (protocol §2–§4).
 //!
 //! The registry decides *what happened* (a message handed over, a wait that ran out, a limit
-//! reached); `src/http/answers.rs` decides how that is said in HTTP: status, headers, sentence.
+//! reached); `src/http/render.rs` decides how that is said in HTTP: status, headers, sentence.
 //! So the relay's rules are tested here without any HTTP type, and the wording lives in one place.
 
 use std::net::IpAddr;

@@ -90,7 +90,7 @@ fn held(s: &Scenario) -> (usize, usize, usize) {
 }
 
 /// One reply as a line: `conn <- status "body"`, with the statuses and sentences the HTTP side
-/// gives these answers (`src/http/answers.rs`), shortened to what the scenarios check.
+/// gives these answers (`src/http/render.rs`), shortened to what the scenarios check.
 fn render(reply: &Reply) -> String {
     let (status, body) = match &reply.answer {
         Answer::LinkMessage { body, .. } | Answer::InboxMessage { body, .. } => {

@@ -14,19 +14,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::answers::shutting_down;
-use super::conn::{Connection, Exchange};
+use super::conn::Connection;
+use super::exchange::Exchange;
 use super::gate::{body_read, Decision, Now, Refusal};
-use super::parked::Inbound;
+use super::inbound::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
-use super::server::Shared;
+use super::render::shutting_down;
+use super::shared::Shared;
 use crate::identity::ClientKey;
 use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
-use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
 use crate::response::{empty_body, Response};
 use crate::routes::usage;
+use crate::wheel::unix_ms;
 
 /// A request being read. See the module docs.
 pub struct Reading {
@@ -71,7 +72,7 @@ impl Reading {
 }
 
 /// How a reading ends.
-enum End {
+enum ReadingEnd {
     /// A relay request, read in full, for the registry.
     Relay(Request),
     /// Answered by the worker (`/`, `/health`, `/metrics`, a preflight).
@@ -108,10 +109,10 @@ pub fn on_readable(
                         Shortage::Total => Refusal::Memory,
                         Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
                     };
-                    break End::Refused(refusal.reason(), Some(refusal.response()));
+                    break ReadingEnd::Refused(refusal.reason(), Some(refusal.response()));
                 }
             },
-            Err(_) => break End::Gone,
+            Err(_) => break ReadingEnd::Gone,
         }
     };
     finish(reading, end, shared);
@@ -126,7 +127,12 @@ fn head_charge(capacity: usize) -> usize {
 
 /// Feeds `bytes` to the reader and acts on its steps until it needs more (`None`) or the request
 /// ends.
-fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -> Option<End> {
+fn advance(
+    reading: &mut Reading,
+    bytes: &[u8],
+    shared: &Shared,
+    now: Instant,
+) -> Option<ReadingEnd> {
     let Reading { connection, peer, exchange, reader, request, charge, .. } = reading;
     let mut step = reader.feed(bytes, now);
     loop {
@@ -144,19 +150,24 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
                         reader.read_body(body, now)
                     }
                     Ok(Decision::Usage) => {
-                        return Some(End::Answer(usage(&shared.gauges.summary())))
+                        return Some(ReadingEnd::Answer(usage(&shared.gauges.summary())))
                     }
                     Ok(Decision::Health { detailed }) => {
                         let (limits, memory) = (&shared.config.limits, shared.gate.memory());
-                        return Some(End::Answer(shared.gauges.health(limits, memory, detailed)));
+                        return Some(ReadingEnd::Answer(
+                            shared.gauges.health(limits, memory, detailed),
+                        ));
                     }
                     Ok(Decision::Metrics) => {
                         let (limits, memory) = (&shared.config.limits, shared.gate.memory());
-                        return Some(End::Answer(shared.gauges.prometheus(limits, memory)));
+                        return Some(ReadingEnd::Answer(shared.gauges.prometheus(limits, memory)));
                     }
-                    Ok(Decision::Preflight(response)) => return Some(End::Answer(response)),
+                    Ok(Decision::Preflight(response)) => return Some(ReadingEnd::Answer(response)),
                     Err(refusal) => {
-                        return Some(End::Refused(refusal.reason(), Some(refusal.response())))
+                        return Some(ReadingEnd::Refused(
+                            refusal.reason(),
+                            Some(refusal.response()),
+                        ))
                     }
                 }
             }
@@ -165,7 +176,7 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
                 // answer yet; anything else means it failed.
                 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
                 if !connection.write_now(CONTINUE).is_ok_and(|n| n == CONTINUE.len()) {
-                    return Some(End::Gone);
+                    return Some(ReadingEnd::Gone);
                 }
                 reader.continue_sent();
                 reader.feed(&[], now)
@@ -173,15 +184,17 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
             Step::Complete(body) => {
                 // unreachable without a request: a body is only read after the gate admitted it
                 let Some(mut request) = request.take() else {
-                    return Some(End::Gone);
+                    return Some(ReadingEnd::Gone);
                 };
                 // Shared from here on without a copy: made on the worker, whose allocator
                 // keeps what it frees for its next request (no body: the shared empty one).
                 request.body = if body.is_empty() { empty_body() } else { Arc::from(body) };
                 body_read(&mut request);
-                return Some(End::Relay(request));
+                return Some(ReadingEnd::Relay(request));
             }
-            Step::Refuse(error) => return Some(End::Refused(error.reason(), error.response())),
+            Step::Refuse(error) => {
+                return Some(ReadingEnd::Refused(error.reason(), error.response()))
+            }
         }
     }
 }
@@ -189,29 +202,29 @@ fn advance(reading: &mut Reading, bytes: &[u8], shared: &Shared, now: Instant) -
 /// Ends a reading whose deadline passed: 408.
 pub fn expire(reading: Reading, shared: &Shared) {
     let end = match reading.reader.timed_out() {
-        Some(error) => End::Refused(error.reason(), error.response()),
-        None => End::Gone,
+        Some(error) => ReadingEnd::Refused(error.reason(), error.response()),
+        None => ReadingEnd::Gone,
     };
     finish(reading, end, shared);
 }
 
 /// Ends a reading because the relay is shutting down: 503 with `Retry-After: 1`.
 pub fn shut_down(reading: Reading, shared: &Shared) {
-    finish(reading, End::Answer(shutting_down()), shared);
+    finish(reading, ReadingEnd::Answer(shutting_down()), shared);
 }
 
 /// Hands the request to the registry, or its answer to the outbox; a client that left gets
 /// nothing.
-fn finish(reading: Reading, end: End, shared: &Shared) {
+fn finish(reading: Reading, end: ReadingEnd, shared: &Shared) {
     let Reading { connection, exchange, .. } = reading;
     let response = match end {
-        End::Relay(request) => {
+        ReadingEnd::Relay(request) => {
             shared.registry.send(Inbound::Request { connection, exchange, request });
             return;
         }
-        End::Answer(response) => response,
-        End::Gone => return,
-        End::Refused(reason, response) => {
+        ReadingEnd::Answer(response) => response,
+        ReadingEnd::Gone => return,
+        ReadingEnd::Refused(reason, response) => {
             if let Some(reason) = reason {
                 shared.gauges.refused(reason);
             }
