@@ -246,18 +246,29 @@ check_reload() {
     ok "4 - reload: SIGHUP handled, still active, same PID"
 }
 
+# POSTs $2 to the path $1, which must answer 200.
+post_ok() {
+    local code
+    code=$(curl -s -m 10 -o /tmp/post.body -w '%{http_code}' -X POST --data "$2" "$BASE$1") ||
+        fail "POST $1: curl failed (exit $?)"
+    [ "$code" = 200 ] || fail "POST $1 answered $code: $(cat /tmp/post.body)"
+}
+
+# GETs the path $1, which must answer 200 with the body $2 ($3: when, for the message).
+get_is() {
+    local code
+    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE$1") ||
+        fail "GET $1: curl failed (exit $?)"
+    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = "$2" ] ||
+        fail "$3, GET $1 answered $code: $(cat /tmp/get.body)"
+}
+
 check_state_directory() {
     echo "HANDOFF_STATE_FILE=/var/lib/handoff/state" > /etc/default/handoff
     restart
-    local code
-    code=$(curl -s -m 10 -o /tmp/post.body -w '%{http_code}' -X POST --data kept "$BASE/inbox/y") ||
-        fail "POST /inbox/y: curl failed (exit $?)"
-    [ "$code" = 200 ] || fail "POST /inbox/y answered $code: $(cat /tmp/post.body)"
+    post_ok /inbox/y kept
     restart
-    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE/inbox/y") ||
-        fail "GET /inbox/y: curl failed (exit $?)"
-    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = kept ] ||
-        fail "after a restart, GET /inbox/y answered $code: $(cat /tmp/get.body)"
+    get_is /inbox/y kept "after a restart"
     wait_journal "restored 1 /inbox" 1
     local owner
     owner=$(stat -c '%u %a' /var/lib/private/handoff/state) || fail "no /var/lib/private/handoff/state"
@@ -275,10 +286,7 @@ check_stop_with_state_file() {
     # A file of its own: check 5's message is still stored in /var/lib/handoff/state.
     echo "HANDOFF_STATE_FILE=/var/lib/handoff/stop-state" > /etc/default/handoff
     restart
-    local code
-    code=$(curl -s -m 10 -o /tmp/post.body -w '%{http_code}' -X POST --data stored "$BASE/inbox/kept") ||
-        fail "POST /inbox/kept: curl failed (exit $?)"
-    [ "$code" = 200 ] || fail "POST /inbox/kept answered $code: $(cat /tmp/post.body)"
+    post_ok /inbox/kept stored
     # The receiver: a request written, then nothing read and the connection kept open.
     exec 7<>/dev/tcp/127.0.0.1/8080
     printf 'GET /link/held HTTP/1.1\r\nHost: relay.test\r\n\r\n' >&7
@@ -315,16 +323,10 @@ check_stop_with_state_file() {
     wait_journal "saved the stored messages to /var/lib/handoff/stop-state" $((saved + 1))
     [ "$took" -ge 1800 ] || fail "the stop took $took ms: the held delivery did not keep the drain to its limit"
     # The file is whole: the next start restores both messages, and each is served.
-    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE/inbox/kept") ||
-        fail "GET /inbox/kept: curl failed (exit $?)"
-    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = stored ] ||
-        fail "after the stop, GET /inbox/kept answered $code: $(cat /tmp/get.body)"
+    get_is /inbox/kept stored "after the stop"
     wait_journal "restored 1 /inbox and 1 /link messages" 1
     [ "$(main_pid)" != "$pid" ] || fail "the relay was not restarted"
-    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE/link/held") ||
-        fail "GET /link/held: curl failed (exit $?)"
-    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = in-flight ] ||
-        fail "after the stop, GET /link/held answered $code: $(cat /tmp/get.body)"
+    get_is /link/held in-flight "after the stop"
     ok "8 - stop with a state file and a delivery never closed: exited by itself in $took ms (TimeoutStopSec $limit), Result=success, both messages restored"
     rm /etc/default/handoff
 }

@@ -5,8 +5,12 @@
 //! names a section the document has. Walks the files of the repository (build output and
 //! installed packages aside); a failure names the file, the line and the missing section.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use common::anchor;
 
 /// Directories that hold no file of the project's own.
 const SKIPPED: &[&str] = &[".git", "target", "node_modules", "corpus", "artifacts"];
@@ -233,27 +237,13 @@ fn anchored_links(file: &Path, line: &str) -> Vec<(PathBuf, String)> {
     found
 }
 
-/// GitHub's anchor for a heading: lower case, spaces to `-`, anything but letters, digits, `-`
-/// and `_` left out.
-fn slug(title: &str) -> String {
-    title
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether the Markdown document `doc` has a heading whose anchor is `anchor` (a repeated
+/// Whether the Markdown document `doc` has a heading whose anchor is `wanted` (a repeated
 /// heading's later anchors end in `-1`, `-2`, ...).
-fn has_anchor(doc: &str, anchor: &str) -> bool {
-    let slugs: Vec<String> = headings(doc).iter().map(|title| slug(title)).collect();
-    slugs.iter().any(|s| s == anchor)
-        || anchor.rsplit_once('-').is_some_and(|(base, n)| {
-            is_number(n) && slugs.iter().filter(|s| *s == base).count() > n.parse().unwrap_or(0)
+fn has_anchor(doc: &str, wanted: &str) -> bool {
+    let anchors: Vec<String> = headings(doc).iter().map(|title| anchor(title)).collect();
+    anchors.iter().any(|a| a == wanted)
+        || wanted.rsplit_once('-').is_some_and(|(base, n)| {
+            is_number(n) && anchors.iter().filter(|a| *a == base).count() > n.parse().unwrap_or(0)
         })
 }
 
@@ -386,10 +376,10 @@ fn citations_are_read_in_every_form() {
     assert!(names("memory per parked receiver", "Memory per parked receiver"));
     assert!(!names("The state", "The state file's writes"));
     assert_eq!(
-        slug("Debian and Raspberry Pi OS: the `.deb`"),
+        anchor("Debian and Raspberry Pi OS: the `.deb`"),
         "debian-and-raspberry-pi-os-the-deb"
     );
-    assert_eq!(slug("The floor of a C = 1 hand-off"), "the-floor-of-a-c--1-hand-off");
+    assert_eq!(anchor("The floor of a C = 1 hand-off"), "the-floor-of-a-c--1-hand-off");
     assert_eq!(
         section_titles("**State file.** With it\n```\n# not a heading\n```\n## 7. Signals"),
         ["7. Signals", "State file"]
