@@ -3,8 +3,9 @@
 //! Every flag is defined once, in one table ([`FLAGS`]): name, environment variable, placeholder,
 //! help, the setter that checks its value and the function that renders it, so `--help` shows
 //! the defaults of the `Default` impls, where every default is written once. "`0` disables a
-//! limit" becomes `None` here, in the two setters concerned. This module never reads the real
-//! environment: [`parse`] is handed a lookup function, so tests pass a map.
+//! limit" becomes `None` here, in the setters of the limits that allow it (the four counts,
+//! `per_minute` and `memory`). This module never reads the real environment: [`parse`] is
+//! handed a lookup function, so tests pass a map.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -12,6 +12,9 @@
 #   5. HANDOFF_STATE_FILE under StateDirectory=: an /inbox message survives a restart
 #   6. the journal has the relay's lines with their priorities (-p warning keeps only warnings)
 #   7. a token file passed as a systemd credential (LoadCredential=, as README says) is enforced
+#   8. `systemctl stop` with a state file, a stored message and a delivery its receiver never
+#      closes: the drain runs to its limit, the last save follows, and the relay exits by itself
+#      within TimeoutStopSec (Result=success, no SIGKILL); the next start restores both messages
 # With --deb PACKAGE (the amd64 .deb `make deb` makes) it checks the package instead:
 #   1. `apt-get install ./PACKAGE`: the socket enabled and listening, the service started by
 #      the first connection from /usr/bin/handoff, a /link hand-off, /etc/default/handoff a conffile
@@ -56,6 +59,11 @@ main_pid() {
 # The top-level "parked" gauge of /health (the first "parked" field; limits come later).
 parked() {
     curl -s -m 2 "$BASE/health" | grep -o '"parked":[0-9]*' | head -n 1 | cut -d: -f2
+}
+
+# The top-level numeric field $1 of /health.
+health_field() {
+    curl -s -m 2 "$BASE/health" | grep -o "\"$1\":[0-9]*" | head -n 1 | cut -d: -f2
 }
 
 wait_parked() {
@@ -238,24 +246,88 @@ check_reload() {
     ok "4 - reload: SIGHUP handled, still active, same PID"
 }
 
+# POSTs $2 to the path $1, which must answer 200.
+post_ok() {
+    local code
+    code=$(curl -s -m 10 -o /tmp/post.body -w '%{http_code}' -X POST --data "$2" "$BASE$1") ||
+        fail "POST $1: curl failed (exit $?)"
+    [ "$code" = 200 ] || fail "POST $1 answered $code: $(cat /tmp/post.body)"
+}
+
+# GETs the path $1, which must answer 200 with the body $2 ($3: when, for the message).
+get_is() {
+    local code
+    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE$1") ||
+        fail "GET $1: curl failed (exit $?)"
+    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = "$2" ] ||
+        fail "$3, GET $1 answered $code: $(cat /tmp/get.body)"
+}
+
 check_state_directory() {
     echo "HANDOFF_STATE_FILE=/var/lib/handoff/state" > /etc/default/handoff
     restart
-    local code
-    code=$(curl -s -m 10 -o /tmp/post.body -w '%{http_code}' -X POST --data kept "$BASE/inbox/y") ||
-        fail "POST /inbox/y: curl failed (exit $?)"
-    [ "$code" = 200 ] || fail "POST /inbox/y answered $code: $(cat /tmp/post.body)"
+    post_ok /inbox/y kept
     restart
-    code=$(curl -s -m 10 -o /tmp/get.body -w '%{http_code}' "$BASE/inbox/y") ||
-        fail "GET /inbox/y: curl failed (exit $?)"
-    [ "$code" = 200 ] && [ "$(cat /tmp/get.body)" = kept ] ||
-        fail "after a restart, GET /inbox/y answered $code: $(cat /tmp/get.body)"
+    get_is /inbox/y kept "after a restart"
     wait_journal "restored 1 /inbox" 1
     local owner
     owner=$(stat -c '%u %a' /var/lib/private/handoff/state) || fail "no /var/lib/private/handoff/state"
     [ "${owner%% *}" != 0 ] && [ "${owner#* }" = 600 ] ||
         fail "the state file's owner and mode are $owner (want the dynamic user's, 600)"
     ok "5 - an /inbox message survives a restart in StateDirectory= (owner uid ${owner%% *}, mode 600)"
+    rm /etc/default/handoff
+}
+
+# The longest stop the checks can make: a /link delivery whose receiver never reads nor closes
+# holds the drain to its limit (DRAIN_LIMIT, 1.8 s), then the last save of the state file
+# follows (README "Operating the service": at most 5.8 s in all). systemd must see the relay
+# exit by itself inside TimeoutStopSec, and the file must hold what was stored.
+check_stop_with_state_file() {
+    # A file of its own: check 5's message is still stored in /var/lib/handoff/state.
+    echo "HANDOFF_STATE_FILE=/var/lib/handoff/stop-state" > /etc/default/handoff
+    restart
+    post_ok /inbox/kept stored
+    # The receiver: a request written, then nothing read and the connection kept open.
+    exec 7<>/dev/tcp/127.0.0.1/8080
+    printf 'GET /link/held HTTP/1.1\r\nHost: relay.test\r\n\r\n' >&7
+    wait_parked 1
+    curl -s -m 30 -o /dev/null -X POST --data in-flight "$BASE/link/held" &
+    local sender=$! i
+    # Held: the /inbox message and the /link message now being delivered.
+    for i in $(seq 100); do
+        [ "$(health_field messages)" = 2 ] && break
+        sleep 0.1
+    done
+    [ "$(health_field messages)" = 2 ] || fail "the /link message never reached the relay: $(curl -s -m 2 "$BASE/health")"
+    local pid start took killed exited saved
+    pid=$(main_pid)
+    killed=$(journal_count SIGKILL)
+    exited=$(journal_count "exiting with")
+    saved=$(journal_count "saved the stored messages to /var/lib/handoff/stop-state")
+    start=$(date +%s%N)
+    systemctl stop handoff.service || fail "systemctl stop handoff.service failed"
+    took=$((($(date +%s%N) - start) / 1000000))
+    exec 7>&-
+    wait "$sender" || true
+    local result status exit_code limit
+    result=$(systemctl show -p Result --value handoff.service)
+    status=$(systemctl show -p ExecMainStatus --value handoff.service)
+    exit_code=$(systemctl show -p ExecMainCode --value handoff.service)
+    limit=$(systemctl show -p TimeoutStopUSec --value handoff.service)
+    [ "$result" = success ] || fail "stop with a state file: Result=$result after $took ms (TimeoutStopSec $limit)"
+    [ "$exit_code" = 1 ] && [ "$status" = 0 ] ||
+        fail "stop with a state file: ExecMainCode=$exit_code ExecMainStatus=$status after $took ms"
+    [ "$(journal_count SIGKILL)" = "$killed" ] && [ "$(journal_count "stop-sigterm' timed out")" = 0 ] ||
+        fail "systemd killed the relay (TimeoutStopSec $limit, the stop took $took ms)"
+    wait_journal "exiting with" $((exited + 1))
+    wait_journal "saved the stored messages to /var/lib/handoff/stop-state" $((saved + 1))
+    [ "$took" -ge 1800 ] || fail "the stop took $took ms: the held delivery did not keep the drain to its limit"
+    # The file is whole: the next start restores both messages, and each is served.
+    get_is /inbox/kept stored "after the stop"
+    wait_journal "restored 1 /inbox and 1 /link messages" 1
+    [ "$(main_pid)" != "$pid" ] || fail "the relay was not restarted"
+    get_is /link/held in-flight "after the stop"
+    ok "8 - stop with a state file and a delivery never closed: exited by itself in $took ms (TimeoutStopSec $limit), Result=success, both messages restored"
     rm /etc/default/handoff
 }
 
@@ -317,7 +389,8 @@ inside() {
     check_state_directory
     check_journal_priorities
     check_token_credential
-    echo "7 passed, 0 failed"
+    check_stop_with_state_file
+    echo "8 passed, 0 failed"
 }
 
 

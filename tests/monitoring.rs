@@ -49,20 +49,6 @@ fn alerts() -> Vec<(String, String)> {
     alerts
 }
 
-/// GitHub's anchor for a Markdown heading's text.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn every_alert_has_a_runbook_section_and_unit_tests_that_fire_it_and_not() {
     let alerts = alerts();

@@ -496,3 +496,44 @@ fn without_instance_the_host_name_is_shown_but_not_sent() {
         assert_eq!(answer.header("handoff-instance"), None, "{answer}");
     }
 }
+
+/// A `const NAME: Duration = Duration::from_millis(N)` (or `from_secs`) of `src/main.rs`.
+fn main_rs_duration(name: &str) -> Duration {
+    let path = format!("{}/src/main.rs", env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(&path).unwrap();
+    let line = source
+        .lines()
+        .find(|line| line.contains(&format!("const {name}: Duration")))
+        .unwrap_or_else(|| panic!("no `const {name}: Duration` in {path}: update this test"));
+    let number = |prefix: &str| {
+        let rest = line.split_once(prefix)?.1;
+        rest.split(')').next()?.parse::<u64>().ok()
+    };
+    match (number("from_millis("), number("from_secs(")) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (_, Some(s)) => Duration::from_secs(s),
+        _ => panic!("cannot read {name} in {line:?}"),
+    }
+}
+
+/// systemd kills the relay `TimeoutStopSec` after `SIGTERM`; killed mid-save, it would lose the
+/// messages `--state-file` keeps. The longest exit is the drain (`DRAIN_LIMIT`), then the last
+/// save's two waits (`SAVE_LIMIT` each: the registry's hand-over, the write and its fsync); the
+/// unit must allow that and 2 s more (README "Operating the service").
+#[test]
+fn the_units_stop_timeout_covers_the_longest_exit() {
+    let worst = main_rs_duration("DRAIN_LIMIT") + 2 * main_rs_duration("SAVE_LIMIT");
+    let service = std::fs::read_to_string(unit("handoff.service")).unwrap();
+    let line = service
+        .lines()
+        .find(|line| line.starts_with("TimeoutStopSec="))
+        .unwrap_or_else(|| panic!("no TimeoutStopSec= in handoff.service (systemd's 90 s?)"));
+    let seconds: u64 = line["TimeoutStopSec=".len()..]
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line:?} is not in whole seconds (e.g. TimeoutStopSec=10s)"));
+    assert!(
+        Duration::from_secs(seconds) >= worst + Duration::from_secs(2),
+        "{line}: the relay may take {worst:?} to exit with --state-file; allow 2 s more"
+    );
+}

@@ -96,7 +96,7 @@ impl Outbox {
     ///
     /// More than one, because the write, shutdown and close of each connection are most of a
     /// hand-off's kernel work: on one thread they were the relay's bottleneck at high
-    /// concurrency (BENCHMARKS.md, "Session 5").
+    /// concurrency (BENCHMARKS.md, "What changed the numbers").
     pub fn start(
         threads: usize,
         write_timeout: Duration,

@@ -3,7 +3,7 @@
 //!
 //! Three outcomes, as in httparse: `Ok(Status::Complete(head))`, `Ok(Status::Partial)` (not enough
 //! bytes yet: not an error) and `Err(HeadError)` (the bytes can never become a valid head). The
-//! caller bounds retries on `Partial` by `--max-head` (here) and `--head-timeout` (in `conn.rs`).
+//! caller bounds retries on `Partial` by `--max-head` (here) and `--head-timeout` (in `reader.rs`).
 //!
 //! Strict by default (RFC 9112): CRLF line ends only, no obs-fold, no whitespace before a header
 //! colon, no control bytes in values, tokens for methods and header names. [`validate`] then

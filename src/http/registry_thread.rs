@@ -246,7 +246,8 @@ impl RegistryThread {
             self.gauges.set_registry(self.registry.counts());
             // With nothing else waiting for this thread, its time is nobody's: it writes its
             // answer itself and finishes it in its own loop, which saves the answer a wake-up of
-            // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "Session 5").
+            // an outbox thread, and a delivery's sender another (BENCHMARKS.md, "What changed
+            // the numbers").
             let own = self.replies.len() == 1
                 && self.events.is_empty()
                 && self.inbound.is_empty()

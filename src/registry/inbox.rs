@@ -32,7 +32,7 @@ pub const MAX_WAITERS: usize = 10;
 pub(super) struct Inbox {
     pub(super) message: Option<Box<Charged<Stored>>>,
     /// GETs waiting for a message; the `/await`s are the stored message's (an `Inbox` is 24
-    /// bytes: `registry::tests`).
+    /// bytes; `registry::tests` keeps it at 32 or less).
     getters: Conns,
 }
 

@@ -443,3 +443,18 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in {status}"));
     line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB")
 }
+
+/// GitHub's anchor for a Markdown heading's text: lower case, spaces to `-`, anything but
+/// letters, digits, `-` and `_` left out.
+pub fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
