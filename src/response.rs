@@ -10,8 +10,8 @@ use std::fmt::{Display, Write as _};
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
-/// Room reserved for the header lines at the first one: enough for a relay answer's metadata
-/// and CORS headers, so a response's headers cost one allocation.
+/// Room for header lines in the response itself: enough for a relay answer's metadata and CORS
+/// headers, so that most responses' headers cost no allocation.
 const HEADER_ROOM: usize = 384;
 
 /// The header lines that keep any response from becoming an active document on the relay's
@@ -32,7 +32,7 @@ pub struct Response {
     /// Header lines besides the ones the serializer adds (`Content-Length`, `Connection`,
     /// `Cache-Control`, [`INERT`]), each `Name: value\r\n`, written as they are added: one buffer
     /// rather than a string per header. Names are fixed by the relay; values never hold CR or LF.
-    headers: String,
+    headers: HeaderText,
     /// Body bytes, shared: one stored message may be sent to several waiters.
     pub body: Arc<[u8]>,
 }
@@ -47,7 +47,7 @@ pub fn empty_body() -> Arc<[u8]> {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: String::new(), body: empty_body() }
+        Response { status, headers: HeaderText::new(), body: empty_body() }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
@@ -61,15 +61,12 @@ impl Response {
     /// Adds a header line. A value with a line break would let a client inject headers: none is
     /// built, and should one ever be, it is dropped rather than sent.
     pub fn header(mut self, name: &'static str, value: impl Display) -> Response {
-        if self.headers.capacity() == 0 {
-            self.headers.reserve(HEADER_ROOM);
-        }
-        let start = self.headers.len();
+        let start = self.headers.as_bytes().len();
         let _ = write!(self.headers, "{name}: {value}");
         if self.headers.as_bytes()[start..].iter().any(|&b| b == b'\r' || b == b'\n') {
             self.headers.truncate(start);
         } else {
-            self.headers.push_str("\r\n");
+            let _ = self.headers.write_str("\r\n");
         }
         self
     }
@@ -83,7 +80,8 @@ impl Response {
     /// The first value of header `name`, if set (case-insensitive).
     #[cfg(test)]
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.headers.split_terminator("\r\n").find_map(|line| {
+        let text = std::str::from_utf8(self.headers.as_bytes()).ok()?;
+        text.split_terminator("\r\n").find_map(|line| {
             let (n, value) = line.split_once(": ")?;
             n.eq_ignore_ascii_case(name).then_some(value)
         })
@@ -103,6 +101,72 @@ impl Response {
         if !head_only {
             out.extend_from_slice(&self.body);
         }
+    }
+}
+
+/// Header lines as written: in the response itself up to [`HEADER_ROOM`] bytes, all of them on
+/// the heap once they outgrow it (so they are always one run of bytes).
+#[derive(Clone)]
+struct HeaderText {
+    len: usize,
+    inline: [u8; HEADER_ROOM],
+    /// Empty until the lines outgrow `inline`; then every line is here.
+    heap: Vec<u8>,
+}
+
+impl HeaderText {
+    const fn new() -> HeaderText {
+        HeaderText { len: 0, inline: [0; HEADER_ROOM], heap: Vec::new() }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if self.heap.is_empty() {
+            self.len = self.len.min(len);
+        } else {
+            self.heap.truncate(len);
+        }
+    }
+}
+
+impl std::fmt::Write for HeaderText {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let bytes = text.as_bytes();
+        match self.inline.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) if self.heap.is_empty() => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            _ => {
+                if self.heap.is_empty() {
+                    self.heap.reserve(2 * HEADER_ROOM);
+                    self.heap.extend_from_slice(&self.inline[..self.len]);
+                }
+                self.heap.extend_from_slice(bytes);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PartialEq for HeaderText {
+    fn eq(&self, other: &HeaderText) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for HeaderText {}
+
+impl std::fmt::Debug for HeaderText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&String::from_utf8_lossy(self.as_bytes()), f)
     }
 }
 
@@ -177,5 +241,24 @@ mod tests {
     fn header_with_line_break_is_dropped() {
         let response = Response::new(200).header("X-Test", "a\r\nInjected: 1");
         assert!(!render(&response, false).contains("Injected"));
+        // Also once the lines are on the heap, and the line before it is kept.
+        let long = "v".repeat(HEADER_ROOM);
+        let response = Response::new(200).header("X-Long", &long).header("X-Test", "a\nB: 1");
+        let text = render(&response, false);
+        assert!(text.contains(&format!("X-Long: {long}\r\n")) && !text.contains("B: 1"), "{text}");
+    }
+
+    #[test]
+    fn header_lines_move_to_the_heap_whole_when_they_outgrow_the_room() {
+        let mut response = Response::new(200);
+        let mut expected = String::new();
+        for n in 0..40 {
+            response = response.header("X-Line", n);
+            expected.push_str(&format!("X-Line: {n}\r\n"));
+            assert_eq!(response.headers.as_bytes(), expected.as_bytes(), "after line {n}");
+        }
+        assert!(expected.len() > HEADER_ROOM && !response.headers.heap.is_empty());
+        assert_eq!(response.header_value("x-line"), Some("0"));
+        assert_eq!(response.clone(), response);
     }
 }

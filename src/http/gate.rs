@@ -78,8 +78,8 @@ pub enum Decision {
     Health { detailed: bool },
     /// `GET /metrics`.
     Metrics,
-    /// An `OPTIONS` preflight, answered.
-    Preflight(Response),
+    /// An `OPTIONS` preflight, answered (boxed: a response keeps its header lines inline).
+    Preflight(Box<Response>),
     /// A relay request for the registry, once its body (as planned) is read.
     Relay { request: Request, body: BodyPlan },
 }
@@ -248,7 +248,7 @@ impl Gate {
         self.take_rate(exchange.client, now)?;
         let requested = head.header("access-control-request-headers");
         let allowed = exchange.cors_origin.is_some();
-        Ok(Decision::Preflight(cors::preflight(allow, allowed, requested)))
+        Ok(Decision::Preflight(Box::new(cors::preflight(allow, allowed, requested))))
     }
 
     /// `--max-memory` and `--max-memory-per-ip`: what `request` may leave held, reserved

@@ -161,7 +161,9 @@ fn advance(
                         let (limits, memory) = (&shared.config.limits, shared.gate.memory());
                         return Some(ReadingEnd::Answer(shared.gauges.prometheus(limits, memory)));
                     }
-                    Ok(Decision::Preflight(response)) => return Some(ReadingEnd::Answer(response)),
+                    Ok(Decision::Preflight(response)) => {
+                        return Some(ReadingEnd::Answer(*response))
+                    }
                     Err(refusal) => {
                         return Some(ReadingEnd::Refused(
                             refusal.reason(),
