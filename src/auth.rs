@@ -36,8 +36,10 @@ impl Scope {
     /// The scope a relay action needs.
     pub fn of(action: Action) -> Scope {
         match action {
-            Action::LinkSend | Action::InboxPost => Scope::Send,
+            // A /sync side leaves a body as much as it takes one: it sends.
+            Action::LinkSend | Action::InboxPost | Action::Sync | Action::McastPost => Scope::Send,
             Action::LinkReceive
+            | Action::McastGet
             | Action::InboxGet
             | Action::InboxDelete
             | Action::InboxAck
@@ -367,8 +369,11 @@ mod tests {
     fn scopes_of_actions() {
         assert_eq!(Scope::of(Action::LinkSend), Scope::Send);
         assert_eq!(Scope::of(Action::InboxPost), Scope::Send);
+        assert_eq!(Scope::of(Action::Sync), Scope::Send);
+        assert_eq!(Scope::of(Action::McastPost), Scope::Send);
         for action in [
             Action::LinkReceive,
+            Action::McastGet,
             Action::InboxGet,
             Action::InboxDelete,
             Action::InboxAck,

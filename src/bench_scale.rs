@@ -40,6 +40,8 @@ fn settings() -> Settings {
         max_parked_per_ip: None,
         rate_per_id: None,
         keeps_messages: false,
+        mcast_retain: crate::config::DEFAULT_MCAST_RETAIN,
+        mcast_idle: Duration::from_secs(300),
     }
 }
 
@@ -58,6 +60,8 @@ fn fake(n: usize, action: Action, body: &[u8]) -> Request {
         content_type: Some("application/octet-stream".into()),
         wsecret: None,
         body: body.into(),
+        method: crate::registry::LinkMethod::Post,
+        seq: None,
         reservation: Reservation::default(),
     }
 }

@@ -78,6 +78,9 @@ pub struct Timeouts {
     pub inbox: Duration,
     /// Life of a stored `/inbox` message from its POST (`--inbox-ttl`). Defaults to 300 s.
     pub inbox_ttl: Duration,
+    /// How long an `/mcast` channel keeps its messages after its last POST (`--mcast-idle`).
+    /// Defaults to 300 s.
+    pub mcast_idle: Duration,
     /// Time one whole response may take to be written and, for a `/link` delivery, taken by
     /// its receiver (`--write-timeout`). Defaults to 10 s.
     pub write: Duration,
@@ -116,8 +119,12 @@ pub struct Limits {
     pub max_memory_per_ip: MemoryShare,
     /// Requests per minute per client (`--rate-per-ip`), burst alike. Defaults to 100.
     pub rate_per_ip: Option<u32>,
-    /// Writes (POST, DELETE) per minute per id (`--rate-per-id`), burst alike. Defaults to 10.
+    /// Writes (POST, DELETE, a `/sync` side) per minute per id (`--rate-per-id`), burst
+    /// alike. Defaults to 10.
     pub rate_per_id: Option<u32>,
+    /// Body bytes one `/mcast` channel keeps, oldest evicted first, never the newest
+    /// (`--mcast-retain`). Defaults to [`DEFAULT_MCAST_RETAIN`].
+    pub mcast_retain: usize,
     /// Failed authentications (401, 403) per minute per client before it gets 429
     /// (`--auth-failures-per-ip`), burst alike. Defaults to 5.
     pub auth_failures_per_ip: Option<u32>,
@@ -137,6 +144,10 @@ pub enum MemoryShare {
 
 /// The default `--max-body`: a login token is a few hundred bytes; 64 KiB leaves room for any.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// The default `--mcast-retain`: four messages of the default `--max-body` per channel, a
+/// 256th of the default `--max-memory` (httprelay.io keeps 11 MB, a sixth of it).
+pub const DEFAULT_MCAST_RETAIN: usize = 256 * 1024;
 
 /// The default `--max-memory-per-ip` is `--max-memory` divided by this: room for
 /// `--max-parked-per-ip` (100) senders of a full `--max-body` (65 KiB each with the request's
@@ -197,6 +208,7 @@ impl Default for Timeouts {
             link: Duration::from_secs(600),
             inbox: Duration::from_secs(25),
             inbox_ttl: Duration::from_secs(300),
+            mcast_idle: Duration::from_secs(300),
             write: Duration::from_secs(10),
         }
     }
@@ -217,6 +229,7 @@ impl Default for Limits {
             max_memory_per_ip: MemoryShare::Auto,
             rate_per_ip: Some(100),
             rate_per_id: Some(10),
+            mcast_retain: DEFAULT_MCAST_RETAIN,
             auth_failures_per_ip: Some(5),
         }
     }
@@ -333,6 +346,10 @@ static FLAGS: &[Flag] = &[
         help: "Life of a stored /inbox message, from its POST.",
         set: |c, v| { c.timeouts.inbox_ttl = timeout(v)?; Ok(()) },
         show: |c| show_duration(c.timeouts.inbox_ttl) },
+    Flag { name: "mcast-idle", env: "HANDOFF_MCAST_IDLE", placeholder: "DURATION",
+        help: "How long an /mcast channel keeps its messages after its last POST.",
+        set: |c, v| { c.timeouts.mcast_idle = timeout(v)?; Ok(()) },
+        show: |c| show_duration(c.timeouts.mcast_idle) },
     Flag { name: "write-timeout", env: "HANDOFF_WRITE_TIMEOUT", placeholder: "DURATION",
         help: "Time one whole response may take to write (a /link delivery: until the receiver took it).",
         set: |c, v| { c.timeouts.write = timeout(v)?; Ok(()) },
@@ -412,9 +429,18 @@ static FLAGS: &[Flag] = &[
         set: |c, v| { c.limits.rate_per_ip = per_minute(v)?; Ok(()) },
         show: |c| c.limits.rate_per_ip.unwrap_or(0).to_string() },
     Flag { name: "rate-per-id", env: "HANDOFF_RATE_PER_ID", placeholder: "N",
-        help: "Writes (POST, DELETE) per minute per channel id; more get 429. 0 disables.",
+        help: "Writes (POST, DELETE, a /sync side) per minute per channel id; more get 429. \
+               0 disables.",
         set: |c, v| { c.limits.rate_per_id = per_minute(v)?; Ok(()) },
         show: |c| c.limits.rate_per_id.unwrap_or(0).to_string() },
+    Flag { name: "mcast-retain", env: "HANDOFF_MCAST_RETAIN", placeholder: "SIZE",
+        help: "Body bytes one /mcast channel keeps, at most 1G: past it the oldest messages go \
+               (never the newest).",
+        set: |c, v| {
+            c.limits.mcast_retain = in_range(size(v)?, 1..=MAX_BODY, "a size from 1 byte to 1G")?;
+            Ok(())
+        },
+        show: |c| show_size(c.limits.mcast_retain) },
     Flag { name: "trust-proxy", env: "HANDOFF_TRUST_PROXY", placeholder: "CIDR[,CIDR...]",
         help: "Proxies whose X-Forwarded-For / X-Real-IP name the client, e.g. 127.0.0.1/32.",
         set: |c, v| { c.trust_proxy = cidrs(v)?; Ok(()) },
@@ -972,10 +998,17 @@ mod tests {
     /// each unit, are refused at parse time with the maximum in the message.
     #[test]
     fn durations_are_bounded() {
-        let flags = ["head-timeout", "body-timeout", "link-timeout", "inbox-timeout", "inbox-ttl"];
+        let flags = [
+            "head-timeout",
+            "body-timeout",
+            "link-timeout",
+            "inbox-timeout",
+            "inbox-ttl",
+            "mcast-idle",
+        ];
         let timeouts = |c: Config| {
             let t = c.timeouts;
-            [t.head, t.body, t.link, t.inbox, t.inbox_ttl]
+            [t.head, t.body, t.link, t.inbox, t.inbox_ttl, t.mcast_idle]
         };
         let expected = "a duration of at most 24h";
         for (n, name) in flags.into_iter().enumerate() {
@@ -1024,6 +1057,24 @@ mod tests {
         assert_eq!(run(&["--max-body", "1G"], &[]).unwrap().limits.max_body, 1 << 30);
         let err = invalid("--max-body", "1025M", expected);
         assert_eq!(run(&["--max-body", "1025M"], &[]), Err(err));
+    }
+
+    #[test]
+    fn flag_mcast_retain() {
+        check("mcast-retain", |c| c.limits.mcast_retain, "64K", 64 << 10, "64Q", SIZE);
+        assert_eq!(run(&[], &[]).unwrap().limits.mcast_retain, 256 << 10);
+        let expected = "a size from 1 byte to 1G";
+        let err = invalid("--mcast-retain", "0", expected);
+        assert_eq!(run(&["--mcast-retain", "0"], &[]), Err(err));
+        let err = invalid("--mcast-retain", "1025M", expected);
+        assert_eq!(run(&["--mcast-retain", "1025M"], &[]), Err(err));
+    }
+
+    #[test]
+    fn flag_mcast_idle() {
+        let want = Duration::from_secs(120);
+        check("mcast-idle", |c| c.timeouts.mcast_idle, "2m", want, "2 m", DURATION);
+        assert_eq!(run(&[], &[]).unwrap().timeouts.mcast_idle, Duration::from_secs(300));
     }
 
     #[test]

@@ -15,7 +15,7 @@ const ALLOWED_HEADERS: &str = "content-type, user-agent, authorization, httprela
 /// Response headers a page may read (`WWW-Authenticate` tells a page with `--token-file` on
 /// why its token was refused).
 const EXPOSED_HEADERS: &str = "HttpRelay-Time, HttpRelay-Your-Time, HttpRelay-Method, \
-                               HttpRelay-Query, X-Real-IP, X-Real-Port, Retry-After, \
+                               HttpRelay-Query, HttpRelay-SeqId, X-Real-IP, X-Real-Port, Retry-After, \
                                WWW-Authenticate";
 
 /// How long a browser may cache a preflight, in seconds (browsers cap it lower themselves).

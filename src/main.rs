@@ -204,6 +204,8 @@ fn start_registry(
         max_parked_per_ip: config.limits.max_parked_per_ip,
         rate_per_id: config.limits.rate_per_id,
         keeps_messages: config.state_file.is_some(),
+        mcast_retain: config.limits.mcast_retain,
+        mcast_idle: config.timeouts.mcast_idle,
     };
     let mut registry = Registry::new(settings, Instant::now());
     let journal = match &config.state_file {

@@ -132,11 +132,14 @@ impl Gauges {
         let handoffs = [
             ("{protocol=\"link\"}".to_string(), counts.link_delivered),
             ("{protocol=\"inbox\"}".to_string(), counts.inbox_fetched),
+            ("{protocol=\"sync\"}".to_string(), counts.sync_taken),
+            ("{protocol=\"mcast\"}".to_string(), counts.mcast_fetched),
         ];
         family(
             "handoffs_total",
             "counter",
             "Messages handed over: /link messages written in full to a receiver, /inbox messages \
+             answered to a GET, /sync answers taken in full (two per exchange), /mcast messages \
              answered to a GET.",
             &handoffs,
         );
@@ -165,6 +168,8 @@ impl Gauges {
         family("message_bytes", "gauge", "Bytes of message bodies held.", &one(counts.bytes));
         family("links", "gauge", "/link ids in use.", &one(counts.links));
         family("inboxes", "gauge", "/inbox ids in use.", &one(counts.inboxes));
+        family("syncs", "gauge", "/sync ids with a side waiting.", &one(counts.syncs));
+        family("mcasts", "gauge", "/mcast channels in use.", &one(counts.mcasts));
         family(
             "memory_bytes",
             "gauge",
@@ -246,7 +251,7 @@ impl Gauges {
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
             "{{\"status\":\"{}\",\"instance\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
-             \"links\":{},\"inboxes\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
+             \"links\":{},\"inboxes\":{},\"syncs\":{},\"mcasts\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
             self.instance,
@@ -256,6 +261,8 @@ impl Gauges {
             counts.bytes,
             counts.links,
             counts.inboxes,
+            counts.syncs,
+            counts.mcasts,
             memory.used(),
             self.writing.load(Relaxed),
             self.state_write_failures(),

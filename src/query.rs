@@ -1,18 +1,39 @@
-//! The httprelay.io query of a `/link` request (protocol §2): the write secret it may carry
-//! (`wsecret`) and what the counterpart is shown of it (`HttpRelay-Query`). Pure: the gate
-//! applies it as a request is admitted, so the registry keeps exactly the bytes it was charged
-//! for and never sees a secret's text.
+//! The httprelay.io query of a `/link`, `/sync` or `/mcast` request (protocol §2, §10, §11):
+//! the write secret it may carry (`wsecret`), what the counterpart is shown of it
+//! (`HttpRelay-Query`), and the message an `/mcast` reader asks for (`SeqId`, in the query or a
+//! cookie). Pure: the gate applies it as a request is admitted, so the registry keeps exactly
+//! the bytes it was charged for and never sees a secret's text.
 
 use crate::action::Action;
 
 /// What a relay request keeps of its query and its `HttpRelay-WSecret` header: the query a
-/// `/link` counterpart is shown and a `/link` sender's write secret; nothing for `/inbox`.
+/// `/link` or `/sync` counterpart or an `/mcast` reader is shown, and the write secret of a
+/// `/link` sender or `/mcast` producer (`/sync` has no write ownership); nothing for `/inbox`
+/// and `/mcast` readers.
 pub fn kept(action: Action, query: &str, header: Option<&[u8]>) -> (String, Option<Vec<u8>>) {
     match action {
-        Action::LinkReceive => (relay_query(query), None),
-        Action::LinkSend => (relay_query(query), write_secret(query, header)),
+        Action::LinkReceive | Action::Sync => (relay_query(query), None),
+        Action::LinkSend | Action::McastPost => (relay_query(query), write_secret(query, header)),
         _ => (String::new(), None),
     }
+}
+
+/// The message number an `/mcast` reader asks for: the query's `SeqId` (name in any case)
+/// wins over a `SeqId` cookie (`cookies`: every `Cookie` field line); a value that is not a
+/// whole number counts as 0, as httprelay.io reads it; `None` when neither is there.
+pub fn wanted_seq<'a>(query: &str, cookies: impl Iterator<Item = &'a [u8]>) -> Option<i64> {
+    let number = |value: &[u8]| {
+        std::str::from_utf8(value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    if let Some((_, value)) = query_pairs(query).find(|(k, _)| k.eq_ignore_ascii_case(b"seqid")) {
+        return Some(number(&value));
+    }
+    let mut pairs = cookies.flat_map(|line| line.split(|&b| b == b';'));
+    let cookie = pairs.find_map(|pair| {
+        let at = pair.iter().position(|&b| b == b'=')?;
+        (pair[..at].trim_ascii() == b"SeqId").then(|| &pair[at + 1..])
+    })?;
+    Some(number(cookie.trim_ascii()))
 }
 
 /// A `/link` sender's write secret: the query's `wsecret` wins over the `HttpRelay-WSecret`
@@ -95,6 +116,22 @@ mod tests {
         assert_eq!(relay_query("k=%0D%0A"), "k=%0D%0A");
         assert_eq!(relay_query("b=2&a=hello%20world&A=x&SEQID=4"), "A=x&a=hello+world&b=2");
         assert_eq!(relay_query("WSecret=s&SeqId=1&x=1"), "x=1");
+    }
+
+    #[test]
+    fn the_wanted_message_comes_from_the_query_then_the_cookie() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(wanted_seq("", none.into_iter()), None);
+        assert_eq!(wanted_seq("x=1", [&b"other=2"[..]].into_iter()), None);
+        assert_eq!(wanted_seq("SeqId=5", none.into_iter()), Some(5));
+        assert_eq!(wanted_seq("seqid=-3", none.into_iter()), Some(-3));
+        assert_eq!(wanted_seq("SEQID=abc", none.into_iter()), Some(0));
+        assert_eq!(wanted_seq("SeqId=99999999999999999999", none.into_iter()), Some(0));
+        assert_eq!(wanted_seq("SeqId=2", [&b"SeqId=7"[..]].into_iter()), Some(2));
+        assert_eq!(wanted_seq("", [&b"a=1; SeqId=7; b=2"[..]].into_iter()), Some(7));
+        assert_eq!(wanted_seq("", [&b"a=1"[..], &b"SeqId=x"[..]].into_iter()), Some(0));
+        // A cookie's name is case-sensitive; other cookies' values are not looked into.
+        assert_eq!(wanted_seq("", [&b"seqid=7; a=SeqId=3"[..]].into_iter()), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub enum Route {
     Metrics,
     /// `OPTIONS` on any route: a CORS preflight, answered without touching relay state.
     Preflight { allow: &'static str },
-    /// A `/link` or `/inbox` request, for the registry.
+    /// A `/link`, `/inbox`, `/sync` or `/mcast` request, for the registry.
     Relay { id: Vec<u8>, action: Action },
 }
 
@@ -33,6 +33,8 @@ impl Route {
             Route::Metrics => RouteKind::Metrics,
             Route::Preflight { .. } => RouteKind::Preflight,
             Route::Relay { action: Action::LinkReceive | Action::LinkSend, .. } => RouteKind::Link,
+            Route::Relay { action: Action::Sync, .. } => RouteKind::Sync,
+            Route::Relay { action: Action::McastPost | Action::McastGet, .. } => RouteKind::Mcast,
             Route::Relay { .. } => RouteKind::Inbox,
         }
     }
@@ -49,6 +51,8 @@ pub enum RouteKind {
     Preflight,
     Link,
     Inbox,
+    Sync,
+    Mcast,
 }
 
 impl RouteKind {
@@ -62,6 +66,8 @@ impl RouteKind {
             RouteKind::Preflight => "preflight",
             RouteKind::Link => "link",
             RouteKind::Inbox => "inbox",
+            RouteKind::Sync => "sync",
+            RouteKind::Mcast => "mcast",
         }
     }
 }
@@ -133,6 +139,9 @@ pub fn usage(now: &str) -> Response {
          DELETE /inbox/{{id}}        acknowledge the message\n\
          GET    /inbox/{{id}}/ack    true or false: was it acknowledged\n\
          GET    /inbox/{{id}}/await  wait for the acknowledgement\n\
+         ANY    /sync/{{id}}         swap bodies with the next request on {{id}} (httprelay.io sync)\n\
+         POST   /mcast/{{id}}        keep a message for every reader (httprelay.io mcast); 200 at once\n\
+         GET    /mcast/{{id}}        a kept message by SeqId (query or cookie), or wait for the next\n\
          GET    /health            live counts and limits as JSON\n\
          GET    /metrics           the same in Prometheus text format (loopback or stats token)\n",
         env!("CARGO_PKG_VERSION")
@@ -194,6 +203,9 @@ pub fn route(method: &str, path: &str, max_id: usize) -> Result<Route, RouteErro
         (PathKind::Inbox, _) => Action::InboxGet,
         (PathKind::InboxAck, _) => Action::InboxAck,
         (PathKind::InboxAwait, _) => Action::InboxAwait,
+        (PathKind::Sync, _) => Action::Sync,
+        (PathKind::Mcast, "POST") => Action::McastPost,
+        (PathKind::Mcast, _) => Action::McastGet,
     };
     Ok(Route::Relay { id: channel_id(segment, max_id)?, action })
 }
@@ -208,6 +220,8 @@ enum PathKind {
     Inbox,
     InboxAck,
     InboxAwait,
+    Sync,
+    Mcast,
 }
 
 impl PathKind {
@@ -221,15 +235,24 @@ impl PathKind {
             | PathKind::InboxAwait => "GET, HEAD, OPTIONS",
             PathKind::Link => "GET, POST, OPTIONS",
             PathKind::Inbox => "GET, HEAD, POST, DELETE, OPTIONS",
+            // The methods a fetch() or curl sends with or for a body; `HttpRelay-Method` names
+            // them to the counterpart without keeping the method's text (protocol §10).
+            PathKind::Sync => "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            PathKind::Mcast => "GET, POST, OPTIONS",
         }
     }
 }
 
-/// Splits `/link/{id}`, `/inbox/{id}`, `/inbox/{id}/ack` and `/inbox/{id}/await` into their kind
-/// and id segment; the segment is exactly one non-empty path segment.
+/// Splits `/link/{id}`, `/sync/{id}`, `/mcast/{id}`, `/inbox/{id}`, `/inbox/{id}/ack` and
+/// `/inbox/{id}/await` into their kind and id segment; the segment is exactly one non-empty path
+/// segment.
 fn relay_path(path: &str) -> Option<(PathKind, &str)> {
     let (kind, segment) = if let Some(segment) = path.strip_prefix("/link/") {
         (PathKind::Link, segment)
+    } else if let Some(segment) = path.strip_prefix("/sync/") {
+        (PathKind::Sync, segment)
+    } else if let Some(segment) = path.strip_prefix("/mcast/") {
+        (PathKind::Mcast, segment)
     } else {
         let rest = path.strip_prefix("/inbox/")?;
         match rest.split_once('/') {
@@ -283,6 +306,8 @@ mod tests {
         const LINK: &str = "GET, POST, OPTIONS";
         const INBOX: &str = "GET, HEAD, POST, DELETE, OPTIONS";
         const READ: &str = "GET, HEAD, OPTIONS";
+        const SYNC: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+        const MCAST: &str = "GET, POST, OPTIONS";
         let not_allowed = |allow| Err(RouteError::MethodNotAllowed { allow });
         let cases: &[(&str, &str, Result<Route, RouteError>)] = &[
             ("GET", "/", Ok(Route::Root)),
@@ -325,6 +350,20 @@ mod tests {
             ("GET", "/inbox/x/other", Err(RouteError::NotFound)),
             ("GET", "/inbox/x/ack/more", Err(RouteError::NotFound)),
             ("OPTIONS", "/nope", Err(RouteError::NotFound)),
+            ("GET", "/sync/s", relay(b"s", Sync)),
+            ("PUT", "/sync/s", relay(b"s", Sync)),
+            ("DELETE", "/sync/s", relay(b"s", Sync)),
+            ("HEAD", "/sync/s", relay(b"s", Sync)),
+            ("TRACE", "/sync/s", not_allowed(SYNC)),
+            ("OPTIONS", "/sync/s", Ok(Route::Preflight { allow: SYNC })),
+            ("GET", "/sync/", Err(RouteError::NotFound)),
+            ("GET", "/sync/a/b", Err(RouteError::NotFound)),
+            ("GET", "/mcast/m", relay(b"m", McastGet)),
+            ("POST", "/mcast/m", relay(b"m", McastPost)),
+            ("HEAD", "/mcast/m", not_allowed(MCAST)),
+            ("DELETE", "/mcast/m", not_allowed(MCAST)),
+            ("GET", "/mcast/", Err(RouteError::NotFound)),
+            ("GET", "/mcast/m/x", Err(RouteError::NotFound)),
         ];
         for (method, path, expected) in cases {
             assert_eq!(&route(method, path, 256), expected, "{method} {path}");

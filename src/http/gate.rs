@@ -25,6 +25,7 @@ use log::warn;
 use super::exchange::Exchange;
 use super::parse::{validate, Framing, Head, HeadError, Version};
 use super::reader::{BodyFraming, BodyPlan};
+use crate::action::Action;
 use crate::auth::{Denied, Scope, TokenStore};
 use crate::config::Config;
 use crate::cors;
@@ -36,7 +37,7 @@ use crate::limits::{
 use crate::logging::{id_tag, LogThrottle};
 use crate::query;
 use crate::refused::RefusalReason;
-use crate::registry::Request;
+use crate::registry::{LinkMethod, Request};
 use crate::response::{empty_body, Response};
 use crate::routes::{route, split_target, Route, RouteError};
 
@@ -168,6 +169,9 @@ impl Gate {
         let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
         // Only what the registry keeps: the query a `/link` counterpart is shown, a sender's
         // write secret (of which the registry keeps a digest).
+        let seq = (action == Action::McastGet)
+            .then(|| query::wanted_seq(query, head.headers("cookie")))
+            .flatten();
         let (query, wsecret) = query::kept(action, query, head.header("httprelay-wsecret"));
         let mut request = Request {
             id,
@@ -178,6 +182,9 @@ impl Gate {
             content_type: text("content-type"),
             wsecret,
             body: empty_body(),
+            // Routes let only these methods through to `/sync`; the others do not use it.
+            method: LinkMethod::of(head.method).unwrap_or(LinkMethod::Get),
+            seq,
             reservation: Reservation::default(),
         };
         request.reservation = self.reserve(client, &request, body)?;

@@ -10,15 +10,10 @@ use crate::response::Response;
 pub fn render(answer: Answer) -> Response {
     match answer {
         Answer::LinkMessage { body, content_type, own, sender } => {
-            let response = Response::new(200).body(body);
-            let response = match content_type {
-                Some(content_type) => response.header("Content-Type", content_type),
-                None => response,
-            };
-            with_metadata(response, &own, &sender)
+            with_metadata(message(body, content_type), own.arrived_ms, &sender)
         }
         Answer::LinkDelivered { own, receiver } => {
-            with_metadata(Response::new(200), &own, &receiver)
+            with_metadata(Response::new(200), own.arrived_ms, &receiver)
         }
         // 202: accepted, not yet delivered. A 2xx, so no client sends the message again; not
         // 200, which on /link means "a receiver took it".
@@ -28,6 +23,20 @@ pub fn render(answer: Answer) -> Response {
              restart (--state-file). Do not send it again.",
         )
         .header("HttpRelay-Kept", "1"),
+        Answer::McastMessage { body, content_type, arrived_ms, producer, seq, id } => {
+            // The cookie names the next message for the next read of this channel alone
+            // (its path); SameSite=None and Secure let a page on another origin send it back
+            // with `credentials: 'include'` (protocol §11).
+            let cookie = format_args!(
+                "SeqId={}; Path=/mcast/{}; SameSite=None; Secure",
+                seq.saturating_add(1),
+                PathSegment(&id)
+            );
+            with_metadata(message(body, content_type), arrived_ms, &producer)
+                .header("HttpRelay-SeqId", seq)
+                .header("Set-Cookie", cookie)
+        }
+        Answer::McastKept { seq } => Response::new(200).header("HttpRelay-SeqId", seq),
         Answer::InboxMessage { body, content_type } => {
             let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
             Response::new(200).header("Content-Type", content_type).body(body)
@@ -109,13 +118,40 @@ pub fn shutting_down() -> Response {
     Response::text(503, "The relay is shutting down; retry in a moment.").header("Retry-After", "1")
 }
 
-/// Adds what `own` may know of its counterpart `other` (httprelay.io's metadata headers).
-fn with_metadata(response: Response, own: &Party, other: &Party) -> Response {
+/// A relayed message: 200 with its body and its `Content-Type`, none if its writer sent none.
+fn message(body: std::sync::Arc<[u8]>, content_type: Option<String>) -> Response {
+    let response = Response::new(200).body(body);
+    match content_type {
+        Some(content_type) => response.header("Content-Type", content_type),
+        None => response,
+    }
+}
+
+/// A channel id as one path segment: percent-encoded but for the characters a path segment may
+/// carry as they are (RFC 3986 `pchar`), less `;` and `,`, which a cookie attribute cannot.
+struct PathSegment<'a>(&'a [u8]);
+
+impl std::fmt::Display for PathSegment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for &b in self.0 {
+            if b.is_ascii_alphanumeric() || b"-._~!$&'()*+=:@".contains(&b) {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds what a party that arrived at `own_arrived_ms` (Unix ms) may know of its counterpart
+/// `other` (httprelay.io's metadata headers).
+fn with_metadata(response: Response, own_arrived_ms: u64, other: &Party) -> Response {
     let response = response
         .header("X-Real-IP", other.ip)
         .header("X-Real-Port", other.port)
         .header("HttpRelay-Time", other.arrived_ms)
-        .header("HttpRelay-Your-Time", own.arrived_ms)
+        .header("HttpRelay-Your-Time", own_arrived_ms)
         .header("HttpRelay-Method", other.method);
     if other.query.is_empty() {
         response

@@ -59,13 +59,19 @@ impl std::fmt::Display for Query {
     }
 }
 
-/// The method of one side of a `/link` hand-off, for `HttpRelay-Method`: one byte, not a string.
+/// The method of one side of a `/link` hand-off or a `/sync` exchange, or of an `/mcast`
+/// producer, for `HttpRelay-Method`: one byte, not a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkMethod {
-    /// A receiver.
+    /// A `/link` receiver, or a `/sync` side.
     Get,
-    /// A sender.
+    /// A `/link` sender or `/mcast` producer, or a `/sync` side.
     Post,
+    /// `/sync` sides may use any of the methods its route allows (protocol §10).
+    Head,
+    Put,
+    Patch,
+    Delete,
 }
 
 impl LinkMethod {
@@ -74,7 +80,17 @@ impl LinkMethod {
         match self {
             LinkMethod::Get => "GET",
             LinkMethod::Post => "POST",
+            LinkMethod::Head => "HEAD",
+            LinkMethod::Put => "PUT",
+            LinkMethod::Patch => "PATCH",
+            LinkMethod::Delete => "DELETE",
         }
+    }
+
+    /// The method named `name` (case-sensitive, as HTTP methods are), if it is one of these.
+    pub fn of(name: &str) -> Option<LinkMethod> {
+        use LinkMethod::*;
+        [Get, Post, Head, Put, Patch, Delete].into_iter().find(|m| m.as_str() == name)
     }
 }
 
@@ -96,14 +112,28 @@ pub enum Protocol {
 /// What the registry answers one request with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// A `/link` receiver gets a sender's message. Sent as a *delivery*: the sender hears
-    /// [`Answer::LinkDelivered`] only once the receiver took every byte.
+    /// A `/link` receiver gets a sender's message, or a `/sync` side its counterpart's (then
+    /// `sender` is the counterpart). Sent as a *delivery*: the sender hears
+    /// [`Answer::LinkDelivered`] (a `/sync` counterpart its own answer) only once the receiver
+    /// took every byte.
     LinkMessage { body: Arc<[u8]>, content_type: Option<String>, own: Party, sender: Party },
     /// A `/link` sender: a receiver took the whole message.
     LinkDelivered { own: Party, receiver: Party },
     /// A `/link` sender at shutdown: its message was not delivered but is kept in the state file
     /// and will be offered again after the restart, so the sender must not send it again.
     LinkKept,
+    /// An `/mcast` GET: the kept message numbered `seq`, with its producer's metadata (and the
+    /// reader's arrival, Unix ms), and the channel's id for the cookie that names the next.
+    McastMessage {
+        body: Arc<[u8]>,
+        content_type: Option<String>,
+        arrived_ms: u64,
+        producer: Party,
+        seq: u64,
+        id: Arc<[u8]>,
+    },
+    /// An `/mcast` POST: kept as message `seq`.
+    McastKept { seq: u64 },
     /// An `/inbox` GET or HEAD: the stored message (it stays stored).
     InboxMessage { body: Arc<[u8]>, content_type: Option<String> },
     /// Done, nothing to say: a POST to `/inbox` stored, a DELETE acknowledged, an `/await`'s

@@ -96,7 +96,7 @@ impl Registry {
             Timer::LinkMessage { id, ticket } => {
                 self.touched.push(Touched::LinkGone { id: id.to_vec(), ticket: *ticket })
             }
-            Timer::Waiter(_) | Timer::LinkClaim(_) => {}
+            Timer::Waiter(_) | Timer::LinkClaim(_) | Timer::McastIdle(_) => {}
         }
     }
 

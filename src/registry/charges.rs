@@ -9,6 +9,8 @@ use crate::limits::{MemoryBudget, ENTRY_COST};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const INBOX_TTL: Duration = Duration::from_secs(300);
+const MCAST_RETAIN: usize = 10;
+const MCAST_IDLE: Duration = Duration::from_secs(60);
 
 /// A registry on a fake clock whose requests are charged to `budget` as they would be in the
 /// relay, but from an empty reservation: every byte held is what the registry itself charged.
@@ -31,6 +33,8 @@ impl Charges {
             max_parked_per_ip: None,
             rate_per_id: None,
             keeps_messages,
+            mcast_retain: MCAST_RETAIN,
+            mcast_idle: MCAST_IDLE,
         };
         let registry = Registry::new(settings, start);
         let budget = MemoryBudget::new(None);
@@ -54,6 +58,8 @@ impl Charges {
             content_type: Some("text/plain".into()),
             wsecret,
             body: Arc::from(body.as_bytes()),
+            method: LinkMethod::Post,
+            seq: None,
             reservation: self.budget.empty_for(None),
         };
         self.send(Event::Arrived { conn, request });

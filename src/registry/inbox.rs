@@ -174,7 +174,11 @@ impl Registry {
                     None => out.push(reply(Answer::NoMessage)),
                 }
             }
-            Action::LinkReceive | Action::LinkSend => {}
+            Action::LinkReceive
+            | Action::LinkSend
+            | Action::Sync
+            | Action::McastPost
+            | Action::McastGet => {}
         }
     }
 

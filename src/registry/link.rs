@@ -67,6 +67,20 @@ impl Footprint for Claim {
     }
 }
 
+impl Claim {
+    /// The claim of a writer presenting the secret whose digest is `digest`, on an id of
+    /// `id_len` bytes.
+    pub(super) fn new(digest: [u8; 16], id_len: usize) -> Claim {
+        Claim { digest, id_len }
+    }
+
+    /// Whether a writer presenting the secret whose digest is `digest` (none: no secret) may
+    /// write to the claimed id.
+    pub(super) fn admits(&self, digest: Option<[u8; 16]>) -> bool {
+        digest.is_some_and(|d| same_secret(&self.digest, &d))
+    }
+}
+
 impl Channel {
     fn is_idle(&self) -> bool {
         self.receivers.is_empty()
@@ -114,7 +128,7 @@ impl Channel {
 
 impl Party {
     /// The party of `request`, which gives it its query (kept as it came: no copy).
-    fn of(request: &mut Request, method: LinkMethod) -> Party {
+    pub(super) fn of(request: &mut Request, method: LinkMethod) -> Party {
         Party {
             ip: request.client.ip(),
             port: request.client.port(),
@@ -198,7 +212,7 @@ impl Registry {
         let digest = request.wsecret.as_deref().map(|secret| self.secret_digest(secret));
         let channel = self.links.get(&request.id[..]);
         let claim = channel.and_then(Channel::claim);
-        if claim.is_some_and(|claim| !digest.is_some_and(|d| same_secret(&claim.digest, &d))) {
+        if claim.is_some_and(|claim| !claim.admits(digest)) {
             return out.push(Reply::refused(conn, Refusal::Claimed));
         }
         let claimed = claim.is_some();
@@ -210,10 +224,9 @@ impl Registry {
         // Everything the request leaves held is charged before anything changes.
         let sender = Party::of(&mut request, LinkMethod::Post);
         let mut reservation = request.reservation;
-        let new_claim = digest.filter(|_| !claimed).map(|digest| {
-            let claim = Claim { digest, id_len: request.id.len() };
-            self.charge(claim, &mut reservation)
-        });
+        let new_claim = digest
+            .filter(|_| !claimed)
+            .map(|digest| self.charge(Claim::new(digest, request.id.len()), &mut reservation));
         let new_claim = match new_claim.transpose() {
             Ok(claim) => claim,
             Err(refusal) => return out.push(Reply::refused(conn, refusal)),

@@ -1,15 +1,17 @@
-//! The relay's state machine: every channel, parked request and deadline (protocol §2, §3).
+//! The relay's state machine: every channel, parked request and deadline (protocol §2, §3,
+//! §10, §11).
 //!
 //! Pure: [`Registry::handle`] takes the time and one [`Event`] and appends the [`Reply`]s to send.
 //! It never sees a socket and speaks no HTTP: a reply is an [`Answer`], a plain value that
 //! `src/http/` renders. `src/http/registry_thread.rs` is the thin loop that owns the connections, feeds
 //! events in and hands the answers to the outbox. The `/link` rules live in `link.rs`, the
-//! `/inbox` rules in `inbox.rs`.
+//! `/inbox` rules in `inbox.rs`, httprelay.io's other two channels in `sync.rs` and `mcast.rs`.
 //!
 //! A request that cannot be answered at once is *parked*: it holds an entry here and a deadline
 //! on the timer wheel, and no thread. A `/link` hand-off is a reply with `delivery` set: the
 //! outbox writes it and reports back with [`Event::DeliveryEnded`] whether the receiver took
-//! every byte; only then is the sender told its message was delivered (protocol §2).
+//! every byte; only then is the sender told its message was delivered (protocol §2). A `/sync`
+//! exchange is two such deliveries, one after the other (protocol §10).
 
 pub mod answer;
 mod changes;
@@ -17,7 +19,9 @@ mod conns;
 mod held;
 mod inbox;
 mod link;
+mod mcast;
 pub(crate) mod snapshot;
+mod sync;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -64,6 +68,11 @@ pub struct Request {
     pub wsecret: Option<Vec<u8>>,
     /// The body, read in full.
     pub body: Arc<[u8]>,
+    /// The method, for a `/sync` side's `HttpRelay-Method` (the other routes' sides have the
+    /// method their action names).
+    pub method: LinkMethod,
+    /// The message an `/mcast` reader asks for (`query::wanted_seq`), if it names one.
+    pub seq: Option<i64>,
     /// What the gate reserved for everything the request may leave held (its entry, id,
     /// query, content type, claim and body): the registry charges each held value its
     /// footprint from it and gives the rest back.
@@ -129,6 +138,11 @@ pub struct Settings {
     /// Whether undelivered messages survive a restart (`--state-file`): then a sender waiting
     /// at shutdown is told its message was kept, not to send it again.
     pub keeps_messages: bool,
+    /// Body bytes an `/mcast` channel keeps, oldest evicted first, never the newest
+    /// (`--mcast-retain`).
+    pub mcast_retain: usize,
+    /// How long an `/mcast` channel keeps its messages after its last POST (`--mcast-idle`).
+    pub mcast_idle: Duration,
 }
 
 /// Live counts, for `/health` and metrics.
@@ -144,12 +158,20 @@ pub struct Counts {
     pub links: usize,
     /// `/inbox` ids with a message or someone waiting.
     pub inboxes: usize,
+    /// `/sync` ids with a side waiting for its counterpart.
+    pub syncs: usize,
+    /// `/mcast` channels with messages, readers waiting or a write claim.
+    pub mcasts: usize,
     /// Requests the registry refused, by reason.
     pub refused: RefusalCounts,
     /// `/link` messages taken in full by a receiver (the sender heard 200), since the start.
     pub link_delivered: u64,
     /// `/inbox` messages answered to a GET or HEAD, since the start.
     pub inbox_fetched: u64,
+    /// `/sync` answers taken in full by their side (two per exchange), since the start.
+    pub sync_taken: u64,
+    /// `/mcast` messages answered to a GET, since the start.
+    pub mcast_fetched: u64,
     /// Waits that ran out (408), since the start.
     pub timeouts: u64,
 }
@@ -171,10 +193,11 @@ struct Parked {
 impl Footprint for Parked {
     fn footprint(&self) -> usize {
         match &self.role {
-            // A sender's entry is charged with its message, which outlives the wait.
-            Role::LinkSender(_) => 0,
+            // A sender's entry is charged with its message, which outlives the wait; so is a
+            // /sync side's.
+            Role::LinkSender(_) | Role::Sync(_) => 0,
             Role::LinkReceiver(party) => ENTRY_COST + self.id.len() + party.query.len(),
-            Role::Inbox(..) => ENTRY_COST + self.id.len(),
+            Role::Inbox(..) | Role::McastReader(..) => ENTRY_COST + self.id.len(),
         }
     }
 }
@@ -184,7 +207,10 @@ impl Parked {
     fn client(&self) -> ClientKey {
         match self.role {
             Role::LinkReceiver(ref party) => ClientKey::of(party.ip),
-            Role::LinkSender(client) | Role::Inbox(_, client) => client,
+            Role::LinkSender(client)
+            | Role::Inbox(_, client)
+            | Role::Sync(client)
+            | Role::McastReader(client, _) => client,
         }
     }
 }
@@ -195,6 +221,12 @@ enum Role {
     LinkReceiver(Party),
     LinkSender(ClientKey),
     Inbox(inbox::WaitsFor, ClientKey),
+    /// A `/sync` side, waiting for its counterpart or for the counterpart to take its answer.
+    Sync(ClientKey),
+    /// An `/mcast` reader waiting for the channel's next message, with its arrival (Unix ms,
+    /// for `HttpRelay-Your-Time`): all its answer shows of it. The arrival is kept as bytes, 4-byte
+    /// aligned like the key: as a `u64` it made every parked entry 8 bytes larger.
+    McastReader(ClientKey, [u8; 8]),
 }
 
 /// What a timer-wheel entry stands for.
@@ -208,6 +240,8 @@ enum Timer {
     LinkClaim(Id),
     /// The end of an `/inbox` message's life.
     InboxMessage(Id),
+    /// The end of an `/mcast` channel's messages, `--mcast-idle` after its last POST.
+    McastIdle(Id),
 }
 
 /// All relay state. See the module docs.
@@ -215,8 +249,13 @@ pub struct Registry {
     settings: Settings,
     links: HashMap<Id, link::Channel>,
     inboxes: HashMap<Id, inbox::Inbox>,
+    /// The `/sync` side waiting on each id (at most one: the next request pairs with it).
+    syncs: HashMap<Id, Charged<link::Message>>,
+    mcasts: HashMap<Id, mcast::Channel>,
     parked: HashMap<ConnId, Box<Charged<Parked>>>,
     deliveries: HashMap<ConnId, link::Delivery>,
+    /// `/sync` answers being written, by the connection they are written to.
+    sync_deliveries: HashMap<ConnId, sync::Delivery>,
     wheel: TimerWheel<Timer>,
     /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
@@ -225,7 +264,7 @@ pub struct Registry {
     /// Parked requests per client.
     parked_by_client: HashMap<ClientKey, usize>,
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
-    write_rate: Option<RateTable<(bool, u64)>>,
+    write_rate: Option<RateTable<(u8, u64)>>,
     id_hasher: RandomState,
     /// Keys of the digests that write claims keep instead of secrets, fresh per process.
     secret_keys: [RandomState; 2],
@@ -242,8 +281,11 @@ impl Registry {
         Registry {
             links: HashMap::new(),
             inboxes: HashMap::new(),
+            syncs: HashMap::new(),
+            mcasts: HashMap::new(),
             parked: HashMap::new(),
             deliveries: HashMap::new(),
+            sync_deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
             held: Held::default(),
@@ -281,10 +323,16 @@ impl Registry {
                 match request.action {
                     Action::LinkReceive => self.link_receive(now, conn, request, out),
                     Action::LinkSend => self.link_send(now, conn, request, out),
+                    Action::Sync => self.sync(now, conn, request, out),
+                    Action::McastPost => self.mcast_post(now, conn, request, out),
+                    Action::McastGet => self.mcast_get(now, conn, request, out),
                     _ => self.inbox(now, conn, request, out),
                 }
             }
             Event::Gone { conn } => self.gone(now, conn),
+            Event::DeliveryEnded { conn, taken } if self.sync_deliveries.contains_key(&conn) => {
+                self.sync_delivery_ended(conn, taken, out)
+            }
             Event::DeliveryEnded { conn, taken } => self.link_delivery_ended(now, conn, taken, out),
             Event::Tick => self.tick(now, out),
             Event::Drain => self.drain(now, out),
@@ -294,11 +342,14 @@ impl Registry {
     /// Answers every parked request and refuses every later one. Nothing the relay keeps is
     /// answered "retry": a sender whose message waits is told it was kept when the state file
     /// keeps it. A sender whose message is being delivered stays parked until the delivery ends
-    /// (`link_delivery_ended` answers it); if the process exits first, it is told nothing.
+    /// (`link_delivery_ended` answers it), and so does a `/sync` side whose counterpart's answer
+    /// is being written (`sync_delivery_ended`); if the process exits first, it is told nothing.
     fn drain(&mut self, now: Instant, out: &mut Vec<Reply>) {
         self.draining = true;
-        let in_flight: std::collections::HashSet<ConnId> =
-            self.deliveries.values().map(|d| d.message.ticket).collect();
+        let link_senders = self.deliveries.values().map(|d| d.message.ticket);
+        let in_flight: std::collections::HashSet<ConnId> = link_senders
+            .chain(self.sync_deliveries.values().filter_map(sync::Delivery::waiting))
+            .collect();
         let mut conns: Vec<ConnId> = self.parked.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
@@ -323,6 +374,8 @@ impl Registry {
             parked: self.parked.len(),
             links: self.links.len(),
             inboxes: self.inboxes.len(),
+            syncs: self.syncs.len(),
+            mcasts: self.mcasts.len(),
             messages: self.held.messages(),
             bytes: self.held.bytes(),
             ..self.counts
@@ -338,9 +391,15 @@ impl Registry {
         let delivered_bodies = self.deliveries.values().map(|d| &d.message.body);
         let inbox_bodies =
             self.inboxes.values().filter_map(|i| i.message.as_ref()?.body.as_deref());
+        let sync_bodies = self.syncs.values().map(|side| &side.body);
+        let exchanged = self.sync_deliveries.values().flat_map(sync::Delivery::bodies);
+        let mcast_bodies = self.mcasts.values().flat_map(mcast::Channel::bodies);
         let recount = link_bodies
             .chain(delivered_bodies)
             .chain(inbox_bodies)
+            .chain(sync_bodies)
+            .chain(exchanged)
+            .chain(mcast_bodies)
             .fold((0, 0), |(messages, bytes), body| (messages + 1, bytes + body.bytes().len()));
         assert_eq!(
             (self.held.messages(), self.held.bytes()),
@@ -363,15 +422,18 @@ impl Registry {
         self.wheel.is_empty()
     }
 
-    /// `--rate-per-id`: a write (POST, DELETE) beyond the id's rate gets 429.
+    /// `--rate-per-id`: a write (a POST, a DELETE, a `/sync` side) beyond the id's rate gets
+    /// 429. Each channel kind has its own ids.
     fn check_write_rate(&mut self, now: Instant, request: &Request) -> Result<(), Refusal> {
-        let link = match request.action {
-            Action::LinkSend => true,
-            Action::InboxPost | Action::InboxDelete => false,
+        let kind = match request.action {
+            Action::LinkSend => 0,
+            Action::InboxPost | Action::InboxDelete => 1,
+            Action::Sync => 2,
+            Action::McastPost => 3,
             _ => return Ok(()),
         };
         let Some(table) = &mut self.write_rate else { return Ok(()) };
-        let key = (link, self.id_hasher.hash_one(&request.id));
+        let key = (kind, self.id_hasher.hash_one(&request.id));
         table.take(key, now).map_err(|wait| {
             self.counts.refused.add(RefusalReason::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
@@ -447,14 +509,20 @@ impl Registry {
     }
 
     fn gone(&mut self, now: Instant, conn: ConnId) {
-        let Some(parked) = self.unpark(conn) else {
-            return;
-        };
+        if let Some(parked) = self.unpark(conn) {
+            self.left(now, conn, &parked);
+        }
+    }
+
+    /// Takes `conn`, just unparked (`parked`), out of the lists of its channel.
+    fn left(&mut self, now: Instant, conn: ConnId, parked: &Parked) {
         match parked.role {
             Role::LinkReceiver(_) => self.link_receiver_gone(now, conn, &parked.id),
             // The message stays deliverable (protocol §2); only its 200 has nobody to go to.
             Role::LinkSender(_) => {}
             Role::Inbox(kind, _) => self.inbox_waiter_gone(conn, &parked.id, kind),
+            Role::Sync(_) => self.sync_side_gone(conn, &parked.id),
+            Role::McastReader(..) => self.mcast_reader_gone(conn, &parked.id),
         }
     }
 
@@ -462,7 +530,10 @@ impl Registry {
         shrink_sparse(&mut self.parked);
         shrink_sparse(&mut self.links);
         shrink_sparse(&mut self.inboxes);
+        shrink_sparse(&mut self.syncs);
+        shrink_sparse(&mut self.mcasts);
         shrink_sparse(&mut self.deliveries);
+        shrink_sparse(&mut self.sync_deliveries);
         shrink_sparse(&mut self.parked_by_client);
         let mut expired = Vec::new();
         self.wheel.advance(now, &mut expired);
@@ -475,6 +546,7 @@ impl Registry {
                 }
                 Timer::LinkClaim(id) => self.link_claim_expired(&id),
                 Timer::InboxMessage(id) => self.inbox_message_expired(&id, out),
+                Timer::McastIdle(id) => self.mcast_expired(&id),
             }
         }
     }
@@ -483,21 +555,15 @@ impl Registry {
         let Some(parked) = self.unpark(conn) else {
             return;
         };
-        match parked.role {
-            Role::LinkReceiver(_) => {
-                self.counts.timeouts += 1;
-                self.link_receiver_gone(now, conn, &parked.id);
-                let after = self.settings.link_timeout;
-                out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Link, after }));
-            }
-            Role::Inbox(kind, _) => {
-                self.counts.timeouts += 1;
-                self.inbox_waiter_gone(conn, &parked.id, kind);
-                let after = self.settings.inbox_timeout;
-                out.push(Reply::to(conn, Answer::TimedOut { protocol: Protocol::Inbox, after }));
-            }
-            Role::LinkSender(_) => {}
-        }
+        let (protocol, after) = match parked.role {
+            // A sender's deadline is its message's.
+            Role::LinkSender(_) => return,
+            Role::Inbox(..) => (Protocol::Inbox, self.settings.inbox_timeout),
+            _ => (Protocol::Link, self.settings.link_timeout),
+        };
+        self.counts.timeouts += 1;
+        self.left(now, conn, &parked);
+        out.push(Reply::to(conn, Answer::TimedOut { protocol, after }));
     }
 }
 

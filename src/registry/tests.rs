@@ -8,6 +8,8 @@ use crate::limits::Reservation;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const INBOX_TIMEOUT: Duration = Duration::from_secs(25);
 const INBOX_TTL: Duration = Duration::from_secs(300);
+const MCAST_RETAIN: usize = 10;
+const MCAST_IDLE: Duration = Duration::from_secs(60);
 
 /// A registry on a fake clock, recording every reply as one line of text.
 struct Scenario {
@@ -31,6 +33,8 @@ impl Scenario {
             max_parked_per_ip: None,
             rate_per_id: None,
             keeps_messages: false,
+            mcast_retain: MCAST_RETAIN,
+            mcast_idle: MCAST_IDLE,
         };
         Scenario { registry: Registry::new(settings, start), start, now: start }
     }
@@ -79,6 +83,8 @@ fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
         content_type: None,
         wsecret,
         body: Arc::from(body.as_bytes()),
+        method: LinkMethod::Post,
+        seq: None,
         reservation: Reservation::default(),
     }
 }
@@ -96,6 +102,10 @@ fn render(reply: &Reply) -> String {
         Answer::LinkMessage { body, .. } | Answer::InboxMessage { body, .. } => {
             (200, String::from_utf8_lossy(body).into_owned())
         }
+        Answer::McastMessage { body, seq, .. } => {
+            (200, format!("#{seq} {}", String::from_utf8_lossy(body)))
+        }
+        Answer::McastKept { seq } => (200, format!("kept #{seq}")),
         Answer::LinkDelivered { .. } | Answer::Done => (200, String::new()),
         Answer::LinkKept => (202, "kept".into()),
         Answer::Acknowledged(acked) => (200, acked.to_string()),
@@ -729,4 +739,242 @@ fn an_inbox_slot_stays_at_32_bytes() {
 fn a_timer_takes_48_bytes_of_the_wheel() {
     let size = crate::wheel::entry_size::<super::Timer>();
     assert!(size <= 48, "a wheel entry is {size} bytes: every parked request pays the growth");
+}
+
+impl Scenario {
+    /// A `/sync` side with `method` and `body`.
+    fn sync(&mut self, conn: ConnId, id: &str, method: LinkMethod, body: &str) -> Vec<String> {
+        let mut sync = request(id, Action::Sync, "", body);
+        sync.method = method;
+        self.event(Event::Arrived { conn, request: sync })
+    }
+
+    /// An `/mcast` POST of `body`, with `query` (for `wsecret`).
+    fn mcast_post(&mut self, conn: ConnId, id: &str, query: &str, body: &str) -> Vec<String> {
+        self.event(Event::Arrived { conn, request: request(id, Action::McastPost, query, body) })
+    }
+
+    /// An `/mcast` GET that wants message `seq` (`None`: names none).
+    fn mcast_get(&mut self, conn: ConnId, id: &str, seq: Option<i64>) -> Vec<String> {
+        let mut get = request(id, Action::McastGet, "", "");
+        get.seq = seq;
+        self.event(Event::Arrived { conn, request: get })
+    }
+}
+
+#[test]
+fn sync_the_first_side_is_answered_first_and_the_second_once_it_took_it() {
+    let mut s = Scenario::new();
+    assert!(s.sync(1, "s", LinkMethod::Put, "from 1").is_empty());
+    assert_eq!(held(&s), (1, 1, 6));
+    assert_eq!(s.sync(2, "s", LinkMethod::Get, "from 2"), ["1 <- 200 \"from 2\" (confirm)"]);
+    assert_eq!(s.written(1, true), ["2 <- 200 \"from 1\" (confirm)"]);
+    assert!(s.written(2, true).is_empty());
+    assert_eq!(held(&s), (0, 0, 0));
+    assert_eq!(s.registry.counts().sync_taken, 2);
+    assert_eq!(s.registry.counts().syncs, 0);
+}
+
+#[test]
+fn sync_answers_carry_the_counterparts_method_and_metadata() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Delete, "a");
+    let mut out = Vec::new();
+    let mut second = request("s", Action::Sync, "x=1&wsecret=w", "b");
+    second.method = LinkMethod::Patch;
+    second.arrived_ms = 42;
+    second.content_type = Some("text/x-b".into());
+    s.handle(Event::Arrived { conn: 2, request: second }, &mut out);
+    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+        panic!("not a message: {out:?}")
+    };
+    assert_eq!((sender.method, &*sender.query, sender.arrived_ms), (LinkMethod::Patch, "x=1", 42));
+    assert_eq!((own.method, content_type.as_deref()), (LinkMethod::Delete, Some("text/x-b")));
+    out.clear();
+    s.handle(Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
+    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+        panic!("not a message: {out:?}")
+    };
+    assert_eq!(
+        (sender.method, own.method, content_type),
+        (LinkMethod::Delete, LinkMethod::Patch, &None)
+    );
+}
+
+#[test]
+fn sync_a_third_request_starts_a_new_pair() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    s.sync(2, "s", LinkMethod::Post, "2");
+    // The first pair is being answered; the third waits for a fourth.
+    assert!(s.sync(3, "s", LinkMethod::Post, "3").is_empty());
+    assert_eq!(s.written(1, true), ["2 <- 200 \"1\" (confirm)"]);
+    assert_eq!(s.sync(4, "s", LinkMethod::Post, "4"), ["3 <- 200 \"4\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["4 <- 200 \"3\" (confirm)"]);
+}
+
+#[test]
+fn sync_a_first_side_that_does_not_take_its_answer_leaves_the_second_waiting() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    s.sync(2, "s", LinkMethod::Post, "2");
+    // The first side reset its connection: the second is told nothing and waits again ...
+    assert!(s.written(1, false).is_empty());
+    assert_eq!((s.registry.counts().syncs, held(&s)), (1, (1, 1, 1)));
+    // ... and pairs with the next side, whose answer now goes first.
+    assert_eq!(s.sync(3, "s", LinkMethod::Post, "3"), ["2 <- 200 \"3\" (confirm)"]);
+    assert_eq!(s.written(2, true), ["3 <- 200 \"2\" (confirm)"]);
+    // A third side came while the first was being answered: the second pairs with it at once.
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    s.sync(2, "s", LinkMethod::Post, "2");
+    s.sync(3, "s", LinkMethod::Post, "3");
+    assert_eq!(s.written(1, false), ["3 <- 200 \"2\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["2 <- 200 \"3\" (confirm)"]);
+}
+
+#[test]
+fn sync_a_second_side_that_left_is_answered_nothing() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    s.sync(2, "s", LinkMethod::Post, "2");
+    s.event(Event::Gone { conn: 2 });
+    assert!(s.written(1, true).is_empty());
+    assert_eq!(held(&s), (0, 0, 0));
+    // Left before its counterpart's answer failed: nothing waits again.
+    s.sync(3, "s", LinkMethod::Post, "3");
+    s.sync(4, "s", LinkMethod::Post, "4");
+    s.event(Event::Gone { conn: 4 });
+    assert!(s.written(3, false).is_empty());
+    assert_eq!((held(&s), s.registry.counts().syncs), ((0, 0, 0), 0));
+}
+
+#[test]
+fn sync_a_side_that_left_while_waiting_is_removed_by_its_connection() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    s.event(Event::Gone { conn: 1 });
+    assert_eq!(held(&s), (0, 0, 0));
+    assert!(s.sync(2, "s", LinkMethod::Post, "2").is_empty());
+    // A late report for the first side does not take the second off the id.
+    s.event(Event::Gone { conn: 1 });
+    assert_eq!(s.sync(3, "s", LinkMethod::Post, "3"), ["2 <- 200 \"3\" (confirm)"]);
+}
+
+#[test]
+fn sync_a_lone_side_times_out_and_a_drain_answers_every_side() {
+    let mut s = Scenario::new();
+    s.sync(1, "s", LinkMethod::Post, "1");
+    assert!(s.at(TIMEOUT - Duration::from_millis(1)).is_empty());
+    assert!(s.at(TIMEOUT + TICK)[0].starts_with("1 <- 408"));
+    assert_eq!((held(&s), s.registry.counts().syncs), ((0, 0, 0), 0));
+    // Draining: a waiting side hears 503; a second side waits for its counterpart's answer.
+    let mut s = Scenario::new();
+    s.registry.settings.keeps_messages = true;
+    s.sync(1, "a", LinkMethod::Post, "1");
+    s.sync(2, "b", LinkMethod::Post, "2");
+    s.sync(3, "b", LinkMethod::Post, "3");
+    s.sync(4, "c", LinkMethod::Post, "4");
+    s.sync(5, "c", LinkMethod::Post, "5");
+    assert_eq!(s.event(Event::Drain), ["1 <- 503 \"ShuttingDown\""]);
+    assert_eq!(s.written(2, true), ["3 <- 200 \"2\" (confirm)"]);
+    assert_eq!(s.written(4, false), ["5 <- 503 \"ShuttingDown\""]);
+    assert_eq!(held(&s), (0, 0, 0));
+}
+
+#[test]
+fn mcast_every_wanted_number() {
+    let mut s = Scenario::new();
+    // Nothing written yet: every reader waits for message 0, whatever it asked for.
+    assert!(s.mcast_get(1, "m", None).is_empty());
+    assert!(s.mcast_get(2, "m", Some(5)).is_empty());
+    assert!(s.mcast_get(3, "m", Some(-1)).is_empty());
+    let mut out = s.mcast_post(4, "m", "", "zero");
+    out.sort();
+    assert_eq!(
+        out,
+        [
+            "1 <- 200 \"#0 zero\"",
+            "2 <- 200 \"#0 zero\"",
+            "3 <- 200 \"#0 zero\"",
+            "4 <- 200 \"kept #0\""
+        ]
+    );
+    s.mcast_post(5, "m", "", "one");
+    s.mcast_post(6, "m", "", "two");
+    // None: the newest. Exact: that one. Behind the oldest (or negative): the oldest.
+    assert_eq!(s.mcast_get(7, "m", None), ["7 <- 200 \"#2 two\""]);
+    assert_eq!(s.mcast_get(8, "m", Some(1)), ["8 <- 200 \"#1 one\""]);
+    assert_eq!(s.mcast_get(9, "m", Some(-4)), ["9 <- 200 \"#0 zero\""]);
+    // At next: waits. Ahead of next: waits for next.
+    assert!(s.mcast_get(10, "m", Some(3)).is_empty());
+    assert!(s.mcast_get(11, "m", Some(40)).is_empty());
+    let mut out = s.mcast_post(12, "m", "", "three");
+    out.sort();
+    assert_eq!(out, ["10 <- 200 \"#3 three\"", "11 <- 200 \"#3 three\"", "12 <- 200 \"kept #3\""]);
+    assert_eq!(s.registry.counts().mcast_fetched, 8);
+    // MCAST_RETAIN (10 bytes) kept the two newest.
+    assert_eq!(held(&s), (0, 2, 8));
+}
+
+#[test]
+fn mcast_keeps_its_newest_bodies_within_the_retention() {
+    let mut s = Scenario::new();
+    // MCAST_RETAIN is 10 bytes.
+    s.mcast_post(1, "m", "", "aaaa");
+    s.mcast_post(2, "m", "", "bbbb");
+    assert_eq!(held(&s), (0, 2, 8));
+    s.mcast_post(3, "m", "", "cccc");
+    assert_eq!(held(&s), (0, 2, 8), "the oldest went");
+    assert_eq!(s.mcast_get(4, "m", Some(0)), ["4 <- 200 \"#1 bbbb\""]);
+    // The newest stays, whatever its size.
+    s.mcast_post(5, "m", "", "a body over the retention");
+    assert_eq!(s.mcast_get(6, "m", Some(0)), ["6 <- 200 \"#3 a body over the retention\""]);
+    assert_eq!(held(&s).1, 1);
+}
+
+#[test]
+fn mcast_messages_and_claim_go_after_the_idle_time() {
+    let mut s = Scenario::new();
+    s.mcast_post(1, "m", "wsecret=w", "old");
+    assert!(s.mcast_post(2, "m", "", "x")[0].starts_with("2 <- 401"));
+    s.at(MCAST_IDLE / 2);
+    s.mcast_post(3, "m", "wsecret=w", "new");
+    // The idle time counts from the last POST.
+    s.at(MCAST_IDLE + MCAST_IDLE / 4);
+    assert_eq!(s.mcast_get(4, "m", Some(0)), ["4 <- 200 \"#0 old\""]);
+    s.at(MCAST_IDLE / 2 + MCAST_IDLE + TICK);
+    assert_eq!((held(&s), s.registry.counts().mcasts), ((0, 0, 0), 0));
+    // Forgotten: no claim, and numbers start again at 0.
+    assert_eq!(s.mcast_post(5, "m", "", "again"), ["5 <- 200 \"kept #0\""]);
+    // With a reader waiting, the channel stays, and so does its next number.
+    let again = MCAST_IDLE / 2 + MCAST_IDLE + TICK;
+    s.at(again + MCAST_IDLE - Duration::from_secs(1));
+    assert!(s.mcast_get(6, "m", Some(1)).is_empty());
+    s.at(again + MCAST_IDLE + TICK);
+    assert_eq!((s.registry.counts().mcasts, held(&s)), (1, (1, 0, 0)));
+    assert_eq!(s.mcast_post(7, "m", "", "next")[1], "6 <- 200 \"#1 next\"");
+}
+
+#[test]
+fn mcast_readers_leave_time_out_and_drain() {
+    let mut s = Scenario::new();
+    s.mcast_get(1, "m", None);
+    s.mcast_get(2, "m", None);
+    s.event(Event::Gone { conn: 1 });
+    assert_eq!(held(&s).0, 1);
+    assert!(s.at(TIMEOUT + TICK)[0].starts_with("2 <- 408"));
+    assert_eq!((held(&s), s.registry.counts().mcasts), ((0, 0, 0), 0));
+    s.mcast_get(3, "m", None);
+    assert_eq!(s.event(Event::Drain), ["3 <- 503 \"ShuttingDown\""]);
+    assert!(s.mcast_post(4, "m", "", "late")[0].starts_with("4 <- 503"));
+}
+
+#[test]
+fn channel_kinds_are_separate() {
+    let mut s = Scenario::new();
+    s.mcast_post(1, "x", "", "mcast");
+    assert!(s.sync(2, "x", LinkMethod::Post, "sync").is_empty());
+    assert!(s.get(3, "x").is_empty());
+    assert_eq!(s.mcast_get(4, "x", None), ["4 <- 200 \"#0 mcast\""]);
 }
