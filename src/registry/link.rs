@@ -24,7 +24,7 @@ use super::{shared_id, Id, LinkMethod, Query, CLAIM_IDLE};
 use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
-use crate::limits::{Charged, Footprint, ENTRY_COST};
+use crate::limits::{Charged, Footprint, Reservation, ENTRY_COST};
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.
@@ -159,6 +159,13 @@ impl Footprint for Message {
     }
 }
 
+/// What [`Registry::charge_writer`] charged, and what is left of the request's reservation.
+pub(super) struct Writer {
+    pub(super) message: Charged<Message>,
+    pub(super) parked: Charged<Parked>,
+    pub(super) rest: Reservation,
+}
+
 /// A message being written to a receiver, until [`super::Event::DeliveryEnded`].
 #[derive(Debug)]
 pub(super) struct Delivery {
@@ -223,35 +230,21 @@ impl Registry {
         }
         // Everything the request leaves held is charged before anything changes.
         let sender = Party::of(&mut request, LinkMethod::Post);
-        let mut reservation = request.reservation;
+        let id = shared_id(&self.links, std::mem::take(&mut request.id));
+        let role = Role::LinkSender(client);
+        let written = self.charge_writer(now, conn, &id, sender, role, request);
+        let Writer { mut message, parked, rest: mut reservation } = match written {
+            Ok(written) => written,
+            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
+        };
         let new_claim = digest
             .filter(|_| !claimed)
-            .map(|digest| self.charge(Claim::new(digest, request.id.len()), &mut reservation));
+            .map(|digest| self.charge(Claim::new(digest, id.len()), &mut reservation));
         let new_claim = match new_claim.transpose() {
             Ok(claim) => claim,
             Err(refusal) => return out.push(Reply::refused(conn, refusal)),
         };
-        let deadline = crate::wheel::deadline_after(now, self.settings.link_timeout);
-        let message = Message {
-            ticket: conn,
-            sender,
-            content_type: request.content_type,
-            body: HeldBody::new(&self.held, request.body),
-            deadline,
-            timer: None,
-            id_len: request.id.len(),
-        };
-        let mut message = match self.charge(message, &mut reservation) {
-            Ok(message) => message,
-            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
-        };
-        let id = shared_id(&self.links, request.id);
-        // A sender's entry is charged with its message: its own footprint is nothing.
-        let parked = Parked { id: Arc::clone(&id), role: Role::LinkSender(client), timer: None };
-        let parked = match self.charge(parked, &mut reservation) {
-            Ok(parked) => parked,
-            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
-        };
+        let deadline = message.deadline;
         let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
         if senders.claim.is_none() {
             senders.claim = new_claim;
@@ -268,6 +261,34 @@ impl Registry {
         senders.messages.push_back(message);
         self.park(conn, parked);
         self.link_pair(&id, out);
+    }
+
+    /// Charges what a writer that waits for its counterpart on `id` leaves held: its message
+    /// (`request`'s body and content type, from `sender` on connection `conn`, deliverable for
+    /// `--link-timeout` from `now`) and its parked entry as `role`, charged with the message
+    /// (its own footprint is nothing). A `/link` sender and a `/sync` side are such writers.
+    pub(super) fn charge_writer(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: &Id,
+        sender: Party,
+        role: Role,
+        request: Request,
+    ) -> Result<Writer, Refusal> {
+        let mut rest = request.reservation;
+        let message = Message {
+            ticket: conn,
+            sender,
+            content_type: request.content_type,
+            body: HeldBody::new(&self.held, request.body),
+            deadline: crate::wheel::deadline_after(now, self.settings.link_timeout),
+            timer: None,
+            id_len: id.len(),
+        };
+        let message = self.charge(message, &mut rest)?;
+        let parked = self.charge(Parked { id: Arc::clone(id), role, timer: None }, &mut rest)?;
+        Ok(Writer { message, parked, rest })
     }
 
     /// Hands waiting messages to waiting receivers, first come first served.

@@ -19,10 +19,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+#[cfg(test)]
 use super::held::HeldBody;
-use super::link::Message;
-use super::{shared_id, Answer, ConnId, Id, Parked, Party, Refusal, Registry, Reply, Request};
-use super::{Role, Timer};
+use super::link::{Message, Writer};
+use super::{shared_id, Answer, ConnId, Id, Party, Refusal, Registry, Reply, Request, Role, Timer};
 use crate::identity::ClientKey;
 use crate::limits::Charged;
 
@@ -90,29 +90,14 @@ impl Registry {
         }
         let method = request.method;
         let side = Party::of(&mut request, method);
-        let mut reservation = request.reservation;
-        let message = Message {
-            ticket: conn,
-            sender: side,
-            content_type: request.content_type,
-            body: HeldBody::new(&self.held, request.body),
-            deadline: crate::wheel::deadline_after(now, self.settings.link_timeout),
-            timer: None,
-            id_len: request.id.len(),
-        };
-        let message = match self.charge(message, &mut reservation) {
-            Ok(message) => message,
-            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
-        };
-        let id = shared_id(&self.syncs, request.id);
-        // Its entry is charged with its message.
-        let parked = Parked { id: Arc::clone(&id), role: Role::Sync(client), timer: None };
-        let parked = match self.charge(parked, &mut reservation) {
-            Ok(parked) => parked,
-            Err(refusal) => return out.push(Reply::refused(conn, refusal)),
-        };
-        self.park(conn, parked);
-        self.sync_meet(id, message, out);
+        let id = shared_id(&self.syncs, std::mem::take(&mut request.id));
+        match self.charge_writer(now, conn, &id, side, Role::Sync(client), request) {
+            Ok(Writer { message, parked, .. }) => {
+                self.park(conn, parked);
+                self.sync_meet(id, message, out);
+            }
+            Err(refusal) => out.push(Reply::refused(conn, refusal)),
+        }
     }
 
     /// `side`, parked, meets the side waiting on `id`, whose answer is written first; with
