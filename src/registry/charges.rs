@@ -229,6 +229,53 @@ fn what_does_not_fit_is_refused_and_counted_and_charges_nothing() {
     assert_eq!(c.used(), 0);
 }
 
+#[test]
+fn a_sync_side_is_charged_as_a_link_message_until_its_exchange_ends() {
+    let mut c = Charges::new(false);
+    c.arrive(1, "sy", Action::Sync, "q=1", "first");
+    assert_eq!(c.used(), message("sy", "q=1", "first"));
+    c.arrive(2, "sy", Action::Sync, "", "second");
+    let both = message("sy", "q=1", "first") + message("sy", "", "second");
+    assert_eq!(c.used(), both, "both, while the first side's answer is written");
+    c.send(Event::DeliveryEnded { conn: 1, taken: false });
+    assert_eq!(c.used(), message("sy", "", "second"), "not taken: the second waits again");
+    c.arrive(3, "sy", Action::Sync, "", "third");
+    c.send(Event::DeliveryEnded { conn: 2, taken: true });
+    assert_eq!(c.used(), 0, "exchanged: the answers hold what they carry");
+    c.arrive(4, "sy", Action::Sync, "", "left");
+    c.send(Event::Gone { conn: 4 });
+    assert_eq!(c.used(), 0, "left");
+    c.arrive(5, "sy", Action::Sync, "", "alone");
+    c.at(TIMEOUT);
+    assert_eq!(c.used(), 0, "timed out");
+    c.arrive(6, "sy", Action::Sync, "", "drained");
+    c.send(Event::Drain);
+    assert_eq!(c.used(), 0, "drained");
+}
+
+#[test]
+fn an_mcast_message_is_charged_until_evicted_or_expired_and_a_reader_while_it_waits() {
+    let mut c = Charges::new(false);
+    c.arrive(1, "mc", Action::McastPost, "k=v", "12345");
+    let first = message("mc", "k=v", "12345");
+    assert_eq!(c.used(), first);
+    c.arrive(2, "mc", Action::McastPost, "", "67890");
+    assert_eq!(c.used(), first + message("mc", "", "67890"));
+    // MCAST_RETAIN is 10 bytes: a third body evicts the first.
+    c.arrive(3, "mc", Action::McastPost, "", "abcde");
+    assert_eq!(c.used(), 2 * message("mc", "", "abcde"));
+    let reader = ENTRY_COST + "rd".len();
+    c.arrive(4, "rd", Action::McastGet, "", "");
+    assert_eq!(c.used(), 2 * message("mc", "", "abcde") + reader);
+    c.send(Event::Gone { conn: 4 });
+    c.arrive(5, "mc", Action::McastPost, "wsecret=s", "x");
+    let claim = link::CLAIM_COST + "mc".len();
+    let kept = message("mc", "", "abcde") + message("mc", "", "x");
+    assert_eq!(c.used(), kept + claim, "left: the reader gave its charge back");
+    c.at(MCAST_IDLE + Duration::from_secs(1));
+    assert_eq!(c.used(), 0, "expired, with the claim");
+}
+
 /// What each kind really costs on the heap, against what it is charged, with the counting
 /// allocator (`make test` runs these alone: `--features count-allocs`, one test thread). The
 /// registry's own heap per value must be covered by its charge, and the charge must not exceed
@@ -315,6 +362,25 @@ mod measured {
             c.arrive(n, &id, Action::InboxPost, "", &"b".repeat(1000));
             c.arrive(n + 1_000_000, &id, Action::InboxDelete, "", "");
         });
+    }
+
+    #[test]
+    fn a_waiting_sync_side() {
+        check("sync side", |c, n| {
+            c.arrive(n, &format!("sync-{n}"), Action::Sync, QUERY, &"b".repeat(1000))
+        });
+    }
+
+    #[test]
+    fn a_kept_mcast_message() {
+        check("mcast message", |c, n| {
+            c.arrive(n, &format!("mcast-{n}"), Action::McastPost, QUERY, &"b".repeat(1000))
+        });
+    }
+
+    #[test]
+    fn a_waiting_mcast_reader() {
+        check("mcast reader", |c, n| c.arrive(n, &format!("reader-{n}"), Action::McastGet, "", ""));
     }
 
     #[test]

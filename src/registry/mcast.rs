@@ -138,6 +138,10 @@ impl Registry {
         kept.seq = channel.next;
         channel.next += 1;
         channel.bytes += kept.body.bytes().len();
+        if channel.messages.capacity() == 0 {
+            // Room for one, not the four a first push makes: most channels are short-lived.
+            channel.messages.reserve_exact(1);
+        }
         channel.messages.push_back(kept);
         while channel.bytes > self.settings.mcast_retain && channel.messages.len() > 1 {
             if let Some(evicted) = channel.messages.pop_front() {
