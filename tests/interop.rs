@@ -511,7 +511,16 @@ document.getElementById('result').textContent = out.join('\n');
 /// time does not run while fetches are pending, so the budget covers the page's timers, not its
 /// long polls.
 fn chromium_dump_dom(url: &str) -> String {
+    chromium_dump_dom_with(url, None)
+}
+
+/// [`chromium_dump_dom`] with the profile's `Preferences` (JSON) set to `preferences` first.
+fn chromium_dump_dom_with(url: &str, preferences: Option<&str>) -> String {
     let dir = TempDir::new("chromium");
+    if let Some(preferences) = preferences {
+        fs::create_dir_all(dir.join("profile/Default")).unwrap();
+        fs::write(dir.join("profile/Default/Preferences"), preferences).unwrap();
+    }
     let dom = dir.join("dom.html");
     let mut child = Command::new("chromium")
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -589,6 +598,65 @@ fn chromium_fetch_fails_when_cors_refuses_the_origin() {
     assert_eq!(result, "error TypeError: Failed to fetch", "{:?}", relay.logs());
     // The request did reach the relay and was answered: the browser refused the answer.
     assert!(relay.logs().iter().any(|l| l.contains("GET inbox") && l.contains(" 408 ")));
+}
+
+/// A page that reads `/mcast/page-feed` on the relay at `relay` three times, each `fetch` with
+/// `credentials: 'include'` and no `SeqId` of its own: only the cookie the relay set can make the
+/// second and third reads ask for the message after the one before.
+fn mcast_page(relay: SocketAddr) -> String {
+    format!(
+        r#"<!doctype html>
+<html><body><pre id=result>pending</pre>
+<script type=module>
+const out = [];
+try {{
+  for (let i = 0; i < 3; i++) {{
+    const r = await fetch('http://{relay}/mcast/page-feed', {{credentials: 'include'}});
+    out.push(r.status + ' ' + r.headers.get('HttpRelay-SeqId') + ' ' + await r.text());
+  }}
+}} catch (e) {{
+  out.push('error ' + e);
+}}
+document.getElementById('result').textContent = out.join('\n');
+</script>
+</body></html>
+"#
+    )
+}
+
+/// The `SeqId` cookie round trip in a real browser, from a page on another origin: the relay's
+/// `Set-Cookie` (`SameSite=None; Secure`) is kept from a credentialed fetch and sent back with
+/// the next one, so each read gets the message after the last, waiting for it when it is not
+/// there yet (without the cookie the second read would get message 0 again at once). Run from
+/// `page_host`, the page's host: `127.0.0.1` on another port (same site), or `localhost` (another
+/// site), with third-party cookies allowed by `preferences` (this Chromium blocks them by
+/// default: protocol §11).
+fn mcast_cookie_round_trip(page_host: &str, preferences: Option<&'static str>) {
+    let relay = Relay::start(&[]);
+    assert_eq!(relay.post("/mcast/page-feed", b"zero", &[]).status, 200);
+    let page = serve_page(mcast_page(relay.addr()));
+    let url = format!("http://{page_host}:{}/page", page.port());
+    let browser = thread::spawn(move || chromium_dump_dom_with(&url, preferences));
+    for body in ["one", "two"] {
+        relay.wait_parked(1);
+        assert_eq!(relay.post("/mcast/page-feed", body.as_bytes(), &[]).status, 200);
+    }
+    let result = page_result(&browser.join().unwrap());
+    assert_eq!(result, "200 0 zero\n200 1 one\n200 2 two", "{:?}", relay.logs());
+}
+
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_follows_an_mcast_channel_by_its_cookie_from_another_origin() {
+    mcast_cookie_round_trip("127.0.0.1", None);
+}
+
+#[test]
+#[ignore = "needs nginx, caddy and chromium: make interop"]
+fn chromium_follows_an_mcast_channel_by_its_cookie_from_another_site() {
+    let allow_third_party_cookies =
+        r#"{"profile":{"cookie_controls_mode":0,"block_third_party_cookies":false}}"#;
+    mcast_cookie_round_trip("localhost", Some(allow_third_party_cookies));
 }
 
 impl Proxy {
