@@ -132,6 +132,10 @@ for kind in "${KINDS[@]}"; do bench "$kind" c64 link-throughput -c 64 -d "$DURAT
 for kind in "${KINDS[@]}"; do bench "$kind" inbox inbox-flow -c 32 -d "$DURATION"; done
 for kind in "${KINDS[@]}"; do bench "$kind" park park -n "$PARK" -c 32; done
 for kind in "${KINDS[@]}"; do bench "$kind" parkinbox park --inbox -n "$PARK" -c 32; done
+# /mcast fan-out (one POST, FANOUT readers waiting on one channel): Pubky's relay has no /mcast,
+# so only handoff's builds run it, and the ratio column stays n/a.
+FANOUT=${FANOUT:-1000}
+for kind in glibc static; do bench "$kind" fanout mcast-fanout -n "$FANOUT" -c 32 -d "$DURATION"; done
 
 # Allocations per hand-off: handoff's counting build (--features count-allocs) prints its
 # totals to stderr; the difference over a run, divided by the hand-offs (or flows) it made.
@@ -308,6 +312,9 @@ row "park $PARK on /link: bytes per parked (RSS)" park rss_bytes_per_parked less
 row "park $PARK on /link: served/s" park served_per_sec more
 row "park $PARK on /inbox: bytes per parked (RSS)" parkinbox rss_bytes_per_parked less
 row "park $PARK on /inbox: served/s" parkinbox served_per_sec more
+row "mcast-fanout $FANOUT readers: answered/s" fanout answered_per_sec more
+row "mcast-fanout $FANOUT readers: reader p99 ms after the POST" fanout p99_ms less
+row "mcast-fanout: relay CPU µs per reader (its wait and its answer)" fanout relay_cpu_us_per_op less
 echo "| allocations per /link hand-off, dhat (blocks / bytes) | ${RESULT[pubky.dhat_link]:-n/a} | ${RESULT[glibc.dhat_link]:-n/a} | n/a (same code) | |"
 echo "| allocations per /inbox flow, dhat (blocks / bytes) | ${RESULT[pubky.dhat_inbox]:-n/a} | ${RESULT[glibc.dhat_inbox]:-n/a} | n/a (same code) | |"
 echo "| allocations per /link hand-off, counting allocator (calls / bytes) | n/a | ${RESULT[counted.link]} | n/a (same code) | |"

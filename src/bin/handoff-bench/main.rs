@@ -2,7 +2,7 @@
 //! given by base URL. Plain HTTP/1.1 over `std::net::TcpStream`, one connection per request (the
 //! relay closes after each response), a thread per concurrent client; no async, no client crate.
 //!
-//! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park`, and `soak` (in `soak.rs`;
+//! Scenarios: `link-latency`, `link-throughput`, `inbox-flow`, `park`, `mcast-fanout`, and `soak` (in `soak.rs`;
 //! see `--help`); and `floor-relay` (in `floor.rs`), the least a relay can do, to measure
 //! against, which serves until killed. Every request has a timeout and every load loop is
 //! bounded by a count or a deadline.
@@ -36,6 +36,9 @@ Scenarios:
   inbox-flow       -c concurrent Pubky flows (GET that waits, POST, GET returns, DELETE) for -d
   park             -n receivers parked on distinct ids; relay RSS/threads/fds with --pid;
                    then the time until -c concurrent senders have served all of them
+  mcast-fanout     -n readers wait on one /mcast channel (handoff's, httprelay.io's), one POST
+                   answers them all; rounds on fresh channels for -d; latency of each reader
+                   from the POST to its answer
   soak             -c threads of mixed load for -d (/link and /inbox flows, receivers that
                    leave, slow readers, waits that end in 408); the relay's RSS, descriptors
                    and threads every --sample; exits 1 unless it passes (needs --pid)
@@ -47,7 +50,8 @@ Options:
   -c, --concurrency N    concurrent pairs or flows [default: 1]; for park and
                          --parked-background, threads parking and sending [default: 32]
   -d, --duration DUR     run time of throughput scenarios: 10s, 500ms [default: 10s]
-  -n, --count N          hand-offs (link-latency) or parked receivers (park) [default: 1000]
+  -n, --count N          hand-offs (link-latency), parked receivers (park) or readers per
+                         round (mcast-fanout) [default: 1000]
   --parked-background N  link-latency: keep N other receivers parked meanwhile [default: 0]
   --pid PID              the relay's process id, to read /proc/PID/{stat,status,fd}: its CPU
                          time per hand-off or flow, its memory, threads and descriptors
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         "link-throughput" => link_throughput(&options),
         "inbox-flow" => inbox_flow(&options),
         "park" => park(&options),
+        "mcast-fanout" => mcast_fanout(&options),
         "soak" => return soak::run(&options),
         "floor-relay" => return floor::run(&options),
         other => Err(format!("unknown scenario {other:?}")),
@@ -470,10 +475,10 @@ fn run_id() -> String {
 fn link_latency(options: &Options) -> Result<Report, String> {
     let target = &options.target;
     let run = run_id();
+    let background_run = format!("{run}-bg");
     let background = park_receivers(
         target,
-        "/link",
-        &format!("{run}-bg"),
+        move |j| format!("/link/{background_run}-{j}"),
         options.parked_background,
         options.concurrency.unwrap_or(32),
     )?;
@@ -616,7 +621,9 @@ fn park(options: &Options) -> Result<Report, String> {
     let mut facts = vec![("parked", n as f64)];
     let before = options.pid.map(proc_stats).transpose()?;
     let started = Instant::now();
-    let receivers = park_receivers(target, protocol, &run, n, senders)?;
+    let parked_run = run.clone();
+    let receivers =
+        park_receivers(target, move |j| format!("{protocol}/{parked_run}-{j}"), n, senders)?;
     facts.push(("park_seconds", started.elapsed().as_secs_f64()));
     let seen = wait_parked(target, n);
     facts.push(("relay_reports_parked", seen.map_or(-1.0, |p| p as f64)));
@@ -670,19 +677,19 @@ fn park(options: &Options) -> Result<Report, String> {
     Ok(Report { scenario, facts, series: vec![served] })
 }
 
-/// Opens `n` receivers (`GET {protocol}/{run}-{j}`) from `threads` threads and keeps them open.
+/// Opens `n` receivers (`GET path(j)`) from `threads` threads and keeps them open.
 fn park_receivers(
     target: &Target,
-    protocol: &'static str,
-    run: &str,
+    path: impl Fn(usize) -> String + Send + Sync + 'static,
     n: usize,
     threads: usize,
 ) -> Result<Vec<(usize, TcpStream)>, String> {
     let threads = threads.clamp(1, n.max(1));
     let next = Arc::new(AtomicUsize::new(0));
+    let path = Arc::new(path);
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (target, run, next) = (target.clone(), run.to_string(), Arc::clone(&next));
+            let (target, path, next) = (target.clone(), Arc::clone(&path), Arc::clone(&next));
             thread::spawn(move || -> Result<Vec<(usize, TcpStream)>, String> {
                 let mut mine = Vec::new();
                 loop {
@@ -690,7 +697,7 @@ fn park_receivers(
                     if j >= n {
                         return Ok(mine);
                     }
-                    mine.push((j, target.open("GET", &format!("{protocol}/{run}-{j}"), b"")?));
+                    mine.push((j, target.open("GET", &path(j), b"")?));
                 }
             })
         })
@@ -701,6 +708,51 @@ fn park_receivers(
     }
     all.sort_unstable_by_key(|(j, _)| *j);
     Ok(all)
+}
+
+/// Rounds of `-n` readers waiting on a fresh `/mcast` channel, answered by one POST, for `-d`
+/// (at least one round); each reader's latency is from the POST to its whole answer.
+fn mcast_fanout(options: &Options) -> Result<Report, String> {
+    let target = &options.target;
+    let (readers, threads) = (options.count.max(1), options.concurrency.unwrap_or(32).max(1));
+    let run = run_id();
+    let cpu = CpuMeter::start(options.pid)?;
+    let deadline = Instant::now() + options.duration;
+    let (mut answers, mut rounds, mut fanning) = (Series::named("reader"), 0, Duration::ZERO);
+    while rounds == 0 || Instant::now() < deadline {
+        let path = format!("/mcast/{run}-{rounds}");
+        let waiting_path = path.clone();
+        let waiting = park_receivers(target, move |_| waiting_path.clone(), readers, threads)?;
+        wait_parked(target, readers);
+        let posted = Instant::now();
+        expect_200("POST", target.call("POST", &path, b"bench-token"))?;
+        let handles: Vec<_> = split(waiting, threads)
+            .into_iter()
+            .map(|chunk| {
+                thread::spawn(move || {
+                    let mut series = Series::named("reader");
+                    for (_, mut reader) in chunk {
+                        series.record(posted, expect_200("reader", read_status(&mut reader)));
+                    }
+                    series
+                })
+            })
+            .collect();
+        for handle in handles {
+            answers.merge(handle.join().map_err(|_| "a reading thread panicked")?);
+        }
+        fanning += posted.elapsed();
+        rounds += 1;
+    }
+    let answered = answers.ok.len();
+    let mut facts = vec![
+        ("readers", readers as f64),
+        ("rounds", rounds as f64),
+        ("answered", answered as f64),
+        ("answered_per_sec", answered as f64 / fanning.as_secs_f64()),
+    ];
+    cpu.finish(answered, &mut facts)?;
+    Ok(Report { scenario: "mcast-fanout", facts, series: vec![answers] })
 }
 
 /// Polls `/health` until it reports `n` parked requests (up to 60 s). `None` if the relay has
