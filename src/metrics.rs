@@ -228,11 +228,14 @@ impl Gauges {
     pub fn summary(&self) -> String {
         let counts = *self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         format!(
-            "now: {} waiting, {} messages held, {} /link ids, {} /inbox ids, {} connections",
+            "now: {} waiting, {} messages held, {} /link ids, {} /inbox ids, {} /sync ids, \
+             {} /mcast channels, {} connections",
             counts.parked,
             counts.messages,
             counts.links,
             counts.inboxes,
+            counts.syncs,
+            counts.mcasts,
             self.connections.load(Relaxed)
         )
     }

@@ -139,7 +139,7 @@ pub fn usage(now: &str) -> Response {
          DELETE /inbox/{{id}}        acknowledge the message\n\
          GET    /inbox/{{id}}/ack    true or false: was it acknowledged\n\
          GET    /inbox/{{id}}/await  wait for the acknowledgement\n\
-         ANY    /sync/{{id}}         swap bodies with the next request on {{id}} (httprelay.io sync)\n\
+         POST   /sync/{{id}}         swap bodies with the next request on {{id}}; GET, PUT, PATCH, DELETE too\n\
          POST   /mcast/{{id}}        keep a message for every reader (httprelay.io mcast); 200 at once\n\
          GET    /mcast/{{id}}        a kept message by SeqId (query or cookie), or wait for the next\n\
          GET    /health            live counts and limits as JSON\n\

@@ -137,6 +137,17 @@ impl Registry {
         }
         kept.seq = channel.next;
         channel.next += 1;
+        out.push(Reply::to(conn, Answer::McastKept { seq: kept.seq }));
+        // Every waiting reader gets it; ids whose reader left may still be in the list: they
+        // are not parked.
+        let mut answers = Vec::new();
+        for reader in std::mem::take(&mut channel.readers).into_ids() {
+            if let Some(&Role::McastReader(_, arrived)) = self.parked.get(&reader).map(|p| &p.role)
+            {
+                let arrived_ms = u64::from_ne_bytes(arrived);
+                answers.push(Reply::to(reader, answer(&id, &kept, arrived_ms)));
+            }
+        }
         channel.bytes += kept.body.bytes().len();
         if channel.messages.capacity() == 0 {
             // Room for one, not the four a first push makes: most channels are short-lived.
@@ -153,18 +164,6 @@ impl Registry {
         }
         let idle_end = crate::wheel::deadline_after(now, self.settings.mcast_idle);
         channel.idle_timer = Some(self.wheel.insert(idle_end, Timer::McastIdle(Arc::clone(&id))));
-        let readers = std::mem::take(&mut channel.readers).into_ids();
-        let Some(newest) = channel.messages.back() else { return };
-        out.push(Reply::to(conn, Answer::McastKept { seq: newest.seq }));
-        let mut answers = Vec::new();
-        for reader in readers {
-            // Ids whose reader left may still be in the list: they are not parked.
-            if let Some(&Role::McastReader(_, arrived)) = self.parked.get(&reader).map(|p| &p.role)
-            {
-                let arrived_ms = u64::from_ne_bytes(arrived);
-                answers.push(Reply::to(reader, answer(&id, newest, arrived_ms)));
-            }
-        }
         for reply in answers {
             self.unpark(reply.conn);
             self.counts.mcast_fetched += 1;
