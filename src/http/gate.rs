@@ -637,6 +637,25 @@ mod tests {
     }
 
     #[test]
+    fn an_mcast_reader_names_its_message_and_a_sync_side_its_method() {
+        let open = gate(config(|_| {}), false);
+        let relayed = |request: &str| match decide(&open, request) {
+            Ok(Decision::Relay { request, .. }) => request,
+            other => panic!("not a relay request: {other:?}"),
+        };
+        let cookie =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: h\r\nCookie: a=1; SeqId=7\r\n\r\n");
+        assert_eq!(relayed(&get("/mcast/m")).seq, None);
+        assert_eq!(relayed(&get("/mcast/m?seqid=4")).seq, Some(4));
+        assert_eq!(relayed(&cookie("/mcast/m")).seq, Some(7));
+        assert_eq!(relayed(&cookie("/mcast/m?SeqId=-2")).seq, Some(-2));
+        assert_eq!(relayed(&cookie("/link/m")).seq, None, "only /mcast readers ask for one");
+        let put = relayed("PUT /sync/s?wsecret=w&k=v HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!((put.action, put.method), (Action::Sync, crate::registry::LinkMethod::Put));
+        assert_eq!((put.query.as_str(), put.wsecret), ("k=v", None), "no write claims on /sync");
+    }
+
+    #[test]
     fn body_plans_and_expect() {
         let gate = gate(config(|c| c.limits.max_body = 100), false);
         let length = |n| BodyPlan { framing: BodyFraming::Length(n), expect_continue: false };
