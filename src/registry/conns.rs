@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 
-use super::ConnId;
+/// Identifies one client connection for its whole life; never reused.
+pub type ConnId = u64;
 
 /// Connection ids, first come first served.
 #[derive(Debug, Default)]

@@ -38,10 +38,9 @@ use crate::limits::{
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
+pub use conns::ConnId;
 use held::Held;
 
-/// Identifies one client connection for its whole life; never reused.
-pub type ConnId = u64;
 
 /// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
