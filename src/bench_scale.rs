@@ -42,6 +42,7 @@ fn settings() -> Settings {
         keeps_messages: false,
         mcast_retain: crate::config::DEFAULT_MCAST_RETAIN,
         mcast_idle: Duration::from_secs(300),
+        single_use: crate::config::SingleUse::default(),
     }
 }
 

@@ -37,9 +37,42 @@ pub struct Config {
     /// Where the stored messages are saved across restarts (`--state-file`). Defaults to none.
     pub state_file: Option<PathBuf>,
     /// This relay's name among several behind one proxy (`--instance`), also sent in the
-    /// `Handoff-Instance` response header. Defaults to none: `/health` and `/metrics` then name
-    /// the relay by [`host_name`], and no header is sent.
+    /// `Handoff-Instance` response header. Defaults to none: then no answer names the relay.
     pub instance: Option<String>,
+    /// Whether a `/link` answer tells each side the other's address (`--peer-address`).
+    /// Defaults to [`PeerAddress::Hide`].
+    pub peer_address: PeerAddress,
+    /// Replay refusal (`--single-use`, protocol §2.2). Defaults to off.
+    pub single_use: SingleUse,
+}
+
+/// `--peer-address`: whether a `/link` answer carries the counterpart's `X-Real-IP` and
+/// `X-Real-Port` (httprelay.io sends them; README "Decisions" says why they are hidden by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerAddress {
+    /// Both headers, as httprelay.io sends them.
+    Show,
+    /// Neither header: nothing in their place. The default.
+    Hide,
+}
+
+/// `--single-use`, `--burned-for`, `--max-burned`: ids whose message was delivered are refused
+/// for a while (protocol §2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SingleUse {
+    /// Whether delivered ids are burned (`--single-use`). Defaults to off.
+    pub on: bool,
+    /// How long a burned id stays refused (`--burned-for`). Defaults to 25 h.
+    pub retention: Duration,
+    /// Most burned ids kept; at it, the oldest is forgotten early (`--max-burned`). Defaults to
+    /// 100,000.
+    pub max: usize,
+}
+
+impl Default for SingleUse {
+    fn default() -> Self {
+        SingleUse { on: false, retention: Duration::from_secs(25 * 3600), max: 100_000 }
+    }
 }
 
 /// Access control (protocol §6); off by default.
@@ -196,6 +229,8 @@ impl Default for Config {
             access: Access::default(),
             state_file: None,
             instance: None,
+            peer_address: PeerAddress::Hide,
+            single_use: SingleUse::default(),
         }
     }
 }
@@ -471,8 +506,8 @@ static FLAGS: &[Flag] = &[
         show: |c| c.state_file.as_ref().map_or("none".into(), |p| p.display().to_string()) },
     Flag { name: "instance", env: "HANDOFF_INSTANCE", placeholder: "NAME",
         help: "This relay's name among several behind one proxy: shown in /health and /metrics, \
-               and sent in a Handoff-Instance header on every response. none: /health and \
-               /metrics show the host name, and no header is sent.",
+               and sent in a Handoff-Instance header on every response. none: no answer names \
+               the relay.",
         set: |c, v| {
             c.instance = match v {
                 "none" => None,
@@ -481,6 +516,53 @@ static FLAGS: &[Flag] = &[
             Ok(())
         },
         show: |c| c.instance.clone().unwrap_or_else(|| "none".into()) },
+    Flag { name: "peer-address", env: "HANDOFF_PEER_ADDRESS", placeholder: "show|hide",
+        help: "Whether a /link answer tells each side the other's address (X-Real-IP, \
+               X-Real-Port), as httprelay.io does: show, or hide (no such header at all).",
+        set: |c, v| {
+            c.peer_address = match v {
+                "show" => PeerAddress::Show,
+                "hide" => PeerAddress::Hide,
+                _ => return Err("show or hide"),
+            };
+            Ok(())
+        },
+        show: |c| match c.peer_address {
+            PeerAddress::Show => "show".into(),
+            PeerAddress::Hide => "hide".into(),
+        } },
+    Flag { name: "single-use", env: "HANDOFF_SINGLE_USE", placeholder: "on|off",
+        help: "on: an id whose message was delivered (a /link hand-off taken, an /inbox \
+               acknowledgement) is burned: later writes and waits on it get 410 for --burned-for.",
+        set: |c, v| {
+            c.single_use.on = match v {
+                "on" => true,
+                "off" => false,
+                _ => return Err("on or off"),
+            };
+            Ok(())
+        },
+        show: |c| if c.single_use.on { "on".into() } else { "off".into() } },
+    Flag { name: "burned-for", env: "HANDOFF_BURNED_FOR", placeholder: "DURATION",
+        help: "How long a burned id stays refused (--single-use), at most 7 days.",
+        set: |c, v| {
+            c.single_use.retention = match duration(v)? {
+                Duration::ZERO => return Err("a duration above zero"),
+                d if d > MAX_BURNED_FOR => return Err("a duration of at most 168h"),
+                d => d,
+            };
+            Ok(())
+        },
+        show: |c| show_duration(c.single_use.retention) },
+    Flag { name: "max-burned", env: "HANDOFF_MAX_BURNED", placeholder: "N",
+        help: "Most burned ids kept (--single-use), 1 to 10000000; at it, the oldest is \
+               forgotten early, and counted.",
+        set: |c, v| {
+            c.single_use.max =
+                in_range(count(v)?, 1..=MAX_BURNED, "a number from 1 to 10000000")?;
+            Ok(())
+        },
+        show: |c| c.single_use.max.to_string() },
     Flag { name: "auth-failures-per-ip", env: "HANDOFF_AUTH_FAILURES_PER_IP", placeholder: "N",
         help: "Failed authentications (401, 403) per minute per client IP before it gets 429. \
                0 disables.",
@@ -650,17 +732,6 @@ fn instance_name(name: &str) -> Option<&str> {
     (1..=64).contains(&name.len()).then_some(name).filter(|n| n.bytes().all(allowed))
 }
 
-/// The machine's host name (`/proc/sys/kernel/hostname`, else `/etc/hostname`), which names the
-/// relay in `/health` and `/metrics` when `--instance` is not given; `handoff` if neither file
-/// holds a usable name.
-pub fn host_name() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .find_map(|text| instance_name(text.trim()).map(str::to_string))
-        .unwrap_or_else(|| "handoff".into())
-}
-
 /// A comma-separated list of address ranges; `none` is the empty list.
 fn cidrs(value: &str) -> Result<Vec<Cidr>, Expected> {
     if value == "none" {
@@ -738,6 +809,11 @@ fn duration(value: &str) -> Result<Duration, Expected> {
     }
 }
 
+/// Longest `--burned-for`: a week. A burned id outlives every hand-off by far; the memory it
+/// costs is bounded by `--max-burned` whatever the time.
+const MAX_BURNED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most `--max-burned`: ten million ids (about 1.5 GB, charged to `--max-memory`).
+const MAX_BURNED: usize = 10_000_000;
 /// Largest `--max-body`: 1 GiB (a body is held in memory whole).
 const MAX_BODY: usize = 1 << 30;
 /// Largest `--max-head`: 1 MiB.
@@ -767,7 +843,7 @@ fn memory(value: &str) -> Result<Option<usize>, Expected> {
 }
 
 /// The largest unit that divides `d` exactly: 600 s → `10m`, 25 s → `25s`, 1.5 s → `1500ms`.
-fn show_duration(d: Duration) -> String {
+pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     let units = [(3_600_000, "h"), (60_000, "m"), (1000, "s")];
     match units.iter().find(|&&(per, _)| ms != 0 && ms.is_multiple_of(per)) {
@@ -1197,8 +1273,42 @@ mod tests {
         for bad in ["", &"x".repeat(65), "r\"1", "r\\1", "r:1", "r/1", "r\u{e9}", "r\r\nX: 1"] {
             assert_eq!(run(&["--instance", bad], &[]), Err(invalid("--instance", bad, NAME)));
         }
-        // The host name is a usable name.
-        assert!(instance_name(&host_name()).is_some(), "{}", host_name());
+    }
+
+    #[test]
+    fn flag_peer_address() {
+        assert_eq!(Config::default().peer_address, PeerAddress::Hide);
+        let get = |c: &Config| c.peer_address;
+        check("peer-address", get, "show", PeerAddress::Show, "yes", "show or hide");
+        assert_eq!(run(&["--peer-address", "hide"], &[]).map(|c| get(&c)), Ok(PeerAddress::Hide));
+    }
+
+    #[test]
+    fn flag_single_use() {
+        assert!(!Config::default().single_use.on);
+        check("single-use", |c| c.single_use.on, "on", true, "yes", "on or off");
+        assert_eq!(run(&["--single-use", "off"], &[]).map(|c| c.single_use.on), Ok(false));
+    }
+
+    #[test]
+    fn flag_burned_for() {
+        let get = |c: &Config| c.single_use.retention;
+        assert_eq!(get(&Config::default()), Duration::from_secs(25 * 3600));
+        check("burned-for", get, "2h", Duration::from_secs(7200), "2 h", DURATION);
+        assert_eq!(run(&["--burned-for", "168h"], &[]).map(|c| get(&c)), Ok(MAX_BURNED_FOR));
+        let over = invalid("--burned-for", "169h", "a duration of at most 168h");
+        assert_eq!(run(&["--burned-for", "169h"], &[]), Err(over));
+        let zero = invalid("--burned-for", "0s", "a duration above zero");
+        assert_eq!(run(&["--burned-for", "0s"], &[]), Err(zero));
+    }
+
+    #[test]
+    fn flag_max_burned() {
+        let expected = "a number from 1 to 10000000";
+        assert_eq!(Config::default().single_use.max, 100_000);
+        check("max-burned", |c| c.single_use.max, "500", 500, "0", expected);
+        let over = invalid("--max-burned", "10000001", expected);
+        assert_eq!(run(&["--max-burned", "10000001"], &[]), Err(over));
     }
 
     #[test]

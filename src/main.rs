@@ -116,8 +116,7 @@ fn run(config: config::Config, passed_fds: usize) -> Result<(), String> {
     let (listener, origin) = listen(&config, passed_fds)?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let instance = config.instance.clone().unwrap_or_else(config::host_name);
-    let gauges = Arc::new(metrics::Gauges::new(instance, config.instance.is_some()));
+    let gauges = Arc::new(metrics::Gauges::new(config.instance.clone()));
     let memory =
         limits::MemoryBudget::with_share(config.limits.max_memory, config.limits.memory_per_ip());
     let relay = start_registry(&config, &memory, &gauges)?;
@@ -206,6 +205,7 @@ fn start_registry(
         keeps_messages: config.state_file.is_some(),
         mcast_retain: config.limits.mcast_retain,
         mcast_idle: config.timeouts.mcast_idle,
+        single_use: config.single_use.clone(),
     };
     let mut registry = Registry::new(settings, Instant::now());
     let journal = match &config.state_file {
@@ -223,6 +223,7 @@ fn start_registry(
     .map_err(|e| format!("cannot start the outbox: {e}"))?;
     let (thread_outbox, thread_gauges, thread_journal) =
         (outbox.clone(), Arc::clone(gauges), journal.clone());
+    let peer = config.peer_address;
     threads::spawn("registry".into(), move || {
         http::registry_thread::run(
             registry,
@@ -231,6 +232,7 @@ fn start_registry(
             thread_gauges,
             thread_journal,
             parked_set,
+            peer,
         )
     })
     .map_err(spawn_failed)?;

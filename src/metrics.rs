@@ -30,10 +30,9 @@ pub struct Gauges {
     registry: Mutex<Counts>,
     /// Responses written, by route (`Route::kind`, `-` before routing) and status.
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    /// This relay's name in `/health` and `/metrics` (`--instance`, else the host name).
-    instance: String,
-    /// Whether every response names the instance in [`INSTANCE_HEADER`] (`--instance` given).
-    instance_header: bool,
+    /// This relay's name in `/health`, `/metrics` and [`INSTANCE_HEADER`] (`--instance`); none
+    /// unless the operator gave one.
+    instance: Option<String>,
     /// Writes to `--state-file` that failed since start (disk full, I/O error).
     state_write_failures: AtomicU64,
 }
@@ -43,17 +42,16 @@ pub struct Gauges {
 pub const INSTANCE_HEADER: &str = "Handoff-Instance";
 
 impl Gauges {
-    /// Gauges of the relay named `instance`; `header`: name it on every response too.
-    pub fn new(instance: String, header: bool) -> Gauges {
-        Gauges { instance, instance_header: header, ..Gauges::default() }
+    /// Gauges of the relay named `instance` (`--instance`), if it was named.
+    pub fn new(instance: Option<String>) -> Gauges {
+        Gauges { instance, ..Gauges::default() }
     }
 
     /// `response` as it is written: with the [`INSTANCE_HEADER`] when `--instance` was given.
     pub fn with_instance_header(&self, response: Response) -> Response {
-        if self.instance_header {
-            response.header(INSTANCE_HEADER, self.instance.as_str())
-        } else {
-            response
+        match &self.instance {
+            Some(instance) => response.header(INSTANCE_HEADER, instance),
+            None => response,
         }
     }
 
@@ -122,7 +120,8 @@ impl Gauges {
         };
         // Not `instance`: Prometheus sets that label on every series it scrapes (the target's
         // address) and would rename this one `exported_instance`.
-        let info = [(format!("{{relay=\"{}\",version=\"{}\"}}", self.instance, VERSION), 1)];
+        let relay = self.instance.as_ref().map_or(String::new(), |i| format!("relay=\"{i}\","));
+        let info = [(format!("{{{relay}version=\"{VERSION}\"}}"), 1)];
         family("info", "gauge", "Always 1: this relay's --instance name and version.", &info);
         let requests: Vec<(String, u64)> = requests
             .into_iter()
@@ -162,6 +161,18 @@ impl Gauges {
             "counter",
             "Requests and connections refused, by reason.",
             &refused,
+        );
+        family(
+            "burned_ids",
+            "gauge",
+            "Ids burned by --single-use and refused for --burned-for (at most --max-burned).",
+            &one(counts.burned),
+        );
+        family(
+            "burned_forgotten_total",
+            "counter",
+            "Burned ids forgotten before their --burned-for ran out, as --max-burned was reached.",
+            &[(String::new(), counts.burned_forgotten)],
         );
         family("parked", "gauge", "Requests waiting for their counterpart.", &one(counts.parked));
         family("messages", "gauge", "Messages held for delivery.", &one(counts.messages));
@@ -253,11 +264,11 @@ impl Gauges {
         let limit = |l: Option<usize>| l.map_or("null".to_string(), |l| l.to_string());
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
-            "{{\"status\":\"{}\",\"instance\":\"{}\",\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
+            "{{\"status\":\"{}\"{},\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
              \"links\":{},\"inboxes\":{},\"syncs\":{},\"mcasts\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
-            self.instance,
+            self.instance.as_ref().map_or(String::new(), |i| format!(",\"instance\":\"{i}\"")),
             counts.parked,
             counts.parked,
             counts.messages,
@@ -316,7 +327,7 @@ mod tests {
 
     #[test]
     fn writing_is_the_sum_of_what_each_outbox_thread_published() {
-        let gauges = Gauges::new("test".into(), false);
+        let gauges = Gauges::new(None);
         gauges.writing_changed(0, 3);
         gauges.writing_changed(0, 5);
         gauges.writing_changed(3, 1);

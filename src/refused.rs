@@ -43,11 +43,13 @@ pub enum RefusalReason {
     SlowReader,
     /// A browser fetching a service worker script (`Service-Worker: script`): 403.
     ServiceWorker,
+    /// A write to or a wait on an id burned by `--single-use`: 410.
+    Burned,
 }
 
 impl RefusalReason {
     /// Every reason, in the order `/health` lists them.
-    pub const ALL: [RefusalReason; 18] = [
+    pub const ALL: [RefusalReason; 19] = [
         RefusalReason::Connections,
         RefusalReason::ConnectionsPerIp,
         RefusalReason::Parked,
@@ -66,6 +68,7 @@ impl RefusalReason {
         RefusalReason::AuthThrottled,
         RefusalReason::SlowReader,
         RefusalReason::ServiceWorker,
+        RefusalReason::Burned,
     ];
 
     /// The reason's name in `/health`.
@@ -89,6 +92,7 @@ impl RefusalReason {
             RefusalReason::AuthThrottled => "auth_throttled",
             RefusalReason::SlowReader => "slow_reader",
             RefusalReason::ServiceWorker => "service_worker",
+            RefusalReason::Burned => "burned",
         }
     }
 }

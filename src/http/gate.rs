@@ -947,12 +947,13 @@ mod tests {
     }
 
     /// Where each counted reason is produced outside the reader and the gate.
-    const ELSEWHERE: [(RefusalReason, &str); 5] = [
+    const ELSEWHERE: [(RefusalReason, &str); 6] = [
         (RefusalReason::Parked, "--max-parked: the registry"),
         (RefusalReason::ParkedPerIp, "--max-parked-per-ip: the registry"),
         (RefusalReason::RatePerId, "--rate-per-id: the registry"),
         (RefusalReason::InboxWaiters, "live waiters per inbox id: the registry"),
         (RefusalReason::SlowReader, "--write-timeout: the outbox"),
+        (RefusalReason::Burned, "--single-use: the registry"),
     ];
 
     /// Refusals the reader and the gate actually make, each run here: (reason, status, sentence).

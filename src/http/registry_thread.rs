@@ -30,9 +30,10 @@ use super::exchange::Exchange;
 use super::inbound::{Inbound, ToRegistry};
 use super::outbox::{Outbox, OwnReplies};
 use super::render::render;
+use crate::config::PeerAddress;
 use crate::metrics::Gauges;
-use crate::persist::{snapshot_len, Journal};
-use crate::registry::{ConnId, Event, Registry, Reply, TICK};
+use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
+use crate::registry::{ConnId, Counts, Event, Registry, Reply, TICK};
 use crate::sys::{Epoll, Interest};
 use crate::threads::{drain_wakeups, Waker};
 use crate::wheel::unix_ms;
@@ -95,6 +96,8 @@ struct RegistryThread {
     gauges: Arc<Gauges>,
     /// Where a parked client's stray bytes are read into and dropped.
     scratch: Vec<u8>,
+    /// Whether `/link` answers name the counterpart's address (`--peer-address`).
+    peer: PeerAddress,
     /// What the epoll set of the own replies reported (kept for its capacity).
     ready: Vec<(u64, bool)>,
     /// Requests that arrived in this turn: watched once they are parked.
@@ -116,6 +119,7 @@ pub fn run(
     gauges: Arc<Gauges>,
     journal: Option<Arc<Journal>>,
     parked_set: Epoll,
+    peer: PeerAddress,
 ) {
     let RegistryInput { queue: inbound, waker, wakeups: wake_socket, poller } = input;
     let own = OwnReplies::new(poller, Arc::clone(&gauges));
@@ -131,6 +135,7 @@ pub fn run(
         own,
         gauges,
         scratch: vec![0; 4096],
+        peer,
         ready: Vec::new(),
         arrived: Vec::new(),
         events: VecDeque::new(),
@@ -159,12 +164,17 @@ fn keep(registry: &mut Registry, journal: &Journal, now: Instant, check: bool) {
         journal.append(registry.take_changes(now, unix_ms()));
     }
     let stale = || journal.wants_snapshot();
-    if check && (stale() || journal.compaction_due(registry.counts().bytes as u64)) {
+    if check && (stale() || journal.compaction_due(saved_at_least(registry.counts()))) {
         let snapshot = registry.snapshot(now, unix_ms());
         if stale() || journal.compaction_due(snapshot_len(&snapshot)) {
             journal.compact(snapshot);
         }
     }
+}
+
+/// A lower bound of a snapshot's length: the bytes held and a record per burned id.
+fn saved_at_least(counts: Counts) -> u64 {
+    counts.bytes as u64 + counts.burned as u64 * BURNED_RECORD_LEN
 }
 
 impl RegistryThread {
@@ -174,7 +184,7 @@ impl RegistryThread {
     fn wait(&mut self) {
         // A snapshot to retry, or a compaction to check once the last messages are gone: the
         // loop wakes for them even with nothing else to wait for.
-        let held = self.registry.counts().bytes as u64;
+        let held = saved_at_least(self.registry.counts());
         let save_due =
             self.journal.as_ref().is_some_and(|j| j.wants_snapshot() || j.compaction_due(held));
         let timeout = if self.registry.is_idle() && self.waiting.is_empty() && !save_due {
@@ -309,9 +319,9 @@ impl RegistryThread {
             return;
         }
         if own {
-            self.own.write(&self.outbox, connection, exchange, render(answer), delivery);
+            self.own.write(&self.outbox, connection, exchange, render(answer, self.peer), delivery);
         } else {
-            self.outbox.hand_over(connection, exchange, render(answer), delivery);
+            self.outbox.hand_over(connection, exchange, render(answer, self.peer), delivery);
         }
     }
 

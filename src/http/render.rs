@@ -2,18 +2,22 @@
 //! each (protocol §2–§4). The registry decides what happened; this file is the only
 //! place that knows how a hand-off, a timeout or a refusal looks on the wire.
 
+use crate::config::PeerAddress;
 use crate::limits::retry_after;
+#[cfg(test)]
+use crate::registry::LinkMethod;
 use crate::registry::{Answer, Party, Protocol, Refusal};
 use crate::response::Response;
 
-/// The response for `answer`.
-pub fn render(answer: Answer) -> Response {
+/// The response for `answer`; `peer`: whether an answer that carries a counterpart's metadata
+/// (`/link`, `/sync`, `/mcast`) names its address (`--peer-address`).
+pub fn render(answer: Answer, peer: PeerAddress) -> Response {
     match answer {
         Answer::LinkMessage { body, content_type, own, sender } => {
-            with_metadata(message(body, content_type), own.arrived_ms, &sender)
+            with_metadata(message(body, content_type), own.arrived_ms, &sender, peer)
         }
         Answer::LinkDelivered { own, receiver } => {
-            with_metadata(Response::new(200), own.arrived_ms, &receiver)
+            with_metadata(Response::new(200), own.arrived_ms, &receiver, peer)
         }
         // 202: accepted, not yet delivered. A 2xx, so no client sends the message again; not
         // 200, which on /link means "a receiver took it".
@@ -32,7 +36,7 @@ pub fn render(answer: Answer) -> Response {
                 seq.saturating_add(1),
                 PathSegment(&id)
             );
-            with_metadata(message(body, content_type), arrived_ms, &producer)
+            with_metadata(message(body, content_type), arrived_ms, &producer, peer)
                 .header("HttpRelay-SeqId", seq)
                 .header("Set-Cookie", cookie)
         }
@@ -110,6 +114,14 @@ fn refused(refusal: Refusal) -> Response {
         Refusal::MemoryPerClient { limit } => {
             super::gate::Refusal::MemoryPerIp { limit }.response()
         }
+        Refusal::Burned { retention } => Response::text(
+            410,
+            format_args!(
+                "This id was already used: a message was delivered through it, and a used id \
+                 is refused for {} (--single-use, --burned-for). Use a new id.",
+                crate::config::show_duration(retention)
+            ),
+        ),
     }
 }
 
@@ -145,11 +157,21 @@ impl std::fmt::Display for PathSegment<'_> {
 }
 
 /// Adds what a party that arrived at `own_arrived_ms` (Unix ms) may know of its counterpart
-/// `other` (httprelay.io's metadata headers).
-fn with_metadata(response: Response, own_arrived_ms: u64, other: &Party) -> Response {
+/// `other` (httprelay.io's metadata headers); its address only with `--peer-address show`, else
+/// no header at all stands for it.
+fn with_metadata(
+    response: Response,
+    own_arrived_ms: u64,
+    other: &Party,
+    peer: PeerAddress,
+) -> Response {
+    let response = match peer {
+        PeerAddress::Show => {
+            response.header("X-Real-IP", other.ip).header("X-Real-Port", other.port)
+        }
+        PeerAddress::Hide => response,
+    };
     let response = response
-        .header("X-Real-IP", other.ip)
-        .header("X-Real-Port", other.port)
         .header("HttpRelay-Time", other.arrived_ms)
         .header("HttpRelay-Your-Time", own_arrived_ms)
         .header("HttpRelay-Method", other.method);
@@ -166,7 +188,7 @@ mod tests {
 
     #[test]
     fn kept_is_a_2xx_that_is_not_200() {
-        let response = render(Answer::LinkKept);
+        let response = render(Answer::LinkKept, PeerAddress::Hide);
         assert_eq!(response.status, 202);
         assert_eq!(response.header_value("HttpRelay-Kept"), Some("1"));
     }
@@ -174,7 +196,31 @@ mod tests {
     #[test]
     fn inbox_message_without_a_type_is_octet_stream() {
         let body: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"x"[..]);
-        let response = render(Answer::InboxMessage { body, content_type: None });
+        let response = render(Answer::InboxMessage { body, content_type: None }, PeerAddress::Hide);
         assert_eq!(response.header_value("Content-Type"), Some("application/octet-stream"));
+    }
+
+    #[test]
+    fn the_peer_address_is_sent_only_when_shown() {
+        let party = |method| Party {
+            ip: "192.0.2.7".parse().unwrap(),
+            port: 4711,
+            arrived_ms: 1,
+            method,
+            query: crate::registry::Query::default(),
+        };
+        let delivered = || Answer::LinkDelivered {
+            own: party(LinkMethod::Post),
+            receiver: party(LinkMethod::Get),
+        };
+        let shown = render(delivered(), PeerAddress::Show);
+        assert_eq!(shown.header_value("X-Real-IP"), Some("192.0.2.7"));
+        assert_eq!(shown.header_value("X-Real-Port"), Some("4711"));
+        let hidden = render(delivered(), PeerAddress::Hide);
+        assert_eq!(
+            (hidden.header_value("X-Real-IP"), hidden.header_value("X-Real-Port")),
+            (None, None)
+        );
+        assert_eq!(hidden.header_value("HttpRelay-Method"), Some("GET"));
     }
 }

@@ -54,6 +54,11 @@ impl<T> Charged<T> {
     pub fn into_inner(self) -> T {
         self.value
     }
+
+    /// The value and its charge, to charge something that outlives the value from it.
+    pub fn into_parts(self) -> (T, Reservation) {
+        (self.value, self._charge)
+    }
 }
 
 impl<T> std::ops::Deref for Charged<T> {

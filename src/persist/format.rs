@@ -4,15 +4,17 @@
 //! Version 2 is the line `handoff-state 2\n`, then records. A record is its payload's length
 //! (`u32`), a CRC-32C of that length and the payload (`u32`), then the payload: a kind byte and
 //! its fields. Numbers are big-endian, byte strings a `u32` length and the bytes, optional strings
-//! a presence byte first. A compacted file holds one put per stored message; changes are
-//! appended after it. Reading replays the records in order and stops at the first one that is
+//! a presence byte first. A compacted file holds one put per stored message, then with
+//! `--single-use` the key of the burned ids' digests and one record per burned id; changes are
+//! appended after it. A relay that predates burned ids reads such a file up to the first of
+//! them, as it reads a torn tail. Reading replays the records in order and stops at the first one that is
 //! cut short or fails its checksum: what precedes it is the state, what follows is reported.
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use super::{Change, InboxEntry, LinkEntry, Snapshot};
+use super::{BurnedEntry, Change, InboxEntry, LinkEntry, Snapshot};
 
 /// The first line of a version-2 file.
 pub const MAGIC: &[u8] = b"handoff-state 2\n";
@@ -29,6 +31,11 @@ const LINK_PUT: u8 = 2;
 const INBOX_ACKED: u8 = 3;
 const INBOX_GONE: u8 = 4;
 const LINK_GONE: u8 = 5;
+const BURN_KEY: u8 = 6;
+const BURNED: u8 = 7;
+
+/// The length of a burned id's record: frame, kind, digest, expiry.
+pub const BURNED_RECORD_LEN: u64 = (FRAME + 1 + 16 + 8) as u64;
 
 /// Where bytes go: a buffer, or a counter that measures without copying (so a snapshot's size
 /// costs no copy of its bodies).
@@ -57,6 +64,8 @@ enum Record<'a> {
     InboxAcked(&'a [u8]),
     InboxGone(&'a [u8]),
     LinkGone(&'a [u8], u64),
+    BurnKey(&'a [u8; 32]),
+    Burned(&'a BurnedEntry),
 }
 
 impl Change {
@@ -67,6 +76,8 @@ impl Change {
             Change::InboxAcked(id) => Record::InboxAcked(id),
             Change::InboxGone(id) => Record::InboxGone(id),
             Change::LinkGone { id, ticket } => Record::LinkGone(id, *ticket),
+            Change::BurnKey(key) => Record::BurnKey(key),
+            Change::Burned(entry) => Record::Burned(entry),
         }
     }
 }
@@ -107,6 +118,15 @@ impl Record<'_> {
                 bytes(out, id);
                 out.put(&ticket.to_be_bytes());
             }
+            Record::BurnKey(key) => {
+                out.put(&[BURN_KEY]);
+                out.put(&key[..]);
+            }
+            Record::Burned(entry) => {
+                out.put(&[BURNED]);
+                out.put(&entry.digest);
+                out.put(&entry.expires_ms.to_be_bytes());
+            }
         }
     }
 
@@ -146,7 +166,10 @@ fn opt(out: &mut impl Sink, s: Option<&str>) {
 
 fn snapshot_records(snapshot: &Snapshot) -> impl Iterator<Item = Record<'_>> {
     let inbox = snapshot.inbox.iter().map(Record::Inbox);
-    inbox.chain(snapshot.link.iter().map(Record::Link))
+    let messages = inbox.chain(snapshot.link.iter().map(Record::Link));
+    // Last, so that a relay that predates them restores every message before them.
+    let key = snapshot.burn_key.as_ref().map(Record::BurnKey);
+    messages.chain(key).chain(snapshot.burned.iter().map(Record::Burned))
 }
 
 /// Writes a whole compacted file to `out`, a record at a time: the magic line and a put per
@@ -268,6 +291,11 @@ fn next_record(data: &[u8]) -> Option<(Change, usize)> {
         INBOX_ACKED => Change::InboxAcked(r.bytes()?.to_vec()),
         INBOX_GONE => Change::InboxGone(r.bytes()?.to_vec()),
         LINK_GONE => Change::LinkGone { id: r.bytes()?.to_vec(), ticket: r.u64()? },
+        BURN_KEY => Change::BurnKey(r.take(32)?.try_into().ok()?),
+        BURNED => {
+            let digest = r.take(16)?.try_into().ok()?;
+            Change::Burned(BurnedEntry { digest, expires_ms: r.u64()? })
+        }
         _ => return None,
     };
     r.0.is_empty().then_some((change, FRAME + len as usize))
@@ -281,6 +309,8 @@ struct Replay {
     inbox_at: HashMap<Vec<u8>, usize>,
     link: Vec<Option<LinkEntry>>,
     link_at: HashMap<(Vec<u8>, u64), usize>,
+    burn_key: Option<[u8; 32]>,
+    burned: Vec<BurnedEntry>,
 }
 
 impl Replay {
@@ -316,6 +346,8 @@ impl Replay {
                     self.link[at] = None;
                 }
             }
+            Change::BurnKey(key) => self.burn_key = Some(key),
+            Change::Burned(entry) => self.burned.push(entry),
         }
     }
 
@@ -323,6 +355,8 @@ impl Replay {
         Snapshot {
             inbox: self.inbox.into_iter().flatten().collect(),
             link: self.link.into_iter().flatten().collect(),
+            burn_key: self.burn_key,
+            burned: self.burned,
         }
     }
 }
@@ -437,7 +471,14 @@ mod tests {
     fn sample() -> Snapshot {
         let mut odd = inbox("x", "\0body\u{ff}");
         odd.id = vec![0, 255, b'x'];
-        Snapshot { inbox: vec![odd], link: vec![link("y", 9, ""), link("y", 3, "second")] }
+        let burned =
+            |n: u8| BurnedEntry { digest: [n; 16], expires_ms: 1_700_000_000_000 + n as u64 };
+        Snapshot {
+            inbox: vec![odd],
+            link: vec![link("y", 9, ""), link("y", 3, "second")],
+            burn_key: Some([7; 32]),
+            burned: vec![burned(1), burned(2)],
+        }
     }
 
     fn file(snapshot: &Snapshot, changes: &[Change]) -> Vec<u8> {
@@ -480,6 +521,7 @@ mod tests {
             Change::LinkGone { id: b"y".to_vec(), ticket: 9 },
             Change::LinkGone { id: b"l".to_vec(), ticket: 1 },
             Change::InboxGone(b"never stored".to_vec()),
+            Change::Burned(BurnedEntry { digest: [9; 16], expires_ms: 5 }),
         ];
         let data = file(&sample(), &changes);
         assert_eq!(changes_len(&changes), (data.len() - encode_snapshot(&sample()).len()) as u64);
@@ -490,6 +532,9 @@ mod tests {
         let expected = Snapshot {
             inbox: vec![sample().inbox[0].clone(), acked, inbox("a", "replaced")],
             link: vec![link("y", 3, "second"), link("l", 2, "two")],
+            burn_key: sample().burn_key,
+            burned: [&sample().burned[..], &[BurnedEntry { digest: [9; 16], expires_ms: 5 }]]
+                .concat(),
         };
         assert_eq!(got.snapshot, expected);
     }

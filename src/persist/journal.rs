@@ -314,7 +314,7 @@ mod tests {
     use crate::persist::{open, InboxEntry};
 
     fn gauges() -> Arc<Gauges> {
-        Arc::new(Gauges::new("test".into(), false))
+        Arc::new(Gauges::new(None))
     }
 
     fn entry(id: &str, body: &str) -> InboxEntry {
@@ -340,7 +340,7 @@ mod tests {
         let path = dir.join("state");
         let journal = Journal::start(path.clone(), gauges()).unwrap();
         journal.append(vec![Change::Inbox(entry("lost", "before any snapshot"))]);
-        let base = Snapshot { inbox: vec![entry("a", "one")], link: Vec::new() };
+        let base = Snapshot { inbox: vec![entry("a", "one")], ..Snapshot::default() };
         journal.compact(base.clone());
         journal.append(vec![Change::Inbox(entry("b", "two"))]);
         journal.append(vec![Change::InboxGone(b"a".to_vec())]);
@@ -348,7 +348,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
         assert!(!dir.join("state.tmp").exists());
-        let expected = Snapshot { inbox: vec![entry("b", "two")], link: Vec::new() };
+        let expected = Snapshot { inbox: vec![entry("b", "two")], ..Snapshot::default() };
         assert_eq!(open(&path).unwrap(), expected);
         // The records are appended: the file is the snapshot and two records long.
         let len = std::fs::metadata(&path).unwrap().len();
@@ -365,17 +365,17 @@ mod tests {
         std::fs::create_dir_all(path.join("inside")).unwrap();
         let counted = gauges();
         let journal = Journal::start(path.clone(), Arc::clone(&counted)).unwrap();
-        journal.compact(Snapshot { inbox: vec![entry("a", "one")], link: Vec::new() });
+        journal.compact(Snapshot { inbox: vec![entry("a", "one")], ..Snapshot::default() });
         assert!(!journal.flush(Duration::from_secs(10)), "a failed write reported as saved");
         assert_eq!(counted.state_write_failures(), 1);
         assert!(!dir.join("state.tmp").exists(), "PATH.tmp left behind with message bodies");
         assert!(journal.wants_snapshot());
         journal.append(vec![Change::Inbox(entry("b", "dropped: stale"))]);
         std::fs::remove_dir_all(&path).unwrap();
-        journal.compact(Snapshot { inbox: vec![entry("c", "three")], link: Vec::new() });
+        journal.compact(Snapshot { inbox: vec![entry("c", "three")], ..Snapshot::default() });
         assert!(journal.flush(Duration::from_secs(10)));
         assert!(!journal.wants_snapshot());
-        let expected = Snapshot { inbox: vec![entry("c", "three")], link: Vec::new() };
+        let expected = Snapshot { inbox: vec![entry("c", "three")], ..Snapshot::default() };
         assert_eq!(open(&path).unwrap(), expected);
         std::fs::remove_dir_all(&dir).unwrap();
     }

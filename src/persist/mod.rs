@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use log::{error, info, warn};
 
-pub use format::snapshot_len;
+pub use format::{snapshot_len, BURNED_RECORD_LEN};
 pub use journal::Journal;
 
 /// A stored `/inbox` message.
@@ -52,11 +52,26 @@ pub struct LinkEntry {
     pub sender_query: String,
 }
 
-/// Every message the relay holds, in delivery order per id.
+/// An id burned by `--single-use` (protocol §2.2): its keyed digest, never the id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurnedEntry {
+    /// The digest of the id's kind and bytes under [`Snapshot::burn_key`].
+    pub digest: [u8; 16],
+    /// When it stops being refused, Unix milliseconds.
+    pub expires_ms: u64,
+}
+
+/// Every message the relay holds, in delivery order per id, and with `--single-use` the ids
+/// burned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub inbox: Vec<InboxEntry>,
     pub link: Vec<LinkEntry>,
+    /// The key the burned ids' digests are made with: kept with them, or a restart could not
+    /// recognise an id again. `None` without `--single-use`.
+    pub burn_key: Option<[u8; 32]>,
+    /// Burned ids, oldest first.
+    pub burned: Vec<BurnedEntry>,
 }
 
 /// One change to the stored messages: a journal record.
@@ -72,6 +87,10 @@ pub enum Change {
     InboxGone(Vec<u8>),
     /// A `/link` message was taken by a receiver, or expired.
     LinkGone { id: Vec<u8>, ticket: u64 },
+    /// The key of the burned ids' digests: a compacted file holds it ahead of them.
+    BurnKey([u8; 32]),
+    /// An id was burned (`--single-use`); it is forgotten when it expires, so no record ends it.
+    Burned(BurnedEntry),
 }
 
 /// Why the relay will not start with this `--state-file`: each message is one line naming the
@@ -214,7 +233,7 @@ mod tests {
             expires_ms: 1,
             body: Arc::from(&b"body"[..]),
         };
-        let snapshot = Snapshot { inbox: vec![entry], link: Vec::new() };
+        let snapshot = Snapshot { inbox: vec![entry], ..Snapshot::default() };
         let mut data = format::encode_snapshot(&snapshot);
         data.extend_from_slice(b"\0\0\0\x09torn");
         std::fs::write(&path, &data).unwrap();

@@ -171,4 +171,7 @@ pub enum Refusal {
     /// What the request would leave held passes the client's share, `limit` bytes
     /// (`--max-memory-per-ip`).
     MemoryPerClient { limit: usize },
+    /// `--single-use`: the id's message was delivered less than `retention` ago
+    /// (`--burned-for`), so it takes no other.
+    Burned { retention: Duration },
 }

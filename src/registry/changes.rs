@@ -26,6 +26,8 @@ pub(super) enum Touched {
     Link { id: Vec<u8>, ticket: ConnId, receiver: Option<ConnId> },
     /// Taken by a receiver, or expired.
     LinkGone { id: Vec<u8>, ticket: ConnId },
+    /// An id burned (`--single-use`) until `until`.
+    Burned { digest: [u8; 16], until: Instant },
 }
 
 /// What an event may change, noted before the registry acts on it.
@@ -96,7 +98,7 @@ impl Registry {
             Timer::LinkMessage { id, ticket } => {
                 self.touched.push(Touched::LinkGone { id: id.to_vec(), ticket: *ticket })
             }
-            Timer::Waiter(_) | Timer::LinkClaim(_) | Timer::McastIdle(_) => {}
+            Timer::Waiter(_) | Timer::LinkClaim(_) | Timer::McastIdle(_) | Timer::Burned => {}
         }
     }
 
@@ -136,6 +138,10 @@ impl Registry {
                     Change::Link(link_entry(&id, message, now, now_ms))
                 }
                 Touched::LinkGone { id, ticket } => Change::LinkGone { id, ticket },
+                Touched::Burned { digest, until } => {
+                    let expires_ms = super::snapshot::wall(until, now, now_ms);
+                    Change::Burned(crate::persist::BurnedEntry { digest, expires_ms })
+                }
             };
             changes.push(change);
         }

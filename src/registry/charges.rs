@@ -35,6 +35,7 @@ impl Charges {
             keeps_messages,
             mcast_retain: MCAST_RETAIN,
             mcast_idle: MCAST_IDLE,
+            single_use: crate::config::SingleUse::default(),
         };
         let registry = Registry::new(settings, start);
         let budget = MemoryBudget::new(None);

@@ -150,6 +150,7 @@ impl Registry {
             Action::InboxDelete => {
                 match self.inboxes.get_mut(&id[..]).and_then(|i| i.message.as_mut()) {
                     Some(stored) => {
+                        let acked_now = !stored.acked();
                         stored.body = None;
                         let awaiters = stored.take_awaiters();
                         out.push(reply(Answer::Done));
@@ -158,6 +159,9 @@ impl Registry {
                                 continue; // left: not parked any more
                             }
                             out.push(Reply::to(waiter, Answer::Done));
+                        }
+                        if acked_now {
+                            self.burn(now, false, &id, &mut request.reservation);
                         }
                     }
                     None => out.push(reply(Answer::NoMessage)),

@@ -340,9 +340,12 @@ impl Registry {
         senders.in_flight = senders.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
-            let Message { ticket, sender, .. } = message.into_inner();
+            let (Message { ticket, sender, .. }, mut charge) = message.into_parts();
             if self.unpark(ticket).is_some() {
                 out.push(Reply::to(ticket, Answer::LinkDelivered { own: sender, receiver }));
+            }
+            if self.burn(now, true, &id, &mut charge) {
+                self.link_refuse_burned(&id, out);
             }
             return self.link_settle(now, &id);
         }
@@ -359,6 +362,33 @@ impl Registry {
             out.push(Reply::to(ticket, answer));
         }
         self.link_pair(&id, out);
+    }
+
+    /// An id just burned (`--single-use`) takes nothing more: those waiting on it, receivers and
+    /// senders of messages not taken, hear so now rather than at their timeout.
+    fn link_refuse_burned(&mut self, id: &Id, out: &mut Vec<Reply>) {
+        let Some(channel) = self.links.get_mut(id) else { return };
+        let receivers = std::mem::take(&mut channel.receivers).into_ids();
+        let messages = channel.senders.as_mut().map(|s| std::mem::take(&mut s.messages));
+        let Some(retention) = self.burned.as_ref().map(|b| b.retention) else { return };
+        let refusal = Answer::Refused(Refusal::Burned { retention });
+        for conn in receivers {
+            if self.unpark(conn).is_some() {
+                out.push(Reply::to(conn, refusal.clone()));
+            }
+        }
+        for mut message in messages.into_iter().flatten() {
+            if let Some(timer) = message.timer.take() {
+                self.wheel.cancel(timer);
+            }
+            if self.settings.keeps_messages {
+                let (id, ticket) = (id.to_vec(), message.ticket);
+                self.touched.push(super::changes::Touched::LinkGone { id, ticket });
+            }
+            if self.unpark(message.ticket).is_some() {
+                out.push(Reply::to(message.ticket, refusal.clone()));
+            }
+        }
     }
 
     pub(super) fn link_receiver_gone(&mut self, now: Instant, conn: ConnId, id: &Id) {

@@ -12,8 +12,11 @@
 //! outbox writes it and reports back with [`Event::DeliveryEnded`] whether the receiver took
 //! every byte; only then is the sender told its message was delivered (protocol §2). A `/sync`
 //! exchange is two such deliveries, one after the other (protocol §10).
+//! With `--single-use`, that delivery, and an `/inbox` acknowledgement, burns the id
+//! (`burned.rs`): later requests that would write to it or wait on it are refused.
 
 pub mod answer;
+mod burned;
 mod changes;
 mod conns;
 mod held;
@@ -38,9 +41,9 @@ use crate::limits::{
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
+use burned::{Burned, DigestKey};
 pub use conns::ConnId;
 use held::Held;
-
 
 /// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
 pub const CLAIM_IDLE: Duration = Duration::from_secs(20 * 60);
@@ -142,6 +145,8 @@ pub struct Settings {
     pub mcast_retain: usize,
     /// How long an `/mcast` channel keeps its messages after its last POST (`--mcast-idle`).
     pub mcast_idle: Duration,
+    /// Whether delivered ids are burned, for how long, and how many are kept (`--single-use`).
+    pub single_use: crate::config::SingleUse,
 }
 
 /// Live counts, for `/health` and metrics.
@@ -173,6 +178,10 @@ pub struct Counts {
     pub mcast_fetched: u64,
     /// Waits that ran out (408), since the start.
     pub timeouts: u64,
+    /// Ids burned and still refused (`--single-use`).
+    pub burned: usize,
+    /// Burned ids forgotten before their time at `--max-burned`, since the start.
+    pub burned_forgotten: u64,
 }
 
 /// A channel id as the registry keeps it: one allocation, shared by the id's map key, its
@@ -241,6 +250,8 @@ enum Timer {
     InboxMessage(Id),
     /// The end of an `/mcast` channel's messages, `--mcast-idle` after its last POST.
     McastIdle(Id),
+    /// The end of the oldest burned id's refusal.
+    Burned,
 }
 
 /// All relay state. See the module docs.
@@ -265,8 +276,12 @@ pub struct Registry {
     /// Write rate per id; ids are keyed by a hash under a per-process key (no raw ids kept).
     write_rate: Option<RateTable<(u8, u64)>>,
     id_hasher: RandomState,
-    /// Keys of the digests that write claims keep instead of secrets, fresh per process.
-    secret_keys: [RandomState; 2],
+    /// Key of the digests that write claims keep instead of secrets, fresh per process.
+    secret_key: DigestKey,
+    /// The burned ids, with `--single-use`.
+    burned: Option<Burned>,
+    /// The timer of the oldest burned id.
+    burned_timer: Option<TimerId>,
     /// Set by [`Event::Drain`]: nothing parks any more.
     draining: bool,
     /// Keys of the stored messages changed since the last [`take_changes`](Self::take_changes),
@@ -293,7 +308,12 @@ impl Registry {
                 .rate_per_id
                 .map(|per_minute| RateTable::new(Rate { per_minute }, 1 << 20)),
             id_hasher: RandomState::new(),
-            secret_keys: [RandomState::new(), RandomState::new()],
+            secret_key: DigestKey::random(),
+            burned: settings.single_use.on.then(|| {
+                let single_use = &settings.single_use;
+                Burned::new(DigestKey::random(), single_use.retention, single_use.max)
+            }),
+            burned_timer: None,
             draining: false,
             touched: Vec::new(),
             settings,
@@ -316,6 +336,9 @@ impl Registry {
                 out.push(Reply::refused(conn, Refusal::ShuttingDown))
             }
             Event::Arrived { conn, request } => {
+                if let Some(refusal) = self.burned_refusal(now, &request) {
+                    return out.push(Reply::refused(conn, refusal));
+                }
                 if let Err(refusal) = self.check_write_rate(now, &request) {
                     return out.push(Reply::refused(conn, refusal));
                 }
@@ -370,6 +393,8 @@ impl Registry {
     /// Live counts.
     pub fn counts(&self) -> Counts {
         Counts {
+            burned: self.burned.as_ref().map_or(0, Burned::len),
+            burned_forgotten: self.burned.as_ref().map_or(0, |b| b.forgotten),
             parked: self.parked.len(),
             links: self.links.len(),
             inboxes: self.inboxes.len(),
@@ -440,14 +465,54 @@ impl Registry {
         })
     }
 
-    /// A write secret's 128-bit keyed digest (two SipHash keys of this process): what a claim
+    /// A write secret's 128-bit keyed digest (under a key of this process): what a claim
     /// keeps and compares, so no secret is held and every claim is the same size.
     fn secret_digest(&self, secret: &[u8]) -> [u8; 16] {
-        let [first, second] = &self.secret_keys;
-        let mut digest = [0; 16];
-        digest[..8].copy_from_slice(&first.hash_one(secret).to_le_bytes());
-        digest[8..].copy_from_slice(&second.hash_one(secret).to_le_bytes());
-        digest
+        self.secret_key.digest(&[secret])
+    }
+
+    /// `--single-use`: a request that would write to a burned id or wait on it gets 410. What
+    /// refers to a delivered message (an `/inbox` DELETE, `/ack`, `/await`) is answered as
+    /// before.
+    fn burned_refusal(&mut self, now: Instant, request: &Request) -> Option<Refusal> {
+        let burned = self.burned.as_ref()?;
+        let link = match request.action {
+            Action::LinkReceive | Action::LinkSend => true,
+            Action::InboxPost | Action::InboxGet => false,
+            _ => return None,
+        };
+        if !burned.contains(&burned.digest(link, &request.id), now) {
+            return None;
+        }
+        self.counts.refused.add(RefusalReason::Burned);
+        Some(Refusal::Burned { retention: burned.retention })
+    }
+
+    /// Burns `id` (`link`: a `/link` id, else an `/inbox` one) with `--single-use`, charged from
+    /// `from`: the delivered message's charge or the acknowledging request's, which always
+    /// holds an entry's worth. Returns whether it was burned now.
+    fn burn(&mut self, now: Instant, link: bool, id: &[u8], from: &mut Reservation) -> bool {
+        let Some(burned) = &mut self.burned else { return false };
+        let digest = burned.digest(link, id);
+        let until = crate::wheel::deadline_after(now, burned.retention);
+        // A charge that does not fit (never: `from` holds more) leaves the id unburned.
+        if !burned.insert(digest, until, from).unwrap_or(false) {
+            return false;
+        }
+        if self.settings.keeps_messages {
+            self.touched.push(changes::Touched::Burned { digest, until });
+        }
+        if self.burned_timer.is_none() {
+            self.burned_timer = Some(self.wheel.insert(until, Timer::Burned));
+        }
+        true
+    }
+
+    /// The oldest burned id's time is over: forgets every id that is due, and waits for the next.
+    fn burned_expired(&mut self, now: Instant) {
+        self.burned_timer = None;
+        let Some(next) = self.burned.as_mut().and_then(|b| b.expire(now)) else { return };
+        self.burned_timer = Some(self.wheel.insert(next, Timer::Burned));
     }
 
     /// Charges `value`'s footprint from `from` (what the gate reserved for its request), or
@@ -546,6 +611,7 @@ impl Registry {
                 Timer::LinkClaim(id) => self.link_claim_expired(&id),
                 Timer::InboxMessage(id) => self.inbox_message_expired(&id, out),
                 Timer::McastIdle(id) => self.mcast_expired(&id),
+                Timer::Burned => self.burned_expired(now),
             }
         }
     }

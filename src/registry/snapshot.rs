@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::burned::{DigestKey, Entry};
 use super::held::HeldBody;
 use super::inbox::Stored;
 use super::link::Message;
 use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
 use crate::limits::{Charged, MemoryBudget};
-use crate::persist::{InboxEntry, LinkEntry, Snapshot};
+use crate::persist::{BurnedEntry, InboxEntry, LinkEntry, Snapshot};
 use crate::wheel::{deadline_after, MAX_WAIT};
 
 /// What [`Registry::restore`] did with a snapshot.
@@ -26,6 +27,8 @@ pub struct Restored {
     pub expired: usize,
     /// Entries dropped because the memory budget (`--max-memory`) had no room for them.
     pub over_budget: usize,
+    /// Burned ids restored (`--single-use`).
+    pub burned: usize,
 }
 
 impl Registry {
@@ -49,7 +52,49 @@ impl Registry {
                 snapshot.link.push(link_entry(id, message, now, now_ms));
             }
         }
+        if let Some(burned) = &self.burned {
+            snapshot.burn_key = Some(burned.key.to_bytes());
+            let live = burned.order.iter().filter(|e| e.until > now);
+            let entry = |e: &Charged<Entry>| BurnedEntry {
+                digest: e.digest,
+                expires_ms: wall(e.until, now, now_ms),
+            };
+            snapshot.burned = live.map(|e| entry(e)).collect();
+        }
         snapshot
+    }
+
+    /// Restores the burned ids of `snapshot` with what is left of their time (at most
+    /// `--burned-for`), the newest `--max-burned` of them, charged to `budget` to no client.
+    fn restore_burned(
+        &mut self,
+        now: Instant,
+        now_ms: u64,
+        snapshot: &Snapshot,
+        budget: &Arc<MemoryBudget>,
+        done: &mut Restored,
+    ) {
+        let (Some(burned), Some(key)) = (&mut self.burned, snapshot.burn_key) else { return };
+        burned.key = DigestKey::from_bytes(key);
+        let mut entries: Vec<BurnedEntry> = snapshot.burned.clone();
+        entries.sort_by_key(|e| e.expires_ms);
+        for entry in entries {
+            if entry.expires_ms <= now_ms {
+                done.expired += 1;
+                continue;
+            }
+            let left = Duration::from_millis(entry.expires_ms - now_ms).min(burned.retention);
+            let until = crate::wheel::deadline_after(now, left);
+            let Some(mut charge) = budget.reserve(0) else { continue };
+            match burned.insert(entry.digest, until, &mut charge) {
+                Ok(true) => done.burned += 1,
+                Ok(false) => {}
+                Err(_) => done.over_budget += 1,
+            }
+        }
+        if let Some(next) = burned.expire(now) {
+            self.burned_timer = Some(self.wheel.insert(next, Timer::Burned));
+        }
     }
 
     /// Restores the messages of `snapshot` with what is left of their time, into a registry
@@ -63,6 +108,7 @@ impl Registry {
         budget: &Arc<MemoryBudget>,
     ) -> Restored {
         let mut done = Restored::default();
+        self.restore_burned(now, now_ms, &snapshot, budget, &mut done);
         // A message still alive: its deadline and an empty charge on the budget to charge it
         // from; else it is counted as expired and left out.
         let admit = |done: &mut Restored, expires_ms: u64| {
@@ -143,7 +189,7 @@ impl Registry {
 }
 
 /// `deadline` on the wall clock, Unix milliseconds.
-fn wall(deadline: Instant, now: Instant, now_ms: u64) -> u64 {
+pub(super) fn wall(deadline: Instant, now: Instant, now_ms: u64) -> u64 {
     now_ms + deadline.saturating_duration_since(now).as_millis() as u64
 }
 

@@ -35,6 +35,7 @@ impl Scenario {
             keeps_messages: false,
             mcast_retain: MCAST_RETAIN,
             mcast_idle: MCAST_IDLE,
+            single_use: crate::config::SingleUse::default(),
         };
         Scenario { registry: Registry::new(settings, start), start, now: start }
     }
@@ -122,6 +123,7 @@ fn render(reply: &Reply) -> String {
                 | Refusal::WriteRate { .. }
                 | Refusal::MemoryPerClient { .. } => 429,
                 Refusal::Claimed => 401,
+                Refusal::Burned { .. } => 410,
             };
             (status, format!("{refusal:?}"))
         }
@@ -977,4 +979,142 @@ fn channel_kinds_are_separate() {
     assert!(s.sync(2, "x", LinkMethod::Post, "sync").is_empty());
     assert!(s.get(3, "x").is_empty());
     assert_eq!(s.mcast_get(4, "x", None), ["4 <- 200 \"#0 mcast\""]);
+}
+
+/// How long ids stay burned in the single-use scenarios.
+const BURNED_FOR: Duration = Duration::from_secs(3600);
+
+impl Scenario {
+    /// A registry with `--single-use on`, `--burned-for` [`BURNED_FOR`], at most `max` burned.
+    fn single_use(max: usize) -> Scenario {
+        let mut s = Scenario::new();
+        let single_use = crate::config::SingleUse { on: true, retention: BURNED_FOR, max };
+        s.registry.settings.single_use = single_use.clone();
+        s.registry = Registry::new(s.registry.settings.clone(), s.start);
+        s
+    }
+}
+
+const BURNED: &str = "410 \"Burned { retention: 3600s }\"";
+
+#[test]
+fn a_link_id_taken_once_refuses_every_later_send_and_receive_until_it_expires() {
+    let mut s = Scenario::single_use(10);
+    s.get(1, "qr");
+    assert_eq!(s.post(2, "qr", "", "token"), ["1 <- 200 \"token\" (confirm)"]);
+    // Not taken: nothing is burned yet, the message goes to the next receiver.
+    assert!(s.written(1, false).is_empty());
+    assert_eq!(s.get(3, "qr"), ["3 <- 200 \"token\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["2 <- 200 \"\""]);
+    assert_eq!(s.registry.counts().burned, 1);
+    assert_eq!(s.post(4, "qr", "", "replayed"), [format!("4 <- {BURNED}")]);
+    assert_eq!(s.get(5, "qr"), [format!("5 <- {BURNED}")]);
+    assert_eq!(s.registry.counts().refused.get(RefusalReason::Burned), 2);
+    assert_eq!(held(&s), (0, 0, 0));
+    // Other ids, and the same id as an inbox, are not burned.
+    assert_eq!(s.inbox(6, "qr", Action::InboxPost, "x"), ["6 <- 200 \"\""]);
+    assert!(s.get(7, "other").is_empty());
+    // At its end the id is free again, and forgotten.
+    s.at(BURNED_FOR - Duration::from_secs(1));
+    assert_eq!(s.get(8, "qr"), [format!("8 <- {BURNED}")]);
+    s.at(BURNED_FOR + Duration::from_secs(1));
+    assert_eq!(s.registry.counts().burned, 0);
+    assert!(s.get(9, "qr").is_empty(), "parked again");
+}
+
+#[test]
+fn those_waiting_on_a_link_id_when_it_is_burned_are_refused_at_once() {
+    let mut s = Scenario::single_use(10);
+    s.post(1, "qr", "", "first");
+    s.post(2, "qr", "", "second");
+    assert_eq!(s.get(3, "qr"), ["3 <- 200 \"first\" (confirm)"]);
+    assert_eq!(s.written(3, true), ["1 <- 200 \"\"".to_string(), format!("2 <- {BURNED}")]);
+    assert_eq!(held(&s), (0, 0, 0), "the second message is dropped");
+    let mut s = Scenario::single_use(10);
+    s.get(1, "qr");
+    s.get(2, "qr");
+    s.post(3, "qr", "", "m");
+    assert_eq!(s.written(1, true), ["3 <- 200 \"\"".to_string(), format!("2 <- {BURNED}")]);
+    assert_eq!(held(&s), (0, 0, 0));
+}
+
+#[test]
+fn an_acknowledged_inbox_refuses_posts_and_gets_but_still_answers_ack_and_await() {
+    let mut s = Scenario::single_use(10);
+    s.inbox(1, "box", Action::InboxPost, "token");
+    assert_eq!(s.inbox(2, "box", Action::InboxGet, ""), ["2 <- 200 \"token\""]);
+    // Fetched is not delivered: only the acknowledgement burns.
+    assert_eq!(s.registry.counts().burned, 0);
+    assert_eq!(s.inbox(3, "box", Action::InboxDelete, ""), ["3 <- 200 \"\""]);
+    assert_eq!(s.registry.counts().burned, 1);
+    assert_eq!(s.inbox(4, "box", Action::InboxPost, "again"), [format!("4 <- {BURNED}")]);
+    assert_eq!(s.inbox(5, "box", Action::InboxGet, ""), [format!("5 <- {BURNED}")]);
+    assert_eq!(s.inbox(6, "box", Action::InboxAck, ""), ["6 <- 200 \"true\""]);
+    assert_eq!(s.inbox(7, "box", Action::InboxAwait, ""), ["7 <- 200 \"\""]);
+    assert_eq!(s.inbox(8, "box", Action::InboxDelete, ""), ["8 <- 200 \"\""]);
+    assert_eq!(s.registry.counts().burned, 1, "burned once");
+}
+
+#[test]
+fn without_single_use_nothing_is_burned() {
+    let mut s = Scenario::new();
+    s.get(1, "qr");
+    s.post(2, "qr", "", "m");
+    s.written(1, true);
+    s.inbox(3, "box", Action::InboxPost, "m");
+    s.inbox(4, "box", Action::InboxDelete, "");
+    assert!(s.get(5, "qr").is_empty(), "parked");
+    assert_eq!(s.inbox(6, "box", Action::InboxPost, "m"), ["6 <- 200 \"\""]);
+    assert_eq!(s.registry.counts().burned, 0);
+}
+
+#[test]
+fn at_the_cap_the_oldest_burned_id_is_forgotten_and_counted() {
+    let mut s = Scenario::single_use(2);
+    for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let conn = 10 * n as ConnId;
+        s.inbox(conn, id, Action::InboxPost, "m");
+        s.inbox(conn + 1, id, Action::InboxDelete, "");
+    }
+    let counts = s.registry.counts();
+    assert_eq!((counts.burned, counts.burned_forgotten), (2, 1));
+    assert_eq!(s.inbox(30, "a", Action::InboxPost, "m"), ["30 <- 200 \"\""], "forgotten");
+    assert_eq!(s.inbox(31, "b", Action::InboxPost, "m"), [format!("31 <- {BURNED}")]);
+}
+
+#[test]
+fn burned_ids_survive_a_restart_and_their_changes_replay() {
+    let mut s = Scenario::single_use(10);
+    s.registry.settings.keeps_messages = true;
+    let base = s.registry.snapshot(s.now, WALL);
+    s.get(1, "qr");
+    s.post(2, "qr", "", "m");
+    s.written(1, true);
+    s.inbox(3, "box", Action::InboxPost, "m");
+    s.inbox(4, "box", Action::InboxDelete, "");
+    let changes = s.registry.take_changes(s.now, WALL);
+    let replayed = crate::persist::replayed(&base, &changes);
+    assert_eq!(replayed.burned.len(), 2);
+    assert_eq!(replayed.burned, s.registry.snapshot(s.now, WALL).burned);
+    // Restored into a registry with its own fresh key: the saved key comes with them.
+    let mut r = Scenario::single_use(10);
+    let budget = crate::limits::MemoryBudget::new(None);
+    let later = WALL + 60_000;
+    let done = r.registry.restore(r.now, later, replayed.clone(), &budget);
+    assert_eq!(done.burned, 2);
+    // Two burned ids, and the acknowledged entry that stays for `/ack`.
+    let acked = crate::limits::ENTRY_COST + "box".len();
+    assert_eq!(budget.used(), 2 * super::burned::BURN_COST + acked);
+    assert_eq!(r.get(5, "qr"), [format!("5 <- {BURNED}")]);
+    assert_eq!(r.inbox(6, "box", Action::InboxPost, "m"), [format!("6 <- {BURNED}")]);
+    // With what was left of their time: an hour from the first start, a minute of it gone.
+    r.at(BURNED_FOR - Duration::from_secs(61));
+    assert_eq!(r.get(7, "qr"), [format!("7 <- {BURNED}")]);
+    r.at(BURNED_FOR - Duration::from_secs(59));
+    assert!(r.get(8, "qr").is_empty(), "expired");
+    // Expired while the relay was down: not restored.
+    let mut late = Scenario::single_use(10);
+    let down = WALL + BURNED_FOR.as_millis() as u64;
+    let done = late.registry.restore(late.now, down, replayed, &budget);
+    assert_eq!((done.burned, done.expired), (0, 3), "both ids and the inbox entry");
 }
