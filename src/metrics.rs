@@ -265,7 +265,7 @@ impl Gauges {
         let status = if full { "full" } else { "ok" };
         let mut json = format!(
             "{{\"status\":\"{}\"{},\"sessions\":{},\"parked\":{},\"messages\":{},\"bytes\":{},\
-             \"links\":{},\"inboxes\":{},\"syncs\":{},\"mcasts\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
+             \"links\":{},\"inboxes\":{},\"syncs\":{},\"mcasts\":{},\"burned\":{},\"memory\":{},\"connections\":{connections},\"writing\":{},\"state_write_failures\":{},\"limits\":{{\"parked\":{},\
              \"connections\":{},\"memory\":{},\"body\":{}}},\"refused\":{{",
             status,
             self.instance.as_ref().map_or(String::new(), |i| format!(",\"instance\":\"{i}\"")),
@@ -277,6 +277,7 @@ impl Gauges {
             counts.inboxes,
             counts.syncs,
             counts.mcasts,
+            counts.burned,
             memory.used(),
             self.writing.load(Relaxed),
             self.state_write_failures(),

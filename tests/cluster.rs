@@ -122,7 +122,7 @@ fn start_relay(index: usize, state: &str, listen: Option<SocketAddr>) -> Relay {
     let name = name(index);
     let listen = listen.map(|a| a.to_string());
     let mut args = vec!["--instance", &name, "--state-file", state];
-    args.extend(["--trust-proxy", "127.0.0.1/32"]);
+    args.extend(["--trust-proxy", "127.0.0.1/32", "--peer-address", "show"]);
     args.extend(NO_CLIENT_LIMITS);
     if let Some(listen) = &listen {
         args.extend(["--listen", listen]);

@@ -352,12 +352,12 @@ fn sender_address_seen_by_receiver(relay: &Relay, proxy: &Proxy) -> String {
 /// that is not a trusted proxy: 127.0.0.3, never the forged 6.6.6.6 to its left. Without
 /// `--trust-proxy` it ignores the headers and sees the proxy itself, 127.0.0.1.
 fn client_ip_is_the_one_the_proxy_saw(kind: Kind) {
-    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32"]);
+    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32", "--peer-address", "show"]);
     let proxy = Proxy::start(kind, &relay);
     assert_eq!(sender_address_seen_by_receiver(&relay, &proxy), CLIENT_IP);
     drop(proxy);
 
-    let untrusting = Relay::start(&[]);
+    let untrusting = Relay::start(&["--peer-address", "show"]);
     let proxy = Proxy::start(kind, &untrusting);
     assert_eq!(sender_address_seen_by_receiver(&untrusting, &proxy), "127.0.0.1");
     for relay in [&relay, &untrusting] {
@@ -564,7 +564,7 @@ fn page_result(dom: &str) -> String {
 #[test]
 #[ignore = "needs nginx, caddy and chromium: make interop"]
 fn chromium_pubky_flow_from_another_origin() {
-    let relay = Relay::start(&["--inbox-timeout", "1s"]);
+    let relay = Relay::start(&["--inbox-timeout", "1s", "--peer-address", "show"]);
     let page = serve_page(pubky_page(relay.addr()));
     let url = format!("http://{page}/page");
     let browser = thread::spawn(move || chromium_dump_dom(&url));
@@ -1235,7 +1235,7 @@ impl Drop for Haproxy {
 #[test]
 #[ignore = "needs haproxy and curl: make interop"]
 fn haproxy_forwardfor_lines_are_one_list() {
-    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32"]);
+    let relay = Relay::start(&["--trust-proxy", "127.0.0.1/32", "--peer-address", "show"]);
     let proxy = Haproxy::start(&relay);
     let receiver = relay.spawn_get("/link/haproxy");
     relay.wait_parked(1);

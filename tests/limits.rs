@@ -552,13 +552,14 @@ fn sender_ip_seen_by_receiver(relay: &Relay, id: &str, headers: &[(&str, &str)])
 /// without it, both headers are ignored.
 #[test]
 fn client_ip_comes_from_trusted_proxy_headers_only() {
-    let trusted = Relay::start(&["--trust-proxy", "127.0.0.1/32", "--link-timeout", "30s"]);
+    let shown = ["--peer-address", "show", "--link-timeout", "30s"];
+    let trusted = Relay::start(&[&shown[..], &["--trust-proxy", "127.0.0.1/32"]].concat());
     let xff = [("X-Forwarded-For", "6.6.6.6, 198.51.100.7")];
     assert_eq!(sender_ip_seen_by_receiver(&trusted, "ip-1", &xff), "198.51.100.7");
     let real = [("X-Real-IP", "203.0.113.5")];
     assert_eq!(sender_ip_seen_by_receiver(&trusted, "ip-2", &real), "203.0.113.5");
 
-    let direct = Relay::start(&["--link-timeout", "30s"]);
+    let direct = Relay::start(&shown);
     assert_eq!(sender_ip_seen_by_receiver(&direct, "ip-3", &xff), "127.0.0.1");
     assert_eq!(sender_ip_seen_by_receiver(&direct, "ip-4", &real), "127.0.0.1");
     health_ok(trusted.addr());

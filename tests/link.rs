@@ -122,7 +122,7 @@ fn no_content_type_when_the_sender_sent_none() {
 
 #[test]
 fn metadata_headers_describe_the_counterpart() {
-    let relay = relay("10s");
+    let relay = Relay::start(&["--link-timeout", "10s", "--peer-address", "show"]);
     let receiver = relay.spawn_get("/link/meta");
     relay.wait_parked(1);
     let before = now_ms();
@@ -167,6 +167,29 @@ fn metadata_headers_describe_the_counterpart() {
     // No query on either side: no HttpRelay-Query.
     assert_eq!(receiver.header("httprelay-query"), None, "{receiver}");
     assert_eq!(sender.header("httprelay-query"), None, "{sender}");
+}
+
+/// By default (`--peer-address hide`) neither side learns the other's address: no `X-Real-IP`
+/// or `X-Real-Port` at all, not an empty or made-up one; the rest of the metadata stays.
+#[test]
+fn the_peer_address_is_hidden_by_default() {
+    for args in [&[][..], &["--peer-address", "hide"][..]] {
+        let relay = Relay::start(args);
+        let receiver = relay.spawn_get("/link/hidden");
+        relay.wait_parked(1);
+        let sender = relay.post("/link/hidden?k=v", b"m", &[]);
+        let receiver = receiver.join().unwrap();
+        assert_confirmed(&sender);
+        assert_delivered(&receiver, b"m");
+        for (answer, method) in [(&receiver, "POST"), (&sender, "GET")] {
+            assert_eq!(answer.header_count("x-real-ip"), 0, "{answer}");
+            assert_eq!(answer.header_count("x-real-port"), 0, "{answer}");
+            assert_eq!(answer.header("httprelay-method"), Some(method), "{answer}");
+            assert!(answer.header("httprelay-time").is_some(), "{answer}");
+            assert!(answer.header("httprelay-your-time").is_some(), "{answer}");
+        }
+        assert_eq!(receiver.header("httprelay-query"), Some("k=v"), "{receiver}");
+    }
 }
 
 #[test]

@@ -82,7 +82,7 @@ fn inbox_and_link_messages_survive_a_sigterm_restart() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the state file is private");
 
-    let relay = Relay::start(&["--state-file", file]);
+    let relay = Relay::start(&["--state-file", file, "--peer-address", "show"]);
     let got = relay.get("/inbox/x");
     assert_eq!(got.status, 200);
     assert_eq!(got.body, b"inbox message");

@@ -142,7 +142,8 @@ fn auth_throttle_is_reached_with_forged_first_lines() {
 /// it has none, never the proxy's port paired with a forwarded address.
 #[test]
 fn real_ip_metadata_pairs_no_proxy_port_with_a_forwarded_address() {
-    let relay = Relay::start(&[PROXY[0], PROXY[1], "--link-timeout", "30s"]);
+    let relay =
+        Relay::start(&[PROXY[0], PROXY[1], "--link-timeout", "30s", "--peer-address", "show"]);
     let cases = [
         ("meta-1", "203.0.113.7:4711", "203.0.113.7", "4711"),
         ("meta-2", "[2001:db8::7]:443", "2001:db8::7", "443"),

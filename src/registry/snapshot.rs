@@ -59,7 +59,7 @@ impl Registry {
                 digest: e.digest,
                 expires_ms: wall(e.until, now, now_ms),
             };
-            snapshot.burned = live.map(|e| entry(e)).collect();
+            snapshot.burned = live.map(entry).collect();
         }
         snapshot
     }
