@@ -42,7 +42,7 @@ pub struct Config {
     /// Whether a `/link` answer tells each side the other's address (`--peer-address`).
     /// Defaults to [`PeerAddress::Hide`].
     pub peer_address: PeerAddress,
-    /// Replay refusal (`--single-use`, protocol §2.2). Defaults to off.
+    /// Replay refusal (`--single-use`, protocol §4.4). Defaults to off.
     pub single_use: SingleUse,
 }
 
@@ -57,7 +57,7 @@ pub enum PeerAddress {
 }
 
 /// `--single-use`, `--burned-for`, `--max-burned`: ids whose message was delivered are refused
-/// for a while (protocol §2.2).
+/// for a while (protocol §4.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SingleUse {
     /// Whether delivered ids are burned (`--single-use`). Defaults to off.

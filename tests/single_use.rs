@@ -1,5 +1,5 @@
 //! `--single-use`: an id whose message was delivered is refused 410 for `--burned-for`
-//! (protocol §2.2), black-box: through `/link` and `/inbox`, across a restart with
+//! (protocol §4.4), black-box: through `/link` and `/inbox`, across a restart with
 //! `--state-file`, at the cap (`--max-burned`), after its time, and not at all by default.
 
 mod common;

@@ -953,7 +953,7 @@ mod tests {
         (RefusalReason::RatePerId, "--rate-per-id: the registry"),
         (RefusalReason::InboxWaiters, "live waiters per inbox id: the registry"),
         (RefusalReason::SlowReader, "--write-timeout: the outbox"),
-        (RefusalReason::Burned, "--single-use: the registry"),
+        (RefusalReason::Burned, "--single-use, --burned-for, --max-burned: the registry"),
     ];
 
     /// Refusals the reader and the gate actually make, each run here: (reason, status, sentence).

@@ -52,7 +52,7 @@ pub struct LinkEntry {
     pub sender_query: String,
 }
 
-/// An id burned by `--single-use` (protocol §2.2): its keyed digest, never the id.
+/// An id burned by `--single-use` (protocol §4.4): its keyed digest, never the id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BurnedEntry {
     /// The digest of the id's kind and bytes under [`Snapshot::burn_key`].

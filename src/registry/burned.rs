@@ -1,4 +1,4 @@
-//! Burned ids (`--single-use`, protocol §2.2): an id whose message was delivered is refused for
+//! Burned ids (`--single-use`, protocol §4.4): an id whose message was delivered is refused for
 //! `--burned-for`, so a captured QR code or channel id cannot carry a second message.
 //!
 //! An id is kept as a 128-bit keyed digest of its kind and bytes ([`DigestKey`], the digest
