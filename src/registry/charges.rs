@@ -24,6 +24,11 @@ struct Charges {
 
 impl Charges {
     fn new(keeps_messages: bool) -> Charges {
+        Charges::with(keeps_messages, false)
+    }
+
+    /// With `--single-use on` (at the default retention and cap) when `single_use`.
+    fn with(keeps_messages: bool, single_use: bool) -> Charges {
         let start = Instant::now();
         let settings = Settings {
             link_timeout: TIMEOUT,
@@ -35,7 +40,7 @@ impl Charges {
             keeps_messages,
             mcast_retain: MCAST_RETAIN,
             mcast_idle: MCAST_IDLE,
-            single_use: crate::config::SingleUse::default(),
+            single_use: crate::config::SingleUse { on: single_use, ..Default::default() },
         };
         let registry = Registry::new(settings, start);
         let budget = MemoryBudget::new(None);
@@ -205,6 +210,27 @@ fn restored_state_is_charged_as_when_it_was_stored_and_given_back_with_the_regis
     assert_eq!(fresh.used(), held, "restored as charged before");
     drop(fresh.registry);
     assert_eq!(fresh.budget.used(), 0, "given back with the registry");
+}
+
+#[test]
+fn a_burned_id_is_charged_from_what_burned_it_until_it_expires() {
+    let mut c = Charges::with(false, true);
+    let burned = super::burned::BURN_COST;
+    c.arrive(1, "tx", Action::LinkSend, "", "token");
+    c.arrive(2, "tx", Action::LinkReceive, "", "");
+    c.send(Event::DeliveryEnded { conn: 2, taken: true });
+    assert_eq!(c.used(), burned, "the message gone, its id burned");
+    c.arrive(3, "in", Action::InboxPost, "", "token");
+    c.arrive(4, "in", Action::InboxDelete, "", "");
+    assert_eq!(c.used(), 2 * burned + inbox_entry("in"));
+    // Refused requests leave nothing.
+    c.arrive(5, "tx", Action::LinkSend, "", "again");
+    c.arrive(6, "in", Action::InboxGet, "", "");
+    assert_eq!(c.used(), 2 * burned + inbox_entry("in"));
+    c.at(INBOX_TTL);
+    assert_eq!(c.used(), 2 * burned);
+    c.at(crate::config::SingleUse::default().retention + TIMEOUT);
+    assert_eq!(c.used(), 0, "expired");
 }
 
 #[test]
@@ -382,6 +408,31 @@ mod measured {
     #[test]
     fn a_waiting_mcast_reader() {
         check("mcast reader", |c, n| c.arrive(n, &format!("reader-{n}"), Action::McastGet, "", ""));
+    }
+
+    #[test]
+    fn a_burned_id() {
+        let mut c = Charges::with(false, true);
+        // Warm-up and measured run alike: each burns a fresh id, whose inbox entry expires.
+        let burn = |c: &mut Charges, n: u64| {
+            let id = format!("burned-{n}");
+            c.arrive(n, &id, Action::InboxPost, "", "b");
+            c.arrive(n + 1_000_000, &id, Action::InboxDelete, "", "");
+        };
+        for n in 0..N {
+            burn(&mut c, n);
+        }
+        c.at(INBOX_TTL);
+        let heap_before = allocations().live;
+        let charged_before = c.used();
+        for n in N..2 * N {
+            burn(&mut c, n);
+        }
+        c.at(2 * INBOX_TTL);
+        let heap = (allocations().live - heap_before) as u64 / N;
+        let charged = (c.used() - charged_before) as u64 / N;
+        println!("burned id: {heap} bytes of heap, {charged} charged, per id");
+        assert!(heap <= charged, "burned id: {heap} bytes of heap per id, {charged} charged");
     }
 
     #[test]
