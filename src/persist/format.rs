@@ -6,9 +6,9 @@
 //! its fields. Numbers are big-endian, byte strings a `u32` length and the bytes, optional strings
 //! a presence byte first. A compacted file holds one put per stored message, then with
 //! `--single-use` the key of the burned ids' digests and one record per burned id; changes are
-//! appended after it. A relay that predates burned ids reads such a file up to the first of
-//! them, as it reads a torn tail. Reading replays the records in order and stops at the first one that is
-//! cut short or fails its checksum: what precedes it is the state, what follows is reported.
+//! appended after it. Reading replays the records in order and stops at the first one that is
+//! cut short or fails its checksum: what precedes it is the state, what follows is reported (so
+//! a relay that predates burned ids restores the messages ahead of them).
 
 use std::collections::HashMap;
 use std::io;

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
+use super::Protocol;
 use crate::limits::{Charged, Footprint, Reservation, Shortage};
 
 /// What one burned id is charged: its slot in the queue (digest, deadline and charge, 56
@@ -110,9 +111,12 @@ impl Burned {
         Burned { key, retention, max, order, digests, forgotten: 0 }
     }
 
-    /// The digest an id of this kind (`link`: `/link`, else `/inbox`) is kept as.
-    pub(super) fn digest(&self, link: bool, id: &[u8]) -> [u8; 16] {
-        let kind: &[u8] = if link { b"link" } else { b"inbox" };
+    /// The digest an id of the channel kind `kind` is kept as.
+    pub(super) fn digest(&self, kind: Protocol, id: &[u8]) -> [u8; 16] {
+        let kind: &[u8] = match kind {
+            Protocol::Link => b"link",
+            Protocol::Inbox => b"inbox",
+        };
         self.key.digest(&[kind, id])
     }
 
@@ -123,7 +127,8 @@ impl Burned {
     }
 
     /// Burns `digest` until `until`, charged from `from`; an id burned already keeps its
-    /// earlier end. At the cap, the oldest is forgotten first. `false` when it was burned already.
+    /// earlier end (the caller expires what is due first). At the cap, the oldest is forgotten
+    /// first. `false` when it was burned already.
     pub(super) fn insert(
         &mut self,
         digest: [u8; 16],
@@ -180,12 +185,12 @@ mod tests {
         assert_ne!(key, DigestKey::random(), "fresh keys differ");
         assert_eq!(DigestKey::from_bytes(key.to_bytes()), key);
         let set = Burned::new(key, HOUR, 10);
-        assert_eq!(set.digest(true, b"id"), set.digest(true, b"id"));
-        assert_ne!(set.digest(true, b"id"), set.digest(false, b"id"), "kinds are apart");
-        assert_ne!(set.digest(true, b"id"), set.digest(true, b"id2"));
+        assert_eq!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Link, b"id"));
+        assert_ne!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Inbox, b"id"), "kinds are apart");
+        assert_ne!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Link, b"id2"));
         assert_ne!(key.digest(&[b"ab", b"c"]), key.digest(&[b"a", b"bc"]), "parts are apart");
         let other = Burned::new(DigestKey::random(), HOUR, 10);
-        assert_ne!(set.digest(true, b"id"), other.digest(true, b"id"));
+        assert_ne!(set.digest(Protocol::Link, b"id"), other.digest(Protocol::Link, b"id"));
     }
 
     #[test]
@@ -194,7 +199,7 @@ mod tests {
         let mut from = budget.reserve(0).unwrap();
         let start = Instant::now();
         let mut set = Burned::new(DigestKey::random(), HOUR, 10);
-        let (a, b) = (set.digest(true, b"a"), set.digest(true, b"b"));
+        let (a, b) = (set.digest(Protocol::Link, b"a"), set.digest(Protocol::Link, b"b"));
         assert_eq!(set.insert(a, start + HOUR, &mut from), Ok(true));
         assert_eq!(set.insert(a, start + 2 * HOUR, &mut from), Ok(false), "burned already");
         assert_eq!(set.insert(b, start + 2 * HOUR, &mut from), Ok(true));
@@ -215,7 +220,7 @@ mod tests {
         let mut from = budget.reserve(0).unwrap();
         let start = Instant::now();
         let mut set = Burned::new(DigestKey::random(), HOUR, 2);
-        let ids: Vec<[u8; 16]> = (0..3u8).map(|n| set.digest(false, &[n])).collect();
+        let ids: Vec<[u8; 16]> = (0..3u8).map(|n| set.digest(Protocol::Inbox, &[n])).collect();
         for (n, &digest) in ids.iter().enumerate() {
             let until = start + HOUR + Duration::from_secs(n as u64);
             assert_eq!(set.insert(digest, until, &mut from), Ok(true));
@@ -231,7 +236,7 @@ mod tests {
         let mut from = budget.reserve(0).unwrap();
         let now = Instant::now();
         let mut set = Burned::new(DigestKey::random(), HOUR, 10);
-        let (a, b) = (set.digest(true, b"a"), set.digest(true, b"b"));
+        let (a, b) = (set.digest(Protocol::Link, b"a"), set.digest(Protocol::Link, b"b"));
         assert_eq!(set.insert(a, now + HOUR, &mut from), Ok(true));
         assert_eq!(set.insert(b, now + HOUR, &mut from), Err(Shortage::Total));
         assert_eq!(set.len(), 1);

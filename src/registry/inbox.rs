@@ -161,7 +161,7 @@ impl Registry {
                             out.push(Reply::to(waiter, Answer::Done));
                         }
                         if acked_now {
-                            self.burn(now, false, &id, &mut request.reservation);
+                            self.burn(now, super::Protocol::Inbox, &id, &mut request.reservation);
                         }
                     }
                     None => out.push(reply(Answer::NoMessage)),

@@ -344,7 +344,7 @@ impl Registry {
             if self.unpark(ticket).is_some() {
                 out.push(Reply::to(ticket, Answer::LinkDelivered { own: sender, receiver }));
             }
-            if self.burn(now, true, &id, &mut charge) {
+            if self.burn(now, super::Protocol::Link, &id, &mut charge) {
                 self.link_refuse_burned(&id, out);
             }
             return self.link_settle(now, &id);

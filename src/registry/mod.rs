@@ -476,24 +476,26 @@ impl Registry {
     /// before.
     fn burned_refusal(&mut self, now: Instant, request: &Request) -> Option<Refusal> {
         let burned = self.burned.as_ref()?;
-        let link = match request.action {
-            Action::LinkReceive | Action::LinkSend => true,
-            Action::InboxPost | Action::InboxGet => false,
+        let kind = match request.action {
+            Action::LinkReceive | Action::LinkSend => Protocol::Link,
+            Action::InboxPost | Action::InboxGet => Protocol::Inbox,
             _ => return None,
         };
-        if !burned.contains(&burned.digest(link, &request.id), now) {
+        if !burned.contains(&burned.digest(kind, &request.id), now) {
             return None;
         }
         self.counts.refused.add(RefusalReason::Burned);
         Some(Refusal::Burned { retention: burned.retention })
     }
 
-    /// Burns `id` (`link`: a `/link` id, else an `/inbox` one) with `--single-use`, charged from
-    /// `from`: the delivered message's charge or the acknowledging request's, which always
-    /// holds an entry's worth. Returns whether it was burned now.
-    fn burn(&mut self, now: Instant, link: bool, id: &[u8], from: &mut Reservation) -> bool {
+    /// Burns `id`, of the channel kind `kind`, with `--single-use`, charged from `from`: the
+    /// delivered message's charge or the acknowledging request's, which always holds an entry's
+    /// worth. Returns whether it was burned now.
+    fn burn(&mut self, now: Instant, kind: Protocol, id: &[u8], from: &mut Reservation) -> bool {
         let Some(burned) = &mut self.burned else { return false };
-        let digest = burned.digest(link, id);
+        // An id whose time ended since the last tick is burned anew, not kept as it was.
+        burned.expire(now);
+        let digest = burned.digest(kind, id);
         let until = crate::wheel::deadline_after(now, burned.retention);
         // A charge that does not fit (never: `from` holds more) leaves the id unburned.
         if !burned.insert(digest, until, from).unwrap_or(false) {

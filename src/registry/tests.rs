@@ -1020,6 +1020,14 @@ fn a_link_id_taken_once_refuses_every_later_send_and_receive_until_it_expires() 
     s.at(BURNED_FOR + Duration::from_secs(1));
     assert_eq!(s.registry.counts().burned, 0);
     assert!(s.get(9, "qr").is_empty(), "parked again");
+    // Delivered again: burned again, even when its earlier time ended since the last tick.
+    s.post(10, "qr", "", "second");
+    s.written(9, true);
+    s.now += BURNED_FOR;
+    s.get(11, "qr");
+    s.post(12, "qr", "", "third");
+    assert_eq!(s.written(11, true), ["12 <- 200 \"\""]);
+    assert_eq!(s.post(13, "qr", "", "replayed"), [format!("13 <- {BURNED}")]);
 }
 
 #[test]
