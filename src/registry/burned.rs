@@ -186,7 +186,11 @@ mod tests {
         assert_eq!(DigestKey::from_bytes(key.to_bytes()), key);
         let set = Burned::new(key, HOUR, 10);
         assert_eq!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Link, b"id"));
-        assert_ne!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Inbox, b"id"), "kinds are apart");
+        assert_ne!(
+            set.digest(Protocol::Link, b"id"),
+            set.digest(Protocol::Inbox, b"id"),
+            "kinds are apart"
+        );
         assert_ne!(set.digest(Protocol::Link, b"id"), set.digest(Protocol::Link, b"id2"));
         assert_ne!(key.digest(&[b"ab", b"c"]), key.digest(&[b"a", b"bc"]), "parts are apart");
         let other = Burned::new(DigestKey::random(), HOUR, 10);
