@@ -47,7 +47,8 @@ pub struct Config {
 }
 
 /// `--peer-address`: whether a `/link` answer carries the counterpart's `X-Real-IP` and
-/// `X-Real-Port` (httprelay.io sends them; README "Decisions" says why they are hidden by default).
+/// `X-Real-Port`. httprelay.io sends them; README, "Decisions where the upstream protocols are
+/// silent", says why they are hidden by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerAddress {
     /// Both headers, as httprelay.io sends them.
