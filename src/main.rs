@@ -251,14 +251,16 @@ fn restore(
     let snapshot = persist::open(path).map_err(|e| e.to_string())?;
     let done = registry.restore(Instant::now(), wheel::unix_ms(), snapshot, memory);
     info!(
-        "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
+        "restored {} /inbox and {} /link messages and {} burned ids from {} ({} expired \
+         meanwhile)",
         done.inbox,
         done.link,
+        done.burned,
         path.display(),
         done.expired
     );
     if done.over_budget > 0 {
-        warn!("dropped {} saved messages: no room in --max-memory", done.over_budget);
+        warn!("dropped {} saved entries: no room in --max-memory", done.over_budget);
     }
     let journal = persist::Journal::start(path.to_path_buf(), Arc::clone(gauges))
         .map_err(|e| format!("cannot start a thread: {e}"))?;
