@@ -176,8 +176,16 @@ impl Burned {
 mod tests {
     use super::*;
     use crate::limits::MemoryBudget;
+    use std::sync::Arc;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    /// An empty set of at most `max` ids, charged to a budget of `limit` bytes through `from`.
+    fn empty(limit: Option<usize>, max: usize) -> (Arc<MemoryBudget>, Reservation, Burned) {
+        let budget = MemoryBudget::new(limit);
+        let from = budget.reserve(0).expect("nothing reserved yet");
+        (budget, from, Burned::new(DigestKey::random(), HOUR, max))
+    }
 
     #[test]
     fn a_digest_depends_on_key_kind_and_id_and_reads_back_from_its_bytes() {
@@ -199,10 +207,8 @@ mod tests {
 
     #[test]
     fn burned_ids_are_refused_until_they_expire_and_charged_until_forgotten() {
-        let budget = MemoryBudget::new(None);
-        let mut from = budget.reserve(0).unwrap();
+        let (budget, mut from, mut set) = empty(None, 10);
         let start = Instant::now();
-        let mut set = Burned::new(DigestKey::random(), HOUR, 10);
         let (a, b) = (set.digest(Protocol::Link, b"a"), set.digest(Protocol::Link, b"b"));
         assert_eq!(set.insert(a, start + HOUR, &mut from), Ok(true));
         assert_eq!(set.insert(a, start + 2 * HOUR, &mut from), Ok(false), "burned already");
@@ -220,10 +226,8 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_oldest_is_forgotten_early_and_counted() {
-        let budget = MemoryBudget::new(None);
-        let mut from = budget.reserve(0).unwrap();
+        let (budget, mut from, mut set) = empty(None, 2);
         let start = Instant::now();
-        let mut set = Burned::new(DigestKey::random(), HOUR, 2);
         let ids: Vec<[u8; 16]> = (0..3u8).map(|n| set.digest(Protocol::Inbox, &[n])).collect();
         for (n, &digest) in ids.iter().enumerate() {
             let until = start + HOUR + Duration::from_secs(n as u64);
@@ -236,10 +240,8 @@ mod tests {
 
     #[test]
     fn an_id_that_does_not_fit_the_budget_is_refused_and_nothing_changes() {
-        let budget = MemoryBudget::new(Some(BURN_COST));
-        let mut from = budget.reserve(0).unwrap();
+        let (_budget, mut from, mut set) = empty(Some(BURN_COST), 10);
         let now = Instant::now();
-        let mut set = Burned::new(DigestKey::random(), HOUR, 10);
         let (a, b) = (set.digest(Protocol::Link, b"a"), set.digest(Protocol::Link, b"b"));
         assert_eq!(set.insert(a, now + HOUR, &mut from), Ok(true));
         assert_eq!(set.insert(b, now + HOUR, &mut from), Err(Shortage::Total));
