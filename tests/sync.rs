@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::{request, Relay, Response};
 
-/// A relay whose waiting sides give up after `link`.
+/// A relay whose waiting sides give up after `link`, and that names each side's address to the
+/// other (`--peer-address show`), as httprelay.io does, so the answers carry all its metadata.
 fn relay(link: &str) -> Relay {
-    Relay::start(&["--link-timeout", link])
+    Relay::start(&["--link-timeout", link, "--peer-address", "show"])
 }
 
 /// Asserts `side` got `body` (its counterpart's) with the counterpart's method and content type.
@@ -172,4 +173,21 @@ fn sync_ids_are_their_own_name_space() {
     assert_got(&side.join().unwrap(), b"other", "POST", None);
     assert_eq!(relay.post("/link/shared", b"for link", &[]).status, 200);
     assert_eq!(link.join().unwrap().body, b"for link");
+}
+
+/// By default (`--peer-address hide`) neither side learns the other's address: no `X-Real-IP`
+/// or `X-Real-Port` at all; the rest of the metadata stays.
+#[test]
+fn the_peer_address_is_hidden_by_default() {
+    let relay = Relay::start(&[]);
+    let a = relay.spawn_request(sync("POST", "/sync/hidden", b"from a", &[]));
+    relay.wait_parked(1);
+    let b = relay.send(&sync("PUT", "/sync/hidden", b"from b", &[]));
+    let a = a.join().unwrap();
+    for (side, method) in [(&a, "PUT"), (&b, "POST")] {
+        assert_eq!(side.status, 200, "{side}");
+        assert_eq!(side.header("httprelay-method"), Some(method), "{side}");
+        assert_eq!(side.header_count("x-real-ip"), 0, "{side}");
+        assert_eq!(side.header_count("x-real-port"), 0, "{side}");
+    }
 }
