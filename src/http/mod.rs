@@ -17,3 +17,4 @@ pub mod parse;
 pub mod read;
 pub mod reader;
 pub mod server;
+pub mod writer;
