@@ -317,8 +317,10 @@ impl ReplyWriter {
     /// written. Taken from a trusted proxy (see the module docs), else not.
     pub fn reset(&mut self) -> Step {
         match (self.stage, self.step) {
-            (Stage::Draining, Step::Drain) | (Stage::Acknowledging, Step::Probe) => self
-                .end(if self.via_proxy { Outcome::Taken } else { Outcome::NotTaken(Loss::Reset) }),
+            (Stage::Draining, Step::Drain) | (Stage::Acknowledging, Step::Probe) => {
+                let proxy = self.via_proxy;
+                self.end(if proxy { Outcome::Taken } else { Outcome::NotTaken(Loss::Reset) })
+            }
             _ => self.step,
         }
     }
