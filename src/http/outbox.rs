@@ -15,21 +15,16 @@
 //! it; past it the connection is closed and counted (`slow_reader`).
 //!
 //! Every reply ends gracefully: the write side is shut (the client sees the end of the response),
-//! then what the client still sends is read and dropped until its end of stream, for at most
-//! [`LINGER_TIME`] and [`LINGER_BYTES`] ([`LINGER_BYTES_WORKER`] after a worker's reply, which
-//! may refuse a body it did not read), [`DRAIN_TURN`] bytes at a time so that a client streaming
-//! fast holds no thread. Closing with unread input would make the kernel reset the connection,
-//! throw away reply bytes not yet sent, and fail the writes of a proxy still passing a refused
-//! body on (one that then loses the answer).
+//! then what the client still sends is read and dropped until its end of stream, within bounds
+//! of time and bytes, a turn's share at a time so that a client streaming fast holds no thread.
+//! Closing with unread input would make the kernel reset the connection, throw away reply bytes
+//! not yet sent, and fail the writes of a proxy still passing a refused body on (one that then
+//! loses the answer).
 //!
-//! A `/link` delivery is reported to the registry as *taken* or not. Taken means: every byte of
-//! the reply reached the receiver's TCP and acknowledged, and the receiver then closed its end
-//! cleanly, with no reset (RFC 9112 §9.6: a client reads a `close` response to its end, then
-//! closes). A write error, a reset, or the deadline first means not taken: the registry gives the
-//! message to the next receiver. One exception: a trusted proxy (`--trust-proxy`) that resets
-//! the connection after every byte was written has taken it. HAProxy closes each relay
-//! connection that way once it has read the whole response; a proxy reads what it is sent at
-//! once and passes it on, and from there the hand-off is the proxy's (protocol §2.1).
+//! What to do next with a reply, and how it ended (for a `/link` delivery: *taken* or not,
+//! protocol §2.1), is decided by its [`ReplyWriter`] (`writer.rs`), which holds those rules and
+//! bounds and makes no system call; the loops here perform its steps on the sockets, keep the
+//! deadlines and turns, report each delivery's end to the registry, and log.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
