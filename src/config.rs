@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::identity::Cidr;
 use crate::identity::Client;
+use crate::wheel::MAX_WAIT;
 
 /// Everything the relay is configured with.
 #[derive(Clone, Debug, PartialEq)]
@@ -710,9 +711,6 @@ fn duration(value: &str) -> Result<Duration, Expected> {
     }
 }
 
-/// Longest value of every duration flag: a day. Far beyond any hand-off, and small enough
-/// that no deadline computed from it can overflow.
-pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// Largest `--max-body`: 1 GiB (a body is held in memory whole).
 const MAX_BODY: usize = 1 << 30;
 /// Largest `--max-head`: 1 MiB.

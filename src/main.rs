@@ -30,6 +30,7 @@ mod routes;
 mod sys;
 #[cfg(test)]
 mod testutil;
+mod threads;
 mod wheel;
 
 use std::net::TcpListener;
@@ -41,9 +42,10 @@ use log::{error, info, warn};
 
 use auth::TokenStore;
 use config::Command;
+use http::inbound::{Inbound, ToRegistry};
 use http::outbox::Outbox;
-use http::parked::{Inbound, ToRegistry};
-use http::server::{self, Shared};
+use http::server;
+use http::shared::Shared;
 use registry::{Registry, Settings};
 
 /// `--features count-allocs` (benchmarks only): every allocation is counted, and
@@ -165,7 +167,7 @@ fn run(config: config::Config) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the outbox: {e}"))?;
     let registry_outbox = outbox.clone();
-    server::spawn("registry".into(), move || {
+    threads::spawn("registry".into(), move || {
         let (gauges, journal) = (registry_gauges, registry_journal);
         http::parked::run(registry, registry_input, registry_outbox, gauges, journal, watched)
     })
@@ -207,7 +209,7 @@ fn restore(
     gauges: &Arc<metrics::Gauges>,
 ) -> Result<Arc<persist::Journal>, String> {
     let snapshot = persist::open(path).map_err(|e| e.to_string())?;
-    let done = registry.restore(Instant::now(), persist::unix_ms(), snapshot, memory);
+    let done = registry.restore(Instant::now(), wheel::unix_ms(), snapshot, memory);
     info!(
         "restored {} /inbox and {} /link messages from {} ({} expired meanwhile)",
         done.inbox,
@@ -220,7 +222,7 @@ fn restore(
     }
     let journal = persist::Journal::start(path.to_path_buf(), Arc::clone(gauges))
         .map_err(|e| format!("cannot start a thread: {e}"))?;
-    journal.compact(registry.snapshot(Instant::now(), persist::unix_ms()));
+    journal.compact(registry.snapshot(Instant::now(), wheel::unix_ms()));
     Ok(journal)
 }
 

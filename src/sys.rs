@@ -407,8 +407,8 @@ pub fn watch_signals(signals: &[Signal]) -> io::Result<Receiver<Signal>> {
 }
 
 /// Counts allocations for the benchmarks (`--features count-allocs`; never in a default build):
-/// the system allocator, plus three relaxed counters the bench harnesses read through
-/// [`allocations`]. Registered as the global allocator in `main.rs` only under that feature.
+/// the system allocator, plus relaxed counters the bench harnesses read: calls, bytes and live
+/// bytes through [`allocations`], the largest single allocation through [`take_largest`]. Registered as the global allocator in `main.rs` only under that feature.
 #[cfg(feature = "count-allocs")]
 pub mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};

@@ -5,6 +5,9 @@
 //! entries of the slots passed over, so expiry work is proportional to what is due, never a scan
 //! of everything that waits. Time is passed in (`now`), so the wheel is tested on a fake clock.
 //!
+//! Beside the wheel, the relay's few facts about time: its [`TICK`], the longest wait it keeps
+//! ([`MAX_WAIT`]), and the wall clock's reading ([`unix_ms`]) for what leaves the process.
+//!
 //! Guarantees: a deadline fires once, never before it (`deadline <= now`), and at most one tick
 //! after it when `advance` is called every tick.
 //!
@@ -19,17 +22,27 @@
 
 use std::num::NonZeroU32;
 use std::ops::{Index, IndexMut};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The relay's clock tick: the width of the poller's and the registry's wheels, so a deadline
 /// (a request's, a wait's, a message's) fires at most this late.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// The longest wait the relay keeps, and so the longest value of every duration flag: a day.
+/// Far beyond any hand-off, and small enough that no deadline computed from it can overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// The deadline `wait` after `now`, computed without overflow: every configured wait is at most
-/// a day (`config::MAX_WAIT`), and a sum the clock cannot represent (never, in practice) is
+/// a day ([`MAX_WAIT`]), and a sum the clock cannot represent (never, in practice) is
 /// clamped to that day, or to `now`.
 pub fn deadline_after(now: Instant, wait: Duration) -> Instant {
-    now.checked_add(wait).or_else(|| now.checked_add(crate::config::MAX_WAIT)).unwrap_or(now)
+    now.checked_add(wait).or_else(|| now.checked_add(MAX_WAIT)).unwrap_or(now)
+}
+
+/// The current wall-clock time, Unix milliseconds: what `HttpRelay-Time` and the state file's
+/// expiries are written in (every deadline inside runs on the monotonic clock).
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Names one entry of the wheel, to cancel it. Stale ids (already fired or cancelled) are harmless.

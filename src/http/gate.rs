@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::conn::Exchange;
+use super::exchange::Exchange;
 use super::parse::{validate, Framing, Head, HeadError, Version};
 use super::reader::{BodyFraming, BodyPlan};
 use crate::auth::{Denied, Scope, TokenStore};

@@ -1,20 +1,26 @@
-//! The HTTP/1.1 front (protocol §4; README "Design"): a pure parser over bytes (`parse`,
-//! `chunked`), the pure request reader over it (`reader`: bytes and the time in, a step out),
-//! the gate that decides every connection and complete head (`gate`), how the registry's answers
-//! are said (`answers`; the responses themselves are plain values in `crate::response`), the
-//! connection (`conn`), the worker's loop that drives the reader and the gate over a socket
-//! (`read`), the poller and its workers (`server`), the registry thread's loop over parked
-//! connections (`parked`), and the one thread that writes every answer (`outbox`). It holds no
-//! relay state: relay requests go to the registry over a channel.
+//! The HTTP/1.1 front (protocol §4; README "Design"), bottom up: a pure parser over bytes
+//! (`parse`, `chunked`); the pure request reader over it (`reader`: bytes and the time in, a step
+//! out); a request's bookkeeping (`exchange`) and the gate that decides every connection and
+//! complete head (`gate`); how the registry's answers are said (`answers`; the responses
+//! themselves are plain values in `crate::response`); the connection, the one owner of a socket
+//! (`conn`); what reaches the registry thread (`inbound`); the outbox threads that see every
+//! answer to its end, one per worker (`outbox`); what the workers share (`shared`); the worker's
+//! loop that drives the reader and the gate over a socket (`read`); the registry thread's loop
+//! over parked connections (`parked`); and the poller with its workers (`server`). No file names
+//! one above it (`tests/layers.rs`). It holds no relay state: relay requests go to the registry
+//! over a channel.
 
 pub mod answers;
 pub mod chunked;
 pub mod conn;
+pub mod exchange;
 pub mod gate;
+pub mod inbound;
 pub mod outbox;
 pub mod parked;
 pub mod parse;
 pub mod read;
 pub mod reader;
 pub mod server;
+pub mod shared;
 pub mod writer;

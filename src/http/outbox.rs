@@ -27,17 +27,17 @@
 //! deadlines and turns, report each delivery's end to the registry, and log.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, info};
 
-use super::conn::{Connection, Exchange};
-use super::parked::{Inbound, ToRegistry};
+use super::conn::Connection;
+use super::exchange::Exchange;
+use super::inbound::{Inbound, ToRegistry};
 use super::writer::{Kind, Loss, Outcome, Readiness, ReplyWriter, Step, LINGER_TIME};
 use crate::cors;
 use crate::logging::refusal_log_allowed;
@@ -46,6 +46,7 @@ use crate::refused::RefusalReason;
 use crate::registry::ConnId;
 use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
+use crate::threads::{self, drain_wakeups, Waker};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Bytes reserved for a response's head besides its body (see `Sending::new`).
@@ -55,52 +56,6 @@ const HEAD_ROOM: usize = 1024;
 const WRITE_TICK: Duration = Duration::from_millis(20);
 /// The token of the wake-up socket in the outbox's epoll set (connection ids are above it).
 const WAKEUP_TOKEN: u64 = 0;
-
-/// Wakes a thread that waits in epoll, through a socket pair it watches.
-pub struct Waker {
-    socket: UnixStream,
-    /// Set while the thread is about to wait or waiting: only then does a wake-up cost a write.
-    asleep: AtomicBool,
-}
-
-impl Waker {
-    /// A waker and the socket its thread watches (both non-blocking).
-    pub fn pair() -> io::Result<(Arc<Waker>, UnixStream)> {
-        let (watched, socket) = UnixStream::pair()?;
-        watched.set_nonblocking(true)?;
-        socket.set_nonblocking(true)?;
-        Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), watched))
-    }
-
-    /// Wakes the thread if it waits (or is about to). Call it after queueing the work.
-    pub fn wake(&self) {
-        // Orders the queueing before the look at `asleep`, pairing with the fence in
-        // `sleeping`: either this sees the thread asleep, or the thread sees the work.
-        fence(Ordering::SeqCst);
-        if self.asleep.swap(false, Ordering::SeqCst) {
-            // A full socket buffer means a wake-up is pending already.
-            let _ = io::Write::write(&mut &self.socket, &[1]);
-        }
-    }
-
-    /// Marks the thread as about to wait; it must then look at its queue once more before it
-    /// waits, since a sender that came just before saw it awake and did not write.
-    pub fn sleeping(&self) {
-        self.asleep.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-    }
-
-    /// Marks the thread awake (it will look at its queue without being woken).
-    pub fn awake(&self) {
-        self.asleep.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Empties the wake-up socket after a wake-up.
-pub fn drain_wakeups(watched: &UnixStream) {
-    let mut drain = [0u8; 64];
-    while matches!((&*watched).read(&mut drain), Ok(n) if n > 0) {}
-}
 
 /// Where replies go: cheap to clone, one per thread that answers.
 #[derive(Clone)]
@@ -302,7 +257,7 @@ impl Shard {
         poller.add(&wakeups, Interest::Always, WAKEUP_TOKEN)?;
         let epoll = poller.handle();
         let thread_waker = Arc::clone(&waker);
-        super::server::spawn(format!("outbox-{n}"), move || {
+        threads::spawn(format!("outbox-{n}"), move || {
             let mut replies = ReplyLoop::new(gauges);
             replies.run(&mut poller, &incoming, &wakeups, &thread_waker, &registry);
         })?;
@@ -588,7 +543,7 @@ impl ReplyLoop {
         for conn in deduplicated(std::mem::take(&mut self.acknowledging)) {
             self.progress(epoll, conn, false, now);
         }
-        crate::registry::shrink(&mut self.sending);
+        crate::limits::shrink_sparse(&mut self.sending);
     }
 
     /// Ends a reply: reports a delivery, logs, closes.

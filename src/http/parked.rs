@@ -23,15 +23,19 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, TryRecvError};
 
 use super::answers::render;
-use super::conn::{Connection, Exchange};
-use super::outbox::{drain_wakeups, Outbox, OwnReplies, Waker};
+use super::conn::Connection;
+use super::exchange::Exchange;
+use super::inbound::{Inbound, ToRegistry};
+use super::outbox::{Outbox, OwnReplies};
 use crate::metrics::Gauges;
-use crate::persist::{snapshot_len, unix_ms, Journal};
-use crate::registry::{ConnId, Event, Registry, Reply, Request, TICK};
+use crate::persist::{snapshot_len, Journal};
+use crate::registry::{ConnId, Event, Registry, Reply, TICK};
 use crate::sys::{Epoll, Interest};
+use crate::threads::{drain_wakeups, Waker};
+use crate::wheel::unix_ms;
 
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
 pub const WATCH_BATCH: usize = 1024;
@@ -46,42 +50,6 @@ const OWN_REPLIES_MAX: usize = 16;
 
 /// Shortest time between two looks at whether the journal needs a snapshot.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-/// What reaches the registry thread.
-// `Request`, the large variant, is the common one: boxing it would add an allocation to every
-// relay request.
-#[allow(clippy::large_enum_variant)]
-pub enum Inbound {
-    /// A worker read and validated a relay request.
-    Request { connection: Connection, exchange: Exchange, request: Request },
-    /// An outbox thread finished a delivery: the receiver took it, or not. (The deliveries the
-    /// registry thread finishes itself are reported to it directly.)
-    DeliveryEnded { conn: ConnId, taken: bool },
-    /// The relay is shutting down: answer every parked request, and every later one too.
-    Drain,
-    /// Hand the changes to the stored messages to the journal now (a snapshot if it needs one),
-    /// then answer on the channel.
-    Save(Sender<()>),
-}
-
-/// How other threads reach the registry thread: its queue, and a wake-up for the epoll set it
-/// waits in. Cheap to clone.
-#[derive(Clone)]
-pub struct ToRegistry {
-    queue: Sender<Inbound>,
-    waker: Arc<Waker>,
-}
-
-impl ToRegistry {
-    /// Queues `inbound` and wakes the registry thread if it waits; false if it is gone.
-    pub fn send(&self, inbound: Inbound) -> bool {
-        let sent = self.queue.send(inbound).is_ok();
-        if sent {
-            self.waker.wake();
-        }
-        sent
-    }
-}
 
 /// What the registry thread waits on: its queue, and its epoll set, which holds the wake-up
 /// socket of [`ToRegistry`] and the replies the thread writes itself.
@@ -98,7 +66,7 @@ pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
     let (waker, wakeups) = Waker::pair()?;
     let poller = Epoll::new(256)?;
     poller.add(&wakeups, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
-    let to = ToRegistry { queue, waker: Arc::clone(&waker) };
+    let to = ToRegistry::new(queue, Arc::clone(&waker));
     Ok((to, RegistryInput { queue: incoming, waker, wakeups, poller }))
 }
 
@@ -197,7 +165,7 @@ pub fn run(
             next_tick = now + TICK;
             events.push_back(Event::Tick);
             io.notice_leavers(&mut events);
-            crate::registry::shrink(&mut io.waiting);
+            crate::limits::shrink_sparse(&mut io.waiting);
         }
         while let Some(event) = events.pop_front() {
             registry.handle(now, event, &mut replies);

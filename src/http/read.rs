@@ -15,18 +15,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::answers::shutting_down;
-use super::conn::{Connection, Exchange};
+use super::conn::Connection;
+use super::exchange::Exchange;
 use super::gate::{body_read, Decision, Now, Refusal};
-use super::parked::Inbound;
+use super::inbound::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
-use super::server::Shared;
+use super::shared::Shared;
 use crate::identity::ClientKey;
 use crate::limits::{Reservation, Shortage, HEAD_ALLOWANCE};
-use crate::persist::unix_ms;
 use crate::refused::RefusalReason;
 use crate::registry::Request;
 use crate::response::{empty_body, Response};
 use crate::routes::usage;
+use crate::wheel::unix_ms;
 
 /// A request being read. See the module docs.
 pub struct Reading {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::parse::{parse_head, Head, HeadError, HeadLimits, Status};
-use crate::config::Config;
 use crate::refused::RefusalReason;
 use crate::response::Response;
 use crate::wheel::deadline_after;
@@ -36,18 +35,6 @@ pub struct ReaderLimits {
     pub body_timeout: Duration,
 }
 
-impl ReaderLimits {
-    /// The reader's bounds in `config`.
-    pub fn of(config: &Config) -> ReaderLimits {
-        let limits = &config.limits;
-        ReaderLimits {
-            head: HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers },
-            head_timeout: config.timeouts.head,
-            body_timeout: config.timeouts.body,
-        }
-    }
-}
-
 /// What body the gate lets a request have, decided from its head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyPlan {
@@ -57,8 +44,9 @@ pub struct BodyPlan {
     pub expect_continue: bool,
 }
 
-/// The largest declared body allocated whole before it arrives: the default `--max-body`.
-const WHOLE_BODY_MAX: usize = crate::config::DEFAULT_MAX_BODY;
+/// The largest declared body allocated whole before it arrives (64 KiB, the default
+/// `--max-body`); a longer one grows as its bytes come.
+const WHOLE_BODY_MAX: usize = 64 * 1024;
 
 /// How a body's end is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 //! either finishes the request or gives it back. The poller also enforces each reading's deadline
 //! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
 //! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to the
-//! [`Outbox`] thread. [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
+//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to an
+//! outbox thread (`outbox.rs`; one per worker). [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
 //! closes the listener.
 
 use std::collections::HashMap;
@@ -21,22 +21,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, error, warn};
 
-use crate::auth::TokenStore;
-
 use super::conn::Connection;
-use super::gate::Gate;
-use super::outbox::{drain_wakeups, Outbox, Waker};
-use super::parked::ToRegistry;
+use super::parse::HeadLimits;
 use super::read::{self, Reading};
 use super::reader::ReaderLimits;
+use super::shared::Shared;
 use crate::config::Config;
-use crate::limits::MemoryBudget;
-use crate::metrics::Gauges;
 use crate::sys::{self, Interest};
+use crate::threads::{drain_wakeups, spawn, Waker};
 use crate::wheel::{TimerId, TimerWheel, TICK};
 
-/// Stack size of the relay's threads: they keep their buffers on the heap.
-pub const THREAD_STACK: usize = 128 * 1024;
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
 /// Poller tokens that are not connections (connection ids start above them).
@@ -47,36 +41,6 @@ const BACKLOG: i32 = 4096;
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// What the poller and the workers share.
-pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Where relay requests go.
-    pub registry: ToRegistry,
-    /// Where answers go.
-    pub outbox: Outbox,
-    /// Live numbers.
-    pub gauges: Arc<Gauges>,
-    /// What decides connections and request heads, with its state.
-    pub gate: Gate,
-}
-
-impl Shared {
-    /// What the workers and the poller share, for `config`, checking `tokens` if given.
-    pub fn new(
-        config: Config,
-        registry: ToRegistry,
-        outbox: Outbox,
-        gauges: Arc<Gauges>,
-        memory: Arc<MemoryBudget>,
-        tokens: Option<Arc<TokenStore>>,
-    ) -> Shared {
-        let config = Arc::new(config);
-        let gate = Gate::new(Arc::clone(&config), memory, tokens);
-        Shared { config, registry, outbox, gauges, gate }
-    }
-}
 
 /// What the poller gives a worker.
 enum Job {
@@ -223,7 +187,7 @@ impl Accepting {
                 }
             }
             self.expire(&epoll, now);
-            crate::registry::shrink(&mut self.pending);
+            crate::limits::shrink_sparse(&mut self.pending);
         }
     }
 
@@ -270,7 +234,7 @@ impl Accepting {
                     continue;
                 }
             }
-            let limits = ReaderLimits::of(&self.shared.config);
+            let limits = reader_limits(&self.shared.config);
             let charge = self.shared.gate.head_charge(peer);
             self.watch(poller, Reading::new(connection, peer, limits, now, charge));
         }
@@ -327,10 +291,12 @@ impl Accepting {
     }
 }
 
-/// Spawns a named thread with the relay's stack size.
-pub fn spawn(
-    name: String,
-    body: impl FnOnce() + Send + 'static,
-) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body)
+/// The reader's bounds in `config`.
+fn reader_limits(config: &Config) -> ReaderLimits {
+    let limits = &config.limits;
+    ReaderLimits {
+        head: HeadLimits { max_head: limits.max_head, max_headers: limits.max_headers },
+        head_timeout: config.timeouts.head,
+        body_timeout: config.timeouts.body,
+    }
 }

@@ -271,6 +271,14 @@ impl Drop for Reservation {
     }
 }
 
+/// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
+/// burst of waiters does not keep the relay at its peak size.
+pub fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,9 @@ mod connections;
 mod memory;
 mod rate;
 
-use std::time::Duration;
-
 pub use connections::{PeerConnections, PeerSlot};
 pub use memory::{
-    Charged, Footprint, MemoryBudget, Reservation, Shortage, ENTRY_COST, HEAD_ALLOWANCE,
+    shrink_sparse, Charged, Footprint, MemoryBudget, Reservation, Shortage, ENTRY_COST,
+    HEAD_ALLOWANCE,
 };
-pub use rate::{Rate, RateTable};
-
-/// A `Retry-After` value for a wait: whole seconds, at least one.
-pub fn retry_after(wait: Duration) -> String {
-    wait.as_secs_f64().ceil().max(1.0).to_string()
-}
+pub use rate::{retry_after, Rate, RateTable};

@@ -112,10 +112,14 @@ impl<K: Hash + Eq + Copy> RateTable<K> {
     }
 }
 
+/// A `Retry-After` value for a wait: whole seconds, at least one.
+pub fn retry_after(wait: Duration) -> String {
+    wait.as_secs_f64().ceil().max(1.0).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::retry_after;
 
     #[test]
     fn token_bucket_allows_a_burst_then_the_rate() {

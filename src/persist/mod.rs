@@ -16,17 +16,11 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{error, info, warn};
 
 pub use format::snapshot_len;
 pub use journal::Journal;
-
-/// The current wall-clock time, Unix milliseconds.
-pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A stored `/inbox` message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 pub use crate::action::Action;
 use crate::identity::ClientKey;
-use crate::limits::{Charged, Footprint, Rate, RateTable, Reservation, Shortage, ENTRY_COST};
+use crate::limits::{
+    shrink_sparse, Charged, Footprint, Rate, RateTable, Reservation, Shortage, ENTRY_COST,
+};
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
@@ -457,11 +459,11 @@ impl Registry {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<Reply>) {
-        shrink(&mut self.parked);
-        shrink(&mut self.links);
-        shrink(&mut self.inboxes);
-        shrink(&mut self.deliveries);
-        shrink(&mut self.parked_by_client);
+        shrink_sparse(&mut self.parked);
+        shrink_sparse(&mut self.links);
+        shrink_sparse(&mut self.inboxes);
+        shrink_sparse(&mut self.deliveries);
+        shrink_sparse(&mut self.parked_by_client);
         let mut expired = Vec::new();
         self.wheel.advance(now, &mut expired);
         for timer in expired {
@@ -504,14 +506,6 @@ fn shared_id<V>(map: &HashMap<Id, V>, id: Vec<u8>) -> Id {
     match map.get_key_value(&id[..]) {
         Some((key, _)) => Arc::clone(key),
         None => Id::from(id),
-    }
-}
-
-/// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
-/// burst of waiters does not keep the relay at its peak size.
-pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -11,9 +11,9 @@ use super::held::HeldBody;
 use super::inbox::Stored;
 use super::link::Message;
 use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
-use crate::config::MAX_WAIT;
 use crate::limits::{Charged, MemoryBudget};
 use crate::persist::{InboxEntry, LinkEntry, Snapshot};
+use crate::wheel::{deadline_after, MAX_WAIT};
 
 /// What [`Registry::restore`] did with a snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,9 +70,9 @@ impl Registry {
                 done.expired += 1;
                 return None;
             }
-            // What is left is at most a day (config::MAX_WAIT), whatever the file says.
+            // What is left is at most a day (MAX_WAIT), whatever the file says.
             let left = Duration::from_millis(expires_ms - now_ms).min(MAX_WAIT);
-            Some((crate::wheel::deadline_after(now, left), budget.reserve(0)?))
+            Some((deadline_after(now, left), budget.reserve(0)?))
         };
         for entry in snapshot.inbox {
             let Some((deadline, mut reservation)) = admit(&mut done, entry.expires_ms) else {
