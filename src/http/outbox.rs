@@ -112,7 +112,7 @@ impl Outbox {
         response: Response,
         delivery: bool,
     ) {
-        self.queue(connection, exchange, response, Kind::of_registrys(delivery));
+        self.queue(connection, exchange, response, registry_kind(delivery));
     }
 
     /// Renders and queues a reply; a worker's is written first. The outbox thread learns of it
@@ -160,14 +160,12 @@ impl Outbox {
     }
 }
 
-impl Kind {
-    /// The kind of the registry thread's replies.
-    fn of_registrys(delivery: bool) -> Kind {
-        if delivery {
-            Kind::Delivery
-        } else {
-            Kind::FromRegistry
-        }
+/// The kind of a reply of the registry thread: a delivery, or another answer.
+fn registry_kind(delivery: bool) -> Kind {
+    if delivery {
+        Kind::Delivery
+    } else {
+        Kind::FromRegistry
     }
 }
 
@@ -177,7 +175,7 @@ impl Kind {
 /// own epoll set rather than hand it to an outbox thread (one wake-up less on each hand-off of
 /// a quiet relay).
 pub struct OwnReplies {
-    /// The outbox's loop (its `early` and `due` stay empty here: a reply is taken the moment it
+    /// The outbox's loop (its `early` and `due` stay empty here: a reply joins it the moment it
     /// is written).
     replies: ReplyLoop,
     /// The owning thread's epoll set; every token in it but [`OwnReplies::WAKEUP_TOKEN`] is a
@@ -208,7 +206,7 @@ impl OwnReplies {
         response: Response,
         delivery: bool,
     ) {
-        let kind = Kind::of_registrys(delivery);
+        let kind = registry_kind(delivery);
         let sending = outbox.prepare(connection, exchange, response, kind, true, &self.poller);
         let now = Instant::now();
         if let Some((conn, input)) = self.replies.receive(sending) {
@@ -450,17 +448,8 @@ impl ReplyLoop {
             // Replies are only taken here; what is due is moved on after, so a reply finished
             // now cannot be taken for one not queued yet.
             let mut due = std::mem::take(&mut self.due);
-            loop {
-                match incoming.try_recv() {
-                    Ok(sending) => due.extend(self.receive(sending)),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        if self.sending.is_empty() {
-                            return;
-                        }
-                        break;
-                    }
-                }
+            if !self.take_queued(incoming, &mut due) {
+                return;
             }
             for (token, input) in ready.drain(..) {
                 match token {
@@ -478,6 +467,20 @@ impl ReplyLoop {
                 registry.send(Inbound::DeliveryEnded { conn, taken });
             }
             self.publish();
+        }
+    }
+
+    /// Takes every reply queued for the thread, adding those to move on now to `due`; `false`
+    /// once the answering threads are gone and no reply is in flight: the thread's work is over.
+    fn take_queued(&mut self, incoming: &Receiver<Sending>, due: &mut Vec<(ConnId, bool)>) -> bool {
+        loop {
+            match incoming.try_recv() {
+                Ok(sending) => due.extend(self.receive(sending)),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return !self.sending.is_empty()
+                }
+            }
         }
     }
 
