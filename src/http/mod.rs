@@ -1,14 +1,15 @@
-//! The HTTP/1.1 front (protocol §4; README "Design"), bottom up: a pure parser over bytes
-//! (`parse`, `chunked`); the pure request reader over it (`reader`: bytes and the time in, a step
-//! out); a request's bookkeeping (`exchange`) and the gate that decides every connection and
-//! complete head (`gate`); how the registry's answers are said (`answers`; the responses
-//! themselves are plain values in `crate::response`); the connection, the one owner of a socket
-//! (`conn`); what reaches the registry thread (`inbound`); the outbox threads that see every
+//! The HTTP/1.1 front (protocol §4; README "Design"), bottom up: a pure parser over bytes (`parse`,
+//! `chunked`); the pure request reader over it (`reader`: bytes and the time in, a step out); the
+//! pure reply writer (`writer`: what the socket did and the time in, a step out, and whether a
+//! delivery was taken); a request's bookkeeping (`exchange`) and the gate that decides every
+//! connection and complete head (`gate`); how the registry's answers are said (`answers`; the
+//! responses themselves are plain values in `crate::response`); the connection, the one owner of a
+//! socket (`conn`); what reaches the registry thread (`inbound`); the outbox threads that see every
 //! answer to its end, one per worker (`outbox`); what the workers share (`shared`); the worker's
-//! loop that drives the reader and the gate over a socket (`read`); the registry thread's loop
-//! over parked connections (`parked`); and the poller with its workers (`server`). No file names
-//! one above it (`tests/layers.rs`). It holds no relay state: relay requests go to the registry
-//! over a channel.
+//! loop that drives the reader and the gate over a socket (`read`); the registry thread's loop over
+//! parked connections (`parked`); and the poller with its workers (`server`). No file names one
+//! above it (`tests/layers.rs`). It holds no relay state: relay requests go to the registry over a
+//! channel.
 
 pub mod answers;
 pub mod chunked;
