@@ -5,12 +5,13 @@
 //! and how the reply ended, which for a `/link` delivery is the delivery rule.
 //!
 //! ```text
-//!   Writing ──(last byte)──▶ Written ──shut──▶ Draining ──(client's end; a delivery)──▶ Closed
-//!     │ Wait(Writable)          (the write side)   │ Drain, Wait(Input), DrainNextTurn       │ Ask
-//!     │                                            │ (client's end, not a delivery): Taken    ▼
-//!     │                                            │                                 Acknowledging
-//!     │                                            │                     Probe, Ask, AskNextTick: 0 → Taken
-//!     ╰── a failed write, a reset, too much input, the deadline: Done(NotTaken) ──────────╯
+//!  Writing ──last byte──▶ Written ──shut──▶ Draining ──client's end──▶ Closed ──ask: 0──▶ Taken
+//!  Write, Wait(Writable)  ShutDown          Drain, Wait(Input),           │ ask: not 0
+//!                                           DrainNextTurn                 ▼
+//!                                                                 Acknowledging ──ask: 0──▶ Taken
+//!                                                                 Probe, Ask, AskNextTick
+//!  From any stage: a failed write, a reset, input past its bound, the deadline: NotTaken.
+//!  Not a delivery: Taken at its end of stream or once lingered. A trusted proxy's reset: Taken.
 //! ```
 //!
 //! A delivery is *taken* when every byte was acknowledged by the client's TCP (`SIOCOUTQ` is 0)
