@@ -66,7 +66,7 @@ pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
     let (queue, incoming) = unbounded();
     let (waker, wakeups) = Waker::pair()?;
     let poller = Epoll::new(256)?;
-    poller.add(&wakeups, Interest::Always, OwnReplies::WAKER)?;
+    poller.add(&wakeups, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
     let to = ToRegistry::new(queue, Arc::clone(&waker));
     Ok((to, RegistryInput { queue: incoming, waker, wakeups, poller }))
 }
