@@ -2,7 +2,7 @@
 //! the labels of the refusal counters, shared by the HTTP side, which counts its refusals in the
 //! gauges (`metrics.rs`), and the registry, which counts its own and publishes them. A refusal
 //! itself (its status and sentence) is each layer's own enum: `http::reader::ReadError`,
-//! `http::gate::Refusal`, `registry::Refusal`.
+//! `http::gate::RequestRefusal`, `registry::RegistryRefusal`.
 
 /// Why a connection or request was refused, for the counters `/health` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

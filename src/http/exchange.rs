@@ -25,7 +25,7 @@ pub struct Exchange {
     /// Who asked: the TCP peer until the head names a client behind a trusted proxy.
     pub(super) client: ClientKey,
     /// Whether the TCP peer is a trusted proxy (`--trust-proxy`), which may close a connection
-    /// it has read in full with a reset (HAProxy does): see `outbox.rs`.
+    /// it has read in full with a reset (HAProxy does): see `writer.rs`.
     pub(super) via_proxy: bool,
     pub(super) started: Started,
 }

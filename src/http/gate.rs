@@ -146,14 +146,14 @@ impl Gate {
         peer: SocketAddr,
         now: Now,
         exchange: &mut Exchange,
-    ) -> Result<Decision, Refusal> {
+    ) -> Result<Decision, RequestRefusal> {
         let client = self.identify(head, peer, exchange)?;
         let framing = validate(head)?;
         let (path, query) = split_target(head.target)?;
         let route = route(head.method, path, self.config.limits.max_id)?;
         exchange.route = route.kind();
         if head.header("service-worker").is_some() {
-            return Err(Refusal::ServiceWorker);
+            return Err(RequestRefusal::ServiceWorker);
         }
         let (id, action) = match route {
             Route::Relay { id, action } => (id, action),
@@ -201,7 +201,7 @@ impl Gate {
         head: &Head<'_>,
         peer: SocketAddr,
         exchange: &mut Exchange,
-    ) -> Result<Client, Refusal> {
+    ) -> Result<Client, RequestRefusal> {
         exchange.set_method(head.method);
         exchange.cors_origin =
             cors::allowed_origin(&self.config.cors, head.header("origin")).map(Box::new);
@@ -214,7 +214,7 @@ impl Gate {
         exchange.client = client.key();
         exchange.via_proxy = self.config.is_trusted_proxy(peer.ip());
         if !self.config.access.allows(client) {
-            return Err(Refusal::IpDenied);
+            return Err(RequestRefusal::IpDenied);
         }
         Ok(client)
     }
@@ -226,7 +226,7 @@ impl Gate {
         head: &Head<'_>,
         client: ClientKey,
         now: Instant,
-    ) -> Result<Decision, Refusal> {
+    ) -> Result<Decision, RequestRefusal> {
         let authorization = head.header("authorization");
         let detailed = self.tokens.is_none() || authorization.is_some();
         if detailed {
@@ -237,10 +237,15 @@ impl Gate {
 
     /// `/metrics`: loopback clients (after `--trust-proxy`) may read it; others need a stats
     /// token.
-    fn metrics(&self, head: &Head<'_>, client: Client, now: Instant) -> Result<Decision, Refusal> {
+    fn metrics(
+        &self,
+        head: &Head<'_>,
+        client: Client,
+        now: Instant,
+    ) -> Result<Decision, RequestRefusal> {
         if !client.is_loopback() {
             if self.tokens.is_none() {
-                return Err(Refusal::MetricsNotLoopback);
+                return Err(RequestRefusal::MetricsNotLoopback);
             }
             self.authorize(head.header("authorization"), client.key(), Scope::Stats, now)?;
         }
@@ -254,7 +259,7 @@ impl Gate {
         head: &Head<'_>,
         exchange: &Exchange,
         now: Instant,
-    ) -> Result<Decision, Refusal> {
+    ) -> Result<Decision, RequestRefusal> {
         self.take_rate(exchange.client, now)?;
         let requested = head.header("access-control-request-headers");
         let allowed = exchange.cors_origin.is_some();
@@ -270,7 +275,7 @@ impl Gate {
         client: Client,
         request: &Request,
         body: BodyPlan,
-    ) -> Result<Reservation, Refusal> {
+    ) -> Result<Reservation, RequestRefusal> {
         let body_bytes = match body.framing {
             BodyFraming::Length(n) => n,
             BodyFraming::Chunked { max } => max,
@@ -278,8 +283,8 @@ impl Gate {
         self.memory
             .reserve_for(client.memory_key(), kept_bytes(request).saturating_add(body_bytes))
             .map_err(|shortage| match shortage {
-                Shortage::Total => Refusal::Memory,
-                Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
+                Shortage::Total => RequestRefusal::Memory,
+                Shortage::Client { limit } => RequestRefusal::MemoryPerIp { limit },
             })
     }
 
@@ -292,7 +297,7 @@ impl Gate {
         client: ClientKey,
         scope: Scope,
         now: Instant,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), RequestRefusal> {
         let Some(store) = &self.tokens else { return Ok(()) };
         if let Some(failures) = &self.auth_failures {
             let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -306,7 +311,7 @@ impl Gate {
                         retry_after(wait)
                     );
                 }
-                return Err(Refusal::AuthThrottled { per_minute, wait });
+                return Err(RequestRefusal::AuthThrottled { per_minute, wait });
             }
         }
         let denied = match store.current().check(authorization, scope) {
@@ -317,28 +322,32 @@ impl Gate {
             let mut failures = failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let _ = failures.take(client, now);
         }
-        Err(Refusal::Auth(denied))
+        Err(RequestRefusal::Auth(denied))
     }
 
     /// `--rate-per-ip`: takes a token for `client`, or refuses with 429.
-    fn take_rate(&self, client: ClientKey, now: Instant) -> Result<(), Refusal> {
+    fn take_rate(&self, client: ClientKey, now: Instant) -> Result<(), RequestRefusal> {
         let Some(table) = &self.rate_per_ip else { return Ok(()) };
         let mut table = table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let per_minute = self.config.limits.rate_per_ip.unwrap_or(0);
-        table.take(client, now).map_err(|wait| Refusal::RateLimited { per_minute, wait })
+        table.take(client, now).map_err(|wait| RequestRefusal::RateLimited { per_minute, wait })
     }
 }
 
 /// `--max-body` against the announced length (a chunked body is bounded as it is decoded),
 /// then `Expect`: only `100-continue`, owed for an HTTP/1.1 body.
-fn body_plan(head: &Head<'_>, framing: Framing, max_body: usize) -> Result<BodyPlan, Refusal> {
+fn body_plan(
+    head: &Head<'_>,
+    framing: Framing,
+    max_body: usize,
+) -> Result<BodyPlan, RequestRefusal> {
     let framing = match framing {
         Framing::None => BodyFraming::Length(0),
         Framing::Length(n) => usize::try_from(n)
             .ok()
             .filter(|&n| n <= max_body)
             .map(BodyFraming::Length)
-            .ok_or(Refusal::BodyTooLarge { limit: max_body })?,
+            .ok_or(RequestRefusal::BodyTooLarge { limit: max_body })?,
         Framing::Chunked => BodyFraming::Chunked { max: max_body },
     };
     let expect_continue = match head.header("expect") {
@@ -346,7 +355,7 @@ fn body_plan(head: &Head<'_>, framing: Framing, max_body: usize) -> Result<BodyP
         Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
             head.version == Version::Http11 && framing != BodyFraming::Length(0)
         }
-        Some(_) => return Err(Refusal::Expectation),
+        Some(_) => return Err(RequestRefusal::Expectation),
     };
     Ok(BodyPlan { framing, expect_continue })
 }
@@ -397,9 +406,9 @@ impl fmt::Display for ConnectionRefusal {
 }
 
 /// Why the gate refused a request. Each variant's status, headers and sentence are in
-/// [`Refusal::response`] and its `Display`, once.
+/// [`RequestRefusal::response`] and its `Display`, once.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Refusal {
+pub enum RequestRefusal {
     /// A client outside `--allow-ip` or inside `--deny-ip` (403).
     IpDenied,
     /// The head's framing headers are invalid (400, 501: see [`HeadError`]).
@@ -428,31 +437,36 @@ pub enum Refusal {
     MemoryPerIp { limit: usize },
 }
 
-impl Refusal {
+impl RequestRefusal {
     /// The answer.
     pub fn response(&self) -> Response {
         let status = match self {
-            Refusal::Head(e) => e.status(),
-            Refusal::Route(e) => e.status(),
-            Refusal::BodyTooLarge { .. } => 413,
-            Refusal::Expectation => 417,
-            Refusal::RateLimited { .. }
-            | Refusal::MemoryPerIp { .. }
-            | Refusal::AuthThrottled { .. } => 429,
-            Refusal::Memory => 503,
-            Refusal::IpDenied | Refusal::MetricsNotLoopback | Refusal::ServiceWorker => 403,
-            Refusal::Auth(denied) => denied.status(),
+            RequestRefusal::Head(e) => e.status(),
+            RequestRefusal::Route(e) => e.status(),
+            RequestRefusal::BodyTooLarge { .. } => 413,
+            RequestRefusal::Expectation => 417,
+            RequestRefusal::RateLimited { .. }
+            | RequestRefusal::MemoryPerIp { .. }
+            | RequestRefusal::AuthThrottled { .. } => 429,
+            RequestRefusal::Memory => 503,
+            RequestRefusal::IpDenied
+            | RequestRefusal::MetricsNotLoopback
+            | RequestRefusal::ServiceWorker => 403,
+            RequestRefusal::Auth(denied) => denied.status(),
         };
         let response = Response::text(status, self);
         match self {
-            Refusal::Route(RouteError::MethodNotAllowed { allow }) => {
+            RequestRefusal::Route(RouteError::MethodNotAllowed { allow }) => {
                 response.header("Allow", *allow)
             }
-            Refusal::RateLimited { wait, .. } | Refusal::AuthThrottled { wait, .. } => {
+            RequestRefusal::RateLimited { wait, .. }
+            | RequestRefusal::AuthThrottled { wait, .. } => {
                 response.header("Retry-After", retry_after(*wait))
             }
-            Refusal::Auth(denied) => response.header("WWW-Authenticate", denied.challenge()),
-            Refusal::Memory | Refusal::MemoryPerIp { .. } => response.header("Retry-After", "1"),
+            RequestRefusal::Auth(denied) => response.header("WWW-Authenticate", denied.challenge()),
+            RequestRefusal::Memory | RequestRefusal::MemoryPerIp { .. } => {
+                response.header("Retry-After", "1")
+            }
             _ => response,
         }
     }
@@ -461,56 +475,56 @@ impl Refusal {
     /// route that does not exist, `/metrics` off loopback).
     pub fn reason(&self) -> Option<RefusalReason> {
         Some(match self {
-            Refusal::Head(_) | Refusal::Expectation => RefusalReason::Malformed,
-            Refusal::BodyTooLarge { .. } => RefusalReason::TooLarge,
-            Refusal::RateLimited { .. } => RefusalReason::RatePerIp,
-            Refusal::Memory => RefusalReason::Memory,
-            Refusal::MemoryPerIp { .. } => RefusalReason::MemoryPerIp,
-            Refusal::IpDenied => RefusalReason::IpDenied,
-            Refusal::Auth(Denied::Missing | Denied::Unknown) => RefusalReason::Unauthorized,
-            Refusal::Auth(Denied::Scope(_)) => RefusalReason::Forbidden,
-            Refusal::AuthThrottled { .. } => RefusalReason::AuthThrottled,
-            Refusal::ServiceWorker => RefusalReason::ServiceWorker,
-            Refusal::Route(_) | Refusal::MetricsNotLoopback => return None,
+            RequestRefusal::Head(_) | RequestRefusal::Expectation => RefusalReason::Malformed,
+            RequestRefusal::BodyTooLarge { .. } => RefusalReason::TooLarge,
+            RequestRefusal::RateLimited { .. } => RefusalReason::RatePerIp,
+            RequestRefusal::Memory => RefusalReason::Memory,
+            RequestRefusal::MemoryPerIp { .. } => RefusalReason::MemoryPerIp,
+            RequestRefusal::IpDenied => RefusalReason::IpDenied,
+            RequestRefusal::Auth(Denied::Missing | Denied::Unknown) => RefusalReason::Unauthorized,
+            RequestRefusal::Auth(Denied::Scope(_)) => RefusalReason::Forbidden,
+            RequestRefusal::AuthThrottled { .. } => RefusalReason::AuthThrottled,
+            RequestRefusal::ServiceWorker => RefusalReason::ServiceWorker,
+            RequestRefusal::Route(_) | RequestRefusal::MetricsNotLoopback => return None,
         })
     }
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for RequestRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Head(e) => e.fmt(f),
-            Refusal::Route(e) => e.fmt(f),
-            Refusal::BodyTooLarge { limit } => {
+            RequestRefusal::Head(e) => e.fmt(f),
+            RequestRefusal::Route(e) => e.fmt(f),
+            RequestRefusal::BodyTooLarge { limit } => {
                 write!(f, "Body is larger than the {limit}-byte limit (--max-body).")
             }
-            Refusal::Expectation => f.write_str("Only Expect: 100-continue is supported."),
-            Refusal::RateLimited { per_minute, .. } => write!(
+            RequestRefusal::Expectation => f.write_str("Only Expect: 100-continue is supported."),
+            RequestRefusal::RateLimited { per_minute, .. } => write!(
                 f,
                 "Too many requests: at most {per_minute} a minute per client (--rate-per-ip)."
             ),
-            Refusal::Memory => f.write_str(
+            RequestRefusal::Memory => f.write_str(
                 "The relay holds as much as its memory budget allows (--max-memory); retry \
                  shortly.",
             ),
-            Refusal::MemoryPerIp { limit } => write!(
+            RequestRefusal::MemoryPerIp { limit } => write!(
                 f,
                 "This client holds its {limit}-byte share of the relay's memory \
                  (--max-memory-per-ip); retry once its messages are delivered."
             ),
-            Refusal::IpDenied => {
+            RequestRefusal::IpDenied => {
                 f.write_str("This address may not use the relay (--allow-ip, --deny-ip).")
             }
-            Refusal::MetricsNotLoopback => f.write_str(
+            RequestRefusal::MetricsNotLoopback => f.write_str(
                 "/metrics is answered to loopback clients only, or with a stats token \
                  (--token-file).",
             ),
-            Refusal::ServiceWorker => f.write_str(
+            RequestRefusal::ServiceWorker => f.write_str(
                 "The relay serves no service worker scripts: what it relays never runs on its \
                  origin.",
             ),
-            Refusal::Auth(denied) => denied.fmt(f),
-            Refusal::AuthThrottled { per_minute, .. } => write!(
+            RequestRefusal::Auth(denied) => denied.fmt(f),
+            RequestRefusal::AuthThrottled { per_minute, .. } => write!(
                 f,
                 "Too many failed authentications: at most {per_minute} a minute per client \
                  (--auth-failures-per-ip); retry later."
@@ -519,15 +533,15 @@ impl fmt::Display for Refusal {
     }
 }
 
-impl From<HeadError> for Refusal {
-    fn from(e: HeadError) -> Refusal {
-        Refusal::Head(e)
+impl From<HeadError> for RequestRefusal {
+    fn from(e: HeadError) -> RequestRefusal {
+        RequestRefusal::Head(e)
     }
 }
 
-impl From<RouteError> for Refusal {
-    fn from(e: RouteError) -> Refusal {
-        Refusal::Route(e)
+impl From<RouteError> for RequestRefusal {
+    fn from(e: RouteError) -> RequestRefusal {
+        RequestRefusal::Route(e)
     }
 }
 
@@ -574,7 +588,7 @@ mod tests {
         request: &str,
         from: &str,
         now: Instant,
-    ) -> (Result<Decision, Refusal>, Exchange) {
+    ) -> (Result<Decision, RequestRefusal>, Exchange) {
         let limits = HeadLimits { max_head: 8192, max_headers: 100 };
         let Ok(Status::Complete(head)) = parse_head(request.as_bytes(), &limits) else {
             panic!("not a whole head: {request:?}")
@@ -585,11 +599,11 @@ mod tests {
         (decided, exchange)
     }
 
-    fn decide(gate: &Gate, request: &str) -> Result<Decision, Refusal> {
+    fn decide(gate: &Gate, request: &str) -> Result<Decision, RequestRefusal> {
         decide_at(gate, request, CLIENT, Instant::now()).0
     }
 
-    fn refusal(gate: &Gate, request: &str) -> Refusal {
+    fn refusal(gate: &Gate, request: &str) -> RequestRefusal {
         match decide(gate, request) {
             Err(refusal) => refusal,
             Ok(decision) => panic!("let through: {decision:?}"),
@@ -604,7 +618,7 @@ mod tests {
         format!("POST {path} HTTP/1.1\r\nHost: h\r\n{extra}\r\n")
     }
 
-    fn plan(decision: Result<Decision, Refusal>) -> BodyPlan {
+    fn plan(decision: Result<Decision, RequestRefusal>) -> BodyPlan {
         match decision {
             Ok(Decision::Relay { body, .. }) => body,
             other => panic!("not a relay request: {other:?}"),
@@ -677,11 +691,11 @@ mod tests {
         let empty = post("/inbox/a", "Content-Length: 0\r\nExpect: 100-continue\r\n");
         assert!(!plan(decide(&gate, &empty)).expect_continue);
         let other = post("/inbox/a", "Content-Length: 3\r\nExpect: something\r\n");
-        assert_eq!(refusal(&gate, &other), Refusal::Expectation);
+        assert_eq!(refusal(&gate, &other), RequestRefusal::Expectation);
         let large = post("/inbox/a", "Content-Length: 101\r\n");
-        assert_eq!(refusal(&gate, &large), Refusal::BodyTooLarge { limit: 100 });
+        assert_eq!(refusal(&gate, &large), RequestRefusal::BodyTooLarge { limit: 100 });
         let huge = post("/inbox/a", "Content-Length: 18446744073709551615\r\n");
-        assert_eq!(refusal(&gate, &huge), Refusal::BodyTooLarge { limit: 100 });
+        assert_eq!(refusal(&gate, &huge), RequestRefusal::BodyTooLarge { limit: 100 });
     }
 
     #[test]
@@ -697,35 +711,41 @@ mod tests {
         let bad_framing = "Content-Length: 99\r\nTransfer-Encoding: chunked\r\nExpect: x\r\n";
         let everything = post("/nowhere", bad_framing);
         let gate = gate(Arc::clone(&strict), true);
-        assert_eq!(refusal(&gate, &everything), Refusal::IpDenied);
+        assert_eq!(refusal(&gate, &everything), RequestRefusal::IpDenied);
         let allowed = config(|c| {
             c.limits = strict.limits.clone();
         });
         let gate = self::gate(allowed, true);
         assert_eq!(
             refusal(&gate, &everything),
-            Refusal::Head(HeadError::LengthWithTransferEncoding)
+            RequestRefusal::Head(HeadError::LengthWithTransferEncoding)
         );
         let unrouted =
             post("/nowhere", "Content-Length: 99\r\nExpect: x\r\nService-Worker: script\r\n");
-        assert_eq!(refusal(&gate, &unrouted), Refusal::Route(RouteError::NotFound));
+        assert_eq!(refusal(&gate, &unrouted), RequestRefusal::Route(RouteError::NotFound));
         let worker =
             post("/link/a", "Content-Length: 99\r\nExpect: x\r\nService-Worker: script\r\n");
-        assert_eq!(refusal(&gate, &worker), Refusal::ServiceWorker);
+        assert_eq!(refusal(&gate, &worker), RequestRefusal::ServiceWorker);
         let anonymous = post("/link/a", "Content-Length: 99\r\nExpect: x\r\n");
-        assert_eq!(refusal(&gate, &anonymous), Refusal::Auth(Denied::Missing));
+        assert_eq!(refusal(&gate, &anonymous), RequestRefusal::Auth(Denied::Missing));
         let signed = format!("Authorization: Bearer {SEND}\r\nContent-Length: 99\r\nExpect: x\r\n");
         let signed = post("/link/a", &signed);
-        assert!(matches!(refusal(&gate, &signed), Refusal::BodyTooLarge { limit: 10 }));
-        assert!(matches!(refusal(&gate, &signed), Refusal::RateLimited { per_minute: 1, .. }));
+        assert!(matches!(refusal(&gate, &signed), RequestRefusal::BodyTooLarge { limit: 10 }));
+        assert!(matches!(
+            refusal(&gate, &signed),
+            RequestRefusal::RateLimited { per_minute: 1, .. }
+        ));
         let tight = config(|c| {
             c.limits.max_memory = Some(1);
             c.limits.max_memory_per_ip = MemoryShare::Off;
         });
         let gate = self::gate(tight, false);
         let expecting = post("/link/a", "Content-Length: 9\r\nExpect: x\r\n");
-        assert_eq!(refusal(&gate, &expecting), Refusal::Expectation);
-        assert_eq!(refusal(&gate, &post("/link/a", "Content-Length: 9\r\n")), Refusal::Memory);
+        assert_eq!(refusal(&gate, &expecting), RequestRefusal::Expectation);
+        assert_eq!(
+            refusal(&gate, &post("/link/a", "Content-Length: 9\r\n")),
+            RequestRefusal::Memory
+        );
     }
 
     #[test]
@@ -741,12 +761,12 @@ mod tests {
             format!("GET {path} HTTP/1.1\r\nHost: h\r\nService-Worker: script\r\n\r\n")
         };
         for path in ["/", "/health", "/metrics", "/link/a", "/inbox/a", "/inbox/a/await"] {
-            assert_eq!(refusal(&gate, &worker(path)), Refusal::ServiceWorker, "{path}");
+            assert_eq!(refusal(&gate, &worker(path)), RequestRefusal::ServiceWorker, "{path}");
         }
         // Whatever the value: only browsers send the header, and only for a worker's script.
         let other = "GET /inbox/a HTTP/1.1\r\nHost: h\r\nservice-worker: x\r\n\r\n";
-        assert_eq!(refusal(&gate, other), Refusal::ServiceWorker);
-        assert_eq!(Refusal::ServiceWorker.reason(), Some(RefusalReason::ServiceWorker));
+        assert_eq!(refusal(&gate, other), RequestRefusal::ServiceWorker);
+        assert_eq!(RequestRefusal::ServiceWorker.reason(), Some(RefusalReason::ServiceWorker));
         // No rate token and no memory were taken: the one request a minute is still there.
         assert_eq!(gate.memory().used(), 0);
         assert!(matches!(decide(&gate, &get("/link/a")), Ok(Decision::Relay { .. })));
@@ -756,19 +776,19 @@ mod tests {
     fn each_refusal_answers_its_status_headers_and_sentence() {
         let wait = 2 * SECOND + SECOND / 10;
         let cases = [
-            (Refusal::IpDenied, 403, None, "This address may not use the relay (--allow-ip, --deny-ip)."),
-            (Refusal::Head(HeadError::BadHost), 400, None, "Request must have exactly one Host header (HTTP/1.0: at most one)."),
-            (Refusal::Route(RouteError::MethodNotAllowed { allow: "GET" }), 405, Some(("Allow", "GET")), "Method not allowed here; allowed: GET."),
-            (Refusal::MetricsNotLoopback, 403, None, "/metrics is answered to loopback clients only, or with a stats token (--token-file)."),
-            (Refusal::ServiceWorker, 403, None, "The relay serves no service worker scripts: what it relays never runs on its origin."),
-            (Refusal::Auth(Denied::Missing), 401, Some(("WWW-Authenticate", "Bearer realm=\"handoff\"")), "Missing"),
-            (Refusal::Auth(Denied::Scope(Scope::Send)), 403, None, "Scope"),
-            (Refusal::AuthThrottled { per_minute: 5, wait }, 429, Some(("Retry-After", "3")), "Too many failed authentications: at most 5 a minute per client (--auth-failures-per-ip); retry later."),
-            (Refusal::RateLimited { per_minute: 100, wait }, 429, Some(("Retry-After", "3")), "Too many requests: at most 100 a minute per client (--rate-per-ip)."),
-            (Refusal::BodyTooLarge { limit: 10 }, 413, None, "Body is larger than the 10-byte limit (--max-body)."),
-            (Refusal::Expectation, 417, None, "Only Expect: 100-continue is supported."),
-            (Refusal::Memory, 503, Some(("Retry-After", "1")), "The relay holds as much as its memory budget allows (--max-memory); retry shortly."),
-            (Refusal::MemoryPerIp { limit: 8 }, 429, Some(("Retry-After", "1")), "This client holds its 8-byte share of the relay's memory (--max-memory-per-ip); retry once its messages are delivered."),
+            (RequestRefusal::IpDenied, 403, None, "This address may not use the relay (--allow-ip, --deny-ip)."),
+            (RequestRefusal::Head(HeadError::BadHost), 400, None, "Request must have exactly one Host header (HTTP/1.0: at most one)."),
+            (RequestRefusal::Route(RouteError::MethodNotAllowed { allow: "GET" }), 405, Some(("Allow", "GET")), "Method not allowed here; allowed: GET."),
+            (RequestRefusal::MetricsNotLoopback, 403, None, "/metrics is answered to loopback clients only, or with a stats token (--token-file)."),
+            (RequestRefusal::ServiceWorker, 403, None, "The relay serves no service worker scripts: what it relays never runs on its origin."),
+            (RequestRefusal::Auth(Denied::Missing), 401, Some(("WWW-Authenticate", "Bearer realm=\"handoff\"")), "Missing"),
+            (RequestRefusal::Auth(Denied::Scope(Scope::Send)), 403, None, "Scope"),
+            (RequestRefusal::AuthThrottled { per_minute: 5, wait }, 429, Some(("Retry-After", "3")), "Too many failed authentications: at most 5 a minute per client (--auth-failures-per-ip); retry later."),
+            (RequestRefusal::RateLimited { per_minute: 100, wait }, 429, Some(("Retry-After", "3")), "Too many requests: at most 100 a minute per client (--rate-per-ip)."),
+            (RequestRefusal::BodyTooLarge { limit: 10 }, 413, None, "Body is larger than the 10-byte limit (--max-body)."),
+            (RequestRefusal::Expectation, 417, None, "Only Expect: 100-continue is supported."),
+            (RequestRefusal::Memory, 503, Some(("Retry-After", "1")), "The relay holds as much as its memory budget allows (--max-memory); retry shortly."),
+            (RequestRefusal::MemoryPerIp { limit: 8 }, 429, Some(("Retry-After", "1")), "This client holds its 8-byte share of the relay's memory (--max-memory-per-ip); retry once its messages are delivered."),
         ];
         for (refusal, status, header, sentence) in cases {
             let response = refusal.response();
@@ -777,7 +797,7 @@ mod tests {
                 assert_eq!(response.header_value(name), Some(value), "{refusal:?}");
             }
             match refusal {
-                Refusal::Auth(denied) => assert_eq!(refusal.to_string(), denied.to_string()),
+                RequestRefusal::Auth(denied) => assert_eq!(refusal.to_string(), denied.to_string()),
                 _ => assert_eq!(refusal.to_string(), sentence),
             }
             let body = String::from_utf8_lossy(&response.body).into_owned();
@@ -794,7 +814,7 @@ mod tests {
             assert!(decide_at(&gate, &request, CLIENT, start).0.is_ok());
         }
         let (refused, _) = decide_at(&gate, &request, CLIENT, start);
-        let Err(Refusal::RateLimited { per_minute: 60, wait }) = refused else {
+        let Err(RequestRefusal::RateLimited { per_minute: 60, wait }) = refused else {
             panic!("{refused:?}")
         };
         assert!(wait <= SECOND && wait > SECOND / 2, "{wait:?}");
@@ -816,11 +836,14 @@ mod tests {
         let wrong_scope =
             format!("GET /link/a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {SEND}\r\n\r\n");
         let at = |request: &str, t| decide_at(&gate, request, CLIENT, t).0;
-        assert!(matches!(at(&bad, start), Err(Refusal::Auth(Denied::Unknown))));
+        assert!(matches!(at(&bad, start), Err(RequestRefusal::Auth(Denied::Unknown))));
         let scoped = at(&wrong_scope, start);
-        assert!(matches!(scoped, Err(Refusal::Auth(Denied::Scope(Scope::Receive)))), "{scoped:?}");
+        assert!(
+            matches!(scoped, Err(RequestRefusal::Auth(Denied::Scope(Scope::Receive)))),
+            "{scoped:?}"
+        );
         let throttled = at(&good, start);
-        let Err(Refusal::AuthThrottled { per_minute: 2, wait }) = throttled else {
+        let Err(RequestRefusal::AuthThrottled { per_minute: 2, wait }) = throttled else {
             panic!("{throttled:?}")
         };
         assert_eq!(retry_after(wait), "30");
@@ -836,13 +859,13 @@ mod tests {
         assert!(matches!(decide(&gate, &get("/health")), Ok(Decision::Health { detailed: false })));
         assert!(matches!(decide(&gate, &with("/health")), Ok(Decision::Health { detailed: true })));
         let wrong = "GET /health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer x\r\n\r\n";
-        assert_eq!(refusal(&gate, wrong), Refusal::Auth(Denied::Unknown));
-        assert_eq!(refusal(&gate, &get("/metrics")), Refusal::Auth(Denied::Missing));
+        assert_eq!(refusal(&gate, wrong), RequestRefusal::Auth(Denied::Unknown));
+        assert_eq!(refusal(&gate, &get("/metrics")), RequestRefusal::Auth(Denied::Missing));
         assert!(matches!(decide(&gate, &with("/metrics")), Ok(Decision::Metrics)));
         let loopback = decide_at(&gate, &get("/metrics"), "[::1]:9", Instant::now()).0;
         assert!(matches!(loopback, Ok(Decision::Metrics)));
         let open = self::gate(config(|_| {}), false);
-        assert_eq!(refusal(&open, &get("/metrics")), Refusal::MetricsNotLoopback);
+        assert_eq!(refusal(&open, &get("/metrics")), RequestRefusal::MetricsNotLoopback);
     }
 
     #[test]
@@ -867,7 +890,7 @@ mod tests {
             panic!()
         };
         assert_eq!(gate.memory().used(), 2 * kept + 3000);
-        assert_eq!(refusal(&gate, &sized), Refusal::MemoryPerIp { limit: 5100 });
+        assert_eq!(refusal(&gate, &sized), RequestRefusal::MemoryPerIp { limit: 5100 });
         second.body = Arc::from(&[0; 10][..]);
         body_read(&mut second);
         assert_eq!(gate.memory().used(), 2 * kept + 1010);
@@ -878,7 +901,7 @@ mod tests {
         let (last, _) = decide_at(&gate, &big, "10.0.0.1:1", Instant::now());
         assert!(last.is_ok(), "{last:?}");
         let (full, _) = decide_at(&gate, &big, "10.0.0.1:1", Instant::now());
-        assert_eq!(full.unwrap_err(), Refusal::Memory);
+        assert_eq!(full.unwrap_err(), RequestRefusal::Memory);
         drop((first, second, other, last));
     }
 
@@ -896,7 +919,7 @@ mod tests {
         };
         let (decided, exchange) =
             decide_at(&gate, &forwarded("198.51.100.7"), "10.1.1.1:80", Instant::now());
-        assert_eq!(decided.unwrap_err(), Refusal::IpDenied);
+        assert_eq!(decided.unwrap_err(), RequestRefusal::IpDenied);
         assert_eq!(exchange.client, ClientKey::of("198.51.100.7".parse().unwrap()));
         assert!(exchange.via_proxy);
         let (decided, exchange) =
@@ -910,7 +933,7 @@ mod tests {
         assert!(decided.is_ok());
         assert!(!exchange.via_proxy);
         let (decided, _) = decide_at(&gate, &forwarded("unknown"), "10.1.1.1:80", Instant::now());
-        assert_eq!(decided.unwrap_err(), Refusal::IpDenied);
+        assert_eq!(decided.unwrap_err(), RequestRefusal::IpDenied);
     }
 
     #[test]
@@ -960,7 +983,8 @@ mod tests {
     fn produced() -> Vec<(Option<RefusalReason>, u16, String)> {
         let mut out = Vec::new();
         let now = Instant::now();
-        let mut refused = |r: Refusal| out.push((r.reason(), r.response().status, r.to_string()));
+        let mut refused =
+            |r: RequestRefusal| out.push((r.reason(), r.response().status, r.to_string()));
         let strict = gate(
             config(|c| {
                 c.limits.max_body = 10;

@@ -6,7 +6,7 @@ use crate::config::PeerAddress;
 use crate::limits::retry_after;
 #[cfg(test)]
 use crate::registry::LinkMethod;
-use crate::registry::{Answer, Party, Protocol, Refusal};
+use crate::registry::{Answer, Party, Protocol, RegistryRefusal};
 use crate::response::Response;
 
 /// The response for `answer`; `peer`: whether an answer that carries a counterpart's metadata
@@ -75,46 +75,46 @@ pub fn render(answer: Answer, peer: PeerAddress) -> Response {
     }
 }
 
-fn refused(refusal: Refusal) -> Response {
+fn refused(refusal: RegistryRefusal) -> Response {
     match refusal {
-        Refusal::Full { max } => Response::text(
+        RegistryRefusal::Full { max } => Response::text(
             503,
             format_args!(
                 "The relay is full: {max} requests are waiting (--max-parked); retry shortly."
             ),
         )
         .header("Retry-After", "1"),
-        Refusal::ParkedPerClient { waiting } => Response::text(
+        RegistryRefusal::ParkedPerClient { waiting } => Response::text(
             429,
             format_args!(
                 "This client already has {waiting} requests waiting (--max-parked-per-ip)."
             ),
         )
         .header("Retry-After", "1"),
-        Refusal::WriteRate { per_minute, wait } => Response::text(
+        RegistryRefusal::WriteRate { per_minute, wait } => Response::text(
             429,
             format_args!(
                 "Too many writes to this id: at most {per_minute} a minute (--rate-per-id)."
             ),
         )
         .header("Retry-After", retry_after(wait)),
-        Refusal::InboxWaiters { max } => Response::text(
+        RegistryRefusal::InboxWaiters { max } => Response::text(
             503,
             format_args!("{max} requests already wait on this inbox; retry shortly."),
         )
         .header("Retry-After", "1"),
-        Refusal::Claimed => Response::text(
+        RegistryRefusal::Claimed => Response::text(
             401,
             "This id is claimed by another sender; send its secret in ?wsecret= or \
              HttpRelay-WSecret.",
         ),
-        Refusal::ShuttingDown => shutting_down(),
+        RegistryRefusal::ShuttingDown => shutting_down(),
         // Said as the gate says them when it refuses at the door: one sentence each.
-        Refusal::Memory => super::gate::Refusal::Memory.response(),
-        Refusal::MemoryPerClient { limit } => {
-            super::gate::Refusal::MemoryPerIp { limit }.response()
+        RegistryRefusal::Memory => super::gate::RequestRefusal::Memory.response(),
+        RegistryRefusal::MemoryPerClient { limit } => {
+            super::gate::RequestRefusal::MemoryPerIp { limit }.response()
         }
-        Refusal::Burned { retention } => Response::text(
+        RegistryRefusal::Burned { retention } => Response::text(
             410,
             format_args!(
                 "This id was already used: a message was delivered through it, and a used id \

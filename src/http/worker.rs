@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::conn::Connection;
 use super::exchange::Exchange;
-use super::gate::{body_read, Decision, Now, Refusal};
+use super::gate::{body_read, Decision, Now, RequestRefusal};
 use super::inbound::Inbound;
 use super::reader::{ReaderLimits, RequestReader, Step};
 use super::render::shutting_down;
@@ -105,8 +105,8 @@ pub fn on_readable(
                 Ok(()) => filled = n,
                 Err(shortage) => {
                     let refusal = match shortage {
-                        Shortage::Total => Refusal::Memory,
-                        Shortage::Client { limit } => Refusal::MemoryPerIp { limit },
+                        Shortage::Total => RequestRefusal::Memory,
+                        Shortage::Client { limit } => RequestRefusal::MemoryPerIp { limit },
                     };
                     break ReadingEnd::Refused(refusal.reason(), Some(refusal.response()));
                 }

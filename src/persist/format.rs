@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use super::{BurnedEntry, Change, InboxEntry, LinkEntry, Snapshot};
+use super::records::{BurnedEntry, Change, InboxEntry, LinkEntry, Snapshot};
 
 /// The first line of a version-2 file.
 pub const MAGIC: &[u8] = b"handoff-state 2\n";

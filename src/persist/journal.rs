@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use log::{error, info};
 
-use super::{format, with_suffix, Change, Snapshot};
+use super::format;
+use super::records::{Change, Snapshot};
 use crate::metrics::Gauges;
 
 /// Longest time between a record's write and its fsync: a power cut loses at most this much.
@@ -308,10 +309,23 @@ fn rewrite(path: &Path, snapshot: &Snapshot) -> io::Result<File> {
     Ok(file)
 }
 
+/// `path` with `suffix` added to its file name: where a new file is written before it replaces
+/// the state file, and where an unreadable one is set aside.
+pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::records::InboxEntry;
     use super::*;
-    use crate::persist::{open, InboxEntry};
+
+    /// What the file at `path` holds, read as a start reads it.
+    fn open(path: &Path) -> Option<Snapshot> {
+        format::read(&std::fs::read(path).ok()?).map(|read| read.snapshot)
+    }
 
     fn gauges() -> Arc<Gauges> {
         Arc::new(Gauges::new(None))

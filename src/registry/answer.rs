@@ -148,12 +148,12 @@ pub enum Answer {
     /// A wait ran out.
     TimedOut { protocol: Protocol, after: Duration },
     /// A request refused by one of the registry's limits or rules.
-    Refused(Refusal),
+    Refused(RegistryRefusal),
 }
 
 /// Why the registry refused a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum RegistryRefusal {
     /// `--max-parked` requests wait already.
     Full { max: usize },
     /// The client has `--max-parked-per-ip` requests waiting already.

@@ -245,14 +245,14 @@ fn what_does_not_fit_is_refused_and_counted_and_charges_nothing() {
     {
         c.arrive(conn, "full-2", action, "", body);
         assert_eq!(c.out.len(), 1, "{:?}", c.out);
-        assert_eq!(c.out[0].answer, Answer::Refused(Refusal::Memory), "{action:?}");
+        assert_eq!(c.out[0].answer, Answer::Refused(RegistryRefusal::Memory), "{action:?}");
         assert_eq!(c.used(), held, "{action:?} left nothing charged");
     }
     assert_eq!(c.registry.counts().refused.get(crate::refused::RefusalReason::Memory), 3);
     // A claim that no longer fits refuses its sender too.
     c.budget = MemoryBudget::new(Some(message("c", "", "m") + 10));
     c.arrive(5, "c", Action::LinkSend, "wsecret=s", "m");
-    assert_eq!(c.out[0].answer, Answer::Refused(Refusal::Memory));
+    assert_eq!(c.out[0].answer, Answer::Refused(RegistryRefusal::Memory));
     assert_eq!(c.used(), 0);
 }
 

@@ -18,7 +18,9 @@ use std::time::Instant;
 use super::conns::Conns;
 use super::held::HeldBody;
 use super::shared_id;
-use super::{Action, Answer, ConnId, Parked, Refusal, Registry, Reply, Request, Role, Timer};
+use super::{
+    Action, Answer, ConnId, Parked, Registry, RegistryRefusal, Reply, Request, Role, Timer,
+};
 use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, ENTRY_COST};
 use crate::refused::RefusalReason;
@@ -205,7 +207,7 @@ impl Registry {
         });
         if waiting >= MAX_WAITERS {
             self.counts.refused.add(RefusalReason::InboxWaiters);
-            let refusal = Refusal::InboxWaiters { max: MAX_WAITERS };
+            let refusal = RegistryRefusal::InboxWaiters { max: MAX_WAITERS };
             return out.push(Reply::refused(conn, refusal));
         }
         let client = ClientKey::of(request.client.ip());

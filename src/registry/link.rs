@@ -21,7 +21,9 @@ use std::time::Instant;
 use super::conns::Conns;
 use super::held::HeldBody;
 use super::{shared_id, Id, LinkMethod, Query, CLAIM_IDLE};
-use super::{Answer, ConnId, Parked, Party, Refusal, Registry, Reply, Request, Role, Timer};
+use super::{
+    Answer, ConnId, Parked, Party, Registry, RegistryRefusal, Reply, Request, Role, Timer,
+};
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, Reservation, ENTRY_COST};
@@ -220,7 +222,7 @@ impl Registry {
         let channel = self.links.get(&request.id[..]);
         let claim = channel.and_then(Channel::claim);
         if claim.is_some_and(|claim| !claim.admits(digest)) {
-            return out.push(Reply::refused(conn, Refusal::Claimed));
+            return out.push(Reply::refused(conn, RegistryRefusal::Claimed));
         }
         let claimed = claim.is_some();
         if channel.is_none_or(|c| c.receivers.is_empty()) {
@@ -275,7 +277,7 @@ impl Registry {
         sender: Party,
         role: Role,
         request: Request,
-    ) -> Result<Writer, Refusal> {
+    ) -> Result<Writer, RegistryRefusal> {
         let mut rest = request.reservation;
         let message = Message {
             ticket: conn,
@@ -357,7 +359,7 @@ impl Registry {
             let answer = if self.settings.keeps_messages {
                 Answer::LinkKept
             } else {
-                Answer::Refused(Refusal::ShuttingDown)
+                Answer::Refused(RegistryRefusal::ShuttingDown)
             };
             out.push(Reply::to(ticket, answer));
         }
@@ -371,7 +373,7 @@ impl Registry {
         let receivers = std::mem::take(&mut channel.receivers).into_ids();
         let messages = channel.senders.as_mut().map(|s| std::mem::take(&mut s.messages));
         let Some(retention) = self.burned.as_ref().map(|b| b.retention) else { return };
-        let refusal = Answer::Refused(Refusal::Burned { retention });
+        let refusal = Answer::Refused(RegistryRefusal::Burned { retention });
         for conn in receivers {
             if self.unpark(conn).is_some() {
                 out.push(Reply::to(conn, refusal.clone()));

@@ -22,7 +22,9 @@ use std::time::Instant;
 use super::conns::Conns;
 use super::held::HeldBody;
 use super::link::Claim;
-use super::{shared_id, Answer, ConnId, Id, LinkMethod, Parked, Party, Refusal, Registry, Reply};
+use super::{
+    shared_id, Answer, ConnId, Id, LinkMethod, Parked, Party, Registry, RegistryRefusal, Reply,
+};
 use super::{Request, Role, Timer};
 use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, ENTRY_COST};
@@ -111,7 +113,7 @@ impl Registry {
         let digest = request.wsecret.as_deref().map(|secret| self.secret_digest(secret));
         let claim = self.mcasts.get(&request.id[..]).and_then(|c| c.claim.as_deref());
         if claim.is_some_and(|claim| !claim.admits(digest)) {
-            return out.push(Reply::refused(conn, Refusal::Claimed));
+            return out.push(Reply::refused(conn, RegistryRefusal::Claimed));
         }
         let claimed = claim.is_some();
         let producer = Party::of(&mut request, LinkMethod::Post);

@@ -40,7 +40,7 @@ use crate::limits::{
 };
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::wheel::{TimerId, TimerWheel};
-pub use answer::{Answer, LinkMethod, Party, Protocol, Query, Refusal};
+pub use answer::{Answer, LinkMethod, Party, Protocol, Query, RegistryRefusal};
 use burned::{Burned, DigestKey};
 pub use conns::ConnId;
 use held::Held;
@@ -117,7 +117,7 @@ impl Reply {
     }
 
     /// A refusal to `conn`.
-    fn refused(conn: ConnId, refusal: Refusal) -> Reply {
+    fn refused(conn: ConnId, refusal: RegistryRefusal) -> Reply {
         Reply::to(conn, Answer::Refused(refusal))
     }
 }
@@ -333,7 +333,7 @@ impl Registry {
     fn act(&mut self, now: Instant, event: Event, out: &mut Vec<Reply>) {
         match event {
             Event::Arrived { conn, .. } if self.draining => {
-                out.push(Reply::refused(conn, Refusal::ShuttingDown))
+                out.push(Reply::refused(conn, RegistryRefusal::ShuttingDown))
             }
             Event::Arrived { conn, request } => {
                 if let Some(refusal) = self.burned_refusal(now, &request) {
@@ -384,7 +384,7 @@ impl Registry {
             let answer = if sender && self.settings.keeps_messages {
                 Answer::LinkKept
             } else {
-                Answer::Refused(Refusal::ShuttingDown)
+                Answer::Refused(RegistryRefusal::ShuttingDown)
             };
             out.push(Reply::to(conn, answer));
         }
@@ -448,7 +448,7 @@ impl Registry {
 
     /// `--rate-per-id`: a write (a POST, a DELETE, a `/sync` side) beyond the id's rate gets
     /// 429. Each channel kind has its own ids.
-    fn check_write_rate(&mut self, now: Instant, request: &Request) -> Result<(), Refusal> {
+    fn check_write_rate(&mut self, now: Instant, request: &Request) -> Result<(), RegistryRefusal> {
         let kind = match request.action {
             Action::LinkSend => 0,
             Action::InboxPost | Action::InboxDelete => 1,
@@ -461,7 +461,7 @@ impl Registry {
         table.take(key, now).map_err(|wait| {
             self.counts.refused.add(RefusalReason::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
-            Refusal::WriteRate { per_minute, wait }
+            RegistryRefusal::WriteRate { per_minute, wait }
         })
     }
 
@@ -474,7 +474,7 @@ impl Registry {
     /// `--single-use`: a request that would write to a burned id or wait on it gets 410. What
     /// refers to a delivered message (an `/inbox` DELETE, `/ack`, `/await`) is answered as
     /// before.
-    fn burned_refusal(&mut self, now: Instant, request: &Request) -> Option<Refusal> {
+    fn burned_refusal(&mut self, now: Instant, request: &Request) -> Option<RegistryRefusal> {
         let burned = self.burned.as_ref()?;
         let kind = match request.action {
             Action::LinkReceive | Action::LinkSend => Protocol::Link,
@@ -485,7 +485,7 @@ impl Registry {
             return None;
         }
         self.counts.refused.add(RefusalReason::Burned);
-        Some(Refusal::Burned { retention: burned.retention })
+        Some(RegistryRefusal::Burned { retention: burned.retention })
     }
 
     /// Burns `id`, of the channel kind `kind`, with `--single-use`, charged from `from`: the
@@ -523,12 +523,12 @@ impl Registry {
         &mut self,
         value: T,
         from: &mut Reservation,
-    ) -> Result<Charged<T>, Refusal> {
+    ) -> Result<Charged<T>, RegistryRefusal> {
         Charged::new(value, from).map_err(|shortage| {
             let (reason, refusal) = match shortage {
-                Shortage::Total => (RefusalReason::Memory, Refusal::Memory),
+                Shortage::Total => (RefusalReason::Memory, RegistryRefusal::Memory),
                 Shortage::Client { limit } => {
-                    (RefusalReason::MemoryPerIp, Refusal::MemoryPerClient { limit })
+                    (RefusalReason::MemoryPerIp, RegistryRefusal::MemoryPerClient { limit })
                 }
             };
             self.counts.refused.add(reason);
@@ -538,15 +538,15 @@ impl Registry {
 
     /// Whether one more request from `client` may park (`--max-parked`, `--max-parked-per-ip`);
     /// if not, the refusal to send.
-    fn admit(&mut self, client: ClientKey) -> Result<(), Refusal> {
+    fn admit(&mut self, client: ClientKey) -> Result<(), RegistryRefusal> {
         if let Some(max) = self.settings.max_parked.filter(|&max| self.parked.len() >= max) {
             self.counts.refused.add(RefusalReason::Parked);
-            return Err(Refusal::Full { max });
+            return Err(RegistryRefusal::Full { max });
         }
         let waiting = self.parked_by_client.get(&client).copied().unwrap_or(0);
         if self.settings.max_parked_per_ip.is_some_and(|max| waiting >= max) {
             self.counts.refused.add(RefusalReason::ParkedPerIp);
-            return Err(Refusal::ParkedPerClient { waiting });
+            return Err(RegistryRefusal::ParkedPerClient { waiting });
         }
         Ok(())
     }

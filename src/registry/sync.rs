@@ -22,7 +22,9 @@ use std::time::Instant;
 #[cfg(test)]
 use super::held::HeldBody;
 use super::link::{Message, Writer};
-use super::{shared_id, Answer, ConnId, Id, Party, Refusal, Registry, Reply, Request, Role, Timer};
+use super::{
+    shared_id, Answer, ConnId, Id, Party, Registry, RegistryRefusal, Reply, Request, Role, Timer,
+};
 use crate::identity::ClientKey;
 use crate::limits::Charged;
 
@@ -141,7 +143,7 @@ impl Registry {
             }
         } else if self.draining {
             if self.unpark(waiting).is_some() {
-                out.push(Reply::refused(waiting, Refusal::ShuttingDown));
+                out.push(Reply::refused(waiting, RegistryRefusal::ShuttingDown));
             }
         } else if self.parked.contains_key(&waiting) {
             self.sync_meet(id, second, out);

@@ -115,15 +115,15 @@ fn render(reply: &Reply) -> String {
         Answer::TimedOut { .. } => (408, "Request timed out".into()),
         Answer::Refused(refusal) => {
             let status = match refusal {
-                Refusal::Full { .. }
-                | Refusal::InboxWaiters { .. }
-                | Refusal::ShuttingDown
-                | Refusal::Memory => 503,
-                Refusal::ParkedPerClient { .. }
-                | Refusal::WriteRate { .. }
-                | Refusal::MemoryPerClient { .. } => 429,
-                Refusal::Claimed => 401,
-                Refusal::Burned { .. } => 410,
+                RegistryRefusal::Full { .. }
+                | RegistryRefusal::InboxWaiters { .. }
+                | RegistryRefusal::ShuttingDown
+                | RegistryRefusal::Memory => 503,
+                RegistryRefusal::ParkedPerClient { .. }
+                | RegistryRefusal::WriteRate { .. }
+                | RegistryRefusal::MemoryPerClient { .. } => 429,
+                RegistryRefusal::Claimed => 401,
+                RegistryRefusal::Burned { .. } => 410,
             };
             (status, format!("{refusal:?}"))
         }
