@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -626,6 +627,7 @@ fn sigterm_mid_delivery() -> ((u64, u64), u64) {
     let relay = Relay::start(&NO_CLIENT_LIMITS);
     let addr = relay.addr();
     let body = vec![b'd'; 32 * 1024];
+    let finished = Arc::new(AtomicUsize::new(0));
     let pairs: Vec<_> = (0..20)
         .map(|i| {
             let path = format!("/link/term-{i}");
@@ -634,15 +636,28 @@ fn sigterm_mid_delivery() -> ((u64, u64), u64) {
             receiver.write_all(&get_request(&path)).unwrap();
             let sender = relay.open(&post_request(&path, &body, &[]));
             let expected = body.clone();
+            let finished = Arc::clone(&finished);
             let reader = thread::spawn(move || {
                 let pace = Some(Duration::from_millis(2));
-                read_whole(&mut receiver, Duration::from_secs(10), pace)
-                    .is_some_and(|b| b == expected)
+                let took = read_whole(&mut receiver, Duration::from_secs(10), pace)
+                    .is_some_and(|b| b == expected);
+                finished.fetch_add(1, Ordering::SeqCst);
+                took
             });
             (sender, reader)
         })
         .collect();
-    relay.wait_gauge("writing", 20);
+    // Every delivery started: being written, or (on a slow machine, where setting up the last
+    // pairs takes longer than the first deliveries) already read to its end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let writing = json_number(&relay.health().1, "writing").unwrap_or(0);
+        if writing > 0 && writing + finished.load(Ordering::SeqCst) as u64 >= 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "20 deliveries never started: {writing} writing");
+        thread::sleep(Duration::from_millis(10));
+    }
     signal(relay.pid(), "TERM");
     let (mut trials, mut sender_200, mut false_200) = (0, 0, 0);
     for (mut sender, reader) in pairs {
