@@ -11,6 +11,8 @@ set -uo pipefail
 run=${1:?usage: tests/leftovers.sh RUN DIR}
 dir=${2:?usage: tests/leftovers.sh RUN DIR}
 marker="HANDOFF_INTEROP_RUN=$run"
+# Neither this script nor the processes it forks may carry the id: started again without it.
+[ -n "${HANDOFF_INTEROP_RUN:-}" ] && exec env -u HANDOFF_INTEROP_RUN "$0" "$@"
 
 # The run's processes: one grep over every environment, one find over every open file and
 # working directory.
@@ -19,8 +21,8 @@ survivors() {
         grep -lzxF "$marker" /proc/[0-9]*/environ 2>/dev/null
         find /proc/[0-9]*/cwd /proc/[0-9]*/fd -maxdepth 1 -lname "$dir/*" 2>/dev/null
     } | cut -d/ -f3 | sort -un | while read -r pid; do
-        # This script, and the shell make runs it from, carry the marker too.
-        [ "$pid" = "$$" ] || [ "$pid" = "$PPID" ] || [ "$pid" = "$BASHPID" ] || echo "$pid"
+        # The shell make runs this from may carry the id; a process that ended meanwhile is gone.
+        [ "$pid" = "$PPID" ] || [ ! -e "/proc/$pid" ] || echo "$pid"
     done
 }
 
@@ -32,7 +34,7 @@ for _ in $(seq 20); do
 done
 echo "leftovers: processes started by the run are still running:" >&2
 for pid in $left; do
-    echo "  $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+    echo "  $pid $({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" >&2
 done
 kill -KILL $left 2>/dev/null
 exit 1
