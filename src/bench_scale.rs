@@ -47,8 +47,8 @@ fn settings() -> Settings {
 }
 
 /// Ids as clients make them: 43 characters, like an encoded 32-byte key.
-fn id(n: usize) -> Vec<u8> {
-    format!("{n:0>43}").into_bytes()
+fn id(n: usize) -> crate::routes::ChannelId {
+    crate::routes::ChannelId::copy_of(format!("{n:0>43}").as_bytes())
 }
 
 fn fake(n: usize, action: Action, body: &[u8]) -> Request {
@@ -58,9 +58,8 @@ fn fake(n: usize, action: Action, body: &[u8]) -> Request {
         client: ([10, 0, (n >> 8) as u8, n as u8], 40_000).into(),
         arrived_ms: 1_700_000_000_000,
         query: String::new(),
-        content_type: Some("application/octet-stream".into()),
         wsecret: None,
-        body: body.into(),
+        body: crate::payload::Payload::new(Some("application/octet-stream"), body),
         method: crate::registry::LinkMethod::Post,
         seq: None,
         reservation: Reservation::default(),

@@ -10,6 +10,8 @@ use std::fmt::{Display, Write as _};
 use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
+use crate::payload::Payload;
+
 /// Room for header lines in the response itself: enough for a relay answer's metadata and CORS
 /// headers, so that most responses' headers cost no allocation.
 const HEADER_ROOM: usize = 384;
@@ -33,8 +35,9 @@ pub struct Response {
     /// `Cache-Control`, [`INERT`]), each `Name: value\r\n`, written as they are added: one buffer
     /// rather than a string per header. Names are fixed by the relay; values never hold CR or LF.
     headers: HeaderText,
-    /// Body bytes, shared: one stored message may be sent to several waiters.
-    pub body: Arc<[u8]>,
+    /// Body bytes, shared: one stored message may be sent to several waiters (its content type
+    /// rides in the same allocation, not in the body).
+    pub body: Payload,
 }
 
 /// An empty body, one for all: an empty `Arc<[u8]>` is an allocation of its own, and most
@@ -47,7 +50,7 @@ pub fn empty_body() -> Arc<[u8]> {
 impl Response {
     /// An empty response with this status.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: HeaderText::new(), body: empty_body() }
+        Response { status, headers: HeaderText::new(), body: Payload::empty() }
     }
 
     /// A `text/plain` response whose body is `text` and a newline: how every error is answered.
@@ -72,7 +75,7 @@ impl Response {
     }
 
     /// Sets the body.
-    pub fn body(mut self, body: impl Into<Arc<[u8]>>) -> Response {
+    pub fn body(mut self, body: impl Into<Payload>) -> Response {
         self.body = body.into();
         self
     }

@@ -7,9 +7,21 @@
 use std::fmt;
 
 use crate::action::Action;
+use crate::inline::InlineBytes;
 use crate::response::Response;
 
+/// The longest channel id a request carries inline: the default `--max-id` (protocol §4), so
+/// an id costs no allocation of its own on its way to the registry; a longer one (`--max-id`
+/// raised) is kept on the heap.
+pub const INLINE_ID: usize = 256;
+
+/// A channel id as a request carries it (percent-decoded path segment).
+pub type ChannelId = InlineBytes<INLINE_ID>;
+
 /// A route of the relay, with its channel id where it has one.
+// `Relay`, the large variant (its id inline), is the common one, and a route lives only until the
+// gate has decided the request: boxing it would add an allocation to every relay request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// `GET /`: the usage text, and a liveness probe.
@@ -21,7 +33,7 @@ pub enum Route {
     /// `OPTIONS` on any route: a CORS preflight, answered without touching relay state.
     Preflight { allow: &'static str },
     /// A `/link`, `/inbox`, `/sync` or `/mcast` request, for the registry.
-    Relay { id: Vec<u8>, action: Action },
+    Relay { id: ChannelId, action: Action },
 }
 
 impl Route {
@@ -266,8 +278,8 @@ fn relay_path(path: &str) -> Option<(PathKind, &str)> {
 }
 
 /// Percent-decodes one path segment into a channel id of 1 to `max_id` bytes.
-fn channel_id(segment: &str, max_id: usize) -> Result<Vec<u8>, RouteError> {
-    let mut id = Vec::with_capacity(segment.len().min(max_id));
+fn channel_id(segment: &str, max_id: usize) -> Result<ChannelId, RouteError> {
+    let mut id = ChannelId::with_capacity(segment.len().min(max_id));
     let mut bytes = segment.bytes();
     while let Some(b) = bytes.next() {
         let byte = if b == b'%' {
@@ -297,7 +309,7 @@ mod tests {
     use super::*;
 
     fn relay(id: &[u8], action: Action) -> Result<Route, RouteError> {
-        Ok(Route::Relay { id: id.to_vec(), action })
+        Ok(Route::Relay { id: ChannelId::copy_of(id), action })
     }
 
     #[test]
@@ -378,6 +390,28 @@ mod tests {
         assert_eq!(route("GET", "/link/%41%42%43%44", 4), relay(b"ABCD", get));
         let long = route("GET", "/link/%41%42%43%44%45", 4);
         assert_eq!(long, Err(RouteError::IdTooLong { limit: 4 }));
+    }
+
+    #[test]
+    fn ids_up_to_the_inline_room_are_inline_and_longer_ones_work_as_before() {
+        let id = |route: Result<Route, RouteError>| match route {
+            Ok(Route::Relay { id, .. }) => id,
+            other => panic!("{other:?}"),
+        };
+        let at = "a".repeat(INLINE_ID);
+        let inline = id(route("GET", &format!("/link/{at}"), INLINE_ID));
+        assert!(!inline.is_on_heap() && inline.as_slice() == at.as_bytes());
+        let over = "b".repeat(INLINE_ID + 1);
+        let too_long = Err(RouteError::IdTooLong { limit: INLINE_ID });
+        assert_eq!(route("GET", &format!("/link/{over}"), INLINE_ID), too_long);
+        let long = id(route("GET", &format!("/link/{over}"), 65535));
+        assert!(long.is_on_heap() && long.as_slice() == over.as_bytes());
+        // Percent-encoded past the room, decoded within it: the same id either way.
+        let encoded = "%41".repeat(100);
+        let decoded = id(route("GET", &format!("/link/{encoded}"), 65535));
+        assert_eq!(decoded.as_slice(), "A".repeat(100).as_bytes());
+        let decoded_long = id(route("GET", &format!("/inbox/{}", "%42".repeat(300)), 65535));
+        assert_eq!(decoded_long.as_slice(), "B".repeat(300).as_bytes());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use log::warn;
 
 use super::exchange::Exchange;
 use super::parse::{validate, Framing, Head, HeadError, Version};
-use super::reader::{BodyFraming, BodyPlan};
+use super::reader::{BodyFraming, BodyPlan, ContentType};
 use crate::action::Action;
 use crate::auth::{Denied, Scope, TokenStore};
 use crate::config::Config;
@@ -35,10 +35,11 @@ use crate::limits::{
     ENTRY_COST,
 };
 use crate::logging::{id_tag, LogThrottle};
+use crate::payload::Payload;
 use crate::query;
 use crate::refused::RefusalReason;
 use crate::registry::{LinkMethod, Request};
-use crate::response::{empty_body, Response};
+use crate::response::Response;
 use crate::routes::{route, split_target, Route, RouteError};
 
 /// Most clients whose request rate (or failure count) is tracked at once.
@@ -84,8 +85,9 @@ pub enum Decision {
     Metrics,
     /// An `OPTIONS` preflight, answered (boxed: a response keeps its header lines inline).
     Preflight(Box<Response>),
-    /// A relay request for the registry, once its body (as planned) is read.
-    Relay { request: Request, body: BodyPlan },
+    /// A relay request for the registry, once its body (as planned) is read; its content type
+    /// goes into the body's allocation.
+    Relay { request: Request, body: BodyPlan, content_type: ContentType },
 }
 
 impl Gate {
@@ -169,7 +171,6 @@ impl Gate {
         self.authorize(authorization, exchange.client, Scope::of(action), now.instant)?;
         self.take_rate(exchange.client, now.instant)?;
         let body = body_plan(head, framing, self.config.limits.max_body)?;
-        let text = |name: &str| head.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
         // Only what the registry keeps: the query a `/link` counterpart is shown, a sender's
         // write secret (of which the registry keeps a digest).
         let seq = (action == Action::McastGet)
@@ -182,16 +183,16 @@ impl Gate {
             client: client.address(),
             arrived_ms: now.unix_ms,
             query,
-            content_type: text("content-type"),
             wsecret,
-            body: empty_body(),
+            body: Payload::empty(),
             // Routes let only these methods through to `/sync`; the others do not use it.
             method: LinkMethod::of(head.method).unwrap_or(LinkMethod::Get),
             seq,
             reservation: Reservation::default(),
         };
-        request.reservation = self.reserve(client, &request, body)?;
-        Ok(Decision::Relay { request, body })
+        let content_type = ContentType::of(head.header("content-type"));
+        request.reservation = self.reserve(client, &request, body, content_type.len())?;
+        Ok(Decision::Relay { request, body, content_type })
     }
 
     /// CORS origin, then who the client is (behind `--trust-proxy`), then `--allow-ip` and
@@ -267,25 +268,26 @@ impl Gate {
     }
 
     /// `--max-memory` and `--max-memory-per-ip`: what `request` may leave held, reserved
-    /// before anything is allocated for its body (protocol §4); a chunked body reserves
-    /// `--max-body` and gives back the rest once its size is known ([`body_read`]). The
-    /// registry charges each value it keeps from this, exactly, and gives the rest back.
+    /// before anything is allocated for its body (protocol §4), which holds its content type of
+    /// `content_type` bytes too; a chunked body reserves `--max-body` and gives back the rest
+    /// once its size is known ([`body_read`]). The registry charges each value it keeps from
+    /// this, exactly, and gives the rest back.
     fn reserve(
         &self,
         client: Client,
         request: &Request,
         body: BodyPlan,
+        content_type: usize,
     ) -> Result<Reservation, RequestRefusal> {
         let body_bytes = match body.framing {
             BodyFraming::Length(n) => n,
             BodyFraming::Chunked { max } => max,
         };
-        self.memory
-            .reserve_for(client.memory_key(), kept_bytes(request).saturating_add(body_bytes))
-            .map_err(|shortage| match shortage {
-                Shortage::Total => RequestRefusal::Memory,
-                Shortage::Client { limit } => RequestRefusal::MemoryPerIp { limit },
-            })
+        let bytes = kept_bytes(request).saturating_add(content_type).saturating_add(body_bytes);
+        self.memory.reserve_for(client.memory_key(), bytes).map_err(|shortage| match shortage {
+            Shortage::Total => RequestRefusal::Memory,
+            Shortage::Client { limit } => RequestRefusal::MemoryPerIp { limit },
+        })
     }
 
     /// `--token-file`: checks the `Authorization` header for `scope`, once, as the request
@@ -363,16 +365,15 @@ fn body_plan(
 /// A relay request whose body is read in full: the memory reserved for an unknown (chunked)
 /// size shrinks to what it holds.
 pub fn body_read(request: &mut Request) {
-    request.reservation.shrink_to(kept_bytes(request) + request.body.len());
+    request.reservation.shrink_to(kept_bytes(request) + request.body.footprint());
 }
 
-/// What a relay request holds on its way to the registry besides its body, and at most what it
-/// may leave held there but a write claim: an entry ([`ENTRY_COST`]) with its id, its kept query,
-/// its content type and its write secret.
+/// What a relay request holds on its way to the registry besides its body (with its content
+/// type), and at most what it may leave held there but a write claim: an entry
+/// ([`ENTRY_COST`]) with its id, its kept query and its write secret.
 fn kept_bytes(request: &Request) -> usize {
-    let content_type = request.content_type.as_ref().map_or(0, String::len);
     let secret = request.wsecret.as_ref().map_or(0, Vec::len);
-    ENTRY_COST + request.id.len() + request.query.len() + content_type + secret
+    ENTRY_COST + request.id.len() + request.query.len() + secret
 }
 
 /// Why a connection is closed as soon as it is accepted (nothing is written to it).
@@ -642,10 +643,12 @@ mod tests {
             "Content-Length: 5\r\nContent-Type: text/plain\r\nHttpRelay-WSecret: w\r\n",
         );
         let (decided, exchange) = decide_at(&open, &request, CLIENT, Instant::now());
-        let Ok(Decision::Relay { request, body }) = decided else { panic!("{decided:?}") };
+        let Ok(Decision::Relay { request, body, content_type }) = decided else {
+            panic!("{decided:?}")
+        };
         assert_eq!((request.id.as_slice(), request.action), (&b"abc"[..], Action::LinkSend));
         assert_eq!((request.query.as_str(), request.arrived_ms), ("x=1", 7));
-        assert_eq!(request.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(content_type.as_str(), Some("text/plain"));
         assert_eq!(request.wsecret.as_deref(), Some(&b"w"[..]));
         assert_eq!(request.client, peer(CLIENT));
         assert_eq!(body, BodyPlan { framing: BodyFraming::Length(5), expect_continue: false });
@@ -891,7 +894,7 @@ mod tests {
         };
         assert_eq!(gate.memory().used(), 2 * kept + 3000);
         assert_eq!(refusal(&gate, &sized), RequestRefusal::MemoryPerIp { limit: 5100 });
-        second.body = Arc::from(&[0; 10][..]);
+        second.body = Payload::from(&[0; 10][..]);
         body_read(&mut second);
         assert_eq!(gate.memory().used(), 2 * kept + 1010);
         // The whole budget: other clients, then the proxy itself, which has no share.
@@ -1038,7 +1041,7 @@ mod tests {
             let mut reader = RequestReader::new(limits, now);
             let mut step = reader.feed(input, at);
             if let (Step::Head(_), Some(plan)) = (&step, plan) {
-                step = reader.read_body(plan, input, at);
+                step = reader.read_body(plan, ContentType::default(), input, at);
             }
             let Step::Refuse(e) = step else { panic!("not refused: {input:?}") };
             let e: ReadError = e;
@@ -1063,7 +1066,7 @@ mod tests {
         let head = b"POST / HTTP/1.1\r\nHost: h\r\n\r\n";
         let _ = reader.feed(head, now);
         let plan = BodyPlan { framing: BodyFraming::Length(3), expect_continue: false };
-        let _ = reader.read_body(plan, head, now);
+        let _ = reader.read_body(plan, ContentType::default(), head, now);
         let Step::Refuse(late) = reader.feed(b"ab", now + SECOND) else { panic!("body in time") };
         out.push((late.reason(), 408, late.to_string()));
         // And at accept.

@@ -19,13 +19,14 @@
 //! the request (a pipelined second one) are ignored: every response closes its connection.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkError, ChunkedDecoder};
 use super::parse::{parse_head, Head, HeadError, HeadLimits, Status};
+use crate::inline::InlineBytes;
+use crate::payload::{Payload, PayloadBuffer};
 use crate::refused::RefusalReason;
-use crate::response::{empty_body, Response};
+use crate::response::Response;
 use crate::wheel::deadline_after;
 
 /// The bounds the reader enforces itself; the rest is the gate's.
@@ -46,6 +47,33 @@ pub struct BodyPlan {
     pub framing: BodyFraming,
     /// Whether the client waits for `100 Continue` before it sends the body.
     pub expect_continue: bool,
+}
+
+/// The longest `Content-Type` a request carries inline until its body is read: room for a
+/// `multipart/form-data` boundary; a longer one is kept on the heap.
+const INLINE_CONTENT_TYPE: usize = 128;
+
+/// A request's `Content-Type` (as UTF-8, invalid bytes replaced) from its head until its body
+/// is read, when it goes into the body's own allocation ([`Payload`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentType(Option<InlineBytes<INLINE_CONTENT_TYPE>>);
+
+impl ContentType {
+    /// The content type of a head whose `Content-Type` value is `value`, if it has one.
+    pub fn of(value: Option<&[u8]>) -> ContentType {
+        ContentType(value.map(|v| InlineBytes::copy_of(String::from_utf8_lossy(v).as_bytes())))
+    }
+
+    /// The content type, if there is one.
+    pub fn as_str(&self) -> Option<&str> {
+        // Always UTF-8: it was made from a `str`.
+        self.0.as_deref().and_then(|t| std::str::from_utf8(t).ok())
+    }
+
+    /// Its length in bytes (0 for none).
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.len())
+    }
 }
 
 /// The largest declared body allocated whole before it arrives (64 KiB, the default
@@ -89,8 +117,25 @@ enum Phase {
 }
 
 struct Body {
-    bytes: Vec<u8>,
+    /// The request's content type, which the body's allocation starts with.
+    content_type: ContentType,
+    /// What was read of a body that did not arrive at once, behind the content type; `None`
+    /// until the first bytes are buffered.
+    buffer: Option<PayloadBuffer>,
     decoder: Decoder,
+}
+
+impl Body {
+    /// Body bytes buffered so far.
+    fn buffered(&self) -> usize {
+        self.buffer.as_ref().map_or(0, PayloadBuffer::body_len)
+    }
+
+    /// The buffer, made when first needed with room for `room` body bytes.
+    fn buffer(&mut self, room: usize) -> &mut PayloadBuffer {
+        let content_type = self.content_type.as_str();
+        self.buffer.get_or_insert_with(|| Payload::buffer(content_type, room))
+    }
 }
 
 enum Decoder {
@@ -110,8 +155,8 @@ pub enum Step<'a> {
     Head(Head<'a>),
     /// Write `HTTP/1.1 100 Continue`, then feed again.
     SendContinue,
-    /// The request is complete; this is its body.
-    Complete(Arc<[u8]>),
+    /// The request is complete; this is its body, with its content type.
+    Complete(Payload),
     /// The request cannot be read: answer this and close.
     Refuse(ReadError),
 }
@@ -199,9 +244,16 @@ impl RequestReader {
     }
 
     /// After [`Step::Head`]: the gate admitted the request with `plan`, at `now`; `fed` are
-    /// the bytes of the [`feed`](Self::feed) that returned the head. Returns
-    /// [`Step::SendContinue`] when the client waits for it and its body is not all here yet.
-    pub fn read_body<'a>(&'a mut self, plan: BodyPlan, fed: &'a [u8], now: Instant) -> Step<'a> {
+    /// the bytes of the [`feed`](Self::feed) that returned the head; `content_type` goes into the
+    /// body's allocation. Returns [`Step::SendContinue`] when the client waits for it and its
+    /// body is not all here yet.
+    pub fn read_body<'a>(
+        &'a mut self,
+        plan: BodyPlan,
+        content_type: ContentType,
+        fed: &'a [u8],
+        now: Instant,
+    ) -> Step<'a> {
         if !matches!(self.phase, Phase::Deciding) {
             return self.refuse(ReadError::OutOfTurn);
         }
@@ -220,7 +272,7 @@ impl RequestReader {
             BodyFraming::Length(n) => Decoder::Length(n),
             BodyFraming::Chunked { max } => Decoder::Chunked(ChunkedDecoder::new(max)),
         };
-        let body = Body { bytes: Vec::new(), decoder };
+        let body = Body { content_type, buffer: None, decoder };
         let here = self.input.len() + after_head.len();
         let all_here = matches!(plan.framing, BodyFraming::Length(n) if here >= n);
         if plan.expect_continue && !all_here {
@@ -248,32 +300,32 @@ impl RequestReader {
         let Phase::Body(body) = &mut self.phase else { return Step::NeedMore };
         let source: &[u8] = if self.input.is_empty() { direct } else { &self.input };
         let (used, done) = match &mut body.decoder {
-            Decoder::Length(length) if body.bytes.is_empty() && source.len() >= *length => {
+            Decoder::Length(length) if body.buffer.is_none() && source.len() >= *length => {
                 // All of it here at once: copied straight into the body it becomes.
-                let whole = match *length {
-                    0 => empty_body(),
-                    n => Arc::from(&source[..n]),
-                };
+                let whole = Payload::new(body.content_type.as_str(), &source[..*length]);
                 self.phase = Phase::Done;
                 self.input = Vec::new(); // pipelined bytes: ignored
                 return Step::Complete(whole);
             }
             Decoder::Length(length) => {
-                if body.bytes.capacity() == 0 {
-                    // A declared length up to the default `--max-body` is allocated once,
-                    // whole: no regrowth and no slack (a 60,000-byte body had a 98,076-byte
-                    // buffer). A larger one grows as it arrives, so a client that declares
-                    // much and sends little costs little.
-                    body.bytes.reserve_exact((*length).min(WHOLE_BODY_MAX));
-                }
-                let take = (*length - body.bytes.len()).min(source.len());
-                body.bytes.extend_from_slice(&source[..take]);
-                (take, body.bytes.len() == *length)
+                // A declared length up to the default `--max-body` is allocated once, whole:
+                // no regrowth and no slack (a 60,000-byte body had a 98,076-byte buffer). A
+                // larger one grows as it arrives, so a client that declares much and sends
+                // little costs little.
+                let length = *length;
+                let take = (length - body.buffered()).min(source.len());
+                let buffer = body.buffer(length.min(WHOLE_BODY_MAX));
+                buffer.append_to().extend_from_slice(&source[..take]);
+                (take, buffer.body_len() == length)
             }
-            Decoder::Chunked(decoder) => match decoder.decode(source, &mut body.bytes) {
-                Ok(used) => (used, decoder.is_done()),
-                Err(e) => return self.refuse(ReadError::Chunk(e)),
-            },
+            Decoder::Chunked(decoder) => {
+                let content_type = body.content_type.as_str();
+                let buffer = body.buffer.get_or_insert_with(|| Payload::buffer(content_type, 0));
+                match decoder.decode(source, buffer.append_to()) {
+                    Ok(used) => (used, decoder.is_done()),
+                    Err(e) => return self.refuse(ReadError::Chunk(e)),
+                }
+            }
         };
         if self.input.is_empty() {
             if !done {
@@ -294,8 +346,11 @@ impl RequestReader {
             return Step::NeedMore; // unreachable: matched Body above
         };
         self.input = Vec::new(); // pipelined bytes: ignored
-        let bytes = if body.bytes.is_empty() { empty_body() } else { Arc::from(body.bytes) };
-        Step::Complete(bytes)
+        let whole = match body.buffer {
+            Some(buffer) => Payload::from_buffer(buffer),
+            None => Payload::new(body.content_type.as_str(), b""),
+        };
+        Step::Complete(whole)
     }
 
     fn refuse(&mut self, error: ReadError) -> Step<'static> {
@@ -331,9 +386,9 @@ impl RequestReader {
     pub fn room(&self, scratch: usize) -> usize {
         match &self.phase {
             Phase::Head => self.limits.head.max_head.saturating_sub(self.input.len()),
-            Phase::Continue(Body { bytes, decoder: Decoder::Length(n) })
-            | Phase::Body(Body { bytes, decoder: Decoder::Length(n) }) => {
-                n.saturating_sub(bytes.len() + self.input.len())
+            Phase::Continue(body @ Body { decoder: Decoder::Length(n), .. })
+            | Phase::Body(body @ Body { decoder: Decoder::Length(n), .. }) => {
+                n.saturating_sub(body.buffered() + self.input.len())
             }
             _ => scratch,
         }
@@ -446,7 +501,7 @@ mod tests {
                 let text = describe(&step);
                 seen.push(text);
                 step = match step {
-                    Step::Head(_) => reader.read_body(plan, part, now),
+                    Step::Head(_) => reader.read_body(plan, ContentType::default(), part, now),
                     Step::SendContinue => {
                         reader.continue_sent();
                         reader.feed(&[], now)
@@ -516,14 +571,17 @@ mod tests {
         // While the head is being decided, feeding reads nothing more.
         assert_eq!(reader.feed(b"", now), Step::NeedMore);
         assert_eq!(reader.timed_out(), None, "deciding is the caller's time");
-        assert_eq!(reader.read_body(length(5), rest, now), Step::NeedMore);
+        assert_eq!(reader.read_body(length(5), ContentType::default(), rest, now), Step::NeedMore);
         assert_eq!(reader.room(100), 3, "the body's rest, no more");
         assert_eq!(reader.feed(b"ll", now), Step::NeedMore);
-        assert_eq!(reader.feed(b"o", now), Step::Complete(Arc::from(&b"hello"[..])));
+        assert_eq!(reader.feed(b"o", now), Step::Complete(Payload::from(&b"hello"[..])));
         // Done: the reader is spent.
         assert_eq!(reader.feed(b"GET", now), Step::NeedMore);
         assert_eq!(reader.timed_out(), None);
-        assert_eq!(reader.read_body(length(1), b"", now), Step::Refuse(ReadError::OutOfTurn));
+        assert_eq!(
+            reader.read_body(length(1), ContentType::default(), b"", now),
+            Step::Refuse(ReadError::OutOfTurn)
+        );
     }
 
     #[test]
@@ -574,7 +632,10 @@ mod tests {
         let head = &POST[..POST.len() - 5];
         assert!(matches!(reader.feed(head, start + 9 * SECOND), Step::Head(_)));
         let accepted = start + 9 * SECOND + SECOND / 2;
-        assert_eq!(reader.read_body(length(5), head, accepted), Step::NeedMore);
+        assert_eq!(
+            reader.read_body(length(5), ContentType::default(), head, accepted),
+            Step::NeedMore
+        );
         assert_eq!(reader.deadline(), accepted + 5 * SECOND, "the head's deadline no longer holds");
         assert_eq!(reader.feed(b"hel", accepted + 4 * SECOND), Step::NeedMore);
         let expired = ReadError::TimedOut { phase: ReadPhase::Body, limit: 5 * SECOND };
@@ -628,11 +689,14 @@ mod tests {
         );
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(CHUNKED, now);
-        let _ = reader.read_body(chunked(4), CHUNKED, now);
+        let _ = reader.read_body(chunked(4), ContentType::default(), CHUNKED, now);
         assert_eq!(reader.feed(b"", now), Step::NeedMore, "a refused reader is spent");
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(CHUNKED, now);
-        let Step::Refuse(e) = reader.read_body(chunked(4), CHUNKED, now) else { panic!() };
+        let Step::Refuse(e) = reader.read_body(chunked(4), ContentType::default(), CHUNKED, now)
+        else {
+            panic!()
+        };
         assert_eq!(e.reason(), Some(RefusalReason::TooLarge));
         // A malformed chunk is 400.
         let mut reader = RequestReader::new(limits(), now);
@@ -641,7 +705,10 @@ mod tests {
         assert!(seen.starts_with("head POST /inbox/a, refuse 400 "), "{seen}");
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(bad, now);
-        let Step::Refuse(e) = reader.read_body(chunked(64), bad, now) else { panic!() };
+        let Step::Refuse(e) = reader.read_body(chunked(64), ContentType::default(), bad, now)
+        else {
+            panic!()
+        };
         assert_eq!(e.reason(), Some(RefusalReason::Malformed));
     }
 
@@ -659,10 +726,10 @@ mod tests {
         // Until the continue is written, nothing is read and the step is repeated.
         let mut reader = RequestReader::new(limits(), now);
         let _ = reader.feed(head, now);
-        assert_eq!(reader.read_body(plan, head, now), Step::SendContinue);
+        assert_eq!(reader.read_body(plan, ContentType::default(), head, now), Step::SendContinue);
         assert_eq!(reader.feed(b"", now), Step::SendContinue);
         reader.continue_sent();
-        assert_eq!(reader.feed(b"hello", now), Step::Complete(Arc::from(&b"hello"[..])));
+        assert_eq!(reader.feed(b"hello", now), Step::Complete(Payload::from(&b"hello"[..])));
         // Body bytes that came with the head before the continue wait for it.
         let mut early = head.to_vec();
         early.extend_from_slice(b"he");
@@ -693,7 +760,7 @@ mod tests {
         let mut reader = RequestReader::new(limits(), now);
         let head = &POST[..POST.len() - 5];
         let _ = reader.feed(head, now);
-        let _ = reader.read_body(length(5), head, now);
+        let _ = reader.read_body(length(5), ContentType::default(), head, now);
         assert_eq!(reader.room(100), 5);
     }
 
@@ -721,7 +788,11 @@ mod tests {
             let mut reader = RequestReader::new(limits(), now);
             assert!(matches!(reader.feed(request, now), Step::Head(_)));
             assert_eq!(reader.input.capacity(), 0, "the head is parsed where it was read");
-            let Step::Complete(bytes) = reader.read_body(plan, request, now) else { panic!() };
+            let Step::Complete(bytes) =
+                reader.read_body(plan, ContentType::default(), request, now)
+            else {
+                panic!()
+            };
             assert_eq!(&bytes[..], body.as_bytes());
             assert_eq!(reader.input.capacity(), 0, "the body is copied once, into its Arc");
         }
@@ -730,8 +801,50 @@ mod tests {
         assert_eq!(reader.feed(&POST[..10], now), Step::NeedMore);
         assert!(reader.input.capacity() > 0);
         assert!(matches!(reader.feed(&POST[10..], now), Step::Head(_)));
-        let Step::Complete(bytes) = reader.read_body(length(5), &POST[10..], now) else { panic!() };
+        let Step::Complete(bytes) =
+            reader.read_body(length(5), ContentType::default(), &POST[10..], now)
+        else {
+            panic!()
+        };
         assert_eq!(&bytes[..], b"hello");
+    }
+
+    /// However the body arrives (at once, in pieces, chunked, empty), it comes out with the
+    /// content type in front, in one payload; no content type and an empty one stay apart.
+    #[test]
+    fn the_content_type_rides_with_the_body() {
+        let now = Instant::now();
+        let typed = |t: &str| ContentType::of(Some(t.as_bytes()));
+        let cases: [(&[u8], BodyPlan, ContentType, Payload); 5] = [
+            (POST, length(5), typed("text/a"), Payload::new(Some("text/a"), b"hello")),
+            (CHUNKED, chunked(64), typed("text/b"), Payload::new(Some("text/b"), b"hello")),
+            (GET, length(0), typed(""), Payload::new(Some(""), b"")),
+            (GET, length(0), ContentType::default(), Payload::empty()),
+            (CHUNKED, chunked(64), ContentType::default(), Payload::from(&b"hello"[..])),
+        ];
+        for (request, plan, content_type, expected) in cases {
+            for cut in 1..request.len() {
+                let (first, rest) = request.split_at(cut);
+                let mut reader = RequestReader::new(limits(), now);
+                let mut step = reader.feed(first, now);
+                let mut fed = first;
+                if step == Step::NeedMore {
+                    step = reader.feed(rest, now);
+                    fed = rest;
+                }
+                assert!(matches!(step, Step::Head(_)));
+                let mut step = reader.read_body(plan, content_type.clone(), fed, now);
+                if step == Step::NeedMore && fed == first {
+                    step = reader.feed(rest, now);
+                }
+                assert_eq!(step, Step::Complete(expected.clone()), "cut at {cut}");
+            }
+        }
+        let lossy = ContentType::of(Some(b"text/\xff"));
+        assert_eq!((lossy.as_str(), lossy.len()), (Some("text/\u{fffd}"), 8));
+        assert_eq!((ContentType::default().as_str(), ContentType::default().len()), (None, 0));
+        let long = "x".repeat(INLINE_CONTENT_TYPE + 1);
+        assert_eq!(ContentType::of(Some(long.as_bytes())).as_str(), Some(long.as_str()));
     }
 
     #[test]
@@ -750,7 +863,10 @@ mod tests {
         }
         assert_eq!(charged, 1024, "a head of {} bytes: one KiB", head.len());
         let last = &head[head.len() - 1..];
-        assert_eq!(describe(&reader.read_body(length(3000), last, now)), "more");
+        assert_eq!(
+            describe(&reader.read_body(length(3000), ContentType::default(), last, now)),
+            "more"
+        );
         assert_eq!(reader.input.capacity(), 0, "the head's buffer is given back");
         assert_eq!(reader.capacity_for(2000), 0, "body bytes do not pass through the buffer");
         assert_eq!(describe(&reader.feed(&[b'a'; 2000], now)), "more");

@@ -4,6 +4,7 @@
 
 use crate::config::PeerAddress;
 use crate::limits::retry_after;
+use crate::payload::Payload;
 #[cfg(test)]
 use crate::registry::LinkMethod;
 use crate::registry::{Answer, Party, Protocol, RegistryRefusal};
@@ -13,8 +14,8 @@ use crate::response::Response;
 /// (`/link`, `/sync`, `/mcast`) names its address (`--peer-address`).
 pub fn render(answer: Answer, peer: PeerAddress) -> Response {
     match answer {
-        Answer::LinkMessage { body, content_type, own, sender } => {
-            with_metadata(message(body, content_type), own.arrived_ms, &sender, peer)
+        Answer::LinkMessage { body, own, sender } => {
+            with_metadata(message(body), own.arrived_ms, &sender, peer)
         }
         Answer::LinkDelivered { own, receiver } => {
             with_metadata(Response::new(200), own.arrived_ms, &receiver, peer)
@@ -27,7 +28,7 @@ pub fn render(answer: Answer, peer: PeerAddress) -> Response {
              restart (--state-file). Do not send it again.",
         )
         .header("HttpRelay-Kept", "1"),
-        Answer::McastMessage { body, content_type, arrived_ms, producer, seq, id } => {
+        Answer::McastMessage { body, arrived_ms, producer, seq, id } => {
             // The cookie names the next message for the next read of this channel alone
             // (its path); SameSite=None and Secure let a page on another origin send it back
             // with `credentials: 'include'` (protocol §11).
@@ -36,13 +37,13 @@ pub fn render(answer: Answer, peer: PeerAddress) -> Response {
                 seq.saturating_add(1),
                 PathSegment(&id)
             );
-            with_metadata(message(body, content_type), arrived_ms, &producer, peer)
+            with_metadata(message(body), arrived_ms, &producer, peer)
                 .header("HttpRelay-SeqId", seq)
                 .header("Set-Cookie", cookie)
         }
         Answer::McastKept { seq } => Response::new(200).header("HttpRelay-SeqId", seq),
-        Answer::InboxMessage { body, content_type } => {
-            let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
+        Answer::InboxMessage { body } => {
+            let content_type = body.content_type().unwrap_or("application/octet-stream");
             Response::new(200).header("Content-Type", content_type).body(body)
         }
         Answer::Done => Response::new(200),
@@ -131,12 +132,12 @@ pub fn shutting_down() -> Response {
 }
 
 /// A relayed message: 200 with its body and its `Content-Type`, none if its writer sent none.
-fn message(body: std::sync::Arc<[u8]>, content_type: Option<String>) -> Response {
-    let response = Response::new(200).body(body);
-    match content_type {
-        Some(content_type) => response.header("Content-Type", content_type),
-        None => response,
-    }
+fn message(body: Payload) -> Response {
+    let response = match body.content_type() {
+        Some(content_type) => Response::new(200).header("Content-Type", content_type),
+        None => Response::new(200),
+    };
+    response.body(body)
 }
 
 /// A channel id as one path segment: percent-encoded but for the characters a path segment may
@@ -195,9 +196,13 @@ mod tests {
 
     #[test]
     fn inbox_message_without_a_type_is_octet_stream() {
-        let body: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"x"[..]);
-        let response = render(Answer::InboxMessage { body, content_type: None }, PeerAddress::Hide);
+        let body = Payload::from(&b"x"[..]);
+        let response = render(Answer::InboxMessage { body }, PeerAddress::Hide);
         assert_eq!(response.header_value("Content-Type"), Some("application/octet-stream"));
+        let typed = Payload::new(Some("text/x-y"), b"x");
+        let response = render(Answer::InboxMessage { body: typed }, PeerAddress::Hide);
+        assert_eq!(response.header_value("Content-Type"), Some("text/x-y"));
+        assert_eq!(&*response.body, b"x");
     }
 
     #[test]

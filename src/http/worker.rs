@@ -37,8 +37,10 @@ pub struct Reading {
     pub(super) registered: bool,
     exchange: Exchange,
     reader: RequestReader,
-    /// The relay request the gate admitted, while its body is read.
-    request: Option<Request>,
+    /// The relay request the gate admitted, while the rest of its body is awaited: boxed, so
+    /// that every connection's reading is not as large as a request with its inline id, and
+    /// only when its body did not come with its head (see [`advance`]).
+    request: Option<Box<Request>>,
     /// The memory budget's charge for the reader's buffer, grown before each read.
     charge: Reservation,
 }
@@ -133,10 +135,17 @@ fn advance(
     now: Instant,
 ) -> Option<ReadingEnd> {
     let Reading { connection, peer, exchange, reader, request, charge, .. } = reading;
+    // A request admitted in this call: boxed into the reading only if its body must be awaited.
+    let mut admitted = None;
     let mut step = reader.feed(bytes, now);
     loop {
         step = match step {
-            Step::NeedMore => return None,
+            Step::NeedMore => {
+                if let Some(admitted) = admitted {
+                    *request = Some(Box::new(admitted));
+                }
+                return None;
+            }
             Step::Head(head) => {
                 // The head is read: its charge ends here, and its buffer soon after (the
                 // reader frees it once the bytes after the head are in the body, which the gate
@@ -144,9 +153,9 @@ fn advance(
                 charge.shrink_to(0);
                 let arrived = Now { instant: now, unix_ms: unix_ms() };
                 match shared.gate.decide(&head, *peer, arrived, exchange) {
-                    Ok(Decision::Relay { request: admitted, body }) => {
-                        *request = Some(admitted);
-                        reader.read_body(body, bytes, now)
+                    Ok(Decision::Relay { request, body, content_type }) => {
+                        admitted = Some(request);
+                        reader.read_body(body, content_type, bytes, now)
                     }
                     Ok(Decision::Usage) => {
                         return Some(ReadingEnd::Answer(usage(&shared.gauges.summary())))
@@ -184,10 +193,12 @@ fn advance(
             }
             Step::Complete(body) => {
                 // unreachable without a request: a body is only read after the gate admitted it
-                let Some(mut request) = request.take() else {
+                let Some(mut request) = admitted.take().or_else(|| request.take().map(|r| *r))
+                else {
                     return Some(ReadingEnd::Gone);
                 };
-                // Shared from here on without a copy (no body: the shared empty one).
+                // Shared from here on without a copy (no body nor content type: the shared
+                // empty one).
                 request.body = body;
                 body_read(&mut request);
                 return Some(ReadingEnd::Relay(request));

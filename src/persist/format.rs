@@ -12,9 +12,9 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
 
 use super::records::{BurnedEntry, Change, InboxEntry, LinkEntry, Snapshot};
+use crate::payload::Payload;
 
 /// The first line of a version-2 file.
 pub const MAGIC: &[u8] = b"handoff-state 2\n";
@@ -88,18 +88,18 @@ impl Record<'_> {
             Record::Inbox(e) => {
                 out.put(&[INBOX_PUT]);
                 bytes(out, &e.id);
-                opt(out, e.content_type.as_deref());
+                opt(out, e.body.content_type());
                 out.put(&[u8::from(e.acked)]);
                 out.put(&e.expires_ms.to_be_bytes());
-                bytes(out, &e.body);
+                bytes(out, e.body.body());
             }
             Record::Link(e) => {
                 out.put(&[LINK_PUT]);
                 bytes(out, &e.id);
                 out.put(&e.ticket.to_be_bytes());
-                opt(out, e.content_type.as_deref());
+                opt(out, e.body.content_type());
                 out.put(&e.expires_ms.to_be_bytes());
-                bytes(out, &e.body);
+                bytes(out, e.body.body());
                 bytes(out, e.sender_ip.to_string().as_bytes());
                 out.put(&e.sender_port.to_be_bytes());
                 out.put(&e.sender_arrived_ms.to_be_bytes());
@@ -326,7 +326,7 @@ impl Replay {
                 let at = self.inbox_at.get(&id).copied();
                 if let Some(Some(entry)) = at.map(|at| &mut self.inbox[at]) {
                     entry.acked = true;
-                    entry.body = Arc::from(&[][..]);
+                    entry.body = Payload::new(entry.body.content_type(), b"");
                 }
             }
             Change::InboxGone(id) => {
@@ -378,12 +378,13 @@ fn decode_v1(data: &[u8]) -> Option<Snapshot> {
 
 /// The fields of an `/inbox` put, the same in both versions.
 fn read_inbox(r: &mut Cursor) -> Option<InboxEntry> {
+    let id = r.bytes()?.to_vec();
+    let content_type = r.opt()?;
     Some(InboxEntry {
-        id: r.bytes()?.to_vec(),
-        content_type: r.opt()?,
+        id,
         acked: r.u8()? != 0,
         expires_ms: r.u64()?,
-        body: Arc::from(r.bytes()?),
+        body: Payload::new(content_type.as_deref(), r.bytes()?),
     })
 }
 
@@ -391,12 +392,12 @@ fn read_inbox(r: &mut Cursor) -> Option<InboxEntry> {
 fn read_link(r: &mut Cursor, ticketed: bool) -> Option<LinkEntry> {
     let id = r.bytes()?.to_vec();
     let ticket = if ticketed { r.u64()? } else { 0 };
+    let content_type = r.opt()?;
     Some(LinkEntry {
         id,
         ticket,
-        content_type: r.opt()?,
         expires_ms: r.u64()?,
-        body: Arc::from(r.bytes()?),
+        body: Payload::new(content_type.as_deref(), r.bytes()?),
         sender_ip: r.string()?.parse().ok()?,
         sender_port: u16::from_be_bytes(r.take(2)?.try_into().ok()?),
         sender_arrived_ms: r.u64()?,
@@ -447,10 +448,9 @@ mod tests {
     fn inbox(id: &str, body: &str) -> InboxEntry {
         InboxEntry {
             id: id.as_bytes().to_vec(),
-            content_type: Some("text/plain".into()),
             acked: false,
             expires_ms: 1_700_000_000_123,
-            body: Arc::from(body.as_bytes()),
+            body: Payload::new(Some("text/plain"), body.as_bytes()),
         }
     }
 
@@ -458,9 +458,8 @@ mod tests {
         LinkEntry {
             id: id.as_bytes().to_vec(),
             ticket,
-            content_type: None,
             expires_ms: 42,
-            body: Arc::from(body.as_bytes()),
+            body: Payload::from(body.as_bytes()),
             sender_ip: "::1".parse().unwrap(),
             sender_port: 5000,
             sender_arrived_ms: 7,

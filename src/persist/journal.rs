@@ -334,10 +334,9 @@ mod tests {
     fn entry(id: &str, body: &str) -> InboxEntry {
         InboxEntry {
             id: id.as_bytes().to_vec(),
-            content_type: None,
             acked: false,
             expires_ms: u64::MAX,
-            body: Arc::from(body.as_bytes()),
+            body: crate::payload::Payload::from(body.as_bytes()),
         }
     }
 

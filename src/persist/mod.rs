@@ -141,7 +141,6 @@ pub fn replayed(snapshot: &Snapshot, changes: &[Change]) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn open_reads_restores_and_sets_a_corrupt_file_aside() {
@@ -153,10 +152,9 @@ mod tests {
         assert!(!dir.join("state.tmp").exists(), "the probe is removed");
         let entry = InboxEntry {
             id: b"x".to_vec(),
-            content_type: None,
             acked: false,
             expires_ms: 1,
-            body: Arc::from(&b"body"[..]),
+            body: crate::payload::Payload::from(&b"body"[..]),
         };
         let snapshot = Snapshot { inbox: vec![entry], ..Snapshot::default() };
         let mut data = format::encode_snapshot(&snapshot);

@@ -3,18 +3,19 @@
 //! and reads them; nothing here knows of either.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+
+use crate::payload::Payload;
 
 /// A stored `/inbox` message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboxEntry {
     pub id: Vec<u8>,
-    pub content_type: Option<String>,
     /// Acknowledged (the body is then empty; the entry remains for `/ack`).
     pub acked: bool,
     /// End of its TTL, Unix milliseconds.
     pub expires_ms: u64,
-    pub body: Arc<[u8]>,
+    /// The body with its content type, shared with the registry.
+    pub body: Payload,
 }
 
 /// An undelivered `/link` message and what its receiver learns of the sender.
@@ -24,10 +25,10 @@ pub struct LinkEntry {
     /// Names the message among its id's until it is delivered (its sender's connection id, in
     /// the process that wrote it; every start rewrites the file with the tickets it gave).
     pub ticket: u64,
-    pub content_type: Option<String>,
     /// End of its `--link-timeout`, Unix milliseconds.
     pub expires_ms: u64,
-    pub body: Arc<[u8]>,
+    /// The body with its content type, shared with the registry.
+    pub body: Payload,
     pub sender_ip: IpAddr,
     pub sender_port: u16,
     pub sender_arrived_ms: u64,

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::payload::Payload;
+
 /// One side of a `/link` hand-off, as its counterpart sees it (httprelay.io's `HttpRelay-*` and
 /// `X-Real-*` metadata).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +118,8 @@ pub enum Answer {
     /// `sender` is the counterpart). Sent as a *delivery*: the sender hears
     /// [`Answer::LinkDelivered`] (a `/sync` counterpart its own answer) only once the receiver
     /// took every byte.
-    LinkMessage { body: Arc<[u8]>, content_type: Option<String>, own: Party, sender: Party },
+    /// `body` carries the sender's content type, if any.
+    LinkMessage { body: Payload, own: Party, sender: Party },
     /// A `/link` sender: a receiver took the whole message.
     LinkDelivered { own: Party, receiver: Party },
     /// A `/link` sender at shutdown: its message was not delivered but is kept in the state file
@@ -124,18 +127,11 @@ pub enum Answer {
     LinkKept,
     /// An `/mcast` GET: the kept message numbered `seq`, with its producer's metadata (and the
     /// reader's arrival, Unix ms), and the channel's id for the cookie that names the next.
-    McastMessage {
-        body: Arc<[u8]>,
-        content_type: Option<String>,
-        arrived_ms: u64,
-        producer: Party,
-        seq: u64,
-        id: Arc<[u8]>,
-    },
+    McastMessage { body: Payload, arrived_ms: u64, producer: Party, seq: u64, id: Arc<[u8]> },
     /// An `/mcast` POST: kept as message `seq`.
     McastKept { seq: u64 },
     /// An `/inbox` GET or HEAD: the stored message (it stays stored).
-    InboxMessage { body: Arc<[u8]>, content_type: Option<String> },
+    InboxMessage { body: Payload },
     /// Done, nothing to say: a POST to `/inbox` stored, a DELETE acknowledged, an `/await`'s
     /// acknowledgement arrived.
     Done,

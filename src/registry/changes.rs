@@ -56,7 +56,7 @@ impl Registry {
                     Action::InboxDelete => unacked(),
                     _ => false,
                 };
-                changes.then(|| Before::Request { conn: *conn, action: *action, id: id.clone() })
+                changes.then(|| Before::Request { conn: *conn, action: *action, id: id.to_vec() })
             }
             Event::DeliveryEnded { conn, taken: true } => {
                 let delivery = self.deliveries.get(conn)?;

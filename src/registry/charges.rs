@@ -56,14 +56,13 @@ impl Charges {
     fn arrive(&mut self, conn: ConnId, id: &str, action: Action, query: &str, body: &str) {
         let (query, wsecret) = crate::query::kept(action, query, None);
         let request = Request {
-            id: id.as_bytes().to_vec(),
+            id: crate::routes::ChannelId::copy_of(id.as_bytes()),
             action,
             client: "192.0.2.1:4000".parse().unwrap(),
             arrived_ms: 1_700_000_000_000,
             query,
-            content_type: Some("text/plain".into()),
             wsecret,
-            body: Arc::from(body.as_bytes()),
+            body: crate::payload::Payload::new(Some("text/plain"), body.as_bytes()),
             method: LinkMethod::Post,
             seq: None,
             reservation: self.budget.empty_for(None),
@@ -92,9 +91,15 @@ fn message(id: &str, query: &str, body: &str) -> usize {
     ENTRY_COST + id.len() + query.len() + "text/plain".len() + body.len()
 }
 
-/// A stored `/inbox` entry without its body: its entry, id and content type.
+/// A stored `/inbox` entry without its body: its entry and id (the content type is held, and
+/// charged, with the body).
 fn inbox_entry(id: &str) -> usize {
-    ENTRY_COST + id.len() + "text/plain".len()
+    ENTRY_COST + id.len()
+}
+
+/// An `/inbox` message's body with its content type.
+fn inbox_body(body: &str) -> usize {
+    "text/plain".len() + body.len()
 }
 
 #[test]
@@ -156,10 +161,10 @@ fn a_write_claim_is_charged_until_it_is_forgotten_and_costs_the_same_for_any_sec
 fn an_inbox_message_is_charged_with_its_body_until_acknowledged_and_its_entry_until_its_ttl() {
     let mut c = Charges::new(false);
     c.arrive(1, "in", Action::InboxPost, "", "secret body");
-    assert_eq!(c.used(), inbox_entry("in") + "secret body".len());
+    assert_eq!(c.used(), inbox_entry("in") + inbox_body("secret body"));
     // Replaced: only the newer one is charged.
     c.arrive(2, "in", Action::InboxPost, "", "newer");
-    assert_eq!(c.used(), inbox_entry("in") + "newer".len());
+    assert_eq!(c.used(), inbox_entry("in") + inbox_body("newer"));
     c.arrive(3, "in", Action::InboxDelete, "", "");
     assert_eq!(c.used(), inbox_entry("in"), "acknowledged: the entry stays for /ack");
     c.at(INBOX_TTL);
@@ -179,9 +184,9 @@ fn an_inbox_waiter_is_charged_until_answered_left_or_timed_out() {
     assert_eq!(c.used(), 0, "timed out");
     c.arrive(3, "w", Action::InboxGet, "", "");
     c.arrive(4, "w", Action::InboxPost, "", "body");
-    assert_eq!(c.used(), inbox_entry("w") + "body".len(), "answered: only the message");
+    assert_eq!(c.used(), inbox_entry("w") + inbox_body("body"), "answered: only the message");
     c.arrive(5, "w", Action::InboxAwait, "", "");
-    assert_eq!(c.used(), inbox_entry("w") + "body".len() + waiter);
+    assert_eq!(c.used(), inbox_entry("w") + inbox_body("body") + waiter);
     c.arrive(6, "w", Action::InboxDelete, "", "");
     assert_eq!(c.used(), inbox_entry("w"), "the /await answered");
 }
@@ -198,7 +203,7 @@ fn restored_state_is_charged_as_when_it_was_stored_and_given_back_with_the_regis
     assert_eq!(
         held,
         inbox_entry("in")
-            + "inbox body".len()
+            + inbox_body("inbox body")
             + inbox_entry("acked")
             + message("tx", "k=v", "link body")
     );

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::limits::Footprint;
+use crate::payload::Payload;
 
 /// How many message bodies are held, and their bytes, shared by every [`HeldBody`].
 #[derive(Clone, Debug, Default)]
@@ -20,23 +21,24 @@ struct Tally {
     bytes: AtomicUsize,
 }
 
-/// A message body, counted in its [`Held`] while it lives. Not `Clone`: one body, one count.
+/// A message body with its content type, counted in its [`Held`] while it lives (its body's
+/// bytes). Not `Clone`: one body, one count.
 #[derive(Debug)]
 pub(super) struct HeldBody {
-    body: Arc<[u8]>,
+    body: Payload,
     held: Held,
 }
 
 impl HeldBody {
     /// Holds `body`, counted in `held` until it is dropped.
-    pub(super) fn new(held: &Held, body: Arc<[u8]>) -> HeldBody {
+    pub(super) fn new(held: &Held, body: Payload) -> HeldBody {
         held.0.messages.fetch_add(1, Relaxed);
         held.0.bytes.fetch_add(body.len(), Relaxed);
         HeldBody { body, held: held.clone() }
     }
 
-    /// The body, shared with the answer that delivers it.
-    pub(super) fn bytes(&self) -> &Arc<[u8]> {
+    /// The body and its content type, shared with the answer that delivers them.
+    pub(super) fn bytes(&self) -> &Payload {
         &self.body
     }
 }
@@ -49,8 +51,9 @@ impl Drop for HeldBody {
 }
 
 impl Footprint for HeldBody {
+    /// The body and its content type, which it holds.
     fn footprint(&self) -> usize {
-        self.body.len()
+        self.body.footprint()
     }
 }
 
@@ -73,8 +76,9 @@ mod tests {
     #[test]
     fn a_body_is_counted_while_it_lives() {
         let held = Held::default();
-        let a = HeldBody::new(&held, Arc::from(&b"abc"[..]));
-        let b = HeldBody::new(&held, Arc::from(&b"de"[..]));
+        let a = HeldBody::new(&held, Payload::new(Some("text/plain"), b"abc"));
+        let b = HeldBody::new(&held, Payload::from(&b"de"[..]));
+        assert_eq!((a.footprint(), b.footprint()), (13, 2));
         assert_eq!((held.messages(), held.bytes()), (2, 5));
         drop(a);
         assert_eq!((held.messages(), held.bytes()), (1, 2));

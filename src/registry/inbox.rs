@@ -23,6 +23,7 @@ use super::{
 };
 use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, ENTRY_COST};
+use crate::payload::Payload;
 use crate::refused::RefusalReason;
 use crate::wheel::TimerId;
 
@@ -38,12 +39,12 @@ pub(super) struct Inbox {
     getters: Conns,
 }
 
-/// A stored message. Acknowledging drops the body, and its charge, but keeps the entry, charged,
-/// until its TTL, for `/ack`.
+/// A stored message. Acknowledging drops the body with its content type, and their charge, but
+/// keeps the entry, charged, until its TTL, for `/ack`.
 #[derive(Debug)]
 pub(super) struct Stored {
-    pub(super) content_type: Option<Box<str>>,
-    /// The body, charged apart from the entry, until the message is acknowledged.
+    /// The body with its content type, charged apart from the entry, until the message is
+    /// acknowledged.
     pub(super) body: Option<Charged<HeldBody>>,
     /// The end of its TTL.
     pub(super) deadline: Instant,
@@ -57,7 +58,7 @@ pub(super) struct Stored {
 
 impl Footprint for Stored {
     fn footprint(&self) -> usize {
-        ENTRY_COST + self.id_len + self.content_type.as_ref().map_or(0, |t| t.len())
+        ENTRY_COST + self.id_len
     }
 }
 
@@ -91,7 +92,7 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         // Kept as it came until it is stored: a GET answered at once needs no shared copy.
-        let id = std::mem::take(&mut request.id);
+        let id: &[u8] = &request.id;
         let reply = |answer| Reply::to(conn, answer);
         match request.action {
             Action::InboxPost => {
@@ -101,18 +102,12 @@ impl Registry {
                     Ok(body) => body,
                     Err(refusal) => return out.push(Reply::refused(conn, refusal)),
                 };
-                let message = message_answer(body.bytes(), request.content_type.as_deref());
+                let message = message_answer(body.bytes());
                 let deadline = crate::wheel::deadline_after(now, self.settings.inbox_ttl);
                 let id = shared_id(&self.inboxes, id);
                 let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
-                let stored = Stored {
-                    content_type: request.content_type.map(String::into_boxed_str),
-                    body: Some(body),
-                    deadline,
-                    timer,
-                    id_len: id.len(),
-                    awaiters: None,
-                };
+                let stored =
+                    Stored { body: Some(body), deadline, timer, id_len: id.len(), awaiters: None };
                 let stored = match self.charge(stored, &mut reservation) {
                     Ok(stored) => stored,
                     Err(refusal) => {
@@ -141,16 +136,16 @@ impl Registry {
                 }
             }
             Action::InboxGet => {
-                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_deref().map(|m| &**m)) {
-                    Some(Stored { body: Some(body), content_type, .. }) => {
-                        out.push(reply(message_answer(body.bytes(), content_type.as_deref())));
+                match self.inboxes.get(id).and_then(|i| i.message.as_deref().map(|m| &**m)) {
+                    Some(Stored { body: Some(body), .. }) => {
+                        out.push(reply(message_answer(body.bytes())));
                         self.counts.inbox_fetched += 1;
                     }
-                    _ => self.inbox_park(now, conn, id, request, WaitsFor::Message, out),
+                    _ => self.inbox_park(now, conn, request, WaitsFor::Message, out),
                 }
             }
             Action::InboxDelete => {
-                match self.inboxes.get_mut(&id[..]).and_then(|i| i.message.as_mut()) {
+                match self.inboxes.get_mut(id).and_then(|i| i.message.as_mut()) {
                     Some(stored) => {
                         let acked_now = !stored.acked();
                         stored.body = None;
@@ -163,23 +158,21 @@ impl Registry {
                             out.push(Reply::to(waiter, Answer::Done));
                         }
                         if acked_now {
-                            self.burn(now, super::Protocol::Inbox, &id, &mut request.reservation);
+                            self.burn(now, super::Protocol::Inbox, id, &mut request.reservation);
                         }
                     }
                     None => out.push(reply(Answer::NoMessage)),
                 }
             }
-            Action::InboxAck => match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
+            Action::InboxAck => match self.inboxes.get(id).and_then(|i| i.message.as_ref()) {
                 Some(stored) => out.push(reply(Answer::Acknowledged(stored.acked()))),
                 None => out.push(reply(Answer::NoMessage)),
             },
-            Action::InboxAwait => {
-                match self.inboxes.get(&id[..]).and_then(|i| i.message.as_ref()) {
-                    Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
-                    Some(_) => self.inbox_park(now, conn, id, request, WaitsFor::Ack, out),
-                    None => out.push(reply(Answer::NoMessage)),
-                }
-            }
+            Action::InboxAwait => match self.inboxes.get(id).and_then(|i| i.message.as_ref()) {
+                Some(stored) if stored.acked() => out.push(reply(Answer::Done)),
+                Some(_) => self.inbox_park(now, conn, request, WaitsFor::Ack, out),
+                None => out.push(reply(Answer::NoMessage)),
+            },
             Action::LinkReceive
             | Action::LinkSend
             | Action::Sync
@@ -188,17 +181,16 @@ impl Registry {
         }
     }
 
-    /// Parks a GET or `/await` (`request`, whose id was taken as `id`) on its inbox.
+    /// Parks a GET or `/await` (`request`) on its inbox.
     fn inbox_park(
         &mut self,
         now: Instant,
         conn: ConnId,
-        id: Vec<u8>,
         request: Request,
         kind: WaitsFor,
         out: &mut Vec<Reply>,
     ) {
-        let waiting = self.inboxes.get(&id[..]).map_or(0, |inbox| match kind {
+        let waiting = self.inboxes.get(&*request.id).map_or(0, |inbox| match kind {
             WaitsFor::Message => inbox.getters.len(),
             WaitsFor::Ack => {
                 let awaiters = inbox.message.as_ref().and_then(|stored| stored.awaiters.as_ref());
@@ -215,7 +207,7 @@ impl Registry {
             return out.push(Reply::refused(conn, refusal));
         }
         let mut reservation = request.reservation;
-        let id = shared_id(&self.inboxes, id);
+        let id = shared_id(&self.inboxes, &request.id);
         let parked = Parked { id: Arc::clone(&id), role: Role::Inbox(kind, client), timer: None };
         let mut parked = match self.charge(parked, &mut reservation) {
             Ok(parked) => parked,
@@ -293,7 +285,7 @@ impl Registry {
     }
 }
 
-/// A stored message, as a GET gets it.
-fn message_answer(body: &Arc<[u8]>, content_type: Option<&str>) -> Answer {
-    Answer::InboxMessage { body: Arc::clone(body), content_type: content_type.map(String::from) }
+/// A stored message, as a GET gets it: shared with the store, content type and all.
+fn message_answer(body: &Payload) -> Answer {
+    Answer::InboxMessage { body: body.clone() }
 }

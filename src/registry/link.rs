@@ -146,7 +146,7 @@ impl Party {
 pub(super) struct Message {
     pub(super) ticket: ConnId,
     pub(super) sender: Party,
-    pub(super) content_type: Option<String>,
+    /// The body with its content type.
     pub(super) body: HeldBody,
     pub(super) deadline: Instant,
     pub(super) timer: Option<TimerId>,
@@ -156,8 +156,7 @@ pub(super) struct Message {
 
 impl Footprint for Message {
     fn footprint(&self) -> usize {
-        let content_type = self.content_type.as_ref().map_or(0, String::len);
-        ENTRY_COST + self.id_len + self.sender.query.len() + content_type + self.body.footprint()
+        ENTRY_COST + self.id_len + self.sender.query.len() + self.body.footprint()
     }
 }
 
@@ -185,7 +184,7 @@ impl Registry {
         out: &mut Vec<Reply>,
     ) {
         let client = ClientKey::of(request.client.ip());
-        let has_message = self.links.get(&request.id[..]).is_some_and(Channel::has_message);
+        let has_message = self.links.get(&*request.id).is_some_and(Channel::has_message);
         if !has_message {
             if let Err(refusal) = self.admit(client) {
                 return out.push(Reply::refused(conn, refusal));
@@ -193,7 +192,7 @@ impl Registry {
         }
         let role = Role::LinkReceiver(Party::of(&mut request, LinkMethod::Get));
         let mut reservation = request.reservation;
-        let id = shared_id(&self.links, request.id);
+        let id = shared_id(&self.links, &request.id);
         let parked = Parked { id: Arc::clone(&id), role, timer: None };
         let mut parked = match self.charge(parked, &mut reservation) {
             Ok(parked) => parked,
@@ -219,7 +218,7 @@ impl Registry {
     ) {
         let client = ClientKey::of(request.client.ip());
         let digest = request.wsecret.as_deref().map(|secret| self.secret_digest(secret));
-        let channel = self.links.get(&request.id[..]);
+        let channel = self.links.get(&*request.id);
         let claim = channel.and_then(Channel::claim);
         if claim.is_some_and(|claim| !claim.admits(digest)) {
             return out.push(Reply::refused(conn, RegistryRefusal::Claimed));
@@ -232,7 +231,7 @@ impl Registry {
         }
         // Everything the request leaves held is charged before anything changes.
         let sender = Party::of(&mut request, LinkMethod::Post);
-        let id = shared_id(&self.links, std::mem::take(&mut request.id));
+        let id = shared_id(&self.links, &request.id);
         let role = Role::LinkSender(client);
         let written = self.charge_writer(now, conn, &id, sender, role, request);
         let Writer { mut message, parked, rest: mut reservation } = match written {
@@ -266,7 +265,7 @@ impl Registry {
     }
 
     /// Charges what a writer that waits for its counterpart on `id` leaves held: its message
-    /// (`request`'s body and content type, from `sender` on connection `conn`, deliverable for
+    /// (`request`'s body with its content type, from `sender` on connection `conn`, deliverable for
     /// `--link-timeout` from `now`) and its parked entry as `role`, charged with the message
     /// (its own footprint is nothing). A `/link` sender and a `/sync` side are such writers.
     pub(super) fn charge_writer(
@@ -282,7 +281,6 @@ impl Registry {
         let message = Message {
             ticket: conn,
             sender,
-            content_type: request.content_type,
             body: HeldBody::new(&self.held, request.body),
             deadline: crate::wheel::deadline_after(now, self.settings.link_timeout),
             timer: None,
@@ -314,8 +312,7 @@ impl Registry {
                 self.wheel.cancel(timer);
             }
             let answer = Answer::LinkMessage {
-                body: Arc::clone(message.body.bytes()),
-                content_type: message.content_type.clone(),
+                body: message.body.bytes().clone(),
                 own: receiver.clone(),
                 sender: message.sender.clone(),
             };

@@ -50,7 +50,7 @@ pub(super) struct Channel {
 pub(super) struct Kept {
     seq: u64,
     producer: Party,
-    content_type: Option<String>,
+    /// The body with its content type.
     body: HeldBody,
     /// The length of its id, charged with it (the id is the channel's map key).
     id_len: usize,
@@ -58,8 +58,7 @@ pub(super) struct Kept {
 
 impl Footprint for Kept {
     fn footprint(&self) -> usize {
-        let content_type = self.content_type.as_ref().map_or(0, String::len);
-        ENTRY_COST + self.id_len + self.producer.query.len() + content_type + self.body.footprint()
+        ENTRY_COST + self.id_len + self.producer.query.len() + self.body.footprint()
     }
 }
 
@@ -93,8 +92,7 @@ impl Channel {
 /// What a reader who arrived at `arrived_ms` is answered with `kept` of channel `id`.
 fn answer(id: &Id, kept: &Kept, arrived_ms: u64) -> Answer {
     Answer::McastMessage {
-        body: Arc::clone(kept.body.bytes()),
-        content_type: kept.content_type.clone(),
+        body: kept.body.bytes().clone(),
         arrived_ms,
         producer: kept.producer.clone(),
         seq: kept.seq,
@@ -127,12 +125,12 @@ impl Registry {
             Err(refusal) => return out.push(Reply::refused(conn, refusal)),
         };
         let body = HeldBody::new(&self.held, request.body);
-        let kept = Kept { seq: 0, producer, content_type: request.content_type, body, id_len };
+        let kept = Kept { seq: 0, producer, body, id_len };
         let mut kept = match self.charge(kept, &mut reservation) {
             Ok(kept) => kept,
             Err(refusal) => return out.push(Reply::refused(conn, refusal)),
         };
-        let id = shared_id(&self.mcasts, request.id);
+        let id = shared_id(&self.mcasts, &request.id);
         let channel = self.mcasts.entry(Arc::clone(&id)).or_default();
         if channel.claim.is_none() {
             channel.claim = new_claim;
@@ -191,7 +189,7 @@ impl Registry {
             return out.push(Reply::refused(conn, refusal));
         }
         let mut reservation = request.reservation;
-        let id = shared_id(&self.mcasts, request.id);
+        let id = shared_id(&self.mcasts, &request.id);
         let role = Role::McastReader(client, request.arrived_ms.to_ne_bytes());
         let parked = Parked { id: Arc::clone(&id), role, timer: None };
         let mut parked = match self.charge(parked, &mut reservation) {

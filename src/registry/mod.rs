@@ -38,7 +38,9 @@ use crate::identity::ClientKey;
 use crate::limits::{
     shrink_sparse, Charged, Footprint, Rate, RateTable, Reservation, Shortage, ENTRY_COST,
 };
+use crate::payload::Payload;
 use crate::refused::{RefusalCounts, RefusalReason};
+use crate::routes::ChannelId;
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, RegistryRefusal};
 use burned::{Burned, DigestKey};
@@ -53,8 +55,9 @@ pub use crate::wheel::TICK;
 /// A validated relay request, as the HTTP side hands it over.
 #[derive(Debug)]
 pub struct Request {
-    /// The channel id (percent-decoded path segment).
-    pub id: Vec<u8>,
+    /// The channel id (percent-decoded path segment), inline: the registry makes its own shared
+    /// copy ([`Id`]) only for a new entry.
+    pub id: ChannelId,
     /// What the request asks.
     pub action: Action,
     /// The client's address (after trusted-proxy resolution).
@@ -64,12 +67,10 @@ pub struct Request {
     /// What the counterpart is shown of the query (`HttpRelay-Query`: `query::relay_query`),
     /// for a `/link` request; empty otherwise.
     pub query: String,
-    /// The request's `Content-Type`, if any.
-    pub content_type: Option<String>,
     /// A `/link` sender's write secret (`query::write_secret`), if any.
     pub wsecret: Option<Vec<u8>>,
-    /// The body, read in full.
-    pub body: Arc<[u8]>,
+    /// The body, read in full, with the request's `Content-Type`, if any, in one allocation.
+    pub body: Payload,
     /// The method, for a `/sync` side's `HttpRelay-Method` (the other routes' sides have the
     /// method their action names).
     pub method: LinkMethod,
@@ -82,6 +83,9 @@ pub struct Request {
 }
 
 /// Something that happened, for the registry to act on.
+// `Arrived`, the large variant (a request carries its id inline), is the common one: boxing it
+// would add an allocation to every relay request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Event {
     /// A request arrived on connection `conn`.
@@ -457,7 +461,7 @@ impl Registry {
             _ => return Ok(()),
         };
         let Some(table) = &mut self.write_rate else { return Ok(()) };
-        let key = (kind, self.id_hasher.hash_one(&request.id));
+        let key = (kind, self.id_hasher.hash_one(&request.id[..]));
         table.take(key, now).map_err(|wait| {
             self.counts.refused.add(RefusalReason::RatePerId);
             let per_minute = self.settings.rate_per_id.unwrap_or(0);
@@ -634,9 +638,10 @@ impl Registry {
     }
 }
 
-/// `id` as `map` keys it: the key's own allocation when the map has it, else a new one.
-fn shared_id<V>(map: &HashMap<Id, V>, id: Vec<u8>) -> Id {
-    match map.get_key_value(&id[..]) {
+/// `id` as `map` keys it: the key's own allocation when the map has it, else a new one (the
+/// only allocation an id costs, made as its entry is).
+fn shared_id<V>(map: &HashMap<Id, V>, id: &[u8]) -> Id {
+    match map.get_key_value(id) {
         Some((key, _)) => Arc::clone(key),
         None => Id::from(id),
     }

@@ -13,6 +13,7 @@ use super::inbox::Stored;
 use super::link::Message;
 use super::{ConnId, Id, LinkMethod, Party, Query, Registry, Timer};
 use crate::limits::{Charged, MemoryBudget};
+use crate::payload::Payload;
 use crate::persist::{BurnedEntry, InboxEntry, LinkEntry, Snapshot};
 use crate::wheel::{deadline_after, MAX_WAIT};
 
@@ -135,14 +136,7 @@ impl Registry {
                 continue;
             };
             let timer = self.wheel.insert(deadline, Timer::InboxMessage(Arc::clone(&id)));
-            let stored = Stored {
-                content_type: entry.content_type.map(String::into_boxed_str),
-                body,
-                deadline,
-                timer,
-                id_len: id.len(),
-                awaiters: None,
-            };
+            let stored = Stored { body, deadline, timer, id_len: id.len(), awaiters: None };
             let Ok(stored) = Charged::new(stored, &mut reservation) else {
                 self.wheel.cancel(timer);
                 done.over_budget += 1;
@@ -168,7 +162,6 @@ impl Registry {
             let message = Message {
                 ticket,
                 sender,
-                content_type: entry.content_type,
                 body: HeldBody::new(&self.held, entry.body),
                 deadline,
                 timer: None,
@@ -178,7 +171,7 @@ impl Registry {
                 done.over_budget += 1;
                 continue;
             };
-            let id = super::shared_id(&self.links, entry.id);
+            let id = super::shared_id(&self.links, &entry.id);
             let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
             message.timer = Some(self.wheel.insert(deadline, timer));
             self.links.entry(id).or_default().senders().messages.push_back(message);
@@ -197,10 +190,10 @@ pub(super) fn wall(deadline: Instant, now: Instant, now_ms: u64) -> u64 {
 pub(super) fn inbox_entry(id: &[u8], stored: &Stored, now: Instant, now_ms: u64) -> InboxEntry {
     InboxEntry {
         id: id.to_vec(),
-        content_type: stored.content_type.as_deref().map(String::from),
         acked: stored.acked(),
         expires_ms: wall(stored.deadline, now, now_ms),
-        body: stored.body.as_ref().map_or_else(|| Arc::from(&[][..]), |b| Arc::clone(b.bytes())),
+        // An acknowledged message keeps neither body nor content type: nothing shows them.
+        body: stored.body.as_ref().map_or_else(Payload::empty, |b| b.bytes().clone()),
     }
 }
 
@@ -209,9 +202,8 @@ pub(super) fn link_entry(id: &[u8], m: &Message, now: Instant, now_ms: u64) -> L
     LinkEntry {
         id: id.to_vec(),
         ticket: m.ticket,
-        content_type: m.content_type.clone(),
         expires_ms: wall(m.deadline, now, now_ms),
-        body: Arc::clone(m.body.bytes()),
+        body: m.body.bytes().clone(),
         sender_ip: m.sender.ip,
         sender_port: m.sender.port,
         sender_arrived_ms: m.sender.arrived_ms,

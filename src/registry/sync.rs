@@ -16,7 +16,6 @@
 //! only state an id has, and it is removed by its own connection, never by id: a side that
 //! arrives as another leaves is never orphaned.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 #[cfg(test)]
@@ -68,8 +67,7 @@ impl Delivery {
 /// The answer to `own`: its counterpart `other`'s body and metadata.
 fn answer(own: &Message, other: &Message) -> Answer {
     Answer::LinkMessage {
-        body: Arc::clone(other.body.bytes()),
-        content_type: other.content_type.clone(),
+        body: other.body.bytes().clone(),
         own: own.sender.clone(),
         sender: other.sender.clone(),
     }
@@ -92,7 +90,7 @@ impl Registry {
         }
         let method = request.method;
         let side = Party::of(&mut request, method);
-        let id = shared_id(&self.syncs, std::mem::take(&mut request.id));
+        let id = shared_id(&self.syncs, &request.id);
         match self.charge_writer(now, conn, &id, side, Role::Sync(client), request) {
             Ok(Writer { message, parked, .. }) => {
                 self.park(conn, parked);

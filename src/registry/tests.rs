@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::limits::Reservation;
+use crate::payload::Payload;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const INBOX_TIMEOUT: Duration = Duration::from_secs(25);
@@ -76,14 +77,13 @@ impl Scenario {
 fn request(id: &str, action: Action, query: &str, body: &str) -> Request {
     let (query, wsecret) = crate::query::kept(action, query, None);
     Request {
-        id: id.as_bytes().to_vec(),
+        id: crate::routes::ChannelId::copy_of(id.as_bytes()),
         action,
         client: "127.0.0.1:4000".parse().unwrap(),
         arrived_ms: 1_700_000_000_000,
         query,
-        content_type: None,
         wsecret,
-        body: Arc::from(body.as_bytes()),
+        body: Payload::from(body.as_bytes()),
         method: LinkMethod::Post,
         seq: None,
         reservation: Reservation::default(),
@@ -137,7 +137,7 @@ fn render(reply: &Reply) -> String {
 fn a_held_count_that_drifts_from_the_recount_is_caught() {
     let mut s = Scenario::new();
     s.post(1, "a", "", "m");
-    let _lost = super::held::HeldBody::new(&s.registry.held, std::sync::Arc::from(&b"x"[..]));
+    let _lost = super::held::HeldBody::new(&s.registry.held, Payload::from(&b"x"[..]));
     s.registry.check_counts();
 }
 
@@ -310,9 +310,9 @@ fn metadata_names_the_counterpart() {
     let mut sender = request("a", Action::LinkSend, "b=2&wsecret=x&a=1", "m");
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
-    sender.content_type = Some("application/json".into());
+    sender.body = Payload::new(Some("application/json"), b"m");
     s.handle(Event::Arrived { conn: 2, request: sender }, &mut out);
-    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+    let Answer::LinkMessage { body, own, sender, .. } = &out[0].answer else {
         panic!("not a message: {out:?}")
     };
     assert_eq!(sender.ip.to_string(), "10.0.0.9");
@@ -321,7 +321,7 @@ fn metadata_names_the_counterpart() {
     assert_eq!(own.arrived_ms, 1_700_000_000_000);
     assert_eq!(sender.method, LinkMethod::Post);
     assert_eq!(&*sender.query, "a=1&b=2");
-    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!((body.content_type(), body.body()), (Some("application/json"), &b"m"[..]));
     out.clear();
     s.handle(Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
     let Answer::LinkDelivered { own, receiver } = &out[0].answer else {
@@ -551,7 +551,7 @@ fn snapshot_restore_round_trip() {
     let mut sender = request("l", Action::LinkSend, "b=2&wsecret=x", "m1");
     sender.client = "10.0.0.9:5555".parse().unwrap();
     sender.arrived_ms = 42;
-    sender.content_type = Some("application/json".into());
+    sender.body = Payload::new(Some("application/json"), b"m1");
     s.handle(Event::Arrived { conn: 4, request: sender }, &mut out);
     s.post(5, "l", "wsecret=x", "m2");
     s.event(Event::Gone { conn: 4 });
@@ -566,7 +566,7 @@ fn snapshot_restore_round_trip() {
         Event::Arrived { conn: 12, request: request("l", Action::LinkReceive, "", "") },
         &mut out,
     );
-    let Answer::LinkMessage { body, content_type, sender, .. } = &out[0].answer else {
+    let Answer::LinkMessage { body, sender, .. } = &out[0].answer else {
         panic!("not a message: {out:?}")
     };
     assert_eq!(&**body, b"m1");
@@ -574,7 +574,7 @@ fn snapshot_restore_round_trip() {
     assert_eq!(sender.port, 5555);
     assert_eq!(sender.arrived_ms, 42);
     assert_eq!(&*sender.query, "b=2");
-    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!(body.content_type(), Some("application/json"));
     // Written: nobody to tell (the sender's connection did not survive the restart).
     assert!(r.written(12, true).is_empty());
     assert_eq!(r.get(13, "l"), ["13 <- 200 \"m2\" (confirm)"]);
@@ -785,21 +785,21 @@ fn sync_answers_carry_the_counterparts_method_and_metadata() {
     let mut second = request("s", Action::Sync, "x=1&wsecret=w", "b");
     second.method = LinkMethod::Patch;
     second.arrived_ms = 42;
-    second.content_type = Some("text/x-b".into());
+    second.body = Payload::new(Some("text/x-b"), b"b");
     s.handle(Event::Arrived { conn: 2, request: second }, &mut out);
-    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+    let Answer::LinkMessage { body, own, sender, .. } = &out[0].answer else {
         panic!("not a message: {out:?}")
     };
     assert_eq!((sender.method, &*sender.query, sender.arrived_ms), (LinkMethod::Patch, "x=1", 42));
-    assert_eq!((own.method, content_type.as_deref()), (LinkMethod::Delete, Some("text/x-b")));
+    assert_eq!((own.method, body.content_type()), (LinkMethod::Delete, Some("text/x-b")));
     out.clear();
     s.handle(Event::DeliveryEnded { conn: 1, taken: true }, &mut out);
-    let Answer::LinkMessage { content_type, own, sender, .. } = &out[0].answer else {
+    let Answer::LinkMessage { body, own, sender, .. } = &out[0].answer else {
         panic!("not a message: {out:?}")
     };
     assert_eq!(
-        (sender.method, own.method, content_type),
-        (LinkMethod::Delete, LinkMethod::Patch, &None)
+        (sender.method, own.method, body.content_type()),
+        (LinkMethod::Delete, LinkMethod::Patch, None)
     );
 }
 
