@@ -7,9 +7,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
-
-use crate::response::empty_body;
+use std::sync::{Arc, OnceLock};
 
 /// A message's content type (if any) and body, in one `Arc<[u8]>`: the content type's bytes,
 /// then the body's. Derefs to the body, so a response writes it as it is.
@@ -19,6 +17,13 @@ pub struct Payload {
     /// The content type's length plus one; 0 when there is none (`None` and `Some("")` differ
     /// on the wire: an empty `Content-Type` header is still sent).
     split: usize,
+}
+
+/// An empty body, one for all: an empty `Arc<[u8]>` is an allocation of its own, and most
+/// requests and answers have no body.
+fn empty_body() -> Arc<[u8]> {
+    static EMPTY: OnceLock<Arc<[u8]>> = OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from(&b""[..])))
 }
 
 impl Payload {
@@ -31,8 +36,9 @@ impl Payload {
     pub fn new(content_type: Option<&str>, body: &[u8]) -> Payload {
         let prefix = content_type.map_or(&[][..], str::as_bytes);
         let split = content_type.map_or(0, |t| t.len() + 1);
-        if prefix.is_empty() && body.is_empty() {
-            return Payload { bytes: empty_body(), split };
+        if prefix.is_empty() {
+            let bytes = if body.is_empty() { empty_body() } else { Arc::from(body) };
+            return Payload { bytes, split };
         }
         let mut bytes: Arc<[u8]> = std::iter::repeat_n(0, prefix.len() + body.len()).collect();
         match Arc::get_mut(&mut bytes) {

@@ -6,11 +6,9 @@
 //! caching (relay bodies are one-time secrets that no proxy should keep) and is an inert document
 //! ([`INERT`], protocol §5): a relayed body is bytes from a stranger on the operator's origin.
 
+use crate::payload::Payload;
 use std::fmt::{Display, Write as _};
 use std::io::Write as _;
-use std::sync::{Arc, OnceLock};
-
-use crate::payload::Payload;
 
 /// Room for header lines in the response itself: enough for a relay answer's metadata and CORS
 /// headers, so that most responses' headers cost no allocation.
@@ -38,13 +36,6 @@ pub struct Response {
     /// Body bytes, shared: one stored message may be sent to several waiters (its content type
     /// rides in the same allocation, not in the body).
     pub body: Payload,
-}
-
-/// An empty body, one for all: an empty `Arc<[u8]>` is an allocation of its own, and most
-/// requests and answers have no body.
-pub fn empty_body() -> Arc<[u8]> {
-    static EMPTY: OnceLock<Arc<[u8]>> = OnceLock::new();
-    Arc::clone(EMPTY.get_or_init(|| Arc::from(&b""[..])))
 }
 
 impl Response {

@@ -14,20 +14,17 @@ use std::path::{Path, PathBuf};
 /// one rank do not name each other. A new file takes the lowest rank above everything it names.
 const RANKS: &[(u32, &[&str])] = &[
     // Plain values, system calls, threads and time: they name nothing of the crate.
-    (0, &["action", "http", "identity", "limits::rate", "persist::records", "refused"]),
-    (
-        0,
-        &["registry::answer", "registry::conns", "response", "sys", "testutil", "threads", "wheel"],
-    ),
+    (0, &["action", "http", "identity", "inline", "limits::rate", "payload", "refused"]),
+    (0, &["registry::conns", "sys", "testutil", "threads", "wheel"]),
+    // Values made of them: a message's payload as a response, an answer or a state file's record.
+    (1, &["persist::records", "registry::answer", "response"]),
     // Pure computations over them: parsing, the reply writer, the configuration, the budget.
     (1, &["auth", "config", "http::chunked", "http::parse", "http::writer", "limits::connections"]),
-    (1, &["limits::memory", "logging", "persist::format", "query", "routes"]),
-    (
-        2,
-        &["cors", "http::exchange", "http::reader", "limits", "registry::burned", "registry::held"],
-    ),
+    (1, &["limits::memory", "logging", "query"]),
+    (2, &["persist::format", "routes"]),
+    (2, &["cors", "http::reader", "limits", "registry::burned", "registry::held"]),
     // The registry (with the files of its type, ONE_TYPE), then what reads it.
-    (3, &["registry"]),
+    (3, &["http::exchange", "registry"]),
     (4, &["bench_scale", "http::gate", "metrics", "registry::charges"]),
     (5, &["http::conn", "http::render", "persist::journal"]),
     (6, &["http::inbound", "persist"]),
