@@ -96,6 +96,35 @@ fn id_longer_than_max_id_is_400() {
     assert_eq!(sender.join().unwrap().status, 200);
 }
 
+/// Ids and content types longer than a request carries inline (256 and 128 bytes) go through
+/// as shorter ones do, and a sender's empty `Content-Type` stays an empty one, not none.
+#[test]
+fn long_ids_and_content_types_go_through() {
+    let relay = Relay::start(&["--max-id", "1000"]);
+    let content_type = format!("text/plain; x={}", "y".repeat(200));
+    let typed = [("Content-Type", content_type.as_str())];
+    let id = "i".repeat(1000);
+    let sender = relay.spawn_post(&format!("/link/{id}"), b"long", &typed);
+    relay.wait_parked(1);
+    let receiver = relay.get(&format!("/link/{id}"));
+    assert_eq!((receiver.status, receiver.text()), (200, "long".into()), "{receiver}");
+    assert_eq!(receiver.header("content-type"), Some(content_type.as_str()));
+    assert_eq!(sender.join().unwrap().status, 200);
+    let stored = relay.post(&format!("/inbox/{}", "%41".repeat(257)), b"kept", &typed);
+    assert_eq!(stored.status, 200, "{stored}");
+    let fetched = relay.get(&format!("/inbox/{}", "A".repeat(257)));
+    assert_eq!((fetched.status, fetched.text()), (200, "kept".into()), "{fetched}");
+    assert_eq!(fetched.header("content-type"), Some(content_type.as_str()));
+    let sender = relay.spawn_post("/link/e", b"e", &[("Content-Type", "")]);
+    relay.wait_parked(1);
+    let receiver = relay.get("/link/e");
+    assert_eq!(
+        (receiver.header("content-type"), receiver.header_count("content-type")),
+        (Some(""), 1)
+    );
+    assert_eq!(sender.join().unwrap().status, 200);
+}
+
 #[test]
 fn head_over_max_head_is_431() {
     let relay = Relay::start(&["--max-head", "1K"]);
