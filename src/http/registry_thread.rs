@@ -23,8 +23,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, TryRecvError};
-
 use super::conn::Connection;
 use super::exchange::Exchange;
 use super::inbound::{Inbound, ToRegistry};
@@ -35,14 +33,14 @@ use crate::metrics::Gauges;
 use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
 use crate::registry::{ConnId, Counts, Event, Registry, Reply, TICK};
 use crate::sys::{Epoll, Interest};
-use crate::threads::{drain_wakeups, Waker};
+use crate::threads::{drain_wakeups, mailbox, Mailbox, TakeError, Waker};
 use crate::wheel::unix_ms;
 
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
 pub const WATCH_BATCH: usize = 1024;
 
-/// Messages taken from the queue per turn of the loop: a burst of requests waits in the queue,
-/// not in the loop's own buffers (which would keep their grown capacity).
+/// Messages turned into events per turn of the loop: the ticks and the own replies are not kept
+/// waiting behind a burst of requests.
 const INBOUND_BATCH: usize = 64;
 
 /// Most answers the registry thread finishes itself at once; beyond, they go to the outbox
@@ -55,7 +53,7 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// What the registry thread waits on: its queue, and its epoll set, which holds the wake-up
 /// socket of [`ToRegistry`] and the replies the thread writes itself.
 pub struct RegistryInput {
-    queue: Receiver<Inbound>,
+    queue: Mailbox<Inbound>,
     waker: Arc<Waker>,
     wakeups: UnixStream,
     poller: Epoll,
@@ -63,7 +61,7 @@ pub struct RegistryInput {
 
 /// The registry thread's queue: where other threads send, and what [`run`] reads.
 pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
-    let (queue, incoming) = unbounded();
+    let (queue, incoming) = mailbox();
     let (waker, wakeups) = Waker::pair()?;
     let poller = Epoll::new(256)?;
     poller.add(&wakeups, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
@@ -81,7 +79,7 @@ struct Waiting {
 /// answers go. Its loop ([`run`]) takes one step after another, each a method.
 struct RegistryThread {
     registry: Registry,
-    inbound: Receiver<Inbound>,
+    inbound: Mailbox<Inbound>,
     waker: Arc<Waker>,
     wake_socket: UnixStream,
     journal: Option<Arc<Journal>>,
@@ -122,7 +120,7 @@ pub fn run(
     peer: PeerAddress,
 ) {
     let RegistryInput { queue: inbound, waker, wakeups: wake_socket, poller } = input;
-    let own = OwnReplies::new(poller, Arc::clone(&gauges));
+    let own = OwnReplies::new(poller, &outbox);
     let mut thread = RegistryThread {
         registry,
         inbound,
@@ -213,7 +211,7 @@ impl RegistryThread {
     /// is gone (the process is ending).
     fn take_inbound(&mut self) -> bool {
         for _ in 0..INBOUND_BATCH {
-            match self.inbound.try_recv() {
+            match self.inbound.try_take() {
                 Ok(Inbound::Request { connection, exchange, request }) => {
                     let conn = connection.id();
                     self.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
@@ -230,8 +228,8 @@ impl RegistryThread {
                     }
                     let _ = done.send(());
                 }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TakeError::Empty) => return true,
+                Err(TakeError::Closed) => return false,
             }
         }
         true
