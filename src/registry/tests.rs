@@ -775,14 +775,14 @@ fn a_senders_side_whose_queue_grew_is_not_kept() {
 fn an_inbox_message_box_is_reused_after_it_expires_or_is_replaced() {
     let mut s = Scenario::new();
     s.inbox(1, "a", Action::InboxPost, "one");
-    assert_eq!(spares(&s), (0, 0, 0));
-    s.inbox(2, "a", Action::InboxPost, "two");
-    assert_eq!(spares(&s), (0, 0, 0), "the replaced message's box held the new one");
+    s.inbox(2, "b", Action::InboxPost, "two");
     s.at(INBOX_TTL + TICK);
-    assert_eq!(spares(&s), (0, 0, 1));
-    s.inbox(3, "b", Action::InboxPost, "three");
-    assert_eq!(spares(&s), (0, 0, 0));
-    assert_eq!(s.inbox(4, "b", Action::InboxGet, ""), ["4 <- 200 \"three\""]);
+    assert_eq!(spares(&s), (0, 0, 2), "both expired, their boxes kept");
+    s.inbox(3, "c", Action::InboxPost, "three");
+    assert_eq!(spares(&s), (0, 0, 1), "the next message took one");
+    s.inbox(4, "c", Action::InboxPost, "four");
+    assert_eq!(spares(&s), (0, 0, 1), "the replaced message's box was kept, and taken again");
+    assert_eq!(s.inbox(5, "c", Action::InboxGet, ""), ["5 <- 200 \"four\""]);
 }
 
 /// An `/inbox` id's map slot holds an `Inbox`, and a hash map keeps about 1.8 slots per entry at
