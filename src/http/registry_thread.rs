@@ -32,6 +32,7 @@ use crate::config::PeerAddress;
 use crate::metrics::Gauges;
 use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
 use crate::registry::{ConnId, Counts, Event, Registry, Reply, TICK};
+use crate::spare::{Slot, SpareBoxes, SPARE_BOXES};
 use crate::sys::{Epoll, Interest};
 use crate::threads::{drain_wakeups, mailbox, Mailbox, TakeError, Waker};
 use crate::wheel::unix_ms;
@@ -84,8 +85,9 @@ struct RegistryThread {
     wake_socket: UnixStream,
     journal: Option<Arc<Journal>>,
     /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
-    /// whole `Waiting`, per spare slot.
-    waiting: HashMap<ConnId, Box<Waiting>>,
+    /// whole `Waiting`, per spare slot. The boxes of those answered or gone are reused.
+    waiting: HashMap<ConnId, Slot<Waiting>>,
+    spare_waiting: SpareBoxes<Option<Waiting>>,
     /// The epoll set of the parked connections, read every tick for the clients that left.
     parked_set: Epoll,
     outbox: Outbox,
@@ -128,6 +130,7 @@ pub fn run(
         wake_socket,
         journal,
         waiting: HashMap::new(),
+        spare_waiting: SpareBoxes::new(SPARE_BOXES),
         parked_set,
         outbox,
         own,
@@ -214,7 +217,8 @@ impl RegistryThread {
             match self.inbound.try_take() {
                 Ok(Inbound::Request { connection, exchange, request }) => {
                     let conn = connection.id();
-                    self.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
+                    let waiting = self.spare_waiting.slot(Waiting { connection, exchange });
+                    self.waiting.insert(conn, waiting);
                     self.arrived.push(conn);
                     self.events.push_back(Event::Arrived { conn, request });
                 }
@@ -305,8 +309,8 @@ impl RegistryThread {
     /// the message to the next receiver.
     fn answer(&mut self, reply: Reply, own: bool) {
         let Reply { conn, answer, delivery } = reply;
-        let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn).map(|w| *w)
-        else {
+        let waiting = self.waiting.remove(&conn).map(|w| self.spare_waiting.take(w));
+        let Some(Waiting { mut connection, exchange }) = waiting else {
             if delivery {
                 self.events.push_back(Event::DeliveryEnded { conn, taken: false });
             }
@@ -338,7 +342,9 @@ impl RegistryThread {
                 let there = parked.connection.still_there(&mut self.scratch)
                     && self.parked_set.rearm(&parked.connection, conn).is_ok();
                 if !there {
-                    self.waiting.remove(&conn);
+                    if let Some(gone) = self.waiting.remove(&conn) {
+                        self.spare_waiting.take(gone);
+                    }
                     self.events.push_back(Event::Gone { conn });
                 }
             }

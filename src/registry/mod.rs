@@ -39,6 +39,7 @@ use crate::limits::{
     shrink_sparse, Charged, Footprint, Rate, RateTable, Reservation, Shortage, ENTRY_COST,
 };
 use crate::refused::{RefusalCounts, RefusalReason};
+use crate::spare::{Slot, SpareBoxes, SPARE_BOXES, SPARE_STORED};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, RegistryRefusal};
 use burned::{Burned, DigestKey};
@@ -189,7 +190,7 @@ pub struct Counts {
 type Id = Arc<[u8]>;
 
 /// What a parked connection waits for. Kept boxed in [`Registry::parked`], so that the map's
-/// spare room costs a pointer per slot, not a whole entry.
+/// spare room costs a pointer per slot, not a whole entry; the box is reused (`spare.rs`).
 #[derive(Debug)]
 struct Parked {
     id: Id,
@@ -262,7 +263,12 @@ pub struct Registry {
     /// The `/sync` side waiting on each id (at most one: the next request pairs with it).
     syncs: HashMap<Id, Charged<link::Message>>,
     mcasts: HashMap<Id, mcast::Channel>,
-    parked: HashMap<ConnId, Box<Charged<Parked>>>,
+    parked: HashMap<ConnId, Slot<Charged<Parked>>>,
+    /// Boxes of the parked entries, of `/link` senders' sides and of `/inbox` messages that
+    /// left their maps, for the next ones (`spare.rs`).
+    spare_parked: SpareBoxes<Option<Charged<Parked>>>,
+    spare_senders: SpareBoxes<link::Senders>,
+    spare_stored: SpareBoxes<Option<Charged<inbox::Stored>>>,
     deliveries: HashMap<ConnId, link::Delivery>,
     /// `/sync` answers being written, by the connection they are written to.
     sync_deliveries: HashMap<ConnId, sync::Delivery>,
@@ -298,6 +304,9 @@ impl Registry {
             syncs: HashMap::new(),
             mcasts: HashMap::new(),
             parked: HashMap::new(),
+            spare_parked: SpareBoxes::new(SPARE_BOXES),
+            spare_senders: SpareBoxes::new(SPARE_BOXES),
+            spare_stored: SpareBoxes::new(SPARE_STORED),
             deliveries: HashMap::new(),
             sync_deliveries: HashMap::new(),
             wheel: TimerWheel::new(now, TICK, 1024),
@@ -554,13 +563,13 @@ impl Registry {
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
     fn park(&mut self, conn: ConnId, parked: Charged<Parked>) {
         *self.parked_by_client.entry(parked.client()).or_insert(0) += 1;
-        self.parked.insert(conn, Box::new(parked));
+        self.parked.insert(conn, self.spare_parked.slot(parked));
     }
 
     /// Unparks `conn`, cancelling its deadline and giving its charge back; `None` if it was not
     /// parked.
     fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
-        let parked = self.parked.remove(&conn)?.into_inner();
+        let parked = self.spare_parked.take(self.parked.remove(&conn)?).into_inner();
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }
