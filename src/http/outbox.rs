@@ -26,7 +26,6 @@
 //! bounds and makes no system call; the loops here perform its steps on the sockets, keep the
 //! deadlines and turns, report each delivery's end to the registry, and log.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,7 +41,7 @@ use crate::cors;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
 use crate::refused::RefusalReason;
-use crate::registry::ConnId;
+use crate::registry::{ConnId, ConnMap};
 use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
 use crate::threads::{self, drain_wakeups, mailbox, Mailbox, Post, TakeError, Waker};
@@ -379,7 +378,7 @@ fn interest(readiness: Readiness) -> Interest {
 /// The loop of an outbox thread, or of the replies the registry thread finishes itself: it
 /// performs what each reply's [`ReplyWriter`] says, and keeps their deadlines and turns.
 struct ReplyLoop {
-    sending: HashMap<ConnId, Sending>,
+    sending: ConnMap<Sending>,
     /// Deliveries whose client closed with bytes unacknowledged, asked again every tick.
     acknowledging: Vec<ConnId>,
     /// Replies whose client sent more than [`DRAIN_TURN`](super::writer::DRAIN_TURN) at once:
@@ -388,7 +387,7 @@ struct ReplyLoop {
     draining_on: Vec<ConnId>,
     /// Connections that reported readiness before their reply was taken from the queue: whether
     /// that included input, and when (one never claimed is forgotten after [`LINGER_TIME`]).
-    early: HashMap<ConnId, (bool, Instant)>,
+    early: ConnMap<(bool, Instant)>,
     /// Replies to move on in this turn of the loop (kept for its allocation).
     due: Vec<(ConnId, bool)>,
     deadlines: TimerWheel<ConnId>,
@@ -404,10 +403,10 @@ struct ReplyLoop {
 impl ReplyLoop {
     fn new(buffers: Arc<ReplyBuffers>, gauges: Arc<Gauges>) -> ReplyLoop {
         ReplyLoop {
-            sending: HashMap::new(),
+            sending: ConnMap::default(),
             acknowledging: Vec::new(),
             draining_on: Vec::new(),
-            early: HashMap::new(),
+            early: ConnMap::default(),
             due: Vec::new(),
             deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
             ended: Vec::new(),

@@ -17,7 +17,7 @@
 //! batch of events, and at most once per [`SAVE_EVERY`] a snapshot when the journal needs one
 //! (compaction, or a write failed); once more on [`Inbound::Save`] (the last act of a drain).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use super::render::render;
 use crate::config::PeerAddress;
 use crate::metrics::Gauges;
 use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
-use crate::registry::{ConnId, Counts, Event, Registry, Reply, TICK};
+use crate::registry::{ConnId, ConnMap, Counts, Event, Registry, Reply, TICK};
 use crate::spare::{Slot, SpareBoxes, SPARE_BOXES};
 use crate::sys::{Epoll, Interest};
 use crate::threads::{drain_wakeups, mailbox, Mailbox, TakeError, Waker};
@@ -86,7 +86,7 @@ struct RegistryThread {
     journal: Option<Arc<Journal>>,
     /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
     /// whole `Waiting`, per spare slot. The boxes of those answered or gone are reused.
-    waiting: HashMap<ConnId, Slot<Waiting>>,
+    waiting: ConnMap<Slot<Waiting>>,
     spare_waiting: SpareBoxes<Option<Waiting>>,
     /// The epoll set of the parked connections, read every tick for the clients that left.
     parked_set: Epoll,
@@ -129,7 +129,7 @@ pub fn run(
         waker,
         wake_socket,
         journal,
-        waiting: HashMap::new(),
+        waiting: ConnMap::default(),
         spare_waiting: SpareBoxes::new(SPARE_BOXES),
         parked_set,
         outbox,

@@ -285,7 +285,9 @@ const MAP_KEEP_BYTES: usize = 64 * 1024;
 /// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
 /// burst of waiters does not keep the relay at its peak size; a map keeps room for at least
 /// [`MAP_KEEP_BYTES`] of entries (or 64), so the usual load does not reallocate it.
-pub fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
+pub fn shrink_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
     let keep = (MAP_KEEP_BYTES / std::mem::size_of::<(K, V)>().max(1)).max(64);
     if map.capacity() > keep && map.len() * 4 < map.capacity() {
         map.shrink_to((map.len() * 2).max(keep));

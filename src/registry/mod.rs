@@ -43,7 +43,7 @@ use crate::spare::{Slot, SpareBoxes, SPARE_BOXES, SPARE_STORED};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, RegistryRefusal};
 use burned::{Burned, DigestKey};
-pub use conns::ConnId;
+pub use conns::{ConnId, ConnMap};
 use held::Held;
 
 /// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
@@ -263,15 +263,15 @@ pub struct Registry {
     /// The `/sync` side waiting on each id (at most one: the next request pairs with it).
     syncs: HashMap<Id, Charged<link::Message>>,
     mcasts: HashMap<Id, mcast::Channel>,
-    parked: HashMap<ConnId, Slot<Charged<Parked>>>,
+    parked: ConnMap<Slot<Charged<Parked>>>,
     /// Boxes of the parked entries, of `/link` senders' sides and of `/inbox` messages that
     /// left their maps, for the next ones (`spare.rs`).
     spare_parked: SpareBoxes<Option<Charged<Parked>>>,
     spare_senders: SpareBoxes<link::Senders>,
     spare_stored: SpareBoxes<Option<Charged<inbox::Stored>>>,
-    deliveries: HashMap<ConnId, link::Delivery>,
+    deliveries: ConnMap<link::Delivery>,
     /// `/sync` answers being written, by the connection they are written to.
-    sync_deliveries: HashMap<ConnId, sync::Delivery>,
+    sync_deliveries: ConnMap<sync::Delivery>,
     wheel: TimerWheel<Timer>,
     /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
@@ -303,12 +303,12 @@ impl Registry {
             inboxes: HashMap::new(),
             syncs: HashMap::new(),
             mcasts: HashMap::new(),
-            parked: HashMap::new(),
+            parked: ConnMap::default(),
             spare_parked: SpareBoxes::new(SPARE_BOXES),
             spare_senders: SpareBoxes::new(SPARE_BOXES),
             spare_stored: SpareBoxes::new(SPARE_STORED),
-            deliveries: HashMap::new(),
-            sync_deliveries: HashMap::new(),
+            deliveries: ConnMap::default(),
+            sync_deliveries: ConnMap::default(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
             held: Held::default(),
