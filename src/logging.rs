@@ -27,7 +27,7 @@ pub fn init() {
     env_logger::Builder::new()
         .parse_filters(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .format(move |out, record| {
-            writeln!(out, "{}{}", prefix(record.level(), journald), record.args())
+            writeln!(out, "{}{}", Prefix(record.level(), journald), record.args())
         })
         .init();
 }
@@ -49,17 +49,23 @@ fn is_journal(journal_stream: &str, stderr: Option<(u64, u64)>) -> bool {
 }
 
 /// What starts a line: the syslog priority for journald (`sd-daemon.h`), else the level's name.
-fn prefix(level: log::Level, journald: bool) -> String {
-    if !journald {
-        return format!("{level} ");
+/// Written straight into the line (no allocation per line).
+struct Prefix(log::Level, bool);
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Prefix(level, journald) = *self;
+        if !journald {
+            return write!(f, "{level} ");
+        }
+        let priority = match level {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        };
+        write!(f, "<{priority}>")
     }
-    let priority = match level {
-        log::Level::Error => 3,
-        log::Level::Warn => 4,
-        log::Level::Info => 6,
-        log::Level::Debug | log::Level::Trace => 7,
-    };
-    format!("<{priority}>")
 }
 
 /// What stands for a channel id in logs: kept as a number while its request waits, written as
@@ -139,11 +145,11 @@ mod tests {
 
     #[test]
     fn journald_lines_start_with_a_syslog_priority() {
-        assert_eq!(prefix(log::Level::Error, true), "<3>");
-        assert_eq!(prefix(log::Level::Warn, true), "<4>");
-        assert_eq!(prefix(log::Level::Info, true), "<6>");
-        assert_eq!(prefix(log::Level::Debug, true), "<7>");
-        assert_eq!(prefix(log::Level::Info, false), "INFO ");
+        assert_eq!(Prefix(log::Level::Error, true).to_string(), "<3>");
+        assert_eq!(Prefix(log::Level::Warn, true).to_string(), "<4>");
+        assert_eq!(Prefix(log::Level::Info, true).to_string(), "<6>");
+        assert_eq!(Prefix(log::Level::Debug, true).to_string(), "<7>");
+        assert_eq!(Prefix(log::Level::Info, false).to_string(), "INFO ");
     }
 
     #[test]

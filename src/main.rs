@@ -29,6 +29,7 @@ mod refused;
 mod registry;
 mod response;
 mod routes;
+mod spare;
 mod sys;
 #[cfg(test)]
 mod testutil;

@@ -1,12 +1,13 @@
-//! How the relay's threads are started and woken: every long-lived thread is named and gets a
-//! small stack ([`spawn`]), and a thread that waits in epoll is woken through a socket pair it
-//! watches ([`Waker`]) when another thread queues work for it. The poller, the outbox threads
-//! and the registry thread share both; none of them is anyone's to own.
+//! How the relay's threads are started, fed and woken: every long-lived thread is named and gets
+//! a small stack ([`spawn`]), work for a thread that waits in epoll is posted to its [`Mailbox`],
+//! and the thread is woken through a socket pair it watches ([`Waker`]). The poller, the outbox
+//! threads and the registry thread share all three; none of them is anyone's to own.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
@@ -64,4 +65,175 @@ impl Waker {
 pub fn drain_wakeups(wake_socket: &UnixStream) {
     let mut drain = [0u8; 64];
     while matches!((&*wake_socket).read(&mut drain), Ok(n) if n > 0) {}
+}
+
+/// The sending end of a [`Mailbox`]: any number of threads post to one that waits in epoll.
+/// Cheap to clone; the mailbox sees when every sender is gone.
+pub struct Post<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// A queue from other threads to one thread. The owner takes everything posted at once by
+/// swapping two buffers, so once they have grown to the usual burst, posting and taking allocate
+/// nothing (a linked queue allocates a block every few dozen items, which with musl's allocator
+/// is a global lock and often an `mmap`). The owner is woken by its [`Waker`], not by the
+/// mailbox.
+pub struct Mailbox<T> {
+    shared: Arc<Shared<T>>,
+    /// The buffer swapped in for the posted items (empty between takes).
+    spare: Vec<T>,
+    /// Items taken from the senders, handed out one by one.
+    taken: VecDeque<T>,
+}
+
+/// Why [`Mailbox::try_take`] has nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakeError {
+    /// Nothing is posted now.
+    Empty,
+    /// Nothing is posted and every sender is gone: nothing will ever come.
+    Closed,
+}
+
+/// What the two ends share: the posted items, and whether the owner still takes them.
+struct Shared<T> {
+    posted: Mutex<Vec<T>>,
+    open: AtomicBool,
+}
+
+/// After a burst, the mailbox's buffers are shrunk back to this many items once it is handled.
+const MAILBOX_KEEP: usize = 256;
+
+/// A mailbox and its first sender.
+pub fn mailbox<T>() -> (Post<T>, Mailbox<T>) {
+    let shared = Arc::new(Shared { posted: Mutex::new(Vec::new()), open: AtomicBool::new(true) });
+    let mailbox =
+        Mailbox { shared: Arc::clone(&shared), spare: Vec::new(), taken: VecDeque::new() };
+    (Post { shared }, mailbox)
+}
+
+impl<T> Shared<T> {
+    /// The posted items. A thread that panicked while holding the lock left them whole (a
+    /// push or a swap), so they are used as they are.
+    fn posted(&self) -> MutexGuard<'_, Vec<T>> {
+        self.posted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T> Clone for Post<T> {
+    fn clone(&self) -> Post<T> {
+        Post { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<T> Post<T> {
+    /// Posts `item`; false (and `item` dropped) once the mailbox's owner is gone.
+    pub fn post(&self, item: T) -> bool {
+        if !self.shared.open.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared.posted().push(item);
+        true
+    }
+}
+
+impl<T> Mailbox<T> {
+    /// Whether nothing is waiting to be taken.
+    pub fn is_empty(&self) -> bool {
+        self.taken.is_empty() && self.shared.posted().is_empty()
+    }
+
+    /// The oldest item not taken yet.
+    pub fn try_take(&mut self) -> Result<T, TakeError> {
+        if let Some(item) = self.taken.pop_front() {
+            return Ok(item);
+        }
+        std::mem::swap(&mut *self.shared.posted(), &mut self.spare);
+        if self.spare.is_empty() {
+            if self.taken.capacity() > MAILBOX_KEEP {
+                self.taken.shrink_to(MAILBOX_KEEP);
+                self.spare.shrink_to(MAILBOX_KEEP);
+            }
+            let senders = Arc::strong_count(&self.shared) - 1;
+            return Err(if senders == 0 { TakeError::Closed } else { TakeError::Empty });
+        }
+        self.taken.extend(self.spare.drain(..));
+        self.taken.pop_front().ok_or(TakeError::Empty)
+    }
+}
+
+impl<T> Drop for Mailbox<T> {
+    fn drop(&mut self) {
+        self.shared.open.store(false, Ordering::Release);
+        // What was posted and never taken goes now, not with the last sender.
+        drop(std::mem::take(&mut *self.shared.posted()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take_all<T>(mailbox: &mut Mailbox<T>) -> (Vec<T>, TakeError) {
+        let mut taken = Vec::new();
+        loop {
+            match mailbox.try_take() {
+                Ok(item) => taken.push(item),
+                Err(end) => return (taken, end),
+            }
+        }
+    }
+
+    #[test]
+    fn a_mailbox_hands_over_everything_posted_in_order_from_many_threads() {
+        let (post, mut mailbox) = mailbox();
+        let senders: Vec<_> = (0..4u32)
+            .map(|t| {
+                let post = post.clone();
+                thread::spawn(move || (0..1000u32).all(|n| post.post((t, n))))
+            })
+            .collect();
+        drop(post);
+        assert!(senders.into_iter().all(|s| s.join().unwrap()));
+        let (taken, end) = take_all(&mut mailbox);
+        assert_eq!(end, TakeError::Closed, "every sender is gone and nothing is left");
+        assert_eq!(taken.len(), 4000);
+        for t in 0..4 {
+            let from_t: Vec<u32> = taken.iter().filter(|(s, _)| *s == t).map(|&(_, n)| n).collect();
+            assert_eq!(from_t, (0..1000).collect::<Vec<_>>(), "sender {t}'s items in order");
+        }
+    }
+
+    #[test]
+    fn a_mailbox_is_open_while_a_sender_lives_and_closed_to_senders_once_dropped() {
+        let (post, mut mailbox) = mailbox::<u8>();
+        assert!(mailbox.is_empty());
+        assert_eq!(mailbox.try_take(), Err(TakeError::Empty), "a sender may still post");
+        assert!(post.post(1) && post.post(2));
+        assert!(!mailbox.is_empty());
+        assert_eq!(mailbox.try_take(), Ok(1));
+        assert!(!mailbox.is_empty(), "2 is taken from the senders, not handed out yet");
+        drop(mailbox);
+        assert!(!post.post(3), "nobody takes it");
+    }
+
+    #[test]
+    fn a_mailbox_gives_back_a_burst_s_memory_and_reuses_its_buffers_after() {
+        let (post, mut mailbox) = mailbox();
+        (0..10_000u32).for_each(|n| assert!(post.post(n)));
+        let (taken, end) = take_all(&mut mailbox);
+        assert_eq!((taken.len(), end), (10_000, TakeError::Empty));
+        assert!(mailbox.spare.capacity() <= MAILBOX_KEEP);
+        assert!(mailbox.taken.capacity() <= MAILBOX_KEEP);
+        // The senders' buffer and the spare one keep their room from one take to the next.
+        for _ in 0..3 {
+            (0..100u32).for_each(|n| assert!(post.post(n)));
+            assert_eq!(take_all(&mut mailbox).0.len(), 100);
+        }
+        let rooms = (mailbox.shared.posted().capacity(), mailbox.spare.capacity());
+        (0..100u32).for_each(|n| assert!(post.post(n)));
+        assert_eq!(take_all(&mut mailbox).0.len(), 100);
+        let (a, b) = (mailbox.shared.posted().capacity(), mailbox.spare.capacity());
+        assert_eq!((a, b), rooms, "no regrowth");
+    }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(u32, &[&str])] = &[
     // Plain values, system calls, threads and time: they name nothing of the crate.
     (0, &["action", "http", "identity", "inline", "limits::rate", "payload", "refused"]),
-    (0, &["registry::conns", "sys", "testutil", "threads", "wheel"]),
+    (0, &["registry::conns", "spare", "sys", "testutil", "threads", "wheel"]),
     // Values made of them: a message's payload as a response, an answer or a state file's record.
     (1, &["persist::records", "registry::answer", "response"]),
     // Pure computations over them: parsing, the reply writer, the configuration, the budget.

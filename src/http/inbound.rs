@@ -1,5 +1,5 @@
-//! What the other threads send the registry thread ([`Inbound`]), and how ([`ToRegistry`]): a
-//! queue and a wake-up for the epoll set the thread waits in. The receiving end is the registry
+//! What the other threads send the registry thread ([`Inbound`]), and how ([`ToRegistry`]): its
+//! mailbox and a wake-up for the epoll set the thread waits in. The receiving end is the registry
 //! thread's own (`registry_thread::channel`).
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 use super::conn::Connection;
 use super::exchange::Exchange;
 use crate::registry::{ConnId, Request};
-use crate::threads::Waker;
+use crate::threads::{Post, Waker};
 
 /// What reaches the registry thread.
 // `Request`, the large variant, is the common one: boxing it would add an allocation to every
@@ -28,24 +28,24 @@ pub enum Inbound {
     Save(Sender<()>),
 }
 
-/// How other threads reach the registry thread: its queue, and a wake-up for the epoll set it
+/// How other threads reach the registry thread: its mailbox, and a wake-up for the epoll set it
 /// waits in. Cheap to clone.
 #[derive(Clone)]
 pub struct ToRegistry {
-    queue: Sender<Inbound>,
+    queue: Post<Inbound>,
     waker: Arc<Waker>,
 }
 
 impl ToRegistry {
-    /// The sending end of `queue`, waking the thread through `waker`: made by the registry
-    /// thread's `registry_thread::channel`, which owns the other end.
-    pub(super) fn new(queue: Sender<Inbound>, waker: Arc<Waker>) -> ToRegistry {
+    /// Posts to `queue`, waking the thread through `waker`: made by the registry thread's
+    /// `registry_thread::channel`, which owns the mailbox.
+    pub(super) fn new(queue: Post<Inbound>, waker: Arc<Waker>) -> ToRegistry {
         ToRegistry { queue, waker }
     }
 
     /// Queues `inbound` and wakes the registry thread if it waits; false if it is gone.
     pub fn send(&self, inbound: Inbound) -> bool {
-        let sent = self.queue.send(inbound).is_ok();
+        let sent = self.queue.post(inbound);
         if sent {
             self.waker.wake();
         }

@@ -26,13 +26,11 @@
 //! bounds and makes no system call; the loops here perform its steps on the sockets, keep the
 //! deadlines and turns, report each delivery's end to the registry, and log.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, info};
 
 use super::conn::Connection;
@@ -43,14 +41,18 @@ use crate::cors;
 use crate::logging::refusal_log_allowed;
 use crate::metrics::Gauges;
 use crate::refused::RefusalReason;
-use crate::registry::ConnId;
+use crate::registry::{ConnId, ConnMap};
 use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
-use crate::threads::{self, drain_wakeups, Waker};
+use crate::threads::{self, drain_wakeups, mailbox, Mailbox, Post, TakeError, Waker};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Bytes reserved for a response's head besides its body (see `Sending::new`).
 const HEAD_ROOM: usize = 1024;
+
+/// Most reply buffers kept for reuse, and the largest kept ([`ReplyBuffers`]): at most 512 KiB.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_BUFFER_MAX: usize = 8 * 1024;
 
 /// Width of the outbox's deadline tick; also how often an unacknowledged delivery is asked again.
 const WRITE_TICK: Duration = Duration::from_millis(20);
@@ -62,13 +64,14 @@ const WAKEUP_TOKEN: u64 = 0;
 pub struct Outbox {
     /// One per outbox thread; a connection's reply goes to `shards[id % len]`.
     shards: Arc<[Shard]>,
+    buffers: Arc<ReplyBuffers>,
     gauges: Arc<Gauges>,
     write_timeout: Duration,
 }
 
 /// How answering threads reach one outbox thread.
 struct Shard {
-    queue: Sender<Sending>,
+    queue: Post<Sending>,
     waker: Arc<Waker>,
     /// The thread's epoll set: an answering thread puts the connection it wrote to there.
     epoll: Epoll,
@@ -86,10 +89,11 @@ impl Outbox {
         registry: ToRegistry,
         gauges: Arc<Gauges>,
     ) -> io::Result<Outbox> {
+        let buffers = Arc::new(ReplyBuffers::default());
         let shards = (0..threads.max(1))
-            .map(|n| Shard::start(n, registry.clone(), Arc::clone(&gauges)))
+            .map(|n| Shard::start(n, registry.clone(), Arc::clone(&buffers), Arc::clone(&gauges)))
             .collect::<io::Result<_>>()?;
-        Ok(Outbox { shards, gauges, write_timeout })
+        Ok(Outbox { shards, buffers, gauges, write_timeout })
     }
 
     /// Writes `response` on `connection` and closes it. Counted as a request at once, so a
@@ -123,7 +127,7 @@ impl Outbox {
         let shard = &self.shards[(conn % self.shards.len() as u64) as usize];
         let write_now = kind == Kind::FromWorker;
         let sending = self.prepare(connection, exchange, response, kind, write_now, &shard.epoll);
-        if shard.queue.send(sending).is_ok() {
+        if shard.queue.post(sending) {
             shard.waker.wake();
         }
     }
@@ -142,11 +146,12 @@ impl Outbox {
         self.gauges.count_request(exchange.route.as_str(), response.status);
         let response = self.gauges.with_instance_header(response);
         let now = Instant::now();
+        let buffer = self.buffers.take();
         let mut sending =
-            Sending::new(connection, exchange, response, kind, now, self.write_timeout);
+            Sending::new(connection, exchange, response, buffer, kind, now, self.write_timeout);
         if write_now {
             // Nothing was reported on the connection yet, so this stops at the first wait.
-            sending.perform(&mut [0; 64], now);
+            sending.perform(&mut [0; 64], &self.buffers, now);
         }
         // Watched before it is queued, so no readiness is missed; the outbox thread keeps what
         // it hears of a connection whose reply it has not taken yet. A reply that ended (its
@@ -187,9 +192,10 @@ impl OwnReplies {
     /// The token the owning thread's wake-up socket has in the epoll set.
     pub const WAKEUP_TOKEN: u64 = WAKEUP_TOKEN;
 
-    /// For a thread whose epoll set is `poller`.
-    pub fn new(poller: Epoll, gauges: Arc<Gauges>) -> OwnReplies {
-        OwnReplies { replies: ReplyLoop::new(gauges), poller }
+    /// For a thread whose epoll set is `poller`, answering through `outbox`.
+    pub fn new(poller: Epoll, outbox: &Outbox) -> OwnReplies {
+        let buffers = Arc::clone(&outbox.buffers);
+        OwnReplies { replies: ReplyLoop::new(buffers, Arc::clone(&outbox.gauges)), poller }
     }
 
     /// The deliveries that ended since last asked: the connection, and whether it was taken.
@@ -248,16 +254,21 @@ impl OwnReplies {
 
 impl Shard {
     /// Starts outbox thread number `n`.
-    fn start(n: usize, registry: ToRegistry, gauges: Arc<Gauges>) -> io::Result<Shard> {
-        let (queue, incoming) = unbounded();
+    fn start(
+        n: usize,
+        registry: ToRegistry,
+        buffers: Arc<ReplyBuffers>,
+        gauges: Arc<Gauges>,
+    ) -> io::Result<Shard> {
+        let (queue, mut incoming) = mailbox();
         let (waker, wakeups) = Waker::pair()?;
         let mut poller = Epoll::new(256)?;
         poller.add(&wakeups, Interest::Always, WAKEUP_TOKEN)?;
         let epoll = poller.handle();
         let thread_waker = Arc::clone(&waker);
         threads::spawn(format!("outbox-{n}"), move || {
-            let mut replies = ReplyLoop::new(gauges);
-            replies.run(&mut poller, &incoming, &wakeups, &thread_waker, &registry);
+            let mut replies = ReplyLoop::new(buffers, gauges);
+            replies.run(&mut poller, &mut incoming, &wakeups, &thread_waker, &registry);
         })?;
         Ok(Shard { queue, waker, epoll })
     }
@@ -276,12 +287,13 @@ struct Sending {
 }
 
 impl Sending {
-    /// Renders `response` for `exchange` (CORS headers, no body for `HEAD`), due by
-    /// `now + write_timeout`.
+    /// Renders `response` for `exchange` (CORS headers, no body for `HEAD`) into `bytes` (an
+    /// empty buffer), due by `now + write_timeout`.
     fn new(
         connection: Connection,
         exchange: Exchange,
         response: Response,
+        mut bytes: Vec<u8>,
         kind: Kind,
         now: Instant,
         write_timeout: Duration,
@@ -289,7 +301,7 @@ impl Sending {
         let status = response.status;
         // Room for the longest head the relay writes (a CORS `/link` delivery with its
         // metadata and the inert-document headers is ~650 bytes): written without regrowth.
-        let mut bytes = Vec::with_capacity(HEAD_ROOM + response.body.len());
+        bytes.reserve(HEAD_ROOM + response.body.len());
         let head_only = exchange.method == "HEAD";
         match &exchange.cors_origin {
             Some(origin) => cors::add_headers(response, origin).write_to(head_only, &mut bytes),
@@ -301,8 +313,8 @@ impl Sending {
 
     /// Does what the reply's writer says on the connection (writes, shuts the write side,
     /// reads into `scratch` and drops, asks `SIOCOUTQ`) until it says to wait or that the reply
-    /// is over; returns that step.
-    fn perform(&mut self, scratch: &mut [u8], now: Instant) -> Step {
+    /// is over; returns that step. The reply's buffer goes back to `buffers` once written.
+    fn perform(&mut self, scratch: &mut [u8], buffers: &ReplyBuffers, now: Instant) -> Step {
         let reply = &mut self.reply;
         let mut step = reply.step();
         loop {
@@ -312,6 +324,7 @@ impl Sending {
                     Err(_) => reply.write_failed(),
                 },
                 Step::ShutDown => {
+                    buffers.give(reply.take_spent());
                     self.connection.shutdown_write();
                     reply.shut(now)
                 }
@@ -365,7 +378,7 @@ fn interest(readiness: Readiness) -> Interest {
 /// The loop of an outbox thread, or of the replies the registry thread finishes itself: it
 /// performs what each reply's [`ReplyWriter`] says, and keeps their deadlines and turns.
 struct ReplyLoop {
-    sending: HashMap<ConnId, Sending>,
+    sending: ConnMap<Sending>,
     /// Deliveries whose client closed with bytes unacknowledged, asked again every tick.
     acknowledging: Vec<ConnId>,
     /// Replies whose client sent more than [`DRAIN_TURN`](super::writer::DRAIN_TURN) at once:
@@ -374,7 +387,7 @@ struct ReplyLoop {
     draining_on: Vec<ConnId>,
     /// Connections that reported readiness before their reply was taken from the queue: whether
     /// that included input, and when (one never claimed is forgotten after [`LINGER_TIME`]).
-    early: HashMap<ConnId, (bool, Instant)>,
+    early: ConnMap<(bool, Instant)>,
     /// Replies to move on in this turn of the loop (kept for its allocation).
     due: Vec<(ConnId, bool)>,
     deadlines: TimerWheel<ConnId>,
@@ -384,21 +397,23 @@ struct ReplyLoop {
     /// The replies in flight as last published to `gauges`.
     published: usize,
     scratch: Vec<u8>,
+    buffers: Arc<ReplyBuffers>,
 }
 
 impl ReplyLoop {
-    fn new(gauges: Arc<Gauges>) -> ReplyLoop {
+    fn new(buffers: Arc<ReplyBuffers>, gauges: Arc<Gauges>) -> ReplyLoop {
         ReplyLoop {
-            sending: HashMap::new(),
+            sending: ConnMap::default(),
             acknowledging: Vec::new(),
             draining_on: Vec::new(),
-            early: HashMap::new(),
+            early: ConnMap::default(),
             due: Vec::new(),
             deadlines: TimerWheel::new(Instant::now(), WRITE_TICK, 1024),
             ended: Vec::new(),
             gauges,
             published: 0,
             scratch: vec![0u8; 16 * 1024],
+            buffers,
         }
     }
 
@@ -425,7 +440,7 @@ impl ReplyLoop {
     fn run(
         &mut self,
         poller: &mut Epoll,
-        incoming: &Receiver<Sending>,
+        incoming: &mut Mailbox<Sending>,
         wakeups: &UnixStream,
         waker: &Waker,
         registry: &ToRegistry,
@@ -472,14 +487,16 @@ impl ReplyLoop {
 
     /// Takes every reply queued for the thread, adding those to move on now to `due`; `false`
     /// once the answering threads are gone and no reply is in flight: the thread's work is over.
-    fn take_queued(&mut self, incoming: &Receiver<Sending>, due: &mut Vec<(ConnId, bool)>) -> bool {
+    fn take_queued(
+        &mut self,
+        incoming: &mut Mailbox<Sending>,
+        due: &mut Vec<(ConnId, bool)>,
+    ) -> bool {
         loop {
-            match incoming.try_recv() {
+            match incoming.try_take() {
                 Ok(sending) => due.extend(self.receive(sending)),
-                Err(crossbeam_channel::TryRecvError::Empty) => return true,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    return !self.sending.is_empty()
-                }
+                Err(TakeError::Empty) => return true,
+                Err(TakeError::Closed) => return !self.sending.is_empty(),
             }
         }
     }
@@ -503,7 +520,7 @@ impl ReplyLoop {
         let Some(sending) = self.sending.get_mut(&conn) else { return };
         let deadline = sending.reply.deadline();
         sending.reply.resume(input);
-        let step = match sending.perform(&mut self.scratch, now) {
+        let step = match sending.perform(&mut self.scratch, &self.buffers, now) {
             waiting @ Step::Wait { .. } => sending.watch_in(epoll, conn, waiting),
             step => step,
         };
@@ -565,7 +582,41 @@ impl ReplyLoop {
         // Whatever happens to the connection now, the per-peer slot is free: a client that
         // reconnects as soon as it has its answer is not refused for a slot still held.
         sending.connection.peer_slot = None;
+        self.buffers.give(sending.reply.take_spent());
         log_request(&sending.exchange, sending.status, outcome);
+    }
+}
+
+/// Reply buffers kept for reuse: the threads that render replies take them, the loops that
+/// finish replies give them back, so a busy relay's replies allocate nothing. Bounded: at most
+/// [`SPARE_BUFFERS`] of at most [`SPARE_BUFFER_MAX`] bytes each (a larger one is freed).
+struct ReplyBuffers {
+    spare: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Default for ReplyBuffers {
+    fn default() -> ReplyBuffers {
+        ReplyBuffers { spare: Mutex::new(Vec::with_capacity(SPARE_BUFFERS)) }
+    }
+}
+
+impl ReplyBuffers {
+    /// An empty buffer: a spare one if there is one.
+    fn take(&self) -> Vec<u8> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for reuse if there is room for it; else it is freed (after the lock: the
+    /// guard, declared last, is dropped first).
+    fn give(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > SPARE_BUFFER_MAX {
+            return;
+        }
+        buffer.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buffer);
+        }
     }
 }
 
@@ -600,5 +651,27 @@ fn log_request(exchange: &Exchange, status: u16, outcome: Outcome) {
         info!("{method} {route} {tag} {status} {took:.1}ms{failed} ({held_back} more {status}s to {client} in the last minute)");
     } else {
         info!("{method} {route} {tag} {status} {took:.1}ms{failed}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_buffers_are_reused_and_what_is_kept_stays_bounded() {
+        let buffers = ReplyBuffers::default();
+        let mut first = buffers.take();
+        first.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        let (room, at) = (first.capacity(), first.as_ptr());
+        buffers.give(first);
+        let again = buffers.take();
+        assert_eq!((again.len(), again.capacity(), again.as_ptr()), (0, room, at), "the same one");
+        buffers.give(again);
+        buffers.give(Vec::with_capacity(SPARE_BUFFER_MAX + 1));
+        assert_eq!(buffers.spare.lock().unwrap().len(), 1, "too large to keep");
+        (0..2 * SPARE_BUFFERS).for_each(|_| buffers.give(Vec::with_capacity(64)));
+        assert_eq!(buffers.spare.lock().unwrap().len(), SPARE_BUFFERS);
+        assert_eq!(buffers.spare.lock().unwrap().capacity(), SPARE_BUFFERS, "never regrown");
     }
 }

@@ -17,13 +17,11 @@
 //! batch of events, and at most once per [`SAVE_EVERY`] a snapshot when the journal needs one
 //! (compaction, or a write failed); once more on [`Inbound::Save`] (the last act of a drain).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{unbounded, Receiver, TryRecvError};
 
 use super::conn::Connection;
 use super::exchange::Exchange;
@@ -33,16 +31,17 @@ use super::render::render;
 use crate::config::PeerAddress;
 use crate::metrics::Gauges;
 use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
-use crate::registry::{ConnId, Counts, Event, Registry, Reply, TICK};
+use crate::registry::{ConnId, ConnMap, Counts, Event, Registry, Reply, TICK};
+use crate::spare::{Slot, SpareBoxes, SPARE_BOXES};
 use crate::sys::{Epoll, Interest};
-use crate::threads::{drain_wakeups, Waker};
+use crate::threads::{drain_wakeups, mailbox, Mailbox, TakeError, Waker};
 use crate::wheel::unix_ms;
 
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
 pub const WATCH_BATCH: usize = 1024;
 
-/// Messages taken from the queue per turn of the loop: a burst of requests waits in the queue,
-/// not in the loop's own buffers (which would keep their grown capacity).
+/// Messages turned into events per turn of the loop: the ticks and the own replies are not kept
+/// waiting behind a burst of requests.
 const INBOUND_BATCH: usize = 64;
 
 /// Most answers the registry thread finishes itself at once; beyond, they go to the outbox
@@ -55,7 +54,7 @@ pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// What the registry thread waits on: its queue, and its epoll set, which holds the wake-up
 /// socket of [`ToRegistry`] and the replies the thread writes itself.
 pub struct RegistryInput {
-    queue: Receiver<Inbound>,
+    queue: Mailbox<Inbound>,
     waker: Arc<Waker>,
     wakeups: UnixStream,
     poller: Epoll,
@@ -63,7 +62,7 @@ pub struct RegistryInput {
 
 /// The registry thread's queue: where other threads send, and what [`run`] reads.
 pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
-    let (queue, incoming) = unbounded();
+    let (queue, incoming) = mailbox();
     let (waker, wakeups) = Waker::pair()?;
     let poller = Epoll::new(256)?;
     poller.add(&wakeups, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
@@ -81,13 +80,14 @@ struct Waiting {
 /// answers go. Its loop ([`run`]) takes one step after another, each a method.
 struct RegistryThread {
     registry: Registry,
-    inbound: Receiver<Inbound>,
+    inbound: Mailbox<Inbound>,
     waker: Arc<Waker>,
     wake_socket: UnixStream,
     journal: Option<Arc<Journal>>,
     /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
-    /// whole `Waiting`, per spare slot.
-    waiting: HashMap<ConnId, Box<Waiting>>,
+    /// whole `Waiting`, per spare slot. The boxes of those answered or gone are reused.
+    waiting: ConnMap<Slot<Waiting>>,
+    spare_waiting: SpareBoxes<Option<Waiting>>,
     /// The epoll set of the parked connections, read every tick for the clients that left.
     parked_set: Epoll,
     outbox: Outbox,
@@ -122,14 +122,15 @@ pub fn run(
     peer: PeerAddress,
 ) {
     let RegistryInput { queue: inbound, waker, wakeups: wake_socket, poller } = input;
-    let own = OwnReplies::new(poller, Arc::clone(&gauges));
+    let own = OwnReplies::new(poller, &outbox);
     let mut thread = RegistryThread {
         registry,
         inbound,
         waker,
         wake_socket,
         journal,
-        waiting: HashMap::new(),
+        waiting: ConnMap::default(),
+        spare_waiting: SpareBoxes::new(SPARE_BOXES),
         parked_set,
         outbox,
         own,
@@ -213,10 +214,11 @@ impl RegistryThread {
     /// is gone (the process is ending).
     fn take_inbound(&mut self) -> bool {
         for _ in 0..INBOUND_BATCH {
-            match self.inbound.try_recv() {
+            match self.inbound.try_take() {
                 Ok(Inbound::Request { connection, exchange, request }) => {
                     let conn = connection.id();
-                    self.waiting.insert(conn, Box::new(Waiting { connection, exchange }));
+                    let waiting = self.spare_waiting.slot(Waiting { connection, exchange });
+                    self.waiting.insert(conn, waiting);
                     self.arrived.push(conn);
                     self.events.push_back(Event::Arrived { conn, request });
                 }
@@ -230,8 +232,8 @@ impl RegistryThread {
                     }
                     let _ = done.send(());
                 }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TakeError::Empty) => return true,
+                Err(TakeError::Closed) => return false,
             }
         }
         true
@@ -307,8 +309,8 @@ impl RegistryThread {
     /// the message to the next receiver.
     fn answer(&mut self, reply: Reply, own: bool) {
         let Reply { conn, answer, delivery } = reply;
-        let Some(Waiting { mut connection, exchange }) = self.waiting.remove(&conn).map(|w| *w)
-        else {
+        let waiting = self.waiting.remove(&conn).map(|w| self.spare_waiting.take(w));
+        let Some(Waiting { mut connection, exchange }) = waiting else {
             if delivery {
                 self.events.push_back(Event::DeliveryEnded { conn, taken: false });
             }
@@ -340,7 +342,9 @@ impl RegistryThread {
                 let there = parked.connection.still_there(&mut self.scratch)
                     && self.parked_set.rearm(&parked.connection, conn).is_ok();
                 if !there {
-                    self.waiting.remove(&conn);
+                    if let Some(gone) = self.waiting.remove(&conn) {
+                        self.spare_waiting.take(gone);
+                    }
                     self.events.push_back(Event::Gone { conn });
                 }
             }

@@ -9,7 +9,6 @@
 //! outbox thread (`outbox.rs`; one per worker). [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
 //! closes the listener.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -27,6 +26,7 @@ use super::reader::ReaderLimits;
 use super::shared::Shared;
 use super::worker::{self, Reading};
 use crate::config::Config;
+use crate::registry::ConnMap;
 use crate::sys::{self, Interest};
 use crate::threads::{drain_wakeups, spawn, Waker};
 use crate::wheel::{TimerId, TimerWheel, TICK};
@@ -89,7 +89,7 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
         wake_rx,
         returned,
         jobs,
-        pending: HashMap::new(),
+        pending: ConnMap::default(),
         deadlines: TimerWheel::new(Instant::now(), TICK, 256),
         next_id: WAKE_TOKEN,
         paused_until: None,
@@ -150,7 +150,7 @@ struct Accepting {
     wake_rx: UnixStream,
     returned: Receiver<Reading>,
     jobs: Sender<Job>,
-    pending: HashMap<u64, (Reading, TimerId)>,
+    pending: ConnMap<(Reading, TimerId)>,
     deadlines: TimerWheel<u64>,
     next_id: u64,
     /// While accepting is paused after an error, when to resume.

@@ -201,9 +201,21 @@ impl ReplyWriter {
         self.kind == Kind::Delivery
     }
 
+    /// The reply's buffer, for reuse, once nothing is left to write in it (written whole, or the
+    /// reply over); empty before that and after the first call.
+    pub fn take_spent(&mut self) -> Vec<u8> {
+        if self.stage == Stage::Writing {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.bytes)
+    }
+
     /// The bytes [`Step::Write`] is to write.
     pub fn unwritten(&self) -> &[u8] {
-        self.bytes.get(self.written..).unwrap_or_default()
+        match self.stage {
+            Stage::Writing => self.bytes.get(self.written..).unwrap_or_default(),
+            _ => &[],
+        }
     }
 
     /// What the connection is to report: room to write while bytes are left, else input only.
@@ -243,7 +255,6 @@ impl ReplyWriter {
         if self.written < self.bytes.len() {
             return self.go(Step::Write);
         }
-        self.bytes = Vec::new();
         self.stage = Stage::Written;
         self.go(Step::ShutDown)
     }
@@ -385,7 +396,6 @@ impl ReplyWriter {
 
     fn end(&mut self, outcome: Outcome) -> Step {
         self.stage = Stage::Done(outcome);
-        self.bytes = Vec::new();
         self.go(Step::Done(outcome))
     }
 }
@@ -907,6 +917,25 @@ mod tests {
         assert_eq!(writer.wrote(LEN), Step::ShutDown);
         assert!(writer.unwritten().is_empty());
         assert_eq!(writer.readiness(), Readiness::Input);
+    }
+
+    #[test]
+    fn the_buffer_is_given_back_only_when_nothing_is_left_to_write_in_it() {
+        let t0 = Instant::now();
+        let mut reply = writer(Kind::Delivery, false, t0);
+        reply.wrote(1000);
+        assert!(reply.take_spent().is_empty(), "still writing");
+        assert_eq!(reply.unwritten().len(), LEN - 1000, "and nothing was taken");
+        assert_eq!(reply.wrote(LEN), Step::ShutDown);
+        let spent = reply.take_spent();
+        assert_eq!((spent.len(), spent.capacity() >= LEN), (LEN, true));
+        assert!(reply.take_spent().is_empty() && reply.unwritten().is_empty());
+        assert_eq!(reply.shut(t0), reply.step(), "the reply goes on without it");
+
+        let mut failed = writer(Kind::Delivery, false, t0);
+        failed.wrote(1000);
+        assert!(matches!(failed.write_failed(), Step::Done(_)));
+        assert_eq!(failed.take_spent().len(), LEN);
     }
 
     /// Random events in random order: nothing panics, an ended reply stays ended, the deadline

@@ -276,11 +276,21 @@ impl Drop for Reservation {
     }
 }
 
+/// Room a map keeps however empty it gets, in bytes of entries: a busy relay's maps rise and
+/// fall by dozens of entries every tick, and shrinking below the usual load would only be undone
+/// by the next arrivals (each regrowth a reallocation of the table, with musl's allocator an
+/// `mmap` and an `munmap`).
+const MAP_KEEP_BYTES: usize = 64 * 1024;
+
 /// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
-/// burst of waiters does not keep the relay at its peak size.
-pub fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
-        map.shrink_to(map.len() * 2);
+/// burst of waiters does not keep the relay at its peak size; a map keeps room for at least
+/// [`MAP_KEEP_BYTES`] of entries (or 64), so the usual load does not reallocate it.
+pub fn shrink_sparse<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    let keep = (MAP_KEEP_BYTES / std::mem::size_of::<(K, V)>().max(1)).max(64);
+    if map.capacity() > keep && map.len() * 4 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(keep));
     }
 }
 
@@ -290,6 +300,28 @@ mod tests {
 
     fn ip(text: &str) -> std::net::IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_sparse_map_gives_its_room_back_down_to_what_it_keeps() {
+        let mut map: std::collections::HashMap<u64, [u8; 1016]> =
+            (0..10_000).map(|n| (n, [0; 1016])).collect();
+        let keep = MAP_KEEP_BYTES / 1024;
+        map.retain(|&n, _| n < 5_000);
+        shrink_sparse(&mut map);
+        assert!(map.capacity() >= 10_000, "still holding over a quarter of its room");
+        map.retain(|&n, _| n < 100);
+        shrink_sparse(&mut map);
+        let shrunk = map.capacity();
+        assert!((keep..1_000).contains(&shrunk), "shrunk to {shrunk}, keeping {keep}");
+        map.clear();
+        shrink_sparse(&mut map);
+        let kept = map.capacity();
+        assert!((keep..shrunk).contains(&kept), "emptied: {kept}, keeping {keep}");
+        (0..keep as u64).for_each(|n| {
+            map.insert(n, [0; 1016]);
+        });
+        assert_eq!(map.capacity(), kept, "what it keeps takes the usual load without regrowth");
     }
 
     #[test]

@@ -25,15 +25,17 @@ use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, ENTRY_COST};
 use crate::payload::Payload;
 use crate::refused::RefusalReason;
+use crate::spare::Slot;
 use crate::wheel::TimerId;
 
 /// Most live waiters per inbox id and kind (GET, `/await`); the next one gets 503.
 pub const MAX_WAITERS: usize = 10;
 
-/// One `/inbox` id. The message is boxed: an id with only waiters keeps a pointer for it.
+/// One `/inbox` id. The message is boxed: an id with only waiters keeps a pointer for it. Its
+/// box is reused (`Registry::spare_stored`).
 #[derive(Debug, Default)]
 pub(super) struct Inbox {
-    pub(super) message: Option<Box<Charged<Stored>>>,
+    pub(super) message: Option<Slot<Charged<Stored>>>,
     /// GETs waiting for a message; the `/await`s are the stored message's (an `Inbox` is 24
     /// bytes; `registry::tests` keeps it at 32 or less).
     getters: Conns,
@@ -117,7 +119,7 @@ impl Registry {
                 };
                 let awaiters = self.inbox_drop_message(&id).into_ids();
                 let inbox = self.inboxes.entry(id).or_default();
-                inbox.message = Some(Box::new(stored));
+                inbox.message = Some(self.spare_stored.slot(stored));
                 let getters = std::mem::take(&mut inbox.getters).into_ids();
                 out.push(reply(Answer::Done));
                 // Ids whose waiter left may still be in the lists: they are not parked.
@@ -253,9 +255,10 @@ impl Registry {
         let Some(inbox) = self.inboxes.get_mut(id) else {
             return;
         };
-        let Some(mut stored) = inbox.message.take() else {
+        let Some(stored) = inbox.message.take() else {
             return;
         };
+        let mut stored = self.spare_stored.take(stored);
         let awaiters = stored.take_awaiters();
         for waiter in awaiters.into_ids() {
             if self.unpark(waiter).is_none() {
@@ -269,9 +272,10 @@ impl Registry {
     /// Drops the stored message of `id`, if any, before it is replaced.
     /// Gives back those who awaited its acknowledgement, to be told it was replaced.
     fn inbox_drop_message(&mut self, id: &[u8]) -> Conns {
-        let Some(mut stored) = self.inboxes.get_mut(id).and_then(|i| i.message.take()) else {
+        let Some(stored) = self.inboxes.get_mut(id).and_then(|i| i.message.take()) else {
             return Conns::default();
         };
+        let mut stored = self.spare_stored.take(stored);
         self.wheel.cancel(stored.timer);
         stored.take_awaiters()
     }

@@ -27,6 +27,7 @@ use super::{
 use crate::auth::same_secret;
 use crate::identity::ClientKey;
 use crate::limits::{Charged, Footprint, Reservation, ENTRY_COST};
+use crate::spare::SpareBoxes;
 use crate::wheel::TimerId;
 
 /// One `/link` id: who waits on it and whether a sender claimed it.
@@ -34,7 +35,8 @@ use crate::wheel::TimerId;
 pub(super) struct Channel {
     receivers: Conns,
     /// What senders left on the id, boxed: an id on which only a receiver waits, the common
-    /// case while receivers are parked, costs a pointer for it.
+    /// case while receivers are parked, costs a pointer for it. The box, with its queue's room
+    /// for one message, is reused (`Registry::spare_senders`).
     senders: Option<Box<Senders>>,
 }
 
@@ -89,9 +91,9 @@ impl Channel {
             && self.senders.as_ref().is_none_or(|s| s.messages.is_empty() && s.in_flight == 0)
     }
 
-    /// The senders' side, made when first needed.
-    pub(super) fn senders(&mut self) -> &mut Senders {
-        self.senders.get_or_insert_with(Box::default)
+    /// The senders' side, made when first needed, in a spare box if there is one.
+    pub(super) fn senders(&mut self, spares: &mut SpareBoxes<Senders>) -> &mut Senders {
+        self.senders.get_or_insert_with(|| spares.pop().unwrap_or_default())
     }
 
     /// The messages waiting for a receiver, in order.
@@ -111,13 +113,17 @@ impl Channel {
         self.senders.as_mut()?.idle_timer.take()
     }
 
-    /// Gives the senders' side back once it holds nothing.
-    fn tidy(&mut self) {
+    /// Gives the senders' side back to `spares` once it holds nothing. A box whose queue grew
+    /// past room for one message is freed instead, so a spare holds no more than one's room.
+    fn tidy(&mut self, spares: &mut SpareBoxes<Senders>) {
         let empty = |s: &Senders| {
             s.messages.is_empty() && s.in_flight == 0 && s.claim.is_none() && s.idle_timer.is_none()
         };
-        if self.senders.as_deref().is_some_and(empty) {
-            self.senders = None;
+        if !self.senders.as_deref().is_some_and(empty) {
+            return;
+        }
+        if let Some(senders) = self.senders.take().filter(|s| s.messages.capacity() <= 1) {
+            spares.keep(senders);
         }
     }
 
@@ -246,7 +252,8 @@ impl Registry {
             Err(refusal) => return out.push(Reply::refused(conn, refusal)),
         };
         let deadline = message.deadline;
-        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
+        let senders = channel.senders(&mut self.spare_senders);
         if senders.claim.is_none() {
             senders.claim = new_claim;
         }
@@ -306,7 +313,7 @@ impl Registry {
                 continue;
             };
             let Some(channel) = self.links.get_mut(id) else { return };
-            let senders = channel.senders();
+            let senders = channel.senders(&mut self.spare_senders);
             let Some(mut message) = senders.messages.pop_front() else { return };
             if let Some(timer) = message.timer.take() {
                 self.wheel.cancel(timer);
@@ -335,7 +342,8 @@ impl Registry {
         let Some(Delivery { id, mut message, receiver }) = self.deliveries.remove(&conn) else {
             return;
         };
-        let senders = self.links.entry(Arc::clone(&id)).or_default().senders();
+        let channel = self.links.entry(Arc::clone(&id)).or_default();
+        let senders = channel.senders(&mut self.spare_senders);
         senders.in_flight = senders.in_flight.saturating_sub(1);
         if taken {
             self.counts.link_delivered += 1;
@@ -432,7 +440,7 @@ impl Registry {
         let Some(channel) = self.links.get_mut(id) else {
             return;
         };
-        channel.tidy();
+        channel.tidy(&mut self.spare_senders);
         if !channel.is_idle() {
             return;
         }

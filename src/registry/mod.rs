@@ -41,10 +41,11 @@ use crate::limits::{
 use crate::payload::Payload;
 use crate::refused::{RefusalCounts, RefusalReason};
 use crate::routes::ChannelId;
+use crate::spare::{Slot, SpareBoxes, SPARE_BOXES, SPARE_STORED};
 use crate::wheel::{TimerId, TimerWheel};
 pub use answer::{Answer, LinkMethod, Party, Protocol, Query, RegistryRefusal};
 use burned::{Burned, DigestKey};
-pub use conns::ConnId;
+pub use conns::{ConnId, ConnMap};
 use held::Held;
 
 /// How long a `/link` write claim (`wsecret`) outlives the last activity on its id (protocol §2).
@@ -193,7 +194,7 @@ pub struct Counts {
 type Id = Arc<[u8]>;
 
 /// What a parked connection waits for. Kept boxed in [`Registry::parked`], so that the map's
-/// spare room costs a pointer per slot, not a whole entry.
+/// spare room costs a pointer per slot, not a whole entry; the box is reused (`spare.rs`).
 #[derive(Debug)]
 struct Parked {
     id: Id,
@@ -266,10 +267,15 @@ pub struct Registry {
     /// The `/sync` side waiting on each id (at most one: the next request pairs with it).
     syncs: HashMap<Id, Charged<link::Message>>,
     mcasts: HashMap<Id, mcast::Channel>,
-    parked: HashMap<ConnId, Box<Charged<Parked>>>,
-    deliveries: HashMap<ConnId, link::Delivery>,
+    parked: ConnMap<Slot<Charged<Parked>>>,
+    /// Boxes of the parked entries, of `/link` senders' sides and of `/inbox` messages that
+    /// left their maps, for the next ones (`spare.rs`).
+    spare_parked: SpareBoxes<Option<Charged<Parked>>>,
+    spare_senders: SpareBoxes<link::Senders>,
+    spare_stored: SpareBoxes<Option<Charged<inbox::Stored>>>,
+    deliveries: ConnMap<link::Delivery>,
     /// `/sync` answers being written, by the connection they are written to.
-    sync_deliveries: HashMap<ConnId, sync::Delivery>,
+    sync_deliveries: ConnMap<sync::Delivery>,
     wheel: TimerWheel<Timer>,
     /// Every count but the held messages and bytes, which are `held`'s, and the sizes of maps.
     counts: Counts,
@@ -301,9 +307,12 @@ impl Registry {
             inboxes: HashMap::new(),
             syncs: HashMap::new(),
             mcasts: HashMap::new(),
-            parked: HashMap::new(),
-            deliveries: HashMap::new(),
-            sync_deliveries: HashMap::new(),
+            parked: ConnMap::default(),
+            spare_parked: SpareBoxes::new(SPARE_BOXES),
+            spare_senders: SpareBoxes::new(SPARE_BOXES),
+            spare_stored: SpareBoxes::new(SPARE_STORED),
+            deliveries: ConnMap::default(),
+            sync_deliveries: ConnMap::default(),
             wheel: TimerWheel::new(now, TICK, 1024),
             counts: Counts::default(),
             held: Held::default(),
@@ -558,13 +567,13 @@ impl Registry {
     /// Parks `conn` (the caller has checked [`admit`](Self::admit)).
     fn park(&mut self, conn: ConnId, parked: Charged<Parked>) {
         *self.parked_by_client.entry(parked.client()).or_insert(0) += 1;
-        self.parked.insert(conn, Box::new(parked));
+        self.parked.insert(conn, self.spare_parked.slot(parked));
     }
 
     /// Unparks `conn`, cancelling its deadline and giving its charge back; `None` if it was not
     /// parked.
     fn unpark(&mut self, conn: ConnId) -> Option<Parked> {
-        let parked = self.parked.remove(&conn)?.into_inner();
+        let parked = self.spare_parked.take(self.parked.remove(&conn)?).into_inner();
         if let Some(timer) = parked.timer {
             self.wheel.cancel(timer);
         }

@@ -142,7 +142,7 @@ impl Registry {
                 done.over_budget += 1;
                 continue;
             };
-            self.inboxes.entry(id).or_default().message = Some(Box::new(stored));
+            self.inboxes.entry(id).or_default().message = Some(self.spare_stored.slot(stored));
             done.inbox += 1;
         }
         for (n, entry) in snapshot.link.into_iter().enumerate() {
@@ -174,7 +174,12 @@ impl Registry {
             let id = super::shared_id(&self.links, &entry.id);
             let timer = Timer::LinkMessage { id: Arc::clone(&id), ticket };
             message.timer = Some(self.wheel.insert(deadline, timer));
-            self.links.entry(id).or_default().senders().messages.push_back(message);
+            self.links
+                .entry(id)
+                .or_default()
+                .senders(&mut self.spare_senders)
+                .messages
+                .push_back(message);
             done.link += 1;
         }
         done

@@ -722,6 +722,69 @@ fn a_parked_entry_fits_musls_96_byte_class() {
     );
 }
 
+/// How many boxes each spare list keeps: parked entries, `/link` senders' sides, `/inbox`
+/// messages (`spare.rs`).
+fn spares(s: &Scenario) -> (usize, usize, usize) {
+    let r = &s.registry;
+    (r.spare_parked.len(), r.spare_senders.len(), r.spare_stored.len())
+}
+
+/// A `/link` hand-off gives the boxes of its two parked entries and of its senders' side back,
+/// and the next hand-off takes them again rather than new ones.
+#[test]
+fn a_link_hand_off_reuses_the_boxes_of_the_one_before() {
+    let mut s = Scenario::new();
+    assert_eq!(spares(&s), (0, 0, 0));
+    for round in 0..3 {
+        let (receiver, sender) = (10 * round + 1, 10 * round + 2);
+        let id = format!("id-{round}");
+        s.get(receiver, &id);
+        s.post(sender, &id, "", "m");
+        assert_eq!(spares(&s), (1, 0, 0), "round {round}: the receiver's entry given back");
+        assert_eq!(s.written(receiver, true), [format!("{sender} <- 200 \"\"")]);
+        assert_eq!(spares(&s), (2, 1, 0), "round {round}: given back, and no more than that");
+    }
+}
+
+/// A spare senders' side keeps its queue's room for one message, no more: the side of an id on
+/// which many messages waited is freed.
+#[test]
+fn a_senders_side_whose_queue_grew_is_not_kept() {
+    let mut s = Scenario::new();
+    for sender in 1..=3 {
+        s.post(sender, "busy", "", "m");
+    }
+    for receiver in 11..=13 {
+        s.get(receiver, "busy");
+        s.written(receiver, true);
+    }
+    // Four parked entries were ever made: the three senders', and a receiver's that the next
+    // two receivers reused.
+    assert_eq!(spares(&s), (4, 0, 0));
+    s.post(4, "calm", "", "m");
+    s.get(14, "calm");
+    s.written(14, true);
+    assert_eq!(spares(&s), (4, 1, 0));
+    let kept = s.registry.spare_senders.pop().map(|side| side.messages.capacity());
+    assert_eq!(kept, Some(1));
+}
+
+/// An `/inbox` message's box is given back when the message ends (its TTL, or a POST replacing
+/// it), and the next message takes it.
+#[test]
+fn an_inbox_message_box_is_reused_after_it_expires_or_is_replaced() {
+    let mut s = Scenario::new();
+    s.inbox(1, "a", Action::InboxPost, "one");
+    s.inbox(2, "b", Action::InboxPost, "two");
+    s.at(INBOX_TTL + TICK);
+    assert_eq!(spares(&s), (0, 0, 2), "both expired, their boxes kept");
+    s.inbox(3, "c", Action::InboxPost, "three");
+    assert_eq!(spares(&s), (0, 0, 1), "the next message took one");
+    s.inbox(4, "c", Action::InboxPost, "four");
+    assert_eq!(spares(&s), (0, 0, 1), "the replaced message's box was kept, and taken again");
+    assert_eq!(s.inbox(5, "c", Action::InboxGet, ""), ["5 <- 200 \"four\""]);
+}
+
 /// An `/inbox` id's map slot holds an `Inbox`, and a hash map keeps about 1.8 slots per entry at
 /// 18,000 (BENCHMARKS.md, "memory per parked receiver"): each 8 bytes more cost ~15 bytes per
 /// parked `/inbox` GET.
