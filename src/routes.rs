@@ -10,10 +10,12 @@ use crate::action::Action;
 use crate::inline::InlineBytes;
 use crate::response::Response;
 
-/// The longest channel id a request carries inline: the default `--max-id` (protocol §4), so
-/// an id costs no allocation of its own on its way to the registry; a longer one (`--max-id`
-/// raised) is kept on the heap.
-pub const INLINE_ID: usize = 256;
+/// The longest channel id a request carries inline, so that it costs no allocation of its own on
+/// its way to the registry: room for the ids clients make (a Pubky id is 43 characters, a UUID
+/// 36). A longer one, up to `--max-id`, is kept on the heap. Not the whole default `--max-id`
+/// (256): every request in the registry's mailbox (`threads.rs`), which keeps its buffers, would
+/// carry that room.
+pub const INLINE_ID: usize = 64;
 
 /// A channel id as a request carries it (percent-decoded path segment).
 pub type ChannelId = InlineBytes<INLINE_ID>;
