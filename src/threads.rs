@@ -3,7 +3,6 @@
 //! and the thread is woken through a socket pair it watches ([`Waker`]). The poller, the outbox
 //! threads and the registry thread share all three; none of them is anyone's to own.
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -80,10 +79,8 @@ pub struct Post<T> {
 /// mailbox.
 pub struct Mailbox<T> {
     shared: Arc<Shared<T>>,
-    /// The buffer swapped in for the posted items (empty between takes).
-    spare: Vec<T>,
-    /// Items taken from the senders, handed out one by one.
-    taken: VecDeque<T>,
+    /// Items taken from the senders, newest first: handed out from the end.
+    taken: Vec<T>,
 }
 
 /// Why [`Mailbox::try_take`] has nothing.
@@ -101,14 +98,14 @@ struct Shared<T> {
     open: AtomicBool,
 }
 
-/// After a burst, the mailbox's buffers are shrunk back to this many items once it is handled.
-const MAILBOX_KEEP: usize = 256;
+/// Room for this many items is what the mailbox's two buffers keep after a burst: a busy relay's
+/// usual batch (a request to the registry is 336 bytes: 21 KiB a buffer).
+const MAILBOX_KEEP: usize = 64;
 
 /// A mailbox and its first sender.
 pub fn mailbox<T>() -> (Post<T>, Mailbox<T>) {
     let shared = Arc::new(Shared { posted: Mutex::new(Vec::new()), open: AtomicBool::new(true) });
-    let mailbox =
-        Mailbox { shared: Arc::clone(&shared), spare: Vec::new(), taken: VecDeque::new() };
+    let mailbox = Mailbox { shared: Arc::clone(&shared), taken: Vec::new() };
     (Post { shared }, mailbox)
 }
 
@@ -145,20 +142,18 @@ impl<T> Mailbox<T> {
 
     /// The oldest item not taken yet.
     pub fn try_take(&mut self) -> Result<T, TakeError> {
-        if let Some(item) = self.taken.pop_front() {
+        if let Some(item) = self.taken.pop() {
             return Ok(item);
         }
-        std::mem::swap(&mut *self.shared.posted(), &mut self.spare);
-        if self.spare.is_empty() {
-            if self.taken.capacity() > MAILBOX_KEEP {
-                self.taken.shrink_to(MAILBOX_KEEP);
-                self.spare.shrink_to(MAILBOX_KEEP);
-            }
+        // The emptied buffer goes to the senders, no larger than it keeps; theirs comes here.
+        self.taken.shrink_to(MAILBOX_KEEP);
+        std::mem::swap(&mut *self.shared.posted(), &mut self.taken);
+        if self.taken.is_empty() {
             let senders = Arc::strong_count(&self.shared) - 1;
             return Err(if senders == 0 { TakeError::Closed } else { TakeError::Empty });
         }
-        self.taken.extend(self.spare.drain(..));
-        self.taken.pop_front().ok_or(TakeError::Empty)
+        self.taken.reverse();
+        self.taken.pop().ok_or(TakeError::Empty)
     }
 }
 
@@ -222,18 +217,23 @@ mod tests {
         let (post, mut mailbox) = mailbox();
         (0..10_000u32).for_each(|n| assert!(post.post(n)));
         let (taken, end) = take_all(&mut mailbox);
-        assert_eq!((taken.len(), end), (10_000, TakeError::Empty));
-        assert!(mailbox.spare.capacity() <= MAILBOX_KEEP);
+        assert_eq!(taken, (0..10_000).collect::<Vec<_>>());
+        assert_eq!(end, TakeError::Empty);
+        // The burst's buffer went back to the senders shrunk; the one here is shrunk at the next
+        // take that finds nothing.
+        assert!(mailbox.shared.posted().capacity() <= MAILBOX_KEEP);
+        assert_eq!(mailbox.try_take(), Err(TakeError::Empty));
         assert!(mailbox.taken.capacity() <= MAILBOX_KEEP);
-        // The senders' buffer and the spare one keep their room from one take to the next.
+        assert!(mailbox.shared.posted().capacity() <= MAILBOX_KEEP);
+        // The usual load after: the two buffers keep their room from one take to the next.
+        let rooms = |m: &Mailbox<u32>| (m.shared.posted().capacity(), m.taken.capacity());
         for _ in 0..3 {
-            (0..100u32).for_each(|n| assert!(post.post(n)));
-            assert_eq!(take_all(&mut mailbox).0.len(), 100);
+            (0..MAILBOX_KEEP as u32).for_each(|n| assert!(post.post(n)));
+            assert_eq!(take_all(&mut mailbox).0.len(), MAILBOX_KEEP);
         }
-        let rooms = (mailbox.shared.posted().capacity(), mailbox.spare.capacity());
-        (0..100u32).for_each(|n| assert!(post.post(n)));
-        assert_eq!(take_all(&mut mailbox).0.len(), 100);
-        let (a, b) = (mailbox.shared.posted().capacity(), mailbox.spare.capacity());
-        assert_eq!((a, b), rooms, "no regrowth");
+        let before = rooms(&mailbox);
+        (0..MAILBOX_KEEP as u32).for_each(|n| assert!(post.post(n)));
+        assert_eq!(take_all(&mut mailbox).0.len(), MAILBOX_KEEP);
+        assert_eq!(rooms(&mailbox), before, "no regrowth");
     }
 }

@@ -280,7 +280,7 @@ impl Drop for Reservation {
 /// fall by dozens of entries every tick, and shrinking below the usual load would only be undone
 /// by the next arrivals (each regrowth a reallocation of the table, with musl's allocator an
 /// `mmap` and an `munmap`).
-const MAP_KEEP_BYTES: usize = 64 * 1024;
+const MAP_KEEP_BYTES: usize = 32 * 1024;
 
 /// Gives a map's memory back once it holds less than a quarter of what it has room for, so a
 /// burst of waiters does not keep the relay at its peak size; a map keeps room for at least
