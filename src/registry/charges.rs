@@ -54,8 +54,14 @@ impl Charges {
     }
 
     fn arrive(&mut self, conn: ConnId, id: &str, action: Action, query: &str, body: &str) {
+        let request = self.request(id, action, query, body);
+        self.send(Event::Arrived { conn, request });
+    }
+
+    /// A request as a worker hands it over.
+    fn request(&self, id: &str, action: Action, query: &str, body: &str) -> Request {
         let (query, wsecret) = crate::query::kept(action, query, None);
-        let request = Request {
+        Request {
             id: crate::routes::ChannelId::copy_of(id.as_bytes()),
             action,
             client: "192.0.2.1:4000".parse().unwrap(),
@@ -66,8 +72,7 @@ impl Charges {
             method: LinkMethod::Post,
             seq: None,
             reservation: self.budget.empty_for(None),
-        };
-        self.send(Event::Arrived { conn, request });
+        }
     }
 
     fn at(&mut self, at: Duration) {
@@ -413,6 +418,42 @@ mod measured {
     #[test]
     fn a_waiting_mcast_reader() {
         check("mcast reader", |c, n| c.arrive(n, &format!("reader-{n}"), Action::McastGet, "", ""));
+    }
+
+    /// Once the relay is warm, a `/link` hand-off allocates nothing in the registry but its
+    /// channel's id (the `Arc` key of the entry it creates): its parked entries, its senders'
+    /// side and its message queue reuse spare boxes (BENCHMARKS.md, "Allocations per hand-off").
+    /// The requests are made before the count, as workers make them.
+    #[test]
+    fn a_warm_link_hand_off_allocates_only_its_id() {
+        let mut c = Charges::new(false);
+        let hand_offs = |c: &mut Charges, from: u64| {
+            let ids: Vec<String> = (from..from + N).map(|n| format!("hand-off-{n}")).collect();
+            let requests: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let receiver = c.request(id, Action::LinkReceive, "", "");
+                    (receiver, c.request(id, Action::LinkSend, "", "a sealed token"))
+                })
+                .collect();
+            let calls = allocations().calls;
+            for (n, (receiver, sender)) in (from..).zip(requests) {
+                let (r, s) = (2 * n, 2 * n + 1);
+                for event in [
+                    Event::Arrived { conn: r, request: receiver },
+                    Event::Arrived { conn: s, request: sender },
+                    Event::DeliveryEnded { conn: r, taken: true },
+                ] {
+                    c.out.clear();
+                    c.registry.handle(c.now, event, &mut c.out);
+                }
+            }
+            (allocations().calls - calls) as f64 / N as f64
+        };
+        let cold = hand_offs(&mut c, 0);
+        let warm = hand_offs(&mut c, N);
+        println!("link hand-off: {cold:.2} allocations in the registry cold, {warm:.2} warm");
+        assert!(warm <= 1.05, "{warm:.2} allocations per warm hand-off, 1 expected (its id)");
     }
 
     #[test]
