@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::Duration;
 
-use common::{read_response, Relay, Response};
+use common::sockopt::segments_received;
+use common::{connect, get_request, post_request, read_response, Relay, Response};
 
 fn assert_alive(relay: &Relay) {
     let (health, text) = relay.health();
@@ -433,4 +434,34 @@ fn pipelined_requests_get_one_answer_then_close() {
     assert_eq!(response.status, 200, "{response}");
     response.assert_framing(false);
     assert_alive(&relay);
+}
+
+/// A reply's end of stream leaves on the segment of its last bytes (protocol §2.1, "closed
+/// gracefully"), whichever thread wrote it: besides the handshake's SYN-ACK and the
+/// acknowledgement of its request, every segment a client receives carries data. A FIN of its
+/// own would be a third.
+#[test]
+fn a_reply_s_end_of_stream_comes_on_its_last_segment() {
+    let relay = Relay::start(&[]);
+    let addr = relay.addr();
+    let read = |what: &str, stream: &mut std::net::TcpStream| {
+        let response = read_response(stream);
+        let (all, with_data) = segments_received(stream);
+        assert!(
+            all - with_data <= 2,
+            "{what}: {all} segments received, {with_data} with data\n{response}"
+        );
+        response.status
+    };
+    let mut health = connect(addr);
+    health.write_all(&get_request("/health")).unwrap();
+    assert_eq!(read("a worker's answer", &mut health), 200);
+    let mut receiver = connect(addr);
+    receiver.write_all(&get_request("/link/fin")).unwrap();
+    relay.wait_parked(1);
+    let mut sender = connect(addr);
+    sender.write_all(&post_request("/link/fin", b"token", &[])).unwrap();
+    assert_eq!(read("a delivery", &mut receiver), 200);
+    drop(receiver);
+    assert_eq!(read("the sender's answer", &mut sender), 200);
 }

@@ -4,7 +4,7 @@
 //! a call that would wait reports "nothing now" instead, and the caller waits for readiness in
 //! an epoll set. Every response closes its connection.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -60,8 +60,19 @@ impl Connection {
 
     /// Writes what the socket takes now, without waiting: `Ok(0)` means no room yet.
     pub fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.send(bytes, false)
+    }
+
+    /// Like [`write_now`](Self::write_now), for a reply's bytes, which its end of stream
+    /// ([`shutdown_write`](Self::shutdown_write)) follows at once: the last of them wait for
+    /// it in the socket, and the two leave in one segment (see [`crate::sys::send`]).
+    pub fn write_before_end(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.send(bytes, true)
+    }
+
+    fn send(&mut self, bytes: &[u8], end_follows: bool) -> io::Result<usize> {
         loop {
-            return match self.stream.write(bytes) {
+            return match crate::sys::send(&self.stream, bytes, end_follows) {
                 Ok(0) if !bytes.is_empty() => Err(ErrorKind::WriteZero.into()),
                 Ok(n) => Ok(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),

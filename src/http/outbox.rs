@@ -319,7 +319,7 @@ impl Sending {
         let mut step = reply.step();
         loop {
             step = match step {
-                Step::Write => match self.connection.write_now(reply.unwritten()) {
+                Step::Write => match self.connection.write_before_end(reply.unwritten()) {
                     Ok(n) => reply.wrote(n),
                     Err(_) => reply.write_failed(),
                 },

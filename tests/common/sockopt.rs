@@ -1,7 +1,8 @@
 //! Socket calls std has no API for, for tests that play hostile, slow or many clients: a tiny
 //! receive buffer (a slow reader on a real network), an abortive close (a reset), a connection
 //! from a chosen loopback source address (each `127.x.y.z` is a client of its own to the
-//! relay's per-IP limits), and the process's descriptor limit (thousands of such clients). The
+//! relay's per-IP limits), the process's descriptor limit (thousands of such clients), and the
+//! segments a connection received (what went over the wire, not only the bytes). The
 //! only `unsafe` in the tests: these C calls, each with valid pointers to plain values.
 
 #![allow(unsafe_code)]
@@ -33,6 +34,7 @@ struct Rlimit {
 
 extern "C" {
     fn setsockopt(fd: i32, level: i32, name: i32, value: *const i32, len: u32) -> i32;
+    fn getsockopt(fd: i32, level: i32, name: i32, value: *mut u8, len: *mut u32) -> i32;
     fn socket(domain: i32, kind: i32, protocol: i32) -> i32;
     fn bind(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
     fn connect(fd: i32, addr: *const SockaddrIn, len: u32) -> i32;
@@ -49,6 +51,11 @@ const SOL_SOCKET: i32 = 1;
 const SO_RCVBUF: i32 = 8;
 const SO_LINGER: i32 = 13;
 const RLIMIT_NOFILE: i32 = 7;
+const IPPROTO_TCP: i32 = 6;
+const TCP_INFO: i32 = 11;
+/// Offsets in `struct tcp_info` of `tcpi_segs_in` and `tcpi_data_segs_in` (Linux 4.6 on).
+const SEGS_IN: usize = 140;
+const DATA_SEGS_IN: usize = 152;
 
 /// Shrinks the receive buffer (the kernel rounds it up to its minimum, about 2 KiB), so that
 /// the peer can send only a little before it must wait for this side to read.
@@ -57,6 +64,21 @@ pub fn tiny_receive_buffer(stream: &TcpStream) {
     // SAFETY: `size` is a valid int for the duration of the call; the kernel only reads it.
     let done = unsafe { setsockopt(stream.as_raw_fd(), SOL_SOCKET, SO_RCVBUF, &size, 4) };
     assert_eq!(done, 0, "setsockopt(SO_RCVBUF)");
+}
+
+/// Segments `stream` has received so far, and how many of them carried data (`TCP_INFO`).
+pub fn segments_received(stream: &TcpStream) -> (u32, u32) {
+    let mut info = [0u8; 256];
+    let mut len = info.len() as u32;
+    // SAFETY: `info` has room for `len` bytes, which the kernel fills in and updates `len`.
+    let done = unsafe {
+        getsockopt(stream.as_raw_fd(), IPPROTO_TCP, TCP_INFO, info.as_mut_ptr(), &mut len)
+    };
+    assert_eq!(done, 0, "getsockopt(TCP_INFO): {}", std::io::Error::last_os_error());
+    assert!(len as usize >= DATA_SEGS_IN + 4, "a kernel older than 4.6: tcp_info of {len} bytes");
+    let field =
+        |at: usize| u32::from_ne_bytes([info[at], info[at + 1], info[at + 2], info[at + 3]]);
+    (field(SEGS_IN), field(DATA_SEGS_IN))
 }
 
 /// Makes the next close of `stream` a reset (SO_LINGER with a zero timeout).
