@@ -6,8 +6,8 @@
 # hits all three alike. The floor relay (`handoff-bench floor-relay`: one pair at a time, the
 # least any relay can do) runs the C = 1 scenarios too. Prints each run, then the table that
 # leads: the relay's own CPU time per hand-off (user + system from /proc over the run, divided
-# by its hand-offs) with the hand-offs/s beside it, each relay a row, its ratio to Pubky's; then
-# every other figure. BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
+# by its hand-offs), the median of ROUNDS alternated rounds (3), with its range and the
+# hand-offs/s beside it, each relay a row, its ratio to Pubky's; then every other figure. BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +20,10 @@ GLIBC="$TARGET_DIR/release/handoff"
 STATIC="$TARGET_DIR/x86_64-unknown-linux-musl/release/handoff"
 COUNTED="$TARGET_DIR/counted/release/handoff"
 BENCH="$TARGET_DIR/release/handoff-bench"
-# Length of each throughput run; `DURATION=2s PARK=1000 make bench-peers` for a quick look.
+# Length of each throughput run, and how many rounds of the lead table's scenarios;
+# `DURATION=2s ROUNDS=1 PARK=1000 make bench-peers` for a quick look.
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 
 if ! "$PUBKY" --version 2>/dev/null | grep -q "$PUBKY_VERSION"; then
   $CARGO install --locked --root "$PEERS_DIR" http-relay --version "$PUBKY_VERSION"
@@ -125,11 +127,36 @@ for kind in "${KINDS[@]}"; do
   stop_relay
 done
 
-# The floor relay serves one pair at a time: only the C = 1 scenarios mean anything for it.
-for kind in "${KINDS[@]}" floor; do bench "$kind" latency link-latency -n 2000; done
-for kind in "${KINDS[@]}" floor; do bench "$kind" c1 link-throughput -c 1 -d "$DURATION"; done
-for kind in "${KINDS[@]}"; do bench "$kind" c64 link-throughput -c 64 -d "$DURATION"; done
-for kind in "${KINDS[@]}"; do bench "$kind" inbox inbox-flow -c 32 -d "$DURATION"; done
+# The scenarios of the lead table run ROUNDS times, the relays in turn within each round; a
+# relay's figures in a scenario are those of its round with the median relay CPU, whose range
+# over the rounds is shown beside it. The floor relay serves one pair at a time: only the C = 1
+# scenarios mean anything for it.
+declare -A SPREAD
+for round in $(seq "$ROUNDS"); do
+  for kind in "${KINDS[@]}" floor; do bench "$kind" "latency.$round" link-latency -n 2000; done
+  for kind in "${KINDS[@]}" floor; do
+    bench "$kind" "c1.$round" link-throughput -c 1 -d "$DURATION"
+  done
+  for kind in "${KINDS[@]}"; do bench "$kind" "c64.$round" link-throughput -c 64 -d "$DURATION"; done
+  for kind in "${KINDS[@]}"; do bench "$kind" "inbox.$round" inbox-flow -c 32 -d "$DURATION"; done
+done
+# median_round KIND NAME: RESULT[KIND.NAME] becomes the round with the median relay CPU, and
+# SPREAD[KIND.NAME] the lowest and highest relay CPU of the rounds.
+median_round() {
+  local kind=$1 name=$2 round cpu runs=() sorted middle
+  for round in $(seq "$ROUNDS"); do
+    cpu=$(json_field "${RESULT[$kind.$name.$round]:-n/a}" relay_cpu_us_per_op || true)
+    [[ -n $cpu ]] && runs+=("$cpu $round")
+  done
+  ((${#runs[@]})) || return 0
+  sorted=$(printf '%s\n' "${runs[@]}" | sort -n)
+  middle=$(sed -n "$(((${#runs[@]} + 1) / 2))p" <<<"$sorted" | cut -d' ' -f2)
+  RESULT[$kind.$name]=${RESULT[$kind.$name.$middle]}
+  SPREAD[$kind.$name]=$(awk 'NR == 1 { low = $1 } { high = $1 } END { printf "%.0f–%.0f", low, high }' <<<"$sorted")
+}
+for kind in "${KINDS[@]}" floor; do
+  for name in latency c1 c64 inbox; do median_round "$kind" "$name"; done
+done
 for kind in "${KINDS[@]}"; do bench "$kind" park park -n "$PARK" -c 32; done
 for kind in "${KINDS[@]}"; do bench "$kind" parkinbox park --inbox -n "$PARK" -c 32; done
 # /mcast fan-out (one POST, FANOUT readers waiting on one channel): Pubky's relay has no /mcast,
@@ -268,13 +295,15 @@ cpu_cell() {
   [[ $cpu == n/a ]] && { echo "n/a"; return; }
   base=$(value pubky "$2" relay_cpu_us_per_op)
   local beside=""
-  [[ $rate != n/a ]] && beside="$rate/s"
+  ((ROUNDS > 1)) && [[ -n ${SPREAD[$1.$2]:-} ]] && beside="${SPREAD[$1.$2]}"
+  [[ $rate != n/a ]] && beside="${beside:+$beside; }$rate/s"
   [[ $1 != pubky ]] && beside="${beside:+$beside, }$(awk -v a="$cpu" -v b="$base" 'BEGIN {
     if (b + 0 == 0) print "n/a"; else printf "%.2f× Pubky", a / b }')"
   echo "**$cpu**${beside:+ ($beside)}$(check "$1" "$2")"
 }
 echo
-echo "Relay CPU µs per hand-off (lower is better), hand-offs/s and CPU relative to Pubky's beside:"
+echo "Relay CPU µs per hand-off (lower is better), the median of $ROUNDS rounds: its range, the"
+echo "hand-offs/s of that round and its CPU relative to Pubky's beside:"
 echo
 echo "| relay | link-latency C = 1 | link-throughput C = 1 | link-throughput C = 64 | inbox-flow C = 32 (per flow) |"
 echo "|---|---|---|---|---|"
