@@ -132,7 +132,7 @@ fn run(config: config::Config, passed_fds: usize) -> Result<(), String> {
         memory,
         tokens.clone(),
     );
-    let poller = server::start(listener, shared, workers).map_err(spawn_failed)?;
+    let front = server::start(listener, shared, workers).map_err(spawn_failed)?;
     info!("handoff {} listening on {address}{origin}", env!("CARGO_PKG_VERSION"));
 
     let stop = loop {
@@ -142,7 +142,7 @@ fn run(config: config::Config, passed_fds: usize) -> Result<(), String> {
             Err(_) => return Err("the signal watcher stopped".into()),
         }
     };
-    drain(stop, poller, &relay.registry, &gauges);
+    drain(stop, front, &relay.registry, &gauges);
     if let (Some(journal), Some(path)) = (relay.journal, &state_file) {
         save_on_exit(&journal, path, &relay.registry);
     }
@@ -289,13 +289,13 @@ fn save_on_exit(journal: &persist::Journal, path: &std::path::Path, registry: &T
 /// closed or [`DRAIN_LIMIT`] has passed.
 fn drain(
     signal: sys::Signal,
-    poller: server::Poller,
+    front: server::Front,
     registry: &ToRegistry,
     gauges: &metrics::Gauges,
 ) {
     let started = Instant::now();
     info!("{signal:?}: draining: no new connections, waiting requests are answered");
-    poller.stop();
+    front.stop();
     registry.send(Inbound::Drain);
     while gauges.connections() > 0 && started.elapsed() < DRAIN_LIMIT {
         std::thread::sleep(Duration::from_millis(10));

@@ -120,6 +120,7 @@ const EPOLLIN: u32 = 0x001;
 const EPOLLOUT: u32 = 0x004;
 const EPOLLRDHUP: u32 = 0x2000;
 const EPOLLONESHOT: u32 = 1 << 30;
+const EPOLLEXCLUSIVE: u32 = 1 << 28;
 const EPOLLET: u32 = 1 << 31;
 
 fn check(result: i32) -> io::Result<i32> {
@@ -148,6 +149,9 @@ pub enum Interest {
     /// A reply written whole, whose client's close is awaited: as [`Interest::Reply`] without
     /// the send buffer (which would report at once).
     Closing,
+    /// A listener shared by several threads' epoll sets: one of them is woken per arrival
+    /// (`EPOLLEXCLUSIVE`), not all.
+    Shared,
 }
 
 impl Interest {
@@ -158,6 +162,7 @@ impl Interest {
             Interest::Once => EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
             Interest::Reply => EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
             Interest::Closing => EPOLLIN | EPOLLRDHUP | EPOLLET,
+            Interest::Shared => EPOLLIN | EPOLLEXCLUSIVE,
         }
     }
 }

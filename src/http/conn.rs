@@ -20,7 +20,7 @@ pub const PARKED_INPUT_LIMIT: usize = 64 * 1024;
 /// An accepted client connection, counted in the open-connection gauge while it lives.
 ///
 /// It lives as long as its request waits, so it holds only what a parked request needs: the
-/// peer's address and whether the poller watches it are the [`Reading`](super::worker::Reading)'s.
+/// peer's address and whether its worker watches it are the [`Reading`](super::worker::Reading)'s.
 pub struct Connection {
     stream: TcpStream,
     /// Bytes a parked client sent and the relay dropped (see [`PARKED_INPUT_LIMIT`]).

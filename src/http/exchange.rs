@@ -69,8 +69,8 @@ impl Exchange {
 #[derive(Clone, Copy)]
 pub(super) struct Started(u64);
 
-/// What [`Started`] counts from: the first moment taken. The poller, one thread, takes them in
-/// order; a moment before it (another thread first) counts as the epoch itself.
+/// What [`Started`] counts from: the first moment taken. A moment before it (another worker
+/// first) counts as the epoch itself.
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 impl Started {

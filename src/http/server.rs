@@ -1,23 +1,26 @@
-//! The reader's poller and the worker pool (protocol §4; README "Design").
+//! The HTTP front: the worker pool, each worker its own poller (protocol §4; README "Design").
 //!
-//! One poller thread accepts connections and watches, with epoll, every connection whose request
-//! is not complete yet; when one has bytes, it goes to a worker, which reads what is there and
-//! either finishes the request or gives it back. The poller also enforces each reading's deadline
-//! on a timer wheel. It never gives up its listener: an `accept()` error (too many open files)
-//! pauses accepting for a growing interval and is logged; the kernel's backlog holds new clients
+//! Every worker thread accepts connections on the shared listener (the kernel wakes one waiting
+//! worker per arrival: `EPOLLEXCLUSIVE`) and watches, in its own epoll set, each of its
+//! connections whose request is not complete yet; when one has bytes, the worker reads what is
+//! there and either finishes the request or waits for more. A request is read on the thread
+//! that accepted it, so it crosses no thread before the registry: a poller thread handing
+//! connections to a pool cost a wake-up per request (BENCHMARKS.md, "What changed the
+//! numbers"). Each worker keeps its readings' deadlines on a timer wheel of its own. It never
+//! gives up the listener: an `accept()` error (too many open files) pauses that worker's
+//! accepting for a growing interval and is logged; the kernel's backlog holds new clients
 //! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to an
-//! outbox thread (`outbox.rs`; one per worker). [`Poller::stop`] (`SIGTERM`) answers the requests still being read 503 and
-//! closes the listener.
+//! outbox thread (`outbox.rs`; one per worker). [`Front::stop`] (`SIGTERM`) has every worker
+//! answer the requests it is still reading 503; the listener closes with the last.
 
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
 use log::{debug, error, warn};
 
 use super::conn::Connection;
@@ -33,7 +36,7 @@ use crate::wheel::{TimerId, TimerWheel, TICK};
 
 /// Largest single read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
-/// Poller tokens that are not connections (connection ids start above them).
+/// Epoll tokens that are not connections (connection ids start above them).
 const LISTENER_TOKEN: u64 = 0;
 const WAKE_TOKEN: u64 = 1;
 /// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
@@ -42,139 +45,96 @@ const BACKLOG: i32 = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// What the poller gives a worker.
-enum Job {
-    /// A reading with new bytes to read, seen at that time.
-    Read(Reading, Instant),
-    /// A reading whose deadline passed: answer 408.
-    Expire(Reading),
-    /// A reading cut short by a drain: answer 503 with `Retry-After`.
-    Shutdown(Reading),
-}
-
-/// The running poller thread, to stop it.
-pub struct Poller {
+/// The running workers, to stop them.
+pub struct Front {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: thread::JoinHandle<()>,
+    workers: Vec<(Arc<Waker>, thread::JoinHandle<()>)>,
 }
 
-impl Poller {
-    /// Stops accepting: the poller answers the requests still being read 503 with
-    /// `Retry-After`, closes its listener, and its thread ends. Requests already with a worker
-    /// go on to the registry, which answers them 503 once it drains.
+impl Front {
+    /// Stops accepting: each worker answers the requests it is still reading 503 with
+    /// `Retry-After` and ends; the listener closes with the last. Requests already with the
+    /// registry go on there, which answers them 503 once it drains.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.waker.wake();
-        let _ = self.thread.join();
+        for (waker, _) in &self.workers {
+            waker.wake();
+        }
+        for (_, thread) in self.workers {
+            let _ = thread.join();
+        }
     }
 }
 
-/// Starts the worker pool and the poller thread, which accepts on `listener` until
-/// [`Poller::stop`]. A poller failure is logged and ends accepting.
-pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Result<Poller> {
+/// Starts `workers` worker threads, each accepting on `listener` (one is woken per new
+/// connection) and reading its own connections, until [`Front::stop`]. A worker's failure is
+/// logged and ends its accepting.
+pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Result<Front> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (waker, wake_rx) = Waker::pair()?;
     let shared = Arc::new(shared);
-    // The workers and the epoll set exist before this returns (and the relay says it listens).
-    let (jobs, returned) = spawn_workers(&shared, workers, &waker)?;
     listener.set_nonblocking(true)?;
     sys::set_backlog(&listener, BACKLOG)?;
-    let epoll = sys::Epoll::new(256)?;
-    epoll.add(&listener, Interest::Always, LISTENER_TOKEN)?;
-    epoll.add(&wake_rx, Interest::Always, WAKE_TOKEN)?;
-    let accepting = Accepting {
-        shared,
-        listener,
-        wake_rx,
-        returned,
-        jobs,
-        pending: ConnMap::default(),
-        deadlines: TimerWheel::new(Instant::now(), TICK, 256),
-        next_id: WAKE_TOKEN,
-        paused_until: None,
-        backoff: BACKOFF_MIN,
-    };
-    let (flag, poller_waker) = (Arc::clone(&stop), Arc::clone(&waker));
-    let thread = spawn("poller".into(), move || {
-        if let Err(e) = accepting.run(epoll, &poller_waker, &flag) {
-            error!("the poller failed, no longer accepting: {e}");
-        }
-    })?;
-    Ok(Poller { stop, waker, thread })
-}
-
-/// Starts `workers` worker threads: the queue of jobs for them, and where they give back the
-/// readings that are not complete yet.
-fn spawn_workers(
-    shared: &Arc<Shared>,
-    workers: usize,
-    waker: &Arc<Waker>,
-) -> io::Result<(Sender<Job>, Receiver<Reading>)> {
-    let (jobs_tx, jobs) = crossbeam_channel::bounded::<Job>(workers * 64);
-    let (returned_tx, returned) = unbounded::<Reading>();
-    for n in 0..workers {
-        let (shared, jobs, returned_tx, waker) =
-            (Arc::clone(shared), jobs.clone(), returned_tx.clone(), Arc::clone(waker));
-        spawn(format!("worker-{n}"), move || {
-            let mut scratch = vec![0u8; READ_CHUNK];
-            for job in jobs {
-                let unfinished = match job {
-                    Job::Read(reading, now) => {
-                        worker::on_readable(reading, &shared, &mut scratch, now)
-                    }
-                    Job::Expire(reading) => {
-                        worker::expire(reading, &shared);
-                        None
-                    }
-                    Job::Shutdown(reading) => {
-                        worker::shut_down(reading, &shared);
-                        None
-                    }
-                };
-                if let Some(reading) = unfinished {
-                    if returned_tx.send(reading).is_ok() {
-                        waker.wake();
-                    }
-                }
+    let listener = Arc::new(listener);
+    let next_id = Arc::new(AtomicU64::new(WAKE_TOKEN));
+    let mut running = Vec::new();
+    for n in 0..workers.max(1) {
+        let (waker, wake_rx) = Waker::pair()?;
+        // The epoll sets exist before this returns (and the relay says it listens).
+        let epoll = sys::Epoll::new(256)?;
+        epoll.add(&*listener, Interest::Shared, LISTENER_TOKEN)?;
+        epoll.add(&wake_rx, Interest::Always, WAKE_TOKEN)?;
+        let worker = Worker {
+            shared: Arc::clone(&shared),
+            listener: Arc::clone(&listener),
+            wake_rx,
+            next_id: Arc::clone(&next_id),
+            pending: ConnMap::default(),
+            deadlines: TimerWheel::new(Instant::now(), TICK, 256),
+            paused_until: None,
+            backoff: BACKOFF_MIN,
+            scratch: vec![0u8; READ_CHUNK],
+        };
+        let (flag, thread_waker) = (Arc::clone(&stop), Arc::clone(&waker));
+        let thread = spawn(format!("worker-{n}"), move || {
+            if let Err(e) = worker.run(epoll, &thread_waker, &flag) {
+                error!("a worker failed, no longer accepting: {e}");
             }
         })?;
+        running.push((waker, thread));
     }
-    Ok((jobs_tx, returned))
+    Ok(Front { stop, workers: running })
 }
 
-/// The poller's state: its listener, and the requests being read, by connection id.
-struct Accepting {
+/// A worker's state: the shared listener, and the requests it is reading, by connection id.
+struct Worker {
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     wake_rx: UnixStream,
-    returned: Receiver<Reading>,
-    jobs: Sender<Job>,
+    /// The last connection id given, shared by the workers.
+    next_id: Arc<AtomicU64>,
     pending: ConnMap<(Reading, TimerId)>,
     deadlines: TimerWheel<u64>,
-    next_id: u64,
     /// While accepting is paused after an error, when to resume.
     paused_until: Option<Instant>,
     backoff: Duration,
+    scratch: Vec<u8>,
 }
 
-impl Accepting {
-    /// Runs the poller on this thread until `stop` is set.
+impl Worker {
+    /// Runs the worker on this thread until `stop` is set.
     fn run(mut self, mut epoll: sys::Epoll, waker: &Waker, stop: &AtomicBool) -> io::Result<()> {
         let mut ready = Vec::new();
         loop {
             waker.sleeping();
-            if self.returned.is_empty() && !stop.load(Ordering::SeqCst) {
+            if !stop.load(Ordering::SeqCst) {
                 let busy = !self.pending.is_empty() || self.paused_until.is_some();
                 epoll.wait(&mut ready, busy.then_some(TICK))?;
             }
             waker.awake();
-            self.take_back(&epoll);
             if stop.load(Ordering::SeqCst) {
-                // Requests still being read hear 503 + Retry-After rather than a silent close;
-                // dropping `self` then closes the listener.
+                // Requests still being read hear 503 + Retry-After rather than a silent close.
                 for (_, (reading, _)) in self.pending.drain() {
-                    let _ = self.jobs.send(Job::Shutdown(reading));
+                    worker::shut_down(reading, &self.shared);
                 }
                 return Ok(());
             }
@@ -183,7 +143,7 @@ impl Accepting {
                 match token {
                     LISTENER_TOKEN => self.accept(&epoll, now),
                     WAKE_TOKEN => drain_wakeups(&self.wake_rx),
-                    id => self.dispatch(id, now),
+                    id => self.read(&epoll, id, now),
                 }
             }
             self.expire(&epoll, now);
@@ -192,7 +152,7 @@ impl Accepting {
     }
 
     /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
-    fn accept(&mut self, poller: &sys::Epoll, now: Instant) {
+    fn accept(&mut self, epoll: &sys::Epoll, now: Instant) {
         loop {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
@@ -214,7 +174,7 @@ impl Accepting {
                         "accept failed: {e}; pausing accepts for {} ms",
                         self.backoff.as_millis()
                     );
-                    let _ = poller.remove(&self.listener);
+                    let _ = epoll.remove(&*self.listener);
                     self.paused_until = Some(now + self.backoff);
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                     return;
@@ -223,8 +183,8 @@ impl Accepting {
             self.backoff = BACKOFF_MIN;
             let gauges = &self.shared.gauges;
             let open = gauges.connection_opened();
-            self.next_id += 1;
-            let mut connection = Connection::new(stream, self.next_id, Arc::clone(gauges));
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut connection = Connection::new(stream, id, Arc::clone(gauges));
             // Dropping a refused connection closes it and uncounts it.
             match self.shared.gate.admit_connection(peer, open) {
                 Ok(slot) => connection.peer_slot = slot,
@@ -236,17 +196,17 @@ impl Accepting {
             }
             let limits = reader_limits(&self.shared.config);
             let charge = self.shared.gate.head_charge(peer);
-            self.watch(poller, Reading::new(connection, peer, limits, now, charge));
+            self.watch(epoll, Reading::new(connection, peer, limits, now, charge));
         }
     }
 
     /// Waits for more bytes on `reading`, until its deadline.
-    fn watch(&mut self, poller: &sys::Epoll, mut reading: Reading) {
+    fn watch(&mut self, epoll: &sys::Epoll, mut reading: Reading) {
         let id = reading.connection.id();
         let armed = if reading.registered {
-            poller.rearm(&reading.connection, id)
+            epoll.rearm(&reading.connection, id)
         } else {
-            poller.add(&reading.connection, Interest::Once, id)
+            epoll.add(&reading.connection, Interest::Once, id)
         };
         if let Err(e) = armed {
             debug!("cannot watch a connection: {e}");
@@ -257,33 +217,30 @@ impl Accepting {
         self.pending.insert(id, (reading, timer));
     }
 
-    /// Takes back the readings workers returned incomplete.
-    fn take_back(&mut self, poller: &sys::Epoll) {
-        while let Ok(reading) = self.returned.try_recv() {
-            self.watch(poller, reading);
-        }
-    }
-
-    /// Hands a connection that has bytes, seen at `now`, to a worker.
-    fn dispatch(&mut self, id: u64, now: Instant) {
+    /// Reads what arrived on a connection, seen at `now`; an incomplete request waits for more.
+    fn read(&mut self, epoll: &sys::Epoll, id: u64, now: Instant) {
         if let Some((reading, timer)) = self.pending.remove(&id) {
             self.deadlines.cancel(timer);
-            let _ = self.jobs.send(Job::Read(reading, now));
+            if let Some(reading) =
+                worker::on_readable(reading, &self.shared, &mut self.scratch, now)
+            {
+                self.watch(epoll, reading);
+            }
         }
     }
 
     /// Sends readings past their deadline to be answered 408, and resumes accepting when due.
-    fn expire(&mut self, poller: &sys::Epoll, now: Instant) {
+    fn expire(&mut self, epoll: &sys::Epoll, now: Instant) {
         let mut expired = Vec::new();
         self.deadlines.advance(now, &mut expired);
         for id in expired {
             if let Some((reading, _)) = self.pending.remove(&id) {
-                let _ = self.jobs.send(Job::Expire(reading));
+                worker::expire(reading, &self.shared);
             }
         }
         if self.paused_until.is_some_and(|until| now >= until) {
             self.paused_until = None;
-            if let Err(e) = poller.add(&self.listener, Interest::Always, LISTENER_TOKEN) {
+            if let Err(e) = epoll.add(&*self.listener, Interest::Shared, LISTENER_TOKEN) {
                 warn!("cannot resume accepting: {e}");
                 self.paused_until = Some(now + self.backoff);
             }

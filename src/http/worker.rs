@@ -1,12 +1,13 @@
 //! The worker's side of reading a request (protocol §4): a thin loop that moves bytes from the
 //! socket into the pure [`RequestReader`], asks the [`Gate`](super::gate::Gate) about the head,
 //! and acts on each step: write `100 Continue`, hand the request to the registry, hand an answer
-//! or a refusal to the outbox, or give the reading back to the poller to wait for more bytes.
+//! or a refusal to the outbox, or keep the reading to wait for more bytes in the worker's epoll
+//! set (`server.rs`).
 //!
 //! A [`Reading`] is a request in progress: its connection, its bookkeeping ([`Exchange`]), its
 //! reader, and once the gate admitted it, the relay request whose body is being read. So an idle
 //! or trickling client costs memory for its bytes, never a thread. Deadlines are the reader's,
-//! decided by the time the poller saw the bytes; the poller's timer wheel ends a reading that
+//! decided by the time the worker saw the bytes; the worker's timer wheel ends a reading that
 //! gets none ([`expire`]). Every answer goes to the [`Outbox`](super::outbox::Outbox), which
 //! writes it without blocking and closes gracefully, so that no reset cuts it.
 
@@ -33,7 +34,7 @@ pub struct Reading {
     pub(super) connection: Connection,
     /// The TCP peer's address, for the gate (kept here: a parked connection does not need it).
     peer: SocketAddr,
-    /// Whether the poller's epoll set holds the connection already.
+    /// Whether its worker's epoll set holds the connection already.
     pub(super) registered: bool,
     exchange: Exchange,
     reader: RequestReader,
