@@ -41,6 +41,10 @@ const LISTENER_TOKEN: u64 = 0;
 const WAKE_TOKEN: u64 = 1;
 /// Connections the kernel may hold for us before we accept them (capped by `somaxconn`).
 const BACKLOG: i32 = 4096;
+/// Most connections a worker accepts per wake-up: the rest wait in the backlog (the listener
+/// stays ready) while it reads what its connections sent, and another worker that waits is
+/// woken by the next arrival, so one worker does not take a whole burst.
+const ACCEPT_BATCH: usize = 16;
 /// Pause after a failed `accept()`, doubled on each failure in a row up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -151,9 +155,10 @@ impl Worker {
         }
     }
 
-    /// Accepts every waiting connection, closing at once those beyond `--max-connections`.
+    /// Accepts up to [`ACCEPT_BATCH`] waiting connections, closing at once those beyond
+    /// `--max-connections`.
     fn accept(&mut self, epoll: &sys::Epoll, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -229,7 +234,7 @@ impl Worker {
         }
     }
 
-    /// Sends readings past their deadline to be answered 408, and resumes accepting when due.
+    /// Answers readings past their deadline 408, and resumes accepting when due.
     fn expire(&mut self, epoll: &sys::Epoll, now: Instant) {
         let mut expired = Vec::new();
         self.deadlines.advance(now, &mut expired);
