@@ -7,7 +7,8 @@
 # least any relay can do) runs the C = 1 scenarios too. Prints each run, then the table that
 # leads: the relay's own CPU time per hand-off (user + system from /proc over the run, divided
 # by its hand-offs), the median of ROUNDS alternated rounds (3), with its range and the
-# hand-offs/s beside it, each relay a row, its ratio to Pubky's; then every other figure. BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
+# hand-offs/s beside it, each relay a row, its ratio to Pubky's; then every other figure.
+# BENCHMARKS.md ("Side by side with Pubky's relay") has the method and a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
