@@ -1,7 +1,7 @@
 //! How the relay's threads are started, fed and woken: every long-lived thread is named and gets
 //! a small stack ([`spawn`]), work for a thread that waits in epoll is posted to its [`Mailbox`],
-//! and the thread is woken through a socket pair it watches ([`Waker`]). The poller, the outbox
-//! threads and the registry thread share all three; none of them is anyone's to own.
+//! and the thread is woken through a socket pair it watches ([`Waker`]). The workers, the outbox
+//! threads and the registry thread share them; none of them is anyone's to own.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;

@@ -24,7 +24,7 @@ use std::num::NonZeroU32;
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The relay's clock tick: the width of the poller's and the registry's wheels, so a deadline
+/// The relay's clock tick: the width of the workers' and the registry's wheels, so a deadline
 /// (a request's, a wait's, a message's) fires at most this late.
 pub const TICK: Duration = Duration::from_millis(100);
 

@@ -1,4 +1,5 @@
-//! The HTTP front: the worker pool, each worker its own poller (protocol §4; README "Design").
+//! The HTTP front: the worker pool, each worker polling its own connections (protocol §4;
+//! README "Design").
 //!
 //! Every worker thread accepts connections on the shared listener (the kernel wakes one waiting
 //! worker per arrival: `EPOLLEXCLUSIVE`) and watches, in its own epoll set, each of its

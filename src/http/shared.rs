@@ -1,4 +1,4 @@
-//! What the poller and the workers share ([`Shared`]): the configuration, the gate with its
+//! What the workers share ([`Shared`]): the configuration, the gate with its
 //! state, the way to the registry thread and to the outbox, and the gauges. Made once at start
 //! (`main.rs`), read by every worker.
 
@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::limits::MemoryBudget;
 use crate::metrics::Gauges;
 
-/// What the poller and the workers share.
+/// What the workers share.
 pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
@@ -27,7 +27,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// What the workers and the poller share, for `config`, checking `tokens` if given.
+    /// What the workers share, for `config`, checking `tokens` if given.
     pub fn new(
         config: Config,
         registry: ToRegistry,

@@ -85,7 +85,7 @@ enum ReadingEnd {
     Gone,
 }
 
-/// Serves the bytes that arrived on a reading by `now` (when the poller saw them). `Some` gives
+/// Serves the bytes that arrived on a reading by `now` (when its worker saw them). `Some` gives
 /// it back, incomplete, to wait for more.
 pub fn on_readable(
     mut reading: Reading,
