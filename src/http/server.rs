@@ -2,9 +2,10 @@
 //! README "Design").
 //!
 //! Every worker thread accepts connections on the shared listener (the kernel wakes one waiting
-//! worker per arrival: `EPOLLEXCLUSIVE`) and watches, in its own epoll set, each of its
-//! connections whose request is not complete yet; when one has bytes, the worker reads what is
-//! there and either finishes the request or waits for more. A request is read on the thread
+//! worker per arrival: `EPOLLEXCLUSIVE`), reads each new connection at once, and watches, in
+//! its own epoll set, each of its connections whose request is not complete yet; when one has
+//! bytes, the worker reads what is there and either finishes the request or waits for more.
+//! Most requests arrive with their connection, so most connections never enter the set. A request is read on the thread
 //! that accepted it, so it crosses no thread before the registry: a poller thread handing
 //! connections to a pool cost a wake-up per request (BENCHMARKS.md, "What changed the
 //! numbers"). Each worker keeps its readings' deadlines on a timer wheel of its own. It never
@@ -202,7 +203,14 @@ impl Worker {
             }
             let limits = reader_limits(&self.shared.config);
             let charge = self.shared.gate.head_charge(peer);
-            self.watch(epoll, Reading::new(connection, peer, limits, now, charge));
+            // Read at once: a client's request usually arrives with, or right behind, its
+            // connection, and one read now saves watching the connection in the epoll set
+            // (and the removal from it at its close).
+            let reading = Reading::new(connection, peer, limits, now, charge);
+            let scratch = &mut self.scratch;
+            if let Some(reading) = worker::on_readable(reading, &self.shared, scratch, now) {
+                self.watch(epoll, reading);
+            }
         }
     }
 
