@@ -332,8 +332,10 @@ fn max_parked_refuses_with_503_and_health_says_full() {
 /// without a response; after two of them close, new clients are served.
 #[test]
 fn max_connections_closes_the_next_connection_at_accept() {
-    let relay = Relay::start(&["--max-connections", "4", "--head-timeout", "60s"]);
-    // Nothing has connected yet; the kernel queues these in order and the relay accepts in order.
+    // Nothing has connected yet; the kernel queues these in order and one worker accepts and
+    // counts them in order (two could each take one and count them the other way round).
+    let relay =
+        Relay::start(&["--max-connections", "4", "--head-timeout", "60s", "--workers", "1"]);
     let mut idle = idle_connections(relay.addr(), 4);
     let refused_attempt = try_exchange(relay.addr(), &get_request("/health"));
     assert!(
@@ -379,6 +381,9 @@ fn max_connections_per_ip_closes_the_peers_next_connection() {
         "60s",
         "--listen",
         "[::]:0",
+        // One worker accepts and counts the connections in the order they came.
+        "--workers",
+        "1",
     ]);
     let port = relay.addr().port();
     let v4 = SocketAddr::from(([127, 0, 0, 1], port));
