@@ -13,6 +13,9 @@
 //!   `accept` would need a second system call (`ioctl(FIONBIO)`) per connection.
 //! - `send` with `MSG_MORE`, so a reply's end of stream leaves on the segment of its last bytes
 //!   ([`send`]): std's `write` takes no flags.
+//! - `eventfd`, to wake a thread that waits in epoll ([`EventFd`]): a socket pair does the same
+//!   through a socket's buffers, which cost about 5 % more relay CPU per hand-off of a quiet
+//!   relay (BENCHMARKS.md, "What changed the numbers").
 //! - `ioctl(SIOCOUTQ)`, how many bytes of a reply the peer has not acknowledged yet
 //!   ([`unacknowledged`]): a `/link` delivery counts as taken only once every byte reached the
 //!   receiver; std has no such query.
@@ -24,7 +27,8 @@
 
 #![allow(unsafe_code)]
 
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -50,6 +54,7 @@ extern "C" {
     fn epoll_ctl(epfd: i32, op: i32, fd: i32, event: *mut EpollEvent) -> i32;
     fn epoll_wait(epfd: i32, events: *mut EpollEvent, maxevents: i32, timeout: i32) -> i32;
     fn listen(fd: i32, backlog: i32) -> i32;
+    fn eventfd(initval: u32, flags: i32) -> i32;
     fn signal(signum: i32, handler: usize) -> usize;
     fn write(fd: i32, buf: *const u8, count: usize) -> isize;
     fn getsockopt(fd: i32, level: i32, name: i32, value: *mut i32, len: *mut u32) -> i32;
@@ -112,6 +117,39 @@ pub fn set_backlog(listener: &impl AsRawFd, backlog: i32) -> io::Result<()> {
     check(unsafe { listen(listener.as_raw_fd(), backlog) }).map(drop)
 }
 
+/// A Linux `eventfd`: a counter that other threads add to and its own thread reads back to
+/// zero, readable (in epoll) while it is not zero; a wake-up is one 8-byte write, with no
+/// socket buffer behind it.
+pub struct EventFd(File);
+
+impl EventFd {
+    /// A counter at zero, non-blocking.
+    pub fn new() -> io::Result<EventFd> {
+        const EFD_NONBLOCK: i32 = 0o4000;
+        const EFD_CLOEXEC: i32 = 0o2_000_000;
+        // SAFETY: eventfd takes no pointers; the descriptor it returns is new, and owned by the
+        // `File` from here on.
+        let fd = check(unsafe { eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) })?;
+        Ok(EventFd(unsafe { File::from_raw_fd(fd) }))
+    }
+
+    /// Adds one. It fails only with the counter at its maximum, a wake-up pending anyway.
+    pub fn signal(&self) {
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter to zero (it fails only when it is zero already).
+    pub fn clear(&self) {
+        let _ = (&self.0).read(&mut [0; 8]);
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 const EPOLL_CLOEXEC: i32 = 0o2_000_000;
 const EPOLL_CTL_ADD: i32 = 1;
 const EPOLL_CTL_DEL: i32 = 2;
@@ -134,7 +172,7 @@ fn check(result: i32) -> io::Result<i32> {
 /// How a registered descriptor reports readiness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interest {
-    /// Every time it is readable (level-triggered): listeners and wake-up sockets.
+    /// Every time it is readable (level-triggered): listeners and wakers.
     Always,
     /// Once, when bytes arrive, the peer closes or the connection fails, then disabled until
     /// re-armed with [`Epoll::rearm`]: connections whose request is being read (one worker at
@@ -640,5 +678,24 @@ mod tests {
         poller.wait(&mut ready, Some(Duration::from_secs(5))).unwrap();
         poller.wait(&mut ready, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(ready, [1, 1]);
+    }
+
+    #[test]
+    fn an_event_counter_is_readable_from_its_first_signal_until_cleared() {
+        let mut poller = Epoll::new(8).unwrap();
+        let event = EventFd::new().unwrap();
+        poller.add(&event, Interest::Always, 1).unwrap();
+        let mut ready = Vec::new();
+        poller.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert!(ready.is_empty(), "readable before any signal");
+        event.signal();
+        event.signal();
+        poller.wait(&mut ready, Some(Duration::from_secs(5))).unwrap();
+        poller.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert_eq!(ready, [1, 1], "readable until cleared");
+        ready.clear();
+        event.clear();
+        poller.wait(&mut ready, Some(Duration::ZERO)).unwrap();
+        assert!(ready.is_empty(), "one clear takes every signal");
     }
 }

@@ -1,13 +1,15 @@
 //! How the relay's threads are started, fed and woken: every long-lived thread is named and gets
 //! a small stack ([`spawn`]), work for a thread that waits in epoll is posted to its [`Mailbox`],
-//! and the thread is woken through a socket pair it watches ([`Waker`]). The workers, the outbox
+//! and the thread is woken through an `eventfd` it watches ([`Waker`]). The workers, the outbox
 //! threads and the registry thread share them; none of them is anyone's to own.
 
-use std::io::{self, Read};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
+
+use crate::sys::EventFd;
 
 /// Stack size of the relay's threads: they keep their buffers on the heap.
 pub const THREAD_STACK: usize = 128 * 1024;
@@ -20,20 +22,18 @@ pub fn spawn(
     thread::Builder::new().name(name).stack_size(THREAD_STACK).spawn(body)
 }
 
-/// Wakes a thread that waits in epoll, through a socket pair it watches.
+/// Wakes a thread that waits in epoll: the thread watches the waker (level-triggered) in its
+/// epoll set and [`clear`](Waker::clear)s it when woken; other threads [`wake`](Waker::wake) it.
 pub struct Waker {
-    socket: UnixStream,
+    event: EventFd,
     /// Set while the thread is about to wait or waiting: only then does a wake-up cost a write.
     asleep: AtomicBool,
 }
 
 impl Waker {
-    /// A waker and the socket its thread watches (both non-blocking).
-    pub fn pair() -> io::Result<(Arc<Waker>, UnixStream)> {
-        let (wake_socket, socket) = UnixStream::pair()?;
-        wake_socket.set_nonblocking(true)?;
-        socket.set_nonblocking(true)?;
-        Ok((Arc::new(Waker { socket, asleep: AtomicBool::new(true) }), wake_socket))
+    /// A waker for one thread, shared with those that wake it.
+    pub fn new() -> io::Result<Arc<Waker>> {
+        Ok(Arc::new(Waker { event: EventFd::new()?, asleep: AtomicBool::new(true) }))
     }
 
     /// Wakes the thread if it waits (or is about to). Call it after queueing the work.
@@ -42,8 +42,7 @@ impl Waker {
         // `sleeping`: either this sees the thread asleep, or the thread sees the work.
         fence(Ordering::SeqCst);
         if self.asleep.swap(false, Ordering::SeqCst) {
-            // A full socket buffer means a wake-up is pending already.
-            let _ = io::Write::write(&mut &self.socket, &[1]);
+            self.event.signal();
         }
     }
 
@@ -58,12 +57,17 @@ impl Waker {
     pub fn awake(&self) {
         self.asleep.store(false, Ordering::SeqCst);
     }
+
+    /// Takes back the wake-ups, once the thread woke for them: the waker stops being readable.
+    pub fn clear(&self) {
+        self.event.clear();
+    }
 }
 
-/// Empties the wake-up socket after a wake-up.
-pub fn drain_wakeups(wake_socket: &UnixStream) {
-    let mut drain = [0u8; 64];
-    while matches!((&*wake_socket).read(&mut drain), Ok(n) if n > 0) {}
+impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.event.as_raw_fd()
+    }
 }
 
 /// The sending end of a [`Mailbox`]: any number of threads post to one that waits in epoll.

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 /// Every file of the relay, bottom up: a file may name only files of a lower rank, so files of
 /// one rank do not name each other. A new file takes the lowest rank above everything it names.
 const RANKS: &[(u32, &[&str])] = &[
-    // Plain values, system calls, threads and time: they name nothing of the crate.
+    // Plain values, system calls and time: they name nothing of the crate.
     (0, &["action", "http", "identity", "inline", "limits::rate", "payload", "refused"]),
-    (0, &["registry::conns", "spare", "sys", "testutil", "threads", "wheel"]),
+    (0, &["registry::conns", "spare", "sys", "testutil", "wheel"]),
+    // Threads, fed through mailboxes and woken through the system's event counters.
+    (1, &["threads"]),
     // Values made of them: a message's payload as a response, an answer or a state file's record.
     (1, &["persist::records", "registry::answer", "response"]),
     // Pure computations over them: parsing, the reply writer, the configuration, the budget.

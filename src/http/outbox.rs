@@ -27,7 +27,6 @@
 //! deadlines and turns, report each delivery's end to the registry, and log.
 
 use std::io;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,7 @@ use crate::refused::RefusalReason;
 use crate::registry::{ConnId, ConnMap};
 use crate::response::Response;
 use crate::sys::{self, Epoll, Interest};
-use crate::threads::{self, drain_wakeups, mailbox, Mailbox, Post, TakeError, Waker};
+use crate::threads::{self, mailbox, Mailbox, Post, TakeError, Waker};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// Bytes reserved for a response's head besides its body (see `Sending::new`).
@@ -56,7 +55,7 @@ const SPARE_BUFFER_MAX: usize = 8 * 1024;
 
 /// Width of the outbox's deadline tick; also how often an unacknowledged delivery is asked again.
 const WRITE_TICK: Duration = Duration::from_millis(20);
-/// The token of the wake-up socket in the outbox's epoll set (connection ids are above it).
+/// The token of the thread's waker in the outbox's epoll set (connection ids are above it).
 const WAKEUP_TOKEN: u64 = 0;
 
 /// Where replies go: cheap to clone, one per thread that answers.
@@ -189,7 +188,7 @@ pub struct OwnReplies {
 }
 
 impl OwnReplies {
-    /// The token the owning thread's wake-up socket has in the epoll set.
+    /// The token the owning thread's waker has in the epoll set.
     pub const WAKEUP_TOKEN: u64 = WAKEUP_TOKEN;
 
     /// For a thread whose epoll set is `poller`, answering through `outbox`.
@@ -228,7 +227,7 @@ impl OwnReplies {
     /// Waits in the epoll set for at most `timeout` (`None`: until woken); moves on the replies
     /// whose connections are ready, fires deadlines and asks the deliveries waiting for their
     /// last acknowledgement again (as an outbox thread does each time it wakes). Returns whether
-    /// the wake-up socket was among the ready.
+    /// the waker was among the ready.
     pub fn wait(&mut self, ready: &mut Vec<(u64, bool)>, timeout: Option<Duration>) -> bool {
         let timeout = match (timeout, self.replies.wait_limit()) {
             (Some(timeout), Some(limit)) => Some(timeout.min(limit)),
@@ -261,14 +260,14 @@ impl Shard {
         gauges: Arc<Gauges>,
     ) -> io::Result<Shard> {
         let (queue, mut incoming) = mailbox();
-        let (waker, wakeups) = Waker::pair()?;
+        let waker = Waker::new()?;
         let mut poller = Epoll::new(256)?;
-        poller.add(&wakeups, Interest::Always, WAKEUP_TOKEN)?;
+        poller.add(&*waker, Interest::Always, WAKEUP_TOKEN)?;
         let epoll = poller.handle();
         let thread_waker = Arc::clone(&waker);
         threads::spawn(format!("outbox-{n}"), move || {
             let mut replies = ReplyLoop::new(buffers, gauges);
-            replies.run(&mut poller, &mut incoming, &wakeups, &thread_waker, &registry);
+            replies.run(&mut poller, &mut incoming, &thread_waker, &registry);
         })?;
         Ok(Shard { queue, waker, epoll })
     }
@@ -441,7 +440,6 @@ impl ReplyLoop {
         &mut self,
         poller: &mut Epoll,
         incoming: &mut Mailbox<Sending>,
-        wakeups: &UnixStream,
         waker: &Waker,
         registry: &ToRegistry,
     ) {
@@ -468,7 +466,7 @@ impl ReplyLoop {
             }
             for (token, input) in ready.drain(..) {
                 match token {
-                    WAKEUP_TOKEN => drain_wakeups(wakeups),
+                    WAKEUP_TOKEN => waker.clear(),
                     conn if self.sending.contains_key(&conn) => due.push((conn, input)),
                     conn => self.early.entry(conn).or_insert((false, now)).0 |= input,
                 }

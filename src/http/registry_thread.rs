@@ -2,8 +2,8 @@
 //!
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, the ends of deliveries, ticks of the clock, clients found gone) and renders each
-//! answer (`render.rs`). It waits in an epoll set that holds a wake-up socket ([`ToRegistry`]
-//! writes to it when the thread sleeps) and the answers it writes itself: when nothing else waits
+//! answer (`render.rs`). It waits in an epoll set that holds its [`Waker`] ([`ToRegistry`] wakes
+//! it when the thread sleeps) and the answers it writes itself: when nothing else waits
 //! for the thread, it writes its one answer at once and sees it to its close ([`OwnReplies`]), so
 //! on a quiet relay a hand-off crosses no other thread once its requests are here; under load it
 //! hands its answers, unwritten, to the [`Outbox`] threads. It never waits on one socket. To learn
@@ -19,7 +19,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ use crate::persist::{snapshot_len, Journal, BURNED_RECORD_LEN};
 use crate::registry::{ConnId, ConnMap, Counts, Event, Registry, Reply, TICK};
 use crate::spare::{Slot, SpareBoxes, SPARE_BOXES};
 use crate::sys::{Epoll, Interest};
-use crate::threads::{drain_wakeups, mailbox, Mailbox, TakeError, Waker};
+use crate::threads::{mailbox, Mailbox, TakeError, Waker};
 use crate::wheel::unix_ms;
 
 /// Parked connections reported per read of the epoll set; a tick reads until there are no more.
@@ -51,23 +50,22 @@ const OWN_REPLIES_MAX: usize = 16;
 /// Shortest time between two looks at whether the journal needs a snapshot.
 pub const SAVE_EVERY: Duration = Duration::from_secs(1);
 
-/// What the registry thread waits on: its queue, and its epoll set, which holds the wake-up
-/// socket of [`ToRegistry`] and the replies the thread writes itself.
+/// What the registry thread waits on: its queue, and its epoll set, which holds the waker of
+/// [`ToRegistry`] and the replies the thread writes itself.
 pub struct RegistryInput {
     queue: Mailbox<Inbound>,
     waker: Arc<Waker>,
-    wakeups: UnixStream,
     poller: Epoll,
 }
 
 /// The registry thread's queue: where other threads send, and what [`run`] reads.
 pub fn channel() -> io::Result<(ToRegistry, RegistryInput)> {
     let (queue, incoming) = mailbox();
-    let (waker, wakeups) = Waker::pair()?;
+    let waker = Waker::new()?;
     let poller = Epoll::new(256)?;
-    poller.add(&wakeups, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
+    poller.add(&*waker, Interest::Always, OwnReplies::WAKEUP_TOKEN)?;
     let to = ToRegistry::new(queue, Arc::clone(&waker));
-    Ok((to, RegistryInput { queue: incoming, waker, wakeups, poller }))
+    Ok((to, RegistryInput { queue: incoming, waker, poller }))
 }
 
 /// A connection waiting for its answer.
@@ -82,7 +80,6 @@ struct RegistryThread {
     registry: Registry,
     inbound: Mailbox<Inbound>,
     waker: Arc<Waker>,
-    wake_socket: UnixStream,
     journal: Option<Arc<Journal>>,
     /// Boxed: the map keeps room for up to twice its entries, which costs a pointer, not a
     /// whole `Waiting`, per spare slot. The boxes of those answered or gone are reused.
@@ -121,13 +118,12 @@ pub fn run(
     parked_set: Epoll,
     peer: PeerAddress,
 ) {
-    let RegistryInput { queue: inbound, waker, wakeups: wake_socket, poller } = input;
+    let RegistryInput { queue: inbound, waker, poller } = input;
     let own = OwnReplies::new(poller, &outbox);
     let mut thread = RegistryThread {
         registry,
         inbound,
         waker,
-        wake_socket,
         journal,
         waiting: ConnMap::default(),
         spare_waiting: SpareBoxes::new(SPARE_BOXES),
@@ -205,7 +201,7 @@ impl RegistryThread {
             self.own.in_flight() > 0 && self.own.wait(&mut self.ready, Some(Duration::ZERO))
         };
         if woken {
-            drain_wakeups(&self.wake_socket);
+            self.waker.clear();
         }
         self.note_own_replies_ended();
     }

@@ -17,7 +17,6 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -33,7 +32,7 @@ use super::worker::{self, Reading};
 use crate::config::Config;
 use crate::registry::ConnMap;
 use crate::sys::{self, Interest};
-use crate::threads::{drain_wakeups, spawn, Waker};
+use crate::threads::{spawn, Waker};
 use crate::wheel::{TimerId, TimerWheel, TICK};
 
 /// Largest single read from a socket.
@@ -84,15 +83,14 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
     let next_id = Arc::new(AtomicU64::new(WAKE_TOKEN));
     let mut running = Vec::new();
     for n in 0..workers.max(1) {
-        let (waker, wake_rx) = Waker::pair()?;
+        let waker = Waker::new()?;
         // The epoll sets exist before this returns (and the relay says it listens).
         let epoll = sys::Epoll::new(256)?;
         epoll.add(&*listener, Interest::Shared, LISTENER_TOKEN)?;
-        epoll.add(&wake_rx, Interest::Always, WAKE_TOKEN)?;
+        epoll.add(&*waker, Interest::Always, WAKE_TOKEN)?;
         let worker = Worker {
             shared: Arc::clone(&shared),
             listener: Arc::clone(&listener),
-            wake_rx,
             next_id: Arc::clone(&next_id),
             pending: ConnMap::default(),
             deadlines: TimerWheel::new(Instant::now(), TICK, 256),
@@ -115,7 +113,6 @@ pub fn start(listener: TcpListener, shared: Shared, workers: usize) -> io::Resul
 struct Worker {
     shared: Arc<Shared>,
     listener: Arc<TcpListener>,
-    wake_rx: UnixStream,
     /// The last connection id given, shared by the workers.
     next_id: Arc<AtomicU64>,
     pending: ConnMap<(Reading, TimerId)>,
@@ -148,7 +145,7 @@ impl Worker {
             for token in ready.drain(..) {
                 match token {
                     LISTENER_TOKEN => self.accept(&epoll, now),
-                    WAKE_TOKEN => drain_wakeups(&self.wake_rx),
+                    WAKE_TOKEN => waker.clear(),
                     id => self.read(&epoll, id, now),
                 }
             }
