@@ -154,10 +154,13 @@ impl Worker {
         }
     }
 
-    /// Accepts up to [`ACCEPT_BATCH`] waiting connections, closing at once those beyond
-    /// `--max-connections`.
+    /// Accepts the connections that wait (as many as the listener says, at most
+    /// [`ACCEPT_BATCH`]), closing at once those beyond `--max-connections`. The listener says
+    /// how many, because an `accept` that finds none costs the kernel about what one that
+    /// finds a connection does (BENCHMARKS.md, "What changed the numbers").
     fn accept(&mut self, epoll: &sys::Epoll, now: Instant) {
-        for _ in 0..ACCEPT_BATCH {
+        let waiting = sys::waiting_connections(&self.listener).unwrap_or(ACCEPT_BATCH);
+        for _ in 0..waiting.min(ACCEPT_BATCH) {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
