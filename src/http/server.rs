@@ -154,13 +154,14 @@ impl Worker {
         }
     }
 
-    /// Accepts the connections that wait (as many as the listener says, at most
-    /// [`ACCEPT_BATCH`]), closing at once those beyond `--max-connections`. The listener says
-    /// how many, because an `accept` that finds none costs the kernel about what one that
-    /// finds a connection does (BENCHMARKS.md, "What changed the numbers").
+    /// Accepts the connections that wait (as many as the listener says, at least one and at
+    /// most [`ACCEPT_BATCH`]), closing at once those beyond `--max-connections`. The listener
+    /// says how many, because an `accept` that finds none costs the kernel about what one that
+    /// finds a connection does (BENCHMARKS.md, "What changed the numbers"); at least one, so a
+    /// system that says 0 wrongly still has its connections accepted, one per wake-up.
     fn accept(&mut self, epoll: &sys::Epoll, now: Instant) {
         let waiting = sys::waiting_connections(&self.listener).unwrap_or(ACCEPT_BATCH);
-        for _ in 0..waiting.min(ACCEPT_BATCH) {
+        for _ in 0..waiting.clamp(1, ACCEPT_BATCH) {
             let (stream, peer) = match sys::accept(&self.listener) {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
