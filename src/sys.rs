@@ -99,8 +99,8 @@ pub fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
 pub fn waiting_connections(listener: &TcpListener) -> io::Result<usize> {
     const IPPROTO_TCP: i32 = 6;
     const TCP_INFO: i32 = 11;
-    // The head of `struct tcp_info`: 8 one-byte fields, then `tcpi_rto`, `tcpi_ato`,
-    // `tcpi_snd_mss`, `tcpi_rcv_mss` and `tcpi_unacked` (the sixth word).
+    // The head of `struct tcp_info`: 8 one-byte fields (two words), then `tcpi_rto`,
+    // `tcpi_ato`, `tcpi_snd_mss`, `tcpi_rcv_mss` and `tcpi_unacked`: `info[6]`.
     let mut info = [0i32; 8];
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: both pointers are to live locals of the sizes given; the kernel writes at most
@@ -151,9 +151,9 @@ impl EventFd {
     pub fn new() -> io::Result<EventFd> {
         const EFD_NONBLOCK: i32 = 0o4000;
         const EFD_CLOEXEC: i32 = 0o2_000_000;
-        // SAFETY: eventfd takes no pointers; the descriptor it returns is new, and owned by the
-        // `File` from here on.
+        // SAFETY: eventfd takes no pointers.
         let fd = check(unsafe { eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) })?;
+        // SAFETY: a non-negative result is a new descriptor that nothing else owns.
         Ok(EventFd(unsafe { File::from_raw_fd(fd) }))
     }
 

@@ -5,10 +5,10 @@
 //! worker per arrival: `EPOLLEXCLUSIVE`), reads each new connection at once, and watches, in
 //! its own epoll set, each of its connections whose request is not complete yet; when one has
 //! bytes, the worker reads what is there and either finishes the request or waits for more.
-//! Most requests arrive with their connection, so most connections never enter the set. A request is read on the thread
-//! that accepted it, so it crosses no thread before the registry: a poller thread handing
-//! connections to a pool cost a wake-up per request (BENCHMARKS.md, "What changed the
-//! numbers"). Each worker keeps its readings' deadlines on a timer wheel of its own. It never
+//! Most requests arrive with their connection, so most connections never enter the set. A
+//! request is read on the thread that accepted it, so it crosses no thread before the registry:
+//! a poller thread handing connections to a pool cost a wake-up per request (BENCHMARKS.md,
+//! "What changed the numbers"). Each worker keeps its readings' deadlines on a timer wheel of its own. It never
 //! gives up the listener: an `accept()` error (too many open files) pauses that worker's
 //! accepting for a growing interval and is logged; the kernel's backlog holds new clients
 //! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to an
