@@ -3,8 +3,8 @@
 //! It owns the connections of parked requests, feeds the registry events (requests from the
 //! workers, the ends of deliveries, ticks of the clock, clients found gone) and renders each
 //! answer (`render.rs`). It waits in an epoll set that holds its [`Waker`] ([`ToRegistry`] wakes
-//! it when the thread sleeps) and the answers it writes itself: when nothing else waits
-//! for the thread, it writes its one answer at once and sees it to its close ([`OwnReplies`]), so
+//! it when the thread sleeps) and the answers it writes itself: when nothing else waits for the
+//! thread, it writes its one answer at once and sees it to its close ([`OwnReplies`]), so
 //! on a quiet relay a hand-off crosses no other thread once its requests are here; under load it
 //! hands its answers, unwritten, to the [`Outbox`] threads. It never waits on one socket. To learn
 //! that a waiting client has left, each parked connection is watched in a second epoll set that

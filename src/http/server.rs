@@ -8,12 +8,12 @@
 //! Most requests arrive with their connection, so most connections never enter the set. A
 //! request is read on the thread that accepted it, so it crosses no thread before the registry:
 //! a poller thread handing connections to a pool cost a wake-up per request (BENCHMARKS.md,
-//! "What changed the numbers"). Each worker keeps its readings' deadlines on a timer wheel of its own. It never
-//! gives up the listener: an `accept()` error (too many open files) pauses that worker's
-//! accepting for a growing interval and is logged; the kernel's backlog holds new clients
-//! meanwhile. A worker writes its own answers at once and leaves the rest, and the close, to an
-//! outbox thread (`outbox.rs`; one per worker). [`Front::stop`] (`SIGTERM`) has every worker
-//! answer the requests it is still reading 503; the listener closes with the last.
+//! "What changed the numbers"). Each worker keeps its readings' deadlines on a timer wheel of
+//! its own. It never gives up the listener: an `accept()` error (too many open files) pauses
+//! that worker's accepting for a growing interval and is logged; the kernel's backlog holds new
+//! clients meanwhile. A worker writes its own answers at once and leaves the rest, and the
+//! close, to an outbox thread (`outbox.rs`; one per worker). [`Front::stop`] (`SIGTERM`) has
+//! every worker answer the requests it is still reading 503; the listener closes with the last.
 
 use std::io;
 use std::net::TcpListener;
@@ -207,11 +207,14 @@ impl Worker {
             // Read at once: a client's request usually arrives with, or right behind, its
             // connection, and one read now saves watching the connection in the epoll set
             // (and the removal from it at its close).
-            let reading = Reading::new(connection, peer, limits, now, charge);
-            let scratch = &mut self.scratch;
-            if let Some(reading) = worker::on_readable(reading, &self.shared, scratch, now) {
-                self.watch(epoll, reading);
-            }
+            self.serve(epoll, Reading::new(connection, peer, limits, now, charge), now);
+        }
+    }
+
+    /// Reads what a connection has, seen at `now`; an incomplete request waits for more.
+    fn serve(&mut self, epoll: &sys::Epoll, reading: Reading, now: Instant) {
+        if let Some(reading) = worker::on_readable(reading, &self.shared, &mut self.scratch, now) {
+            self.watch(epoll, reading);
         }
     }
 
@@ -232,15 +235,11 @@ impl Worker {
         self.pending.insert(id, (reading, timer));
     }
 
-    /// Reads what arrived on a connection, seen at `now`; an incomplete request waits for more.
+    /// Reads what arrived on a watched connection, seen at `now`.
     fn read(&mut self, epoll: &sys::Epoll, id: u64, now: Instant) {
         if let Some((reading, timer)) = self.pending.remove(&id) {
             self.deadlines.cancel(timer);
-            if let Some(reading) =
-                worker::on_readable(reading, &self.shared, &mut self.scratch, now)
-            {
-                self.watch(epoll, reading);
-            }
+            self.serve(epoll, reading, now);
         }
     }
 
